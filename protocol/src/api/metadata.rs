@@ -1,0 +1,115 @@
+//! Metadata: lists topics, or describes the named ones, with their configs
+//! and per-partition offsets and sizes.
+//!
+//! ```text
+//! request:  topics [name string]            (empty array = every topic)
+//! response: topics [error_code u16 | name string | configs [key string | value string]
+//!                   | partitions [partition u32 | error_code u16 | log_start_offset u64
+//!                                 | log_end_offset u64 | high_watermark u64
+//!                                 | size_bytes u64 | segment_count u32]]
+//! ```
+
+use super::{ApiKey, ConfigEntry, Message, Request};
+use crate::{ErrorCode, Reader, WireError, Writer};
+
+/// Asks for topic metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataRequest {
+    /// Topics to describe; empty means all.
+    pub topics: Vec<String>,
+}
+
+/// Metadata of the requested topics.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataResponse {
+    /// One entry per topic (an unknown requested topic has `UnknownTopic`).
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// One topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// `None`, or why the topic could not be described.
+    pub error_code: ErrorCode,
+    /// Topic name.
+    pub name: String,
+    /// Effective configs (defaults included).
+    pub configs: Vec<ConfigEntry>,
+    /// Partitions in index order.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// One partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// Partition index.
+    pub partition: u32,
+    /// `None`, or why the partition could not be described.
+    pub error_code: ErrorCode,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Offset the next record will get.
+    pub log_end_offset: u64,
+    /// Offsets below this are visible to consumers.
+    pub high_watermark: u64,
+    /// Bytes on disk.
+    pub size_bytes: u64,
+    /// Number of segments.
+    pub segment_count: u32,
+}
+
+impl Message for MetadataRequest {
+    const NAME: &'static str = "Metadata request";
+    fn encode(&self, w: &mut Writer) {
+        w.vec(&self.topics, |w, t| w.string(t));
+    }
+    fn decode(r: &mut Reader) -> Result<Self, WireError> {
+        Ok(Self { topics: r.vec("topics", 2, Reader::string)? })
+    }
+}
+
+impl Request for MetadataRequest {
+    const API_KEY: ApiKey = ApiKey::Metadata;
+    type Response = MetadataResponse;
+}
+
+impl Message for MetadataResponse {
+    const NAME: &'static str = "Metadata response";
+    fn encode(&self, w: &mut Writer) {
+        w.vec(&self.topics, |w, t| {
+            w.u16(t.error_code.as_u16());
+            w.string(&t.name);
+            ConfigEntry::encode_all(w, &t.configs);
+            w.vec(&t.partitions, |w, p| {
+                w.u32(p.partition);
+                w.u16(p.error_code.as_u16());
+                w.u64(p.log_start_offset);
+                w.u64(p.log_end_offset);
+                w.u64(p.high_watermark);
+                w.u64(p.size_bytes);
+                w.u32(p.segment_count);
+            });
+        });
+    }
+    fn decode(r: &mut Reader) -> Result<Self, WireError> {
+        let topics = r.vec("topics", 12, |r| {
+            Ok(TopicMetadata {
+                error_code: ErrorCode::from_u16(r.u16()?),
+                name: r.string()?,
+                configs: ConfigEntry::decode_all(r)?,
+                partitions: r.vec("partitions", 42, |r| {
+                    Ok(PartitionMetadata {
+                        partition: r.u32()?,
+                        error_code: ErrorCode::from_u16(r.u16()?),
+                        log_start_offset: r.u64()?,
+                        log_end_offset: r.u64()?,
+                        high_watermark: r.u64()?,
+                        size_bytes: r.u64()?,
+                        segment_count: r.u32()?,
+                    })
+                })?,
+            })
+        })?;
+        Ok(Self { topics })
+    }
+}

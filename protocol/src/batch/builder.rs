@@ -1,0 +1,191 @@
+//! Building a batch record by record. Records are encoded straight into one
+//! buffer behind a reserved header; `build` compresses the records section if
+//! asked, fills the header and computes the CRC. One allocation per batch.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::{
+    compute_crc, varint, Compression, HeaderRef, ATTRIBUTES_POS, HEADER_LEN, LOG_OVERHEAD, NO_PRODUCER_ID,
+    NO_SEQUENCE,
+};
+
+/// Accumulates records into one batch.
+#[derive(Debug)]
+pub struct BatchBuilder {
+    /// Header space followed by the encoded records.
+    buf: BytesMut,
+    /// Records appended.
+    count: u32,
+    /// Timestamp of the first record; deltas are relative to it.
+    first_timestamp: i64,
+    /// Largest timestamp seen.
+    max_timestamp: i64,
+    /// Codec applied by `build`.
+    compression: Compression,
+    /// Idempotence fields copied into the header.
+    producer_id: u64,
+    /// See `producer_id`.
+    producer_epoch: u16,
+    /// See `producer_id`.
+    base_sequence: u32,
+}
+
+impl Default for BatchBuilder {
+    fn default() -> Self {
+        Self::with_capacity(4096)
+    }
+}
+
+impl BatchBuilder {
+    /// An empty, uncompressed batch from a non-idempotent producer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// As [`new`](Self::new), reserving `capacity` bytes up front.
+    pub fn with_capacity(capacity: usize) -> Self {
+        let mut buf = BytesMut::with_capacity(capacity.max(HEADER_LEN));
+        buf.put_bytes(0, HEADER_LEN);
+        Self {
+            buf,
+            count: 0,
+            first_timestamp: 0,
+            max_timestamp: i64::MIN,
+            compression: Compression::None,
+            producer_id: NO_PRODUCER_ID,
+            producer_epoch: 0,
+            base_sequence: NO_SEQUENCE,
+        }
+    }
+
+    /// Sets the codec used by [`build`](Self::build).
+    pub fn compression(mut self, compression: Compression) -> Self {
+        self.compression = compression;
+        self
+    }
+
+    /// Marks the batch as sent by idempotent producer `id`/`epoch`, its first
+    /// record carrying sequence number `base_sequence`.
+    pub fn producer(mut self, id: u64, epoch: u16, base_sequence: u32) -> Self {
+        self.producer_id = id;
+        self.producer_epoch = epoch;
+        self.base_sequence = base_sequence;
+        self
+    }
+
+    /// Records appended so far.
+    pub fn record_count(&self) -> u32 {
+        self.count
+    }
+
+    /// Whether no record was appended.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Uncompressed size of the batch so far, header included.
+    pub fn size_in_bytes(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Bytes a record would add to the batch.
+    pub fn record_size(
+        timestamp_delta: i64,
+        offset_delta: u32,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+    ) -> usize {
+        let body = body_len(timestamp_delta, offset_delta, key, value, headers);
+        varint::len(body as i64) + body
+    }
+
+    /// Appends a record.
+    pub fn append(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+    ) {
+        if self.count == 0 {
+            self.first_timestamp = timestamp;
+        }
+        self.max_timestamp = self.max_timestamp.max(timestamp);
+        let delta = timestamp.wrapping_sub(self.first_timestamp);
+        let body = body_len(delta, self.count, key, value, headers);
+        let buf = &mut self.buf;
+        buf.reserve(body + varint::MAX_VARINT_LEN);
+        varint::put(buf, body as i64);
+        buf.put_u8(0);
+        varint::put(buf, delta);
+        varint::put(buf, i64::from(self.count));
+        put_nullable(buf, key);
+        put_nullable(buf, value);
+        varint::put(buf, headers.len() as i64);
+        for h in headers {
+            put_nullable(buf, Some(h.key));
+            put_nullable(buf, h.value);
+        }
+        self.count += 1;
+    }
+
+    /// Finishes the batch: `base_offset` 0 (the broker stamps it), CRC set.
+    pub fn build(self) -> Bytes {
+        let mut buf = self.buf;
+        if self.compression != Compression::None {
+            let packed = self.compression.compress(&buf[HEADER_LEN..]);
+            buf.truncate(HEADER_LEN);
+            buf.extend_from_slice(&packed);
+        }
+        let batch_length = (buf.len() - LOG_OVERHEAD) as u32;
+        let max_timestamp = if self.count == 0 { self.first_timestamp } else { self.max_timestamp };
+        let mut header = &mut buf[..HEADER_LEN];
+        header.put_u64(0);
+        header.put_u32(batch_length);
+        header.put_u32(0); // crc, below
+        header.put_u16(self.compression as u16);
+        header.put_u32(self.count.saturating_sub(1));
+        header.put_i64(self.first_timestamp);
+        header.put_i64(max_timestamp);
+        header.put_u64(self.producer_id);
+        header.put_u16(self.producer_epoch);
+        header.put_u32(self.base_sequence);
+        header.put_u32(self.count);
+        let crc = compute_crc(&buf);
+        buf[ATTRIBUTES_POS - 4..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
+        buf.freeze()
+    }
+}
+
+fn nullable_len(v: Option<&[u8]>) -> usize {
+    match v {
+        None => varint::len(-1),
+        Some(v) => varint::len(v.len() as i64) + v.len(),
+    }
+}
+
+fn body_len(
+    timestamp_delta: i64,
+    offset_delta: u32,
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[HeaderRef<'_>],
+) -> usize {
+    1 + varint::len(timestamp_delta)
+        + varint::len(i64::from(offset_delta))
+        + nullable_len(key)
+        + nullable_len(value)
+        + varint::len(headers.len() as i64)
+        + headers.iter().map(|h| nullable_len(Some(h.key)) + nullable_len(h.value)).sum::<usize>()
+}
+
+fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
+    match v {
+        None => varint::put(buf, -1),
+        Some(v) => {
+            varint::put(buf, v.len() as i64);
+            buf.extend_from_slice(v);
+        }
+    }
+}

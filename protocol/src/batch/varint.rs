@@ -1,0 +1,110 @@
+//! Zigzag varints (as in protobuf `sint64` and Kafka record fields): small
+//! magnitudes of either sign take few bytes. At most 10 bytes for an `i64`.
+
+use bytes::BufMut;
+
+/// The most bytes a varint may take.
+pub const MAX_VARINT_LEN: usize = 10;
+
+/// Bytes `v` takes as a zigzag varint.
+pub fn len(v: i64) -> usize {
+    let z = zigzag(v);
+    let bits = 64 - (z | 1).leading_zeros() as usize;
+    bits.div_ceil(7)
+}
+
+fn zigzag(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
+/// Appends `v` as a zigzag varint.
+pub fn put(buf: &mut impl BufMut, v: i64) {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        buf.put_u8((z as u8) | 0x80);
+        z >>= 7;
+    }
+    buf.put_u8(z as u8);
+}
+
+/// Reads a zigzag varint from the front of `src`: the value and the bytes it
+/// took, or `None` when it is truncated or longer than 10 bytes / 64 bits.
+#[inline]
+pub fn get(src: &[u8]) -> Option<(i64, usize)> {
+    // Fast path: most record fields (small lengths, deltas) fit one byte.
+    if let Some(&byte) = src.first() {
+        if byte < 0x80 {
+            let z = u64::from(byte);
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), 1));
+        }
+    }
+    let mut z: u64 = 0;
+    for (i, &byte) in src.iter().take(MAX_VARINT_LEN).enumerate() {
+        let part = u64::from(byte & 0x7F);
+        if i == MAX_VARINT_LEN - 1 && part > 1 {
+            return None; // bits past the 64th
+        }
+        z |= part << (7 * i);
+        if byte & 0x80 == 0 {
+            let v = ((z >> 1) as i64) ^ -((z & 1) as i64);
+            return Some((v, i + 1));
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn known_encodings() {
+        for (v, bytes) in [
+            (0i64, &[0x00][..]),
+            (-1, &[0x01]),
+            (1, &[0x02]),
+            (63, &[0x7E]),
+            (-64, &[0x7F]),
+            (64, &[0x80, 0x01]),
+        ] {
+            let mut buf = Vec::new();
+            put(&mut buf, v);
+            assert_eq!(buf, bytes, "{v}");
+            assert_eq!(len(v), bytes.len());
+            assert_eq!(get(bytes), Some((v, bytes.len())));
+        }
+    }
+
+    #[test]
+    fn extremes_and_malformed() {
+        for v in [i64::MIN, i64::MAX] {
+            let mut buf = Vec::new();
+            put(&mut buf, v);
+            assert_eq!(buf.len(), MAX_VARINT_LEN);
+            assert_eq!(get(&buf), Some((v, MAX_VARINT_LEN)));
+        }
+        assert_eq!(get(&[0x80]), None, "truncated");
+        assert_eq!(get(&[0xFF; 11]), None, "too long");
+        let mut over = [0xFFu8; 10];
+        over[9] = 0x02;
+        assert_eq!(get(&over), None, "65th bit");
+    }
+
+    proptest! {
+        #[test]
+        fn round_trip(v in any::<i64>()) {
+            let mut buf = Vec::new();
+            put(&mut buf, v);
+            prop_assert_eq!(buf.len(), len(v));
+            prop_assert_eq!(get(&buf), Some((v, buf.len())));
+        }
+
+        #[test]
+        fn never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..16)) {
+            if let Some((_, used)) = get(&bytes) {
+                prop_assert!(used <= MAX_VARINT_LEN && used <= bytes.len());
+            }
+        }
+    }
+}
