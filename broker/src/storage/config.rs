@@ -1,0 +1,223 @@
+//! Per-log settings: segment sizes, retention, durability. The broker keeps
+//! one per topic (persisted in topic.json) with broker-wide defaults.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// When appended data is flushed to stable storage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FsyncPolicy {
+    /// Before a durable produce is acknowledged (group commit). Default.
+    #[default]
+    Always,
+    /// By a timer: up to this much acknowledged data can be lost on power loss.
+    Interval(Duration),
+    /// Only on segment roll and clean shutdown: the OS decides.
+    Never,
+}
+
+impl fmt::Display for FsyncPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FsyncPolicy::Always => f.write_str("always"),
+            FsyncPolicy::Interval(d) => write!(f, "interval:{}", d.as_millis()),
+            FsyncPolicy::Never => f.write_str("never"),
+        }
+    }
+}
+
+impl FromStr for FsyncPolicy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "always" => Ok(Self::Always),
+            "never" => Ok(Self::Never),
+            _ => s
+                .strip_prefix("interval:")
+                .and_then(|ms| ms.parse::<u64>().ok())
+                .filter(|ms| *ms > 0)
+                .map(|ms| Self::Interval(Duration::from_millis(ms)))
+                .ok_or_else(|| {
+                    format!("invalid fsync mode `{s}`: expected always, interval:MS (MS > 0) or never")
+                }),
+        }
+    }
+}
+
+impl Serialize for FsyncPolicy {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for FsyncPolicy {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        String::deserialize(d)?.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Which timestamp records carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TimestampType {
+    /// The producer's timestamps.
+    #[default]
+    Create,
+    /// The broker's clock at append.
+    LogAppend,
+}
+
+/// Settings of one log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Roll to a new segment past this size; also the address space mapped
+    /// per segment. At most 2 GiB (positions are `u32`).
+    pub segment_bytes: u64,
+    /// Roll a non-empty segment this old (ms), whatever its size.
+    pub segment_ms: u64,
+    /// Delete sealed segments whose newest record is older (ms); 0 = keep forever.
+    pub retention_ms: u64,
+    /// Delete the oldest sealed segments while the log is larger; 0 = no limit.
+    pub retention_bytes: u64,
+    /// Durability of appends.
+    pub fsync: FsyncPolicy,
+    /// Largest batch accepted.
+    pub max_message_bytes: u32,
+    /// Bytes of log between sparse index entries.
+    pub index_interval_bytes: u32,
+    /// Largest step of disk reservation ahead of the write position.
+    pub segment_preallocate_bytes: u64,
+    /// Producer timestamps or broker append time.
+    pub message_timestamp: TimestampType,
+}
+
+/// Largest allowed `segment_bytes`.
+pub const MAX_SEGMENT_BYTES: u64 = 2 << 30;
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            segment_bytes: 1 << 30,
+            segment_ms: 7 * 24 * 3600 * 1000,
+            retention_ms: 7 * 24 * 3600 * 1000,
+            retention_bytes: 0,
+            fsync: FsyncPolicy::Always,
+            max_message_bytes: 8 << 20,
+            index_interval_bytes: 4096,
+            segment_preallocate_bytes: 32 << 20,
+            message_timestamp: TimestampType::Create,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the values are usable.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(4096..=MAX_SEGMENT_BYTES).contains(&self.segment_bytes) {
+            return Err(format!("segment_bytes must be between 4096 and {MAX_SEGMENT_BYTES}"));
+        }
+        if self.max_message_bytes as u64 > self.segment_bytes || self.max_message_bytes < 64 {
+            return Err("max_message_bytes must be between 64 and segment_bytes".into());
+        }
+        if self.index_interval_bytes == 0 || self.segment_ms == 0 {
+            return Err("index_interval_bytes and segment_ms must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Sets one key from text (topic config entries); the keys are the
+    /// field names above.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
+        fn num(key: &str, v: &str) -> Result<u64, String> {
+            v.parse().map_err(|_| format!("{key}: `{v}` is not a non-negative integer"))
+        }
+        match key {
+            "segment_bytes" => self.segment_bytes = num(key, value)?,
+            "segment_ms" => self.segment_ms = num(key, value)?,
+            "retention_ms" => self.retention_ms = num(key, value)?,
+            "retention_bytes" => self.retention_bytes = num(key, value)?,
+            "fsync" => self.fsync = value.parse()?,
+            "max_message_bytes" => {
+                self.max_message_bytes =
+                    u32::try_from(num(key, value)?).map_err(|_| "max_message_bytes too large")?
+            }
+            "index_interval_bytes" => {
+                self.index_interval_bytes =
+                    u32::try_from(num(key, value)?).map_err(|_| "index_interval_bytes too large")?
+            }
+            "segment_preallocate_bytes" => self.segment_preallocate_bytes = num(key, value)?,
+            "message_timestamp" => {
+                self.message_timestamp = match value {
+                    "create" => TimestampType::Create,
+                    "log_append" => TimestampType::LogAppend,
+                    _ => return Err(format!("message_timestamp: `{value}` is not create or log_append")),
+                }
+            }
+            _ => return Err(format!("unknown topic config `{key}`")),
+        }
+        self.validate()
+    }
+
+    /// Every key and its value as text (the inverse of [`set`](Self::set)).
+    pub fn entries(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("segment_bytes", self.segment_bytes.to_string()),
+            ("segment_ms", self.segment_ms.to_string()),
+            ("retention_ms", self.retention_ms.to_string()),
+            ("retention_bytes", self.retention_bytes.to_string()),
+            ("fsync", self.fsync.to_string()),
+            ("max_message_bytes", self.max_message_bytes.to_string()),
+            ("index_interval_bytes", self.index_interval_bytes.to_string()),
+            ("segment_preallocate_bytes", self.segment_preallocate_bytes.to_string()),
+            (
+                "message_timestamp",
+                match self.message_timestamp {
+                    TimestampType::Create => "create".into(),
+                    TimestampType::LogAppend => "log_append".into(),
+                },
+            ),
+        ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fsync_parses_and_prints() {
+        for s in ["always", "never", "interval:250"] {
+            assert_eq!(s.parse::<FsyncPolicy>().unwrap().to_string(), s);
+        }
+        for bad in ["", "sometimes", "interval:", "interval:0", "interval:-5"] {
+            assert!(bad.parse::<FsyncPolicy>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn set_and_entries_round_trip() {
+        let mut c = LogConfig::default();
+        for (k, v) in
+            (LogConfig { fsync: FsyncPolicy::Never, retention_ms: 5, ..LogConfig::default() }).entries()
+        {
+            c.set(k, &v).unwrap();
+        }
+        assert_eq!(c.fsync, FsyncPolicy::Never);
+        assert_eq!(c.retention_ms, 5);
+        assert!(c.set("nope", "1").is_err());
+        assert!(c.set("segment_bytes", "12").is_err());
+        assert!(c.set("retention_ms", "-1").is_err());
+    }
+
+    #[test]
+    fn serde_uses_text_for_fsync() {
+        let c = LogConfig { fsync: "interval:100".parse().unwrap(), ..LogConfig::default() };
+        let json = serde_json::to_string(&c).unwrap();
+        assert!(json.contains("\"fsync\":\"interval:100\""));
+        assert_eq!(serde_json::from_str::<LogConfig>(&json).unwrap(), c);
+    }
+}

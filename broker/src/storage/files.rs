@@ -1,0 +1,132 @@
+//! Every file name in a partition directory, formatted and parsed here only.
+//!
+//! ```text
+//! <partition dir>/
+//!     00000000000000000000.log          segment, named by its base offset (20 digits)
+//!     00000000000000000000.index        sparse offset index
+//!     00000000000000000000.timeindex    time index
+//!     *.deleted                         a segment file being removed (retention)
+//!     recovery-point                    last offset known flushed (checkpoint)
+//!     recovery-point.tmp                a checkpoint being written
+//!     clean-shutdown                    marker: the log was closed cleanly
+//! ```
+
+use std::path::{Path, PathBuf};
+
+/// Suffix of segment data files.
+pub const LOG_SUFFIX: &str = ".log";
+/// Suffix of offset index files.
+pub const INDEX_SUFFIX: &str = ".index";
+/// Suffix of time index files.
+pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Suffix appended to a file scheduled for deletion.
+pub const DELETED_SUFFIX: &str = ".deleted";
+/// The recovery-point checkpoint.
+pub const RECOVERY_POINT: &str = "recovery-point";
+/// Suffix of a checkpoint being written.
+pub const TMP_SUFFIX: &str = ".tmp";
+/// Marker left by a clean close.
+pub const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+
+/// The kind of a segment file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SegmentFile {
+    /// `.log`
+    Log,
+    /// `.index`
+    Index,
+    /// `.timeindex`
+    TimeIndex,
+}
+
+impl SegmentFile {
+    /// Every kind, data file first.
+    pub const ALL: [SegmentFile; 3] = [SegmentFile::Log, SegmentFile::Index, SegmentFile::TimeIndex];
+
+    fn suffix(self) -> &'static str {
+        match self {
+            SegmentFile::Log => LOG_SUFFIX,
+            SegmentFile::Index => INDEX_SUFFIX,
+            SegmentFile::TimeIndex => TIME_INDEX_SUFFIX,
+        }
+    }
+}
+
+/// `00000000000000001234.log` and friends.
+pub fn segment_file_name(base_offset: u64, kind: SegmentFile) -> String {
+    format!("{base_offset:020}{}", kind.suffix())
+}
+
+/// The path of a segment file in `dir`.
+pub fn segment_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf {
+    dir.join(segment_file_name(base_offset, kind))
+}
+
+/// The path a segment file is renamed to before it is removed.
+pub fn deleted_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(DELETED_SUFFIX);
+    PathBuf::from(name)
+}
+
+/// What a file name in a partition directory is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FileName {
+    /// A live segment file.
+    Segment(u64, SegmentFile),
+    /// A file scheduled for deletion, or a temporary checkpoint.
+    Leftover,
+    /// The recovery-point checkpoint or the clean-shutdown marker.
+    Control,
+    /// Not ours.
+    Unknown,
+}
+
+/// Classifies a file name.
+pub fn parse(name: &str) -> FileName {
+    if name.ends_with(DELETED_SUFFIX) || name.ends_with(TMP_SUFFIX) {
+        return FileName::Leftover;
+    }
+    if name == RECOVERY_POINT || name == CLEAN_SHUTDOWN {
+        return FileName::Control;
+    }
+    for kind in SegmentFile::ALL {
+        if let Some(stem) = name.strip_suffix(kind.suffix()) {
+            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
+                if let Ok(base) = stem.parse() {
+                    return FileName::Segment(base, kind);
+                }
+            }
+        }
+    }
+    FileName::Unknown
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        for kind in SegmentFile::ALL {
+            for base in [0, 1234, u64::MAX] {
+                assert_eq!(parse(&segment_file_name(base, kind)), FileName::Segment(base, kind));
+            }
+        }
+        assert_eq!(segment_file_name(1234, SegmentFile::Log), "00000000000000001234.log");
+    }
+
+    #[test]
+    fn other_names() {
+        assert_eq!(parse("00000000000000001234.log.deleted"), FileName::Leftover);
+        assert_eq!(parse("recovery-point.tmp"), FileName::Leftover);
+        assert_eq!(parse(RECOVERY_POINT), FileName::Control);
+        assert_eq!(parse("1234.log"), FileName::Unknown);
+        assert_eq!(parse("0000000000000000123x.log"), FileName::Unknown);
+        assert_eq!(parse("99999999999999999999.log"), FileName::Unknown);
+        assert_eq!(
+            deleted_path(Path::new("/d/00000000000000000000.log")),
+            PathBuf::from("/d/00000000000000000000.log.deleted")
+        );
+    }
+}

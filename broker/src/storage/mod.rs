@@ -1,0 +1,110 @@
+//! The storage engine: one append-only [`Log`] per partition, made of
+//! memory-mapped [`segment`]s with sparse indexes, with group-committed
+//! durability and crash recovery.
+//!
+//! This module is synchronous and tokio-free. A `Log` is shared between
+//! threads (`Arc<Log>`): appends serialize on its writer lock, reads take it
+//! only to locate bytes and then read without it, and flushes run outside it
+//! (the broker calls [`Log::sync_to`] and [`Log::flush`] from blocking
+//! threads). Logs of different partitions share nothing.
+
+mod config;
+pub mod files;
+mod index;
+mod log;
+mod mmap;
+mod producers;
+mod segment;
+
+pub use config::{FsyncPolicy, LogConfig, TimestampType};
+pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};
+pub use mmap::DiskSpace;
+pub use producers::SequenceError;
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use sluice_protocol::batch::BatchError;
+
+/// A storage failure.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StorageError {
+    /// A file operation failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// Disk space could not be reserved; nothing was written.
+    #[error("no space left to {op} {path}")]
+    NoSpace {
+        /// What was being done.
+        op: &'static str,
+        /// The file.
+        path: PathBuf,
+    },
+    /// A stored batch failed its checks: it is not served.
+    #[error("corrupt batch at byte {position} of segment {segment}: {source}")]
+    CorruptBatch {
+        /// Base offset of the segment.
+        segment: u64,
+        /// Byte position in the segment.
+        position: usize,
+        /// What was wrong.
+        #[source]
+        source: BatchError,
+    },
+    /// A batch offered for append is malformed.
+    #[error("invalid batch: {0}")]
+    InvalidBatch(#[source] BatchError),
+    /// The offset is outside the log.
+    #[error("offset {offset} is outside the log's range [{log_start_offset}, {log_end_offset}]")]
+    OffsetOutOfRange {
+        /// The offset asked for.
+        offset: u64,
+        /// First offset stored.
+        log_start_offset: u64,
+        /// Offset after the last record.
+        log_end_offset: u64,
+    },
+    /// A batch is larger than the topic allows.
+    #[error("batch of {size} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge {
+        /// The batch's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// An idempotent producer's batch is out of sequence or fenced.
+    #[error(transparent)]
+    Sequence(#[from] SequenceError),
+    /// A segment cannot be cut while readers hold bytes of it.
+    #[error("segment {segment} is being read; cannot truncate it")]
+    ReadersActive {
+        /// Base offset of the segment.
+        segment: u64,
+    },
+    /// The log was closed.
+    #[error("the log is closed")]
+    Closed,
+}
+
+/// Maps an `io::Error` of `op` on `path`, telling a full disk apart.
+pub(crate) fn io_error<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> StorageError + 'a {
+    move |source| {
+        if source.raw_os_error() == Some(rustix::io::Errno::NOSPC.raw_os_error()) {
+            StorageError::NoSpace { op, path: path.to_owned() }
+        } else {
+            StorageError::Io { op, path: path.to_owned(), source }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
