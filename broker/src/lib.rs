@@ -1,5 +1,14 @@
 //! The Sluice broker: the storage engine (memory-mapped segment logs per
-//! partition) and, with the broker-server issue, the TCP server and the
-//! `sluice` binary.
+//! partition, [`storage`]), the TCP server ([`server`], [`connection`],
+//! [`handlers`]) and the `sluice` command line ([`cli`]).
 
+pub mod broker;
+pub mod cli;
+pub mod config;
+pub mod connection;
+pub mod errors;
+pub mod handlers;
+pub mod partition;
+pub mod server;
 pub mod storage;
+pub mod topics;

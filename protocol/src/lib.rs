@@ -15,3 +15,5 @@ pub use error_code::ErrorCode;
 pub use frame::{FrameCodec, FrameError};
 pub use wire::{Reader, WireError, Writer};
 pub mod api;
+#[cfg(feature = "client")]
+pub mod client;

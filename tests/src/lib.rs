@@ -1,3 +1,224 @@
-//! Sluice end-to-end tests. Each test in `tests/` starts a real broker on
-//! `127.0.0.1:0` (in-process, or as a subprocess where a crash must be real)
-//! and talks to it only over loopback.
+//! Harness for Sluice's end-to-end tests: brokers started in-process or as
+//! subprocesses on `127.0.0.1:0` over temporary data directories, and small
+//! client helpers. Everything talks to loopback only.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::server::Server;
+use sluice_broker::storage::FsyncPolicy;
+use sluice_protocol::api::{Acks, CreateTopicRequest, FetchPartition, FetchRequest, ProduceRequest, ProduceResponse};
+use sluice_protocol::batch::{split_batches, BatchBuilder, RecordBatch};
+use sluice_protocol::client::{ClientError, Connection};
+
+/// A broker running inside the test process.
+#[derive(Debug)]
+pub struct TestBroker {
+    /// The server, until stopped.
+    server: Option<Server>,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its configuration (data dir included).
+    pub config: BrokerConfig,
+    /// Keeps the data directory alive.
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A broker configuration on a fresh temporary directory, port 0.
+pub fn test_config() -> (BrokerConfig, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig { listen: "127.0.0.1:0".into(), data_dir: dir.path().to_owned(), ..BrokerConfig::default() };
+    (config, dir)
+}
+
+impl TestBroker {
+    /// Starts a broker with defaults adjusted by `adjust`.
+    pub async fn start(adjust: impl FnOnce(&mut BrokerConfig)) -> Self {
+        let (mut config, dir) = test_config();
+        adjust(&mut config);
+        Self::start_with(config, Some(dir)).await
+    }
+
+    /// Starts a broker on `config` as it is.
+    pub async fn start_with(config: BrokerConfig, dir: Option<tempfile::TempDir>) -> Self {
+        let (server, _) = Server::start(config.clone()).await.unwrap();
+        let addr = server.local_addr();
+        Self { server: Some(server), addr, config, _dir: dir }
+    }
+
+    /// The running server.
+    pub fn server(&self) -> &Server {
+        self.server.as_ref().unwrap()
+    }
+
+    /// Stops it gracefully (flush, clean-shutdown markers).
+    pub async fn stop(&mut self) {
+        if let Some(server) = self.server.take() {
+            server.shutdown();
+            server.wait().await.unwrap();
+        }
+    }
+
+    /// Stops it and starts it again on the same data and port-0 address.
+    pub async fn restart(mut self) -> Self {
+        self.stop().await;
+        let dir = self._dir.take();
+        Self::start_with(self.config.clone(), dir).await
+    }
+
+    /// A new client connection.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.addr.to_string(), "test").await.unwrap()
+    }
+}
+
+/// A `sluice serve` subprocess.
+#[derive(Debug)]
+pub struct ProcessBroker {
+    child: Child,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Its data directory.
+    pub data_dir: PathBuf,
+    /// Everything it logged (for failure messages).
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl ProcessBroker {
+    /// Starts `bin serve` (the `sluice` program: integration tests pass
+    /// `env!("CARGO_BIN_EXE_sluice-e2e")`) on `data_dir` with extra flags,
+    /// waiting until it listens (at most 30 s).
+    pub fn spawn(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        let mut child = Command::new(bin)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("sluice listening") {
+                    if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
+                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
+            let _ = child.kill();
+            panic!("broker did not start:\n{}", log.lock().unwrap().join("\n"))
+        });
+        Self { child, addr, data_dir: data_dir.to_owned(), log }
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then waits; returns whether it exited with status 0.
+    pub fn terminate(&mut self) -> bool {
+        let pid = self.child.id().to_string();
+        Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.success();
+            }
+            assert!(std::time::Instant::now() < deadline, "broker did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The log lines so far.
+    pub fn log_text(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// A new client connection.
+    pub async fn connect(&self) -> Connection {
+        Connection::connect(&self.addr.to_string(), "test").await.unwrap()
+    }
+}
+
+impl Drop for ProcessBroker {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A batch of `records` records with `value_len`-byte values derived from `tag`.
+pub fn batch(records: usize, value_len: usize, tag: u64) -> Bytes {
+    let mut b = BatchBuilder::new();
+    for i in 0..records {
+        let value: Vec<u8> = (0..value_len).map(|j| (tag as usize + i * 7 + j) as u8).collect();
+        b.append(1_700_000_000_000 + i as i64, Some(&tag.to_be_bytes()), Some(&value), &[]);
+    }
+    b.build()
+}
+
+/// Creates a topic.
+pub async fn create_topic(conn: &Connection, name: &str, partitions: u32, configs: &[(&str, &str)]) -> Result<(), ClientError> {
+    let configs = configs.iter().map(|(k, v)| sluice_protocol::api::ConfigEntry::new(*k, *v)).collect();
+    conn.call(&CreateTopicRequest { name: name.into(), partitions, configs }).await.map(drop)
+}
+
+/// Produces one batch.
+pub async fn produce(conn: &Connection, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<ProduceResponse, ClientError> {
+    conn.call(&ProduceRequest { acks, timeout_ms: 30_000, topic: topic.into(), partition, batch }).await
+}
+
+/// One fetch of one partition (no long poll).
+pub async fn fetch_once(conn: &Connection, topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Result<sluice_protocol::api::FetchPartitionResponse, ClientError> {
+    let req = FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![FetchPartition { topic: topic.into(), partition, offset, max_bytes: 1 << 20 }],
+    };
+    let mut resp = conn.call(&req).await?;
+    Ok(resp.partitions.remove(0))
+}
+
+/// Every batch of a partition from `offset` to its high watermark, CRC checked.
+pub async fn read_partition(conn: &Connection, topic: &str, partition: u32, mut offset: u64) -> Vec<RecordBatch> {
+    let mut out = Vec::new();
+    loop {
+        let p = fetch_once(conn, topic, partition, offset, 0).await.unwrap();
+        assert!(p.error_code.is_ok(), "fetch failed: {:?}", p.error_code);
+        for b in split_batches(p.records) {
+            let b = b.unwrap();
+            b.verify_crc().unwrap();
+            if b.header().last_offset() >= offset {
+                offset = b.header().next_offset();
+                out.push(b);
+            }
+        }
+        if offset >= p.high_watermark {
+            return out;
+        }
+    }
+}
+
+/// The fsync policy CI runs durable tests with.
+pub fn always() -> FsyncPolicy {
+    FsyncPolicy::Always
+}

@@ -299,6 +299,11 @@ impl Log {
         *self.config.write().unwrap_or_else(std::sync::PoisonError::into_inner) = config;
     }
 
+    /// First offset stored.
+    pub fn log_start_offset(&self) -> u64 {
+        lock(&self.state).log_start_offset()
+    }
+
     /// Offset the next record gets.
     pub fn log_end_offset(&self) -> u64 {
         self.end.load(Ordering::Acquire)

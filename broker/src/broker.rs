@@ -1,0 +1,174 @@
+//! The broker's shared state: configuration, topics, background tasks and
+//! the shutdown signal. Handlers get an `Arc<Broker>`.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::BrokerConfig;
+use crate::errors::BrokerError;
+use crate::partition::Partition;
+use crate::storage::StorageError;
+use crate::topics::{LoadReport, Topic, Topics};
+
+/// The data directory's format version.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// `<data_dir>/meta.json`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    broker_id: u32,
+    format_version: u32,
+}
+
+/// Shared broker state.
+#[derive(Debug)]
+pub struct Broker {
+    /// Settings.
+    pub config: BrokerConfig,
+    /// Topics and partitions.
+    pub topics: Topics,
+    /// Cancelled to stop: connections stop reading, long polls return.
+    pub shutdown: CancellationToken,
+    /// Background tasks (flushers, retention).
+    tasks: TaskTracker,
+    /// Start time.
+    pub started: Instant,
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
+    let path = data_dir.join("meta.json");
+    let io = |op| move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join("meta.json"), source });
+    std::fs::create_dir_all(data_dir).map_err(io("create"))?;
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let meta: Meta = serde_json::from_str(&text).map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
+            if meta.format_version != FORMAT_VERSION {
+                return Err(BrokerError::Internal(format!(
+                    "{} has format version {}; this broker reads version {FORMAT_VERSION}",
+                    path.display(),
+                    meta.format_version
+                )));
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let json = serde_json::to_vec_pretty(&Meta { broker_id: 0, format_version: FORMAT_VERSION })
+                .map_err(|e| BrokerError::Internal(e.to_string()))?;
+            std::fs::write(&path, json).map_err(io("write"))
+        }
+        Err(e) => Err(io("read")(e)),
+    }
+}
+
+impl Broker {
+    /// Opens the data directory (recovering what needs it) and starts the
+    /// background tasks.
+    pub async fn open(config: BrokerConfig) -> Result<(Arc<Self>, LoadReport), BrokerError> {
+        config.validate().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let shutdown = CancellationToken::new();
+        let data_dir = config.data_dir.clone();
+        let cancel = shutdown.child_token();
+        let (topics, report) = tokio::task::spawn_blocking(move || {
+            check_meta(&data_dir)?;
+            Topics::load(&data_dir, cancel)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        let broker = Arc::new(Self { config, topics, shutdown, tasks: TaskTracker::new(), started: Instant::now() });
+        for topic in broker.topics.list() {
+            broker.start_flushers(&topic);
+        }
+        broker.tasks.spawn(Arc::clone(&broker).run_retention());
+        Ok((broker, report))
+    }
+
+    fn start_flushers(&self, topic: &Topic) {
+        for p in &topic.partitions {
+            self.tasks.spawn(Arc::clone(p).run_flusher());
+        }
+    }
+
+    /// The partition `index` of `topic` (auto-creating the topic when the
+    /// broker allows it).
+    pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
+        let t = match self.topics.get(topic) {
+            Some(t) => t,
+            None if self.config.auto_create_topics => match self.create_topic(topic, self.config.default_partitions, &[]) {
+                Ok(t) => t,
+                Err(BrokerError::TopicAlreadyExists(_)) => {
+                    self.topics.get(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?
+                }
+                Err(e) => return Err(e),
+            },
+            None => return Err(BrokerError::UnknownTopic(topic.to_owned())),
+        };
+        t.partitions.get(index as usize).cloned().ok_or_else(|| BrokerError::UnknownPartition {
+            topic: topic.to_owned(),
+            partition: index,
+            count: t.partitions.len() as u32,
+        })
+    }
+
+    /// Creates a topic with the broker's defaults overridden by `configs`.
+    /// Blocking (creates files).
+    pub fn create_topic(&self, name: &str, partitions: u32, configs: &[(String, String)]) -> Result<Arc<Topic>, BrokerError> {
+        if partitions == 0 || partitions > self.config.max_partitions {
+            return Err(BrokerError::InvalidPartitions { count: partitions, max: self.config.max_partitions });
+        }
+        let mut config = self.config.topic_defaults.clone();
+        for (k, v) in configs {
+            config.set(k, v).map_err(BrokerError::InvalidConfig)?;
+        }
+        let topic = self.topics.create(name, partitions, config)?;
+        self.start_flushers(&topic);
+        tracing::info!(topic = name, partitions, "topic created");
+        Ok(topic)
+    }
+
+    /// Runs retention on every partition every `retention_check_interval_ms`.
+    async fn run_retention(self: Arc<Self>) {
+        let every = Duration::from_millis(self.config.retention_check_interval_ms);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(every) => {}
+            }
+            let broker = Arc::clone(&self);
+            let _ = tokio::task::spawn_blocking(move || broker.apply_retention()).await;
+        }
+    }
+
+    /// One retention pass over every partition. Blocking.
+    pub fn apply_retention(&self) {
+        let now = now_ms();
+        for topic in self.topics.list() {
+            for p in &topic.partitions {
+                if let Err(e) = p.log.apply_retention(now) {
+                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
+                }
+            }
+        }
+    }
+
+    /// Stops background tasks, flushes and closes every partition (writing
+    /// clean-shutdown markers). Call after connections have drained.
+    pub async fn close(self: &Arc<Self>) -> Result<(), BrokerError> {
+        self.shutdown.cancel();
+        self.tasks.close();
+        self.tasks.wait().await;
+        let broker = Arc::clone(self);
+        tokio::task::spawn_blocking(move || broker.topics.close_all())
+            .await
+            .map_err(|e| BrokerError::Internal(e.to_string()))?
+    }
+}

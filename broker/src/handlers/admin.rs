@@ -1,0 +1,83 @@
+//! Topic administration and metadata: create, delete, alter, describe.
+
+use std::sync::Arc;
+
+use sluice_protocol::api::{
+    AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+    DeleteTopicResponse, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
+};
+use sluice_protocol::ErrorCode;
+
+use crate::broker::Broker;
+use crate::errors::BrokerError;
+use crate::topics::Topic;
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
+}
+
+fn pairs(configs: Vec<ConfigEntry>) -> Vec<(String, String)> {
+    configs.into_iter().map(|c| (c.key, c.value)).collect()
+}
+
+/// Creates a topic.
+pub async fn create_topic(broker: Arc<Broker>, req: CreateTopicRequest) -> Result<CreateTopicResponse, BrokerError> {
+    blocking(move || broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)).await
+}
+
+/// Deletes a topic.
+pub async fn delete_topic(broker: Arc<Broker>, req: DeleteTopicRequest) -> Result<DeleteTopicResponse, BrokerError> {
+    blocking(move || {
+        broker.topics.delete(&req.name)?;
+        tracing::info!(topic = %req.name, "topic deleted");
+        Ok(DeleteTopicResponse)
+    })
+    .await
+}
+
+/// Changes a live topic's settings.
+pub async fn alter_topic(broker: Arc<Broker>, req: AlterTopicRequest) -> Result<AlterTopicResponse, BrokerError> {
+    blocking(move || {
+        let config = broker.topics.alter(&req.name, &pairs(req.configs))?;
+        tracing::info!(topic = %req.name, ?config, "topic altered");
+        Ok(AlterTopicResponse)
+    })
+    .await
+}
+
+fn describe(topic: &Topic) -> TopicMetadata {
+    let configs = topic.config().entries().into_iter().map(|(k, v)| ConfigEntry::new(k, v)).collect();
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let s = p.log.stats();
+            PartitionMetadata {
+                partition: p.index,
+                error_code: ErrorCode::None,
+                log_start_offset: s.log_start_offset,
+                log_end_offset: s.log_end_offset,
+                high_watermark: s.high_watermark,
+                size_bytes: s.size_bytes,
+                segment_count: s.segment_count,
+            }
+        })
+        .collect();
+    TopicMetadata { error_code: ErrorCode::None, name: topic.name.to_string(), configs, partitions }
+}
+
+/// Describes the named topics, or all of them.
+pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
+    let topics = if req.topics.is_empty() {
+        broker.topics.list().iter().map(|t| describe(t)).collect()
+    } else {
+        req.topics
+            .iter()
+            .map(|name| match broker.topics.get(name) {
+                Some(t) => describe(&t),
+                None => TopicMetadata { error_code: ErrorCode::UnknownTopic, name: name.clone(), configs: vec![], partitions: vec![] },
+            })
+            .collect()
+    };
+    Ok(MetadataResponse { topics })
+}

@@ -1,0 +1,84 @@
+//! Request handlers, one module per api. [`dispatch`] decodes a frame and
+//! routes it: work that must happen in request order (a produce's append)
+//! runs inline; anything that waits (durability, long polls, file system
+//! work) becomes a future the connection runs concurrently.
+
+mod admin;
+mod fetch;
+mod offsets;
+mod produce;
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sluice_protocol::api::{encode_error, encode_response, supported_apis, ApiVersionsResponse, Message, RequestBody, RequestHeader};
+use sluice_protocol::{ErrorCode, Reader};
+
+use crate::broker::Broker;
+use crate::errors::BrokerError;
+
+/// A response frame's payload as chunks (written with one `writev`).
+pub type Chunks = Vec<Bytes>;
+
+/// A response still being worked on.
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Chunks>> + Send>>;
+
+/// What the connection does with a request. (Holds a future: no `Debug`.)
+#[allow(missing_debug_implementations)]
+pub enum Dispatch {
+    /// Answer now (or send nothing, for `acks = none`).
+    Done(Option<Chunks>),
+    /// Answer when the future completes.
+    Pending(PendingResponse),
+    /// Send this error, then close the connection (the frame could not be
+    /// attributed to a request).
+    Close(Chunks),
+}
+
+fn ok<M: Message>(correlation_id: u32, body: &M) -> Chunks {
+    encode_response(correlation_id, body).into_chunks()
+}
+
+fn error(correlation_id: u32, code: ErrorCode, message: &str) -> Chunks {
+    encode_error(correlation_id, code, message).into_chunks()
+}
+
+fn respond(correlation_id: u32, result: Result<impl Message, BrokerError>) -> Chunks {
+    match result {
+        Ok(body) => ok(correlation_id, &body),
+        Err(e) => error(correlation_id, e.code(), &e.to_string()),
+    }
+}
+
+fn pending<M: Message + 'static>(correlation_id: u32, fut: impl Future<Output = Result<M, BrokerError>> + Send + 'static) -> Dispatch {
+    Dispatch::Pending(Box::pin(async move { Some(respond(correlation_id, fut.await)) }))
+}
+
+/// Decodes one request frame and starts handling it.
+pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
+    let mut r = Reader::new(frame);
+    let header = match RequestHeader::decode(&mut r) {
+        Ok(h) => h,
+        Err(e) => return Dispatch::Close(error(0, ErrorCode::InvalidRequest, &format!("malformed request header: {e}"))),
+    };
+    let id = header.correlation_id;
+    let body = r.bytes(r.remaining()).unwrap_or_default();
+    let request = match RequestBody::decode(&header, body) {
+        Ok(request) => request,
+        Err(e) => return Dispatch::Done(Some(error(id, e.code(), &e.to_string()))),
+    };
+    let b = Arc::clone(broker);
+    match request {
+        RequestBody::ApiVersions(_) => Dispatch::Done(Some(ok(id, &ApiVersionsResponse { apis: supported_apis() }))),
+        RequestBody::Metadata(req) => pending(id, async move { admin::metadata(&b, req) }),
+        RequestBody::CreateTopic(req) => pending(id, admin::create_topic(b, req)),
+        RequestBody::DeleteTopic(req) => pending(id, admin::delete_topic(b, req)),
+        RequestBody::AlterTopic(req) => pending(id, admin::alter_topic(b, req)),
+        RequestBody::Produce(req) => produce::handle(&b, id, req),
+        RequestBody::Fetch(req) => pending(id, fetch::handle(b, req)),
+        RequestBody::ListOffsets(req) => pending(id, async move { offsets::list_offsets(&b, req) }),
+        _ => Dispatch::Done(Some(error(id, ErrorCode::UnsupportedVersion, "api not implemented"))),
+    }
+}

@@ -1,0 +1,5 @@
+//! The `sluice` binary: see [`sluice_broker::cli`].
+
+fn main() -> std::process::ExitCode {
+    sluice_broker::cli::main()
+}

@@ -1,0 +1,106 @@
+//! The TCP server: an accept loop bounded by `max_connections`, one task per
+//! connection, and graceful shutdown (stop accepting, let in-flight requests
+//! finish, flush and close every partition).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+use crate::config::BrokerConfig;
+use crate::connection;
+use crate::errors::BrokerError;
+use crate::storage::StorageError;
+use crate::topics::LoadReport;
+
+/// A running server.
+#[derive(Debug)]
+pub struct Server {
+    /// Shared state.
+    broker: Arc<Broker>,
+    /// The bound address (the real port when 0 was asked for).
+    addr: SocketAddr,
+    /// The accept loop; resolves after a graceful shutdown.
+    task: tokio::task::JoinHandle<Result<(), BrokerError>>,
+}
+
+impl Server {
+    /// Opens the data directory, binds the listener and starts serving.
+    pub async fn start(config: BrokerConfig) -> Result<(Self, LoadReport), BrokerError> {
+        let listen = config.listen.clone();
+        let (broker, report) = Broker::open(config).await?;
+        let listener = TcpListener::bind(&listen)
+            .await
+            .map_err(|source| BrokerError::Storage(StorageError::Io { op: "listen on", path: listen.clone().into(), source }))?;
+        let addr = listener.local_addr().map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener));
+        Ok((Self { broker, addr, task }, report))
+    }
+
+    /// The address clients connect to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The shared broker state.
+    pub fn broker(&self) -> &Arc<Broker> {
+        &self.broker
+    }
+
+    /// Asks the server to stop (what SIGINT/SIGTERM do).
+    pub fn shutdown(&self) {
+        self.broker.shutdown.cancel();
+    }
+
+    /// Waits for the server to stop after [`shutdown`](Self::shutdown):
+    /// connections drained, partitions flushed and closed cleanly.
+    pub async fn wait(self) -> Result<(), BrokerError> {
+        self.task.await.map_err(|e| BrokerError::Internal(e.to_string()))?
+    }
+}
+
+async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) -> Result<(), BrokerError> {
+    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+    let connections = TaskTracker::new();
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
+    loop {
+        let accepted = tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => a,
+            Err(e) => {
+                // Out of file descriptors and the like: back off briefly.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                connections.spawn(connection::serve(socket, peer, Arc::clone(&broker), permit));
+            }
+            Err(_) => {
+                refused += 1;
+                drop(socket);
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(%peer, max_connections = broker.config.max_connections, refused_total = refused, "connection refused: max_connections reached");
+                    last_refusal_log = Some(Instant::now());
+                }
+            }
+        }
+    }
+    drop(listener);
+    tracing::info!(connections = connections.len(), "shutting down: draining connections");
+    connections.close();
+    connections.wait().await;
+    broker.close().await?;
+    tracing::info!("shutdown complete: partitions flushed and closed cleanly");
+    Ok(())
+}

@@ -1,0 +1,6 @@
+//! The `sluice` command line, built inside the tests crate so end-to-end
+//! tests can start the real broker as a subprocess and `kill -9` it.
+
+fn main() -> std::process::ExitCode {
+    sluice_broker::cli::main()
+}
