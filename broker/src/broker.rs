@@ -38,6 +38,8 @@ pub struct Broker {
     tasks: TaskTracker,
     /// Start time.
     pub started: Instant,
+    /// The data directory's exclusive lock, released by `close`.
+    lock: std::sync::Mutex<Option<std::fs::File>>,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -45,13 +47,39 @@ pub fn now_ms() -> i64 {
     SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
 
+/// Takes `<data_dir>/.lock` exclusively: two brokers on one data directory
+/// would corrupt it.
+fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, BrokerError> {
+    let path = data_dir.join(".lock");
+    let io = |op| {
+        move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join(".lock"), source })
+    };
+    std::fs::create_dir_all(data_dir).map_err(io("create"))?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io("open"))?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+        BrokerError::Internal(format!(
+            "data directory {} is in use by another sluice process",
+            data_dir.display()
+        ))
+    })?;
+    Ok(file)
+}
+
 fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
     let path = data_dir.join("meta.json");
-    let io = |op| move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join("meta.json"), source });
+    let io = |op| {
+        move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join("meta.json"), source })
+    };
     std::fs::create_dir_all(data_dir).map_err(io("create"))?;
     match std::fs::read_to_string(&path) {
         Ok(text) => {
-            let meta: Meta = serde_json::from_str(&text).map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
+            let meta: Meta = serde_json::from_str(&text)
+                .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
             if meta.format_version != FORMAT_VERSION {
                 return Err(BrokerError::Internal(format!(
                     "{} has format version {}; this broker reads version {FORMAT_VERSION}",
@@ -78,13 +106,21 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let data_dir = config.data_dir.clone();
         let cancel = shutdown.child_token();
-        let (topics, report) = tokio::task::spawn_blocking(move || {
+        let (lock, topics, report) = tokio::task::spawn_blocking(move || {
+            let lock = lock_data_dir(&data_dir)?;
             check_meta(&data_dir)?;
-            Topics::load(&data_dir, cancel)
+            Topics::load(&data_dir, cancel).map(|(topics, report)| (lock, topics, report))
         })
         .await
         .map_err(|e| BrokerError::Internal(e.to_string()))??;
-        let broker = Arc::new(Self { config, topics, shutdown, tasks: TaskTracker::new(), started: Instant::now() });
+        let broker = Arc::new(Self {
+            config,
+            topics,
+            shutdown,
+            tasks: TaskTracker::new(),
+            started: Instant::now(),
+            lock: std::sync::Mutex::new(Some(lock)),
+        });
         for topic in broker.topics.list() {
             broker.start_flushers(&topic);
         }
@@ -103,13 +139,15 @@ impl Broker {
     pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
         let t = match self.topics.get(topic) {
             Some(t) => t,
-            None if self.config.auto_create_topics => match self.create_topic(topic, self.config.default_partitions, &[]) {
-                Ok(t) => t,
-                Err(BrokerError::TopicAlreadyExists(_)) => {
-                    self.topics.get(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?
+            None if self.config.auto_create_topics => {
+                match self.create_topic(topic, self.config.default_partitions, &[]) {
+                    Ok(t) => t,
+                    Err(BrokerError::TopicAlreadyExists(_)) => {
+                        self.topics.get(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?
+                    }
+                    Err(e) => return Err(e),
                 }
-                Err(e) => return Err(e),
-            },
+            }
             None => return Err(BrokerError::UnknownTopic(topic.to_owned())),
         };
         t.partitions.get(index as usize).cloned().ok_or_else(|| BrokerError::UnknownPartition {
@@ -121,9 +159,17 @@ impl Broker {
 
     /// Creates a topic with the broker's defaults overridden by `configs`.
     /// Blocking (creates files).
-    pub fn create_topic(&self, name: &str, partitions: u32, configs: &[(String, String)]) -> Result<Arc<Topic>, BrokerError> {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        configs: &[(String, String)],
+    ) -> Result<Arc<Topic>, BrokerError> {
         if partitions == 0 || partitions > self.config.max_partitions {
-            return Err(BrokerError::InvalidPartitions { count: partitions, max: self.config.max_partitions });
+            return Err(BrokerError::InvalidPartitions {
+                count: partitions,
+                max: self.config.max_partitions,
+            });
         }
         let mut config = self.config.topic_defaults.clone();
         for (k, v) in configs {
@@ -167,8 +213,13 @@ impl Broker {
         self.tasks.close();
         self.tasks.wait().await;
         let broker = Arc::clone(self);
-        tokio::task::spawn_blocking(move || broker.topics.close_all())
+        let closed = tokio::task::spawn_blocking(move || broker.topics.close_all())
             .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))?
+            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        // Only a closed broker lets another one open the data directory.
+        if let Ok(mut lock) = self.lock.lock() {
+            lock.take();
+        }
+        closed
     }
 }

@@ -106,7 +106,9 @@ impl TopicSettings {
         put("fsync", self.fsync.map(|v| v.to_string()));
         put("max_message_bytes", self.max_message_bytes.map(|v| v.to_string()));
         for kv in &self.other {
-            let (k, v) = kv.split_once('=').ok_or_else(|| CliError::Usage(format!("--config expects KEY=VALUE, got `{kv}`")))?;
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--config expects KEY=VALUE, got `{kv}`")))?;
             out.push(ConfigEntry::new(k, v));
         }
         Ok(out)
@@ -193,7 +195,11 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_ansi(ansi).with_writer(std::io::stderr).try_init();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
@@ -318,8 +324,9 @@ fn print_json(value: &impl Serialize) -> Result<(), CliError> {
 
 /// Prints rows as left-aligned columns.
 fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
+        .collect();
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
         println!("{}", padded.join("  ").trim_end());
@@ -334,7 +341,8 @@ async fn topic(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError
     let conn = connect(addr).await?;
     match cmd {
         TopicCommand::Create { name, partitions, settings } => {
-            conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? }).await?;
+            conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? })
+                .await?;
             println!("created topic {name} with {partitions} partition(s)");
         }
         TopicCommand::Delete { name } => {
@@ -366,7 +374,14 @@ async fn topic(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError
             } else {
                 let cells: Vec<Vec<String>> = rows
                     .iter()
-                    .map(|r| vec![r.name.to_owned(), r.partitions.to_string(), r.log_end_offset.to_string(), r.size_bytes.to_string()])
+                    .map(|r| {
+                        vec![
+                            r.name.to_owned(),
+                            r.partitions.to_string(),
+                            r.log_end_offset.to_string(),
+                            r.size_bytes.to_string(),
+                        ]
+                    })
                     .collect();
                 print_table(&["TOPIC", "PARTITIONS", "MESSAGES", "BYTES"], &cells);
             }
@@ -374,7 +389,10 @@ async fn topic(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError
         TopicCommand::Describe { name } => {
             let meta = conn.call(&MetadataRequest { topics: vec![name.clone()] }).await?;
             let topic = meta.topics.first().filter(|t| t.error_code == ErrorCode::None).ok_or_else(|| {
-                CliError::Client(ClientError::Server { code: ErrorCode::UnknownTopic, message: format!("unknown topic `{name}`") })
+                CliError::Client(ClientError::Server {
+                    code: ErrorCode::UnknownTopic,
+                    message: format!("unknown topic `{name}`"),
+                })
             })?;
             let v = view(topic);
             if json {
@@ -387,9 +405,16 @@ async fn topic(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError
                     .partitions
                     .iter()
                     .map(|p| {
-                        [u64::from(p.partition), p.log_start_offset, p.log_end_offset, p.high_watermark, p.size_bytes, u64::from(p.segment_count)]
-                            .map(|n| n.to_string())
-                            .to_vec()
+                        [
+                            u64::from(p.partition),
+                            p.log_start_offset,
+                            p.log_end_offset,
+                            p.high_watermark,
+                            p.size_bytes,
+                            u64::from(p.segment_count),
+                        ]
+                        .map(|n| n.to_string())
+                        .to_vec()
                     })
                     .collect();
                 print_table(&["PARTITION", "START", "END", "HIGH_WATERMARK", "BYTES", "SEGMENTS"], &rows);

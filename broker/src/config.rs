@@ -88,7 +88,8 @@ pub enum ConfigError {
 impl BrokerConfig {
     /// Reads a TOML file; keys not in it keep their defaults.
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::from_toml(&text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
@@ -97,8 +98,8 @@ impl BrokerConfig {
 
     /// Parses TOML text.
     pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
-        let config: Self =
-            toml::from_str(text).map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
+        let config: Self = toml::from_str(text)
+            .map_err(|e| ConfigError::Parse { path: PathBuf::new(), message: e.to_string() })?;
         config.validate()?;
         Ok(config)
     }
@@ -140,7 +141,9 @@ mod tests {
 
     #[test]
     fn overrides_and_errors() {
-        let c = BrokerConfig::from_toml("listen = \"127.0.0.1:1\"\n[topic_defaults]\nfsync = \"interval:50\"\n").unwrap();
+        let c =
+            BrokerConfig::from_toml("listen = \"127.0.0.1:1\"\n[topic_defaults]\nfsync = \"interval:50\"\n")
+                .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
         assert!(BrokerConfig::from_toml("nope = 1").is_err());

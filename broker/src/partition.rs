@@ -89,7 +89,9 @@ impl Partition {
         let failures = rx.borrow().failures;
         self.flush_wanted.notify_one();
         let wait = async {
-            rx.wait_for(|d| d.offset > last_offset || d.failures != failures).await.map(|d| d.offset > last_offset)
+            rx.wait_for(|d| d.offset > last_offset || d.failures != failures)
+                .await
+                .map(|d| d.offset > last_offset)
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(true)) => Ok(()),

@@ -33,9 +33,9 @@ impl Server {
     pub async fn start(config: BrokerConfig) -> Result<(Self, LoadReport), BrokerError> {
         let listen = config.listen.clone();
         let (broker, report) = Broker::open(config).await?;
-        let listener = TcpListener::bind(&listen)
-            .await
-            .map_err(|source| BrokerError::Storage(StorageError::Io { op: "listen on", path: listen.clone().into(), source }))?;
+        let listener = TcpListener::bind(&listen).await.map_err(|source| {
+            BrokerError::Storage(StorageError::Io { op: "listen on", path: listen.clone().into(), source })
+        })?;
         let addr = listener.local_addr().map_err(|e| BrokerError::Internal(e.to_string()))?;
         let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener));
         Ok((Self { broker, addr, task }, report))

@@ -120,7 +120,13 @@ fn write_topic_file(dir: &Path, file: &TopicFile) -> Result<(), BrokerError> {
     write().map_err(io("write", &path))
 }
 
-fn open_partitions(dir: &Path, name: &Arc<str>, count: u32, config: &LogConfig, cancel: &CancellationToken) -> Result<(Vec<Arc<Partition>>, Vec<RecoveryReport>), BrokerError> {
+fn open_partitions(
+    dir: &Path,
+    name: &Arc<str>,
+    count: u32,
+    config: &LogConfig,
+    cancel: &CancellationToken,
+) -> Result<(Vec<Arc<Partition>>, Vec<RecoveryReport>), BrokerError> {
     let mut partitions = Vec::with_capacity(count as usize);
     let mut reports = Vec::with_capacity(count as usize);
     for index in 0..count {
@@ -129,6 +135,23 @@ fn open_partitions(dir: &Path, name: &Arc<str>, count: u32, config: &LogConfig, 
         reports.push(report);
     }
     Ok((partitions, reports))
+}
+
+/// A topic opened from disk, with its partitions' recovery reports.
+type OpenedTopic = (Arc<Topic>, Vec<RecoveryReport>);
+
+fn open_topic(path: &Path, file: &TopicFile, cancel: &CancellationToken) -> Result<OpenedTopic, BrokerError> {
+    let name: Arc<str> = file.name.as_str().into();
+    let topic_cancel = cancel.child_token();
+    let (partitions, reports) = open_partitions(path, &name, file.partitions, &file.config, &topic_cancel)?;
+    let topic = Topic {
+        name,
+        dir: path.to_owned(),
+        partitions,
+        deleted: AtomicBool::new(false),
+        cancel: topic_cancel,
+    };
+    Ok((Arc::new(topic), reports))
 }
 
 impl Topics {
@@ -156,26 +179,23 @@ impl Topics {
         // partitions is mostly file opens and maps.
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(2, 8);
         let chunk = found.len().div_ceil(threads).max(1);
-        let opened: Vec<Result<(Arc<Topic>, Vec<RecoveryReport>), BrokerError>> = std::thread::scope(|s| {
+        let opened: Vec<Result<OpenedTopic, BrokerError>> = std::thread::scope(|s| {
             let handles: Vec<_> = found
                 .chunks(chunk)
                 .map(|group| {
                     let cancel = &cancel;
                     s.spawn(move || {
-                        group
-                            .iter()
-                            .map(|(path, file)| {
-                                let name: Arc<str> = file.name.as_str().into();
-                                let topic_cancel = cancel.child_token();
-                                let (partitions, reports) = open_partitions(path, &name, file.partitions, &file.config, &topic_cancel)?;
-                                let topic = Topic { name, dir: path.clone(), partitions, deleted: AtomicBool::new(false), cancel: topic_cancel };
-                                Ok((Arc::new(topic), reports))
-                            })
-                            .collect::<Vec<_>>()
+                        group.iter().map(|(path, file)| open_topic(path, file, cancel)).collect::<Vec<_>>()
                     })
                 })
                 .collect();
-            handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|_| vec![Err(BrokerError::Internal("topic loader panicked".into()))])).collect()
+            handles
+                .into_iter()
+                .flat_map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| vec![Err(BrokerError::Internal("topic loader panicked".into()))])
+                })
+                .collect()
         });
         let mut map = HashMap::new();
         let mut report = LoadReport::default();
@@ -224,7 +244,13 @@ impl Topics {
         let name_arc: Arc<str> = name.into();
         let cancel = self.cancel.child_token();
         let (parts, _) = open_partitions(&dir, &name_arc, partitions, &config, &cancel)?;
-        let topic = Arc::new(Topic { name: name_arc, dir, partitions: parts, deleted: AtomicBool::new(false), cancel });
+        let topic = Arc::new(Topic {
+            name: name_arc,
+            dir,
+            partitions: parts,
+            deleted: AtomicBool::new(false),
+            cancel,
+        });
         self.map
             .write()
             .map_err(|_| BrokerError::Internal("topic map poisoned".into()))?
@@ -243,7 +269,8 @@ impl Topics {
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
         topic.deleted.store(true, Ordering::Release);
         topic.cancel.cancel();
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let nanos =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let gone = self.dir.join(format!("{name}~deleted-{nanos}"));
         fs::rename(&topic.dir, &gone).map_err(io("rename", &topic.dir))?;
         fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync", &self.dir))?;
@@ -265,26 +292,40 @@ impl Topics {
             config.set(k, v).map_err(BrokerError::InvalidConfig)?;
         }
         let partitions = topic.partitions.len() as u32;
-        write_topic_file(&topic.dir, &TopicFile { name: name.to_owned(), partitions, config: config.clone() })?;
+        write_topic_file(
+            &topic.dir,
+            &TopicFile { name: name.to_owned(), partitions, config: config.clone() },
+        )?;
         for p in &topic.partitions {
             p.log.set_config(config.clone());
         }
         Ok(config)
     }
 
-    /// Flushes and closes every partition (clean-shutdown markers). Blocking.
+    /// Flushes and closes every partition (clean-shutdown markers), on a
+    /// few threads so the syncs overlap. Blocking.
     pub fn close_all(&self) -> Result<(), BrokerError> {
-        let mut first_error = None;
-        for topic in self.list() {
-            for p in &topic.partitions {
-                if let Err(e) = p.log.close() {
-                    tracing::error!(topic = %topic.name, partition = p.index, error = %e, "close failed");
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        first_error.map_or(Ok(()), |e| Err(e.into()))
+        let partitions: Vec<Arc<Partition>> =
+            self.list().iter().flat_map(|t| t.partitions.iter().cloned()).collect();
+        let threads = 16.min(partitions.len().max(1));
+        let chunk = partitions.len().div_ceil(threads).max(1);
+        let errors: Vec<StorageError> = std::thread::scope(|s| {
+            let handles: Vec<_> = partitions
+                .chunks(chunk)
+                .map(|group| s.spawn(move || group.iter().filter_map(close_partition).collect::<Vec<_>>()))
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().unwrap_or_default()).collect()
+        });
+        errors.into_iter().next().map_or(Ok(()), |e| Err(e.into()))
     }
+}
+
+fn close_partition(p: &Arc<Partition>) -> Option<StorageError> {
+    let result = p.log.close();
+    if let Err(e) = &result {
+        tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
+    }
+    result.err()
 }
 
 #[cfg(test)]
@@ -306,7 +347,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (topics, _) = Topics::load(dir.path(), CancellationToken::new()).unwrap();
         topics.create("t", 3, LogConfig::default()).unwrap();
-        assert!(matches!(topics.create("t", 1, LogConfig::default()), Err(BrokerError::TopicAlreadyExists(_))));
+        assert!(matches!(
+            topics.create("t", 1, LogConfig::default()),
+            Err(BrokerError::TopicAlreadyExists(_))
+        ));
         let altered = topics.alter("t", &[("retention_ms".into(), "5".into())]).unwrap();
         assert_eq!(altered.retention_ms, 5);
         assert!(topics.alter("t", &[("bogus".into(), "1".into())]).is_err());

@@ -161,7 +161,9 @@ impl Connection {
             let reason = loop {
                 match frames.next().await {
                     Some(Ok(frame)) => deliver(&reader_pending, frame),
-                    Some(Err(FrameError::TooLarge { size, max })) => break format!("response of {size} bytes over {max}"),
+                    Some(Err(FrameError::TooLarge { size, max })) => {
+                        break format!("response of {size} bytes over {max}")
+                    }
                     Some(Err(FrameError::Io(e))) => break e.to_string(),
                     None => break "closed by the broker".to_owned(),
                 }
@@ -206,8 +208,10 @@ impl Connection {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
-            let mut pending = self.pending.lock().map_err(|_| ClientError::ConnectionLost("poisoned".into()))?;
-            let map = pending.as_mut().ok_or_else(|| ClientError::ConnectionLost("connection closed".into()))?;
+            let mut pending =
+                self.pending.lock().map_err(|_| ClientError::ConnectionLost("poisoned".into()))?;
+            let map =
+                pending.as_mut().ok_or_else(|| ClientError::ConnectionLost("connection closed".into()))?;
             map.insert(id, tx);
         }
         let chunks = encode_request(id, &self.client_id, request).into_chunks();
@@ -244,7 +248,8 @@ impl Connection {
 fn deliver(pending: &Pending, frame: Bytes) {
     let mut r = Reader::new(frame);
     let Ok(header) = ResponseHeader::decode(&mut r) else { return };
-    let waiter = pending.lock().ok().and_then(|mut p| p.as_mut().and_then(|m| m.remove(&header.correlation_id)));
+    let waiter =
+        pending.lock().ok().and_then(|mut p| p.as_mut().and_then(|m| m.remove(&header.correlation_id)));
     let Some(waiter) = waiter else { return };
     let body = r.bytes(r.remaining()).unwrap_or_default();
     let result = if header.error_code.is_ok() {

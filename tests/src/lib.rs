@@ -14,7 +14,9 @@ use bytes::Bytes;
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
 use sluice_broker::storage::FsyncPolicy;
-use sluice_protocol::api::{Acks, CreateTopicRequest, FetchPartition, FetchRequest, ProduceRequest, ProduceResponse};
+use sluice_protocol::api::{
+    Acks, CreateTopicRequest, FetchPartition, FetchRequest, ProduceRequest, ProduceResponse,
+};
 use sluice_protocol::batch::{split_batches, BatchBuilder, RecordBatch};
 use sluice_protocol::client::{ClientError, Connection};
 
@@ -34,7 +36,11 @@ pub struct TestBroker {
 /// A broker configuration on a fresh temporary directory, port 0.
 pub fn test_config() -> (BrokerConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig { listen: "127.0.0.1:0".into(), data_dir: dir.path().to_owned(), ..BrokerConfig::default() };
+    let config = BrokerConfig {
+        listen: "127.0.0.1:0".into(),
+        data_dir: dir.path().to_owned(),
+        ..BrokerConfig::default()
+    };
     (config, dir)
 }
 
@@ -112,12 +118,15 @@ impl ProcessBroker {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("sluice listening") {
-                    if let Some(addr) = line.split_whitespace().find_map(|w| w.strip_prefix("addr=")) {
-                        let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
-                    }
-                }
+                let addr = line
+                    .contains("sluice listening")
+                    .then(|| line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).map(str::to_owned))
+                    .flatten();
+                // Log first: whoever learns the address can read the line.
                 sink.lock().unwrap().push(line);
+                if let Some(addr) = addr {
+                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                }
             }
         });
         let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
@@ -125,6 +134,25 @@ impl ProcessBroker {
             panic!("broker did not start:\n{}", log.lock().unwrap().join("\n"))
         });
         Self { child, addr, data_dir: data_dir.to_owned(), log }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Resident memory, from /proc (Linux), in bytes.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .ok()?;
+        Some(kb * 1024)
     }
 
     /// `kill -9`.
@@ -176,18 +204,35 @@ pub fn batch(records: usize, value_len: usize, tag: u64) -> Bytes {
 }
 
 /// Creates a topic.
-pub async fn create_topic(conn: &Connection, name: &str, partitions: u32, configs: &[(&str, &str)]) -> Result<(), ClientError> {
+pub async fn create_topic(
+    conn: &Connection,
+    name: &str,
+    partitions: u32,
+    configs: &[(&str, &str)],
+) -> Result<(), ClientError> {
     let configs = configs.iter().map(|(k, v)| sluice_protocol::api::ConfigEntry::new(*k, *v)).collect();
     conn.call(&CreateTopicRequest { name: name.into(), partitions, configs }).await.map(drop)
 }
 
 /// Produces one batch.
-pub async fn produce(conn: &Connection, topic: &str, partition: u32, acks: Acks, batch: Bytes) -> Result<ProduceResponse, ClientError> {
+pub async fn produce(
+    conn: &Connection,
+    topic: &str,
+    partition: u32,
+    acks: Acks,
+    batch: Bytes,
+) -> Result<ProduceResponse, ClientError> {
     conn.call(&ProduceRequest { acks, timeout_ms: 30_000, topic: topic.into(), partition, batch }).await
 }
 
 /// One fetch of one partition (no long poll).
-pub async fn fetch_once(conn: &Connection, topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Result<sluice_protocol::api::FetchPartitionResponse, ClientError> {
+pub async fn fetch_once(
+    conn: &Connection,
+    topic: &str,
+    partition: u32,
+    offset: u64,
+    max_wait_ms: u32,
+) -> Result<sluice_protocol::api::FetchPartitionResponse, ClientError> {
     let req = FetchRequest {
         max_wait_ms,
         min_bytes: 1,
@@ -199,7 +244,12 @@ pub async fn fetch_once(conn: &Connection, topic: &str, partition: u32, offset: 
 }
 
 /// Every batch of a partition from `offset` to its high watermark, CRC checked.
-pub async fn read_partition(conn: &Connection, topic: &str, partition: u32, mut offset: u64) -> Vec<RecordBatch> {
+pub async fn read_partition(
+    conn: &Connection,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Vec<RecordBatch> {
     let mut out = Vec::new();
     loop {
         let p = fetch_once(conn, topic, partition, offset, 0).await.unwrap();
@@ -221,4 +271,22 @@ pub async fn read_partition(conn: &Connection, topic: &str, partition: u32, mut 
 /// The fsync policy CI runs durable tests with.
 pub fn always() -> FsyncPolicy {
     FsyncPolicy::Always
+}
+
+/// Bytes of disk used under `dir` (allocated blocks, as `du` counts).
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut total = 0;
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let Ok(meta) = entry.metadata() else { continue };
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else {
+                total += meta.blocks() * 512;
+            }
+        }
+    }
+    total
 }

@@ -4,8 +4,8 @@
 use std::time::{Duration, Instant};
 
 use sluice_protocol::api::{
-    Acks, AlterTopicRequest, ApiVersionsRequest, ConfigEntry, DeleteTopicRequest, ListOffsetsPartition, ListOffsetsRequest,
-    MetadataRequest, OffsetSpec,
+    Acks, AlterTopicRequest, ApiVersionsRequest, ConfigEntry, DeleteTopicRequest, ListOffsetsPartition,
+    ListOffsetsRequest, MetadataRequest, OffsetSpec,
 };
 use sluice_protocol::ErrorCode;
 use sluice_tests::{batch, create_topic, fetch_once, produce, read_partition, TestBroker};
@@ -26,7 +26,12 @@ async fn topics_create_list_describe_alter_delete() {
     assert!(orders.configs.contains(&ConfigEntry::new("retention_ms", "60000")));
     assert!(orders.partitions.iter().all(|p| p.segment_count == 1 && p.log_end_offset == 0));
 
-    c.call(&AlterTopicRequest { name: "orders".into(), configs: vec![ConfigEntry::new("retention_bytes", "1000000")] }).await.unwrap();
+    c.call(&AlterTopicRequest {
+        name: "orders".into(),
+        configs: vec![ConfigEntry::new("retention_bytes", "1000000")],
+    })
+    .await
+    .unwrap();
     let orders = &c.call(&MetadataRequest { topics: vec!["orders".into()] }).await.unwrap().topics[0];
     assert!(orders.configs.contains(&ConfigEntry::new("retention_bytes", "1000000")));
 
@@ -121,7 +126,13 @@ async fn pipelined_requests_are_answered_and_appended_in_order() {
     // 200 requests written back to back before reading any response.
     let mut wire = Vec::new();
     for id in 1..=200u32 {
-        let req = ProduceRequest { acks: Acks::Durable, timeout_ms: 10_000, topic: "t".into(), partition: 0, batch: batch(2, 20, u64::from(id)) };
+        let req = ProduceRequest {
+            acks: Acks::Durable,
+            timeout_ms: 10_000,
+            topic: "t".into(),
+            partition: 0,
+            batch: batch(2, 20, u64::from(id)),
+        };
         let payload = encode_request(id, "raw", &req).into_bytes();
         wire.extend_from_slice(&(payload.len() as u32).to_be_bytes());
         wire.extend_from_slice(&payload);
@@ -150,9 +161,15 @@ async fn acks_none_gets_no_response_and_acks_leader_answers_before_flush() {
     let broker = TestBroker::start(|_| {}).await;
     let c = broker.connect().await;
     create_topic(&c, "t", 1, &[]).await.unwrap();
-    c.send(&sluice_protocol::api::ProduceRequest { acks: Acks::None, timeout_ms: 1000, topic: "t".into(), partition: 0, batch: batch(1, 10, 0) })
-        .await
-        .unwrap();
+    c.send(&sluice_protocol::api::ProduceRequest {
+        acks: Acks::None,
+        timeout_ms: 1000,
+        topic: "t".into(),
+        partition: 0,
+        batch: batch(1, 10, 0),
+    })
+    .await
+    .unwrap();
     let resp = produce(&c, "t", 0, Acks::Leader, batch(1, 10, 1)).await.unwrap();
     assert_eq!(resp.base_offset, 1, "the acks=none batch was appended first");
     // The flusher makes leader-acked data durable (and visible) promptly.
@@ -201,11 +218,15 @@ async fn restart_keeps_data_and_graceful_shutdown_skips_recovery() {
     drop(c);
     broker.stop().await;
     for p in ["0", "1"] {
-        assert!(config.data_dir.join("topics/t").join(p).join("clean-shutdown").exists(), "graceful shutdown leaves the marker");
+        assert!(
+            config.data_dir.join("topics/t").join(p).join("clean-shutdown").exists(),
+            "graceful shutdown leaves the marker"
+        );
     }
     let (server, report) = sluice_broker::server::Server::start(config.clone()).await.unwrap();
     assert_eq!((report.partitions, report.recovered), (2, 0), "clean shutdown: recovery skipped");
-    let c = sluice_protocol::client::Connection::connect(&server.local_addr().to_string(), "t").await.unwrap();
+    let c =
+        sluice_protocol::client::Connection::connect(&server.local_addr().to_string(), "t").await.unwrap();
     assert_eq!(read_partition(&c, "t", 0, 0).await.len(), 10);
     assert_eq!(read_partition(&c, "t", 1, 0).await.len(), 10);
     assert_eq!(produce(&c, "t", 0, Acks::Durable, batch(1, 1, 99)).await.unwrap().base_offset, 40);
@@ -234,4 +255,16 @@ async fn retention_runs_in_the_background() {
     let p = fetch_once(&c, "t", 0, 0, 0).await.unwrap();
     assert_eq!(p.error_code, ErrorCode::OffsetOutOfRange);
     assert!(p.log_start_offset > 0 && p.high_watermark == 300, "the valid range comes with the error");
+}
+
+#[tokio::test]
+async fn a_second_broker_cannot_open_the_same_data_dir() {
+    let (config, _dir) = sluice_tests::test_config();
+    let mut first = TestBroker::start_with(config.clone(), None).await;
+    let err = sluice_broker::server::Server::start(config.clone()).await.unwrap_err();
+    assert!(err.to_string().contains("in use by another sluice process"), "{err}");
+    first.stop().await;
+    let (second, _) = sluice_broker::server::Server::start(config).await.unwrap();
+    second.shutdown();
+    second.wait().await.unwrap();
 }

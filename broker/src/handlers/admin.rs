@@ -3,8 +3,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
-    DeleteTopicResponse, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata,
+    AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicRequest, DeleteTopicResponse, MetadataRequest, MetadataResponse, PartitionMetadata,
+    TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -12,7 +13,9 @@ use crate::broker::Broker;
 use crate::errors::BrokerError;
 use crate::topics::Topic;
 
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static) -> Result<T, BrokerError> {
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, BrokerError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
 }
 
@@ -21,12 +24,21 @@ fn pairs(configs: Vec<ConfigEntry>) -> Vec<(String, String)> {
 }
 
 /// Creates a topic.
-pub async fn create_topic(broker: Arc<Broker>, req: CreateTopicRequest) -> Result<CreateTopicResponse, BrokerError> {
-    blocking(move || broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)).await
+pub async fn create_topic(
+    broker: Arc<Broker>,
+    req: CreateTopicRequest,
+) -> Result<CreateTopicResponse, BrokerError> {
+    blocking(move || {
+        broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
+    })
+    .await
 }
 
 /// Deletes a topic.
-pub async fn delete_topic(broker: Arc<Broker>, req: DeleteTopicRequest) -> Result<DeleteTopicResponse, BrokerError> {
+pub async fn delete_topic(
+    broker: Arc<Broker>,
+    req: DeleteTopicRequest,
+) -> Result<DeleteTopicResponse, BrokerError> {
     blocking(move || {
         broker.topics.delete(&req.name)?;
         tracing::info!(topic = %req.name, "topic deleted");
@@ -36,7 +48,10 @@ pub async fn delete_topic(broker: Arc<Broker>, req: DeleteTopicRequest) -> Resul
 }
 
 /// Changes a live topic's settings.
-pub async fn alter_topic(broker: Arc<Broker>, req: AlterTopicRequest) -> Result<AlterTopicResponse, BrokerError> {
+pub async fn alter_topic(
+    broker: Arc<Broker>,
+    req: AlterTopicRequest,
+) -> Result<AlterTopicResponse, BrokerError> {
     blocking(move || {
         let config = broker.topics.alter(&req.name, &pairs(req.configs))?;
         tracing::info!(topic = %req.name, ?config, "topic altered");
@@ -75,7 +90,12 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
             .iter()
             .map(|name| match broker.topics.get(name) {
                 Some(t) => describe(&t),
-                None => TopicMetadata { error_code: ErrorCode::UnknownTopic, name: name.clone(), configs: vec![], partitions: vec![] },
+                None => TopicMetadata {
+                    error_code: ErrorCode::UnknownTopic,
+                    name: name.clone(),
+                    configs: vec![],
+                    partitions: vec![],
+                },
             })
             .collect()
     };

@@ -18,7 +18,11 @@ use crate::partition::Partition;
 use crate::storage::StorageError;
 
 /// Reads every partition once, within the request's byte budget.
-fn read_once(broker: &Broker, req: &FetchRequest, parts: &[Result<Arc<Partition>, BrokerError>]) -> (FetchResponse, usize, bool) {
+fn read_once(
+    broker: &Broker,
+    req: &FetchRequest,
+    parts: &[Result<Arc<Partition>, BrokerError>],
+) -> (FetchResponse, usize, bool) {
     let mut budget = req.max_bytes as usize;
     let mut total = 0;
     let mut any_error = false;
@@ -76,7 +80,8 @@ fn read_once(broker: &Broker, req: &FetchRequest, parts: &[Result<Arc<Partition>
 /// Handles a fetch request.
 pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Result<FetchResponse, BrokerError> {
     let parts: Vec<_> = req.partitions.iter().map(|p| broker.partition(&p.topic, p.partition)).collect();
-    let mut watches: Vec<watch::Receiver<u64>> = parts.iter().flatten().map(|p| p.watch_high_watermark()).collect();
+    let mut watches: Vec<watch::Receiver<u64>> =
+        parts.iter().flatten().map(|p| p.watch_high_watermark()).collect();
     let wait = Duration::from_millis(u64::from(req.max_wait_ms.min(broker.config.max_fetch_wait_ms)));
     let deadline = tokio::time::Instant::now() + wait;
     loop {
@@ -85,7 +90,11 @@ pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Result<FetchRespo
         }
         let (response, total, any_error) = read_once(&broker, &req, &parts);
         let enough = total >= req.min_bytes as usize || any_error;
-        if enough || tokio::time::Instant::now() >= deadline || watches.is_empty() || broker.shutdown.is_cancelled() {
+        if enough
+            || tokio::time::Instant::now() >= deadline
+            || watches.is_empty()
+            || broker.shutdown.is_cancelled()
+        {
             return Ok(response);
         }
         let changed = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));

@@ -13,7 +13,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_protocol::api::{encode_error, encode_response, supported_apis, ApiVersionsResponse, Message, RequestBody, RequestHeader};
+use sluice_protocol::api::{
+    encode_error, encode_response, supported_apis, ApiVersionsResponse, Message, RequestBody, RequestHeader,
+};
 use sluice_protocol::{ErrorCode, Reader};
 
 use crate::broker::Broker;
@@ -52,7 +54,10 @@ fn respond(correlation_id: u32, result: Result<impl Message, BrokerError>) -> Ch
     }
 }
 
-fn pending<M: Message + 'static>(correlation_id: u32, fut: impl Future<Output = Result<M, BrokerError>> + Send + 'static) -> Dispatch {
+fn pending<M: Message + 'static>(
+    correlation_id: u32,
+    fut: impl Future<Output = Result<M, BrokerError>> + Send + 'static,
+) -> Dispatch {
     Dispatch::Pending(Box::pin(async move { Some(respond(correlation_id, fut.await)) }))
 }
 
@@ -61,7 +66,13 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
     let mut r = Reader::new(frame);
     let header = match RequestHeader::decode(&mut r) {
         Ok(h) => h,
-        Err(e) => return Dispatch::Close(error(0, ErrorCode::InvalidRequest, &format!("malformed request header: {e}"))),
+        Err(e) => {
+            return Dispatch::Close(error(
+                0,
+                ErrorCode::InvalidRequest,
+                &format!("malformed request header: {e}"),
+            ))
+        }
     };
     let id = header.correlation_id;
     let body = r.bytes(r.remaining()).unwrap_or_default();
@@ -71,7 +82,9 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
     };
     let b = Arc::clone(broker);
     match request {
-        RequestBody::ApiVersions(_) => Dispatch::Done(Some(ok(id, &ApiVersionsResponse { apis: supported_apis() }))),
+        RequestBody::ApiVersions(_) => {
+            Dispatch::Done(Some(ok(id, &ApiVersionsResponse { apis: supported_apis() })))
+        }
         RequestBody::Metadata(req) => pending(id, async move { admin::metadata(&b, req) }),
         RequestBody::CreateTopic(req) => pending(id, admin::create_topic(b, req)),
         RequestBody::DeleteTopic(req) => pending(id, admin::delete_topic(b, req)),

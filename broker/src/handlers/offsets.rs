@@ -1,6 +1,8 @@
 //! ListOffsets: earliest, latest (the high watermark), or by timestamp.
 
-use sluice_protocol::api::{ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec};
+use sluice_protocol::api::{
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
+};
 use sluice_protocol::ErrorCode;
 
 use crate::broker::Broker;
@@ -17,14 +19,22 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> Result<ListOffs
                 Ok(match p.spec {
                     OffsetSpec::Earliest => (log.log_start_offset(), -1),
                     OffsetSpec::Latest => (log.high_watermark(), -1),
-                    OffsetSpec::Timestamp(ts) => log.offset_for_timestamp(ts)?.unwrap_or((log.high_watermark(), -1)),
+                    OffsetSpec::Timestamp(ts) => {
+                        log.offset_for_timestamp(ts)?.unwrap_or((log.high_watermark(), -1))
+                    }
                 })
             });
             let (error_code, (offset, timestamp)) = match found {
                 Ok(found) => (ErrorCode::None, found),
                 Err(e) => (e.code(), (0, -1)),
             };
-            ListOffsetsPartitionResponse { topic: p.topic, partition: p.partition, error_code, offset, timestamp }
+            ListOffsetsPartitionResponse {
+                topic: p.topic,
+                partition: p.partition,
+                error_code,
+                offset,
+                timestamp,
+            }
         })
         .collect();
     Ok(ListOffsetsResponse { partitions })

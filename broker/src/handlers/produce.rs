@@ -21,12 +21,20 @@ fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appen
     let partition = broker.partition(&req.topic, req.partition)?;
     let config = partition.log.config();
     if req.batch.len() > config.max_message_bytes as usize {
-        return Err(StorageError::BatchTooLarge { size: req.batch.len(), max: config.max_message_bytes as usize }.into());
+        return Err(StorageError::BatchTooLarge {
+            size: req.batch.len(),
+            max: config.max_message_bytes as usize,
+        }
+        .into());
     }
     let batch = RecordBatch::new(req.batch).map_err(BrokerError::CorruptBatch)?;
-    batch.validate(broker.config.max_frame_bytes.max(config.max_message_bytes as usize) * 4).map_err(BrokerError::CorruptBatch)?;
+    batch
+        .validate(broker.config.max_frame_bytes.max(config.max_message_bytes as usize) * 4)
+        .map_err(BrokerError::CorruptBatch)?;
     let info = partition.log.append(batch.as_bytes(), now_ms()).map_err(|e| match e {
-        StorageError::Closed if broker.topics.get(&req.topic).is_none() => BrokerError::UnknownTopic(req.topic.clone()),
+        StorageError::Closed if broker.topics.get(&req.topic).is_none() => {
+            BrokerError::UnknownTopic(req.topic.clone())
+        }
         other => other.into(),
     })?;
     partition.after_append();

@@ -130,6 +130,8 @@ impl State {
 struct FlushState {
     /// When the recovery point was last written.
     last_checkpoint: Option<Instant>,
+    /// The recovery point last written (or read on open).
+    checkpointed: u64,
 }
 
 /// One partition's log.
@@ -268,7 +270,10 @@ impl Log {
             config: RwLock::new(config),
             space,
             state: Mutex::new(state),
-            flush: Mutex::new(FlushState::default()),
+            flush: Mutex::new(FlushState {
+                last_checkpoint: dir.join(files::RECOVERY_POINT).exists().then(Instant::now),
+                checkpointed: recovery_point,
+            }),
             durable: AtomicU64::new(if clean { end } else { 0 }),
             end: AtomicU64::new(end),
         };
@@ -485,8 +490,7 @@ impl Log {
         }
         self.durable.fetch_max(next, Ordering::AcqRel);
         if !targets.is_empty() && flush.last_checkpoint.is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL) {
-            write_atomically(&self.dir, files::RECOVERY_POINT, format!("{next}\n").as_bytes())?;
-            flush.last_checkpoint = Some(Instant::now());
+            Self::checkpoint(&self.dir, flush, next)?;
         }
         Ok(())
     }
@@ -502,9 +506,19 @@ impl Log {
         }
         state.active.seal()?;
         state.closed = true;
-        let end = state.active.next_offset();
-        write_atomically(&self.dir, files::RECOVERY_POINT, format!("{end}\n").as_bytes())?;
+        Self::checkpoint(&self.dir, &mut flush, state.active.next_offset())?;
         write_atomically(&self.dir, files::CLEAN_SHUTDOWN, b"")
+    }
+
+    /// Writes the recovery point unless it already says `offset`.
+    fn checkpoint(dir: &Path, flush: &mut FlushState, offset: u64) -> Result<(), StorageError> {
+        if flush.last_checkpoint.is_some() && flush.checkpointed == offset {
+            return Ok(());
+        }
+        write_atomically(dir, files::RECOVERY_POINT, format!("{offset}\n").as_bytes())?;
+        flush.checkpointed = offset;
+        flush.last_checkpoint = Some(Instant::now());
+        Ok(())
     }
 
     /// Deletes sealed segments, oldest first, while they are past
