@@ -41,6 +41,51 @@ enum Command {
     /// Manage topics.
     #[command(subcommand)]
     Topic(TopicCommand),
+    /// Send stdin to a topic, one record per line.
+    Produce(ProduceArgs),
+}
+
+/// When the broker acknowledges.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AcksArg {
+    /// No acknowledgement.
+    None,
+    /// After the append.
+    Leader,
+    /// After the flush (default).
+    Durable,
+}
+
+/// Batch compression.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompressionArg {
+    /// None (default).
+    None,
+    /// lz4.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+#[derive(Debug, Args)]
+struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Write every record to this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// When the broker acknowledges.
+    #[arg(long, value_enum, default_value = "durable")]
+    acks: AcksArg,
+    /// Batch compression.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: CompressionArg,
+    /// Print `partition offset` for each acknowledged record, in input order.
+    #[arg(long)]
+    print_offsets: bool,
 }
 
 #[derive(Debug, Args)]
@@ -89,6 +134,27 @@ struct TopicSettings {
     /// Any other topic config, as KEY=VALUE (repeatable).
     #[arg(long = "config", value_name = "KEY=VALUE")]
     other: Vec<String>,
+}
+
+impl ProduceArgs {
+    fn into_options(self) -> crate::cli_produce::Options {
+        crate::cli_produce::Options {
+            topic: self.topic,
+            key_separator: self.key_separator,
+            partition: self.partition,
+            acks: match self.acks {
+                AcksArg::None => sluice_producer::Acks::None,
+                AcksArg::Leader => sluice_producer::Acks::Leader,
+                AcksArg::Durable => sluice_producer::Acks::Durable,
+            },
+            compression: match self.compression {
+                CompressionArg::None => sluice_producer::Compression::None,
+                CompressionArg::Lz4 => sluice_producer::Compression::Lz4,
+                CompressionArg::Zstd => sluice_producer::Compression::Zstd,
+            },
+            print_offsets: self.print_offsets,
+        }
+    }
 }
 
 impl TopicSettings {
@@ -163,6 +229,9 @@ pub enum CliError {
     /// A request to the broker failed.
     #[error("{0}")]
     Client(#[from] ClientError),
+    /// Producing failed.
+    #[error("{0}")]
+    Producer(#[from] sluice_producer::ProducerError),
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -188,6 +257,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Topic(cmd) => runtime()?.block_on(topic(&cli.broker, cli.json, cmd)),
+        Command::Produce(args) => {
+            runtime()?.block_on(crate::cli_produce::run(&cli.broker, args.into_options()))
+        }
     }
 }
 

@@ -4,6 +4,7 @@
 
 pub mod broker;
 pub mod cli;
+mod cli_produce;
 pub mod config;
 pub mod connection;
 pub mod errors;

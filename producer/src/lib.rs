@@ -1,3 +1,412 @@
-//! The Sluice producer client: batches records per partition, pipelines
-//! produce requests and retries idempotently. Built on `sluice-protocol`;
-//! the client lands with its own issue (producer client crate).
+//! The Sluice producer: batches records per partition, pipelines produce
+//! requests on one connection, retries idempotently and applies
+//! backpressure when its buffer is full.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), sluice_producer::ProducerError> {
+//! use sluice_producer::{Producer, Record};
+//! let producer = Producer::builder().bootstrap("127.0.0.1:9500").build().await?;
+//! // `send` enqueues (waiting only when `buffer_memory` is full) and returns
+//! // a future that resolves when the broker acknowledged the record.
+//! let delivery = producer.send(Record::new("orders", "hello").key("customer-1")).await?;
+//! let meta = delivery.await?;
+//! println!("written at {}/{}", meta.partition, meta.offset);
+//! producer.close().await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Guarantees: records of one partition are written in the order `send`
+//! was called; with idempotence (the default) retries never duplicate or
+//! reorder them; a record's future fails with a typed [`ProducerError`] only
+//! for the records of the batch that failed (and, after a permanent failure,
+//! the batches of that partition queued behind it, whose order could not be
+//! kept otherwise).
+
+mod accumulator;
+mod error;
+mod partitioner;
+mod record;
+mod sender;
+
+pub use error::ProducerError;
+pub use partitioner::{murmur2, partition_for_key, Partitioner};
+pub use record::{Record, RecordMetadata, UNKNOWN_OFFSET};
+pub use sluice_protocol::api::Acks;
+pub use sluice_protocol::batch::Compression;
+
+use std::collections::HashMap;
+use std::future::{Future, IntoFuture};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use accumulator::{Accumulator, Appended, Completion, NewRecord};
+use sluice_protocol::api::MetadataRequest;
+use sluice_protocol::batch::{BatchBuilder, HeaderRef, NO_PRODUCER_ID};
+use sluice_protocol::client::Connection;
+use sluice_protocol::ErrorCode;
+use tokio::sync::{Notify, Semaphore};
+
+/// Producer settings; see [`ProducerBuilder`] for each one's default.
+#[derive(Debug, Clone)]
+pub struct ProducerConfig {
+    /// Broker address.
+    pub bootstrap: String,
+    /// Name sent in request headers.
+    pub client_id: String,
+    /// How long a batch may wait for more records before it is sent.
+    pub linger: Duration,
+    /// A batch is sent once it holds this many bytes.
+    pub batch_bytes: usize,
+    /// Produce requests in flight on the connection.
+    pub max_in_flight: usize,
+    /// Produce requests in flight per partition (at most 5: the broker
+    /// remembers 5 batches per producer for deduplication).
+    pub max_in_flight_per_partition: usize,
+    /// When the broker acknowledges.
+    pub acks: Acks,
+    /// Batch compression.
+    pub compression: Compression,
+    /// Sends of one batch at most (the first included).
+    pub retries: u32,
+    /// Wait before resending a failed batch.
+    pub retry_backoff: Duration,
+    /// How long one request may wait for its response.
+    pub request_timeout: Duration,
+    /// How long a record may take from `send` to acknowledgement, retries included.
+    pub delivery_timeout: Duration,
+    /// Bytes of records buffered and in flight at most; `send` waits past it.
+    pub buffer_memory: usize,
+    /// Producer id and sequence numbers so retries never duplicate.
+    pub idempotent: bool,
+    /// How partitions are chosen.
+    pub partitioner: Partitioner,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap: "127.0.0.1:9500".into(),
+            client_id: "sluice-producer".into(),
+            linger: Duration::from_millis(5),
+            batch_bytes: 512 * 1024,
+            max_in_flight: 32,
+            max_in_flight_per_partition: 5,
+            acks: Acks::Durable,
+            compression: Compression::None,
+            retries: u32::MAX,
+            retry_backoff: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(30),
+            delivery_timeout: Duration::from_secs(120),
+            buffer_memory: 64 << 20,
+            idempotent: true,
+            partitioner: Partitioner::Murmur2,
+        }
+    }
+}
+
+/// Builds a [`Producer`].
+#[derive(Debug, Clone, Default)]
+pub struct ProducerBuilder {
+    config: ProducerConfig,
+}
+
+macro_rules! setters {
+    ($( $(#[$doc:meta])* $name:ident: $ty:ty ),* $(,)?) => {
+        impl ProducerBuilder {
+            $( $(#[$doc])* pub fn $name(mut self, value: impl Into<$ty>) -> Self {
+                self.config.$name = value.into();
+                self
+            } )*
+        }
+    };
+}
+
+setters! {
+    /// Broker address (default `127.0.0.1:9500`).
+    bootstrap: String,
+    /// Client id in request headers (default `sluice-producer`).
+    client_id: String,
+    /// Batching delay (default 5 ms).
+    linger: Duration,
+    /// Batch size that triggers a send (default 512 KiB).
+    batch_bytes: usize,
+    /// Requests in flight on the connection (default 32).
+    max_in_flight: usize,
+    /// When the broker acknowledges (default `Durable`).
+    acks: Acks,
+    /// Compression (default none).
+    compression: Compression,
+    /// Sends of one batch at most (default unlimited, bounded by `delivery_timeout`).
+    retries: u32,
+    /// Backoff between sends of a batch (default 100 ms).
+    retry_backoff: Duration,
+    /// Response timeout of one request (default 30 s).
+    request_timeout: Duration,
+    /// Send-to-acknowledgement limit, retries included (default 120 s).
+    delivery_timeout: Duration,
+    /// Buffered bytes at most before `send` waits (default 64 MiB).
+    buffer_memory: usize,
+    /// Idempotent retries (default on).
+    idempotent: bool,
+    /// Partitioner (default murmur2 of the key, sticky for null keys).
+    partitioner: Partitioner,
+}
+
+impl ProducerBuilder {
+    /// Connects to the broker and starts the sender.
+    pub async fn build(self) -> Result<Producer, ProducerError> {
+        let mut config = self.config;
+        config.max_in_flight_per_partition = config.max_in_flight_per_partition.clamp(1, 5);
+        config.max_in_flight = config.max_in_flight.max(1);
+        config.batch_bytes = config.batch_bytes.max(1024);
+        config.buffer_memory = config.buffer_memory.max(config.batch_bytes);
+        let producer_id = if config.idempotent { random_producer_id() } else { NO_PRODUCER_ID };
+        let conn = Connection::connect(&config.bootstrap, &config.client_id)
+            .await?
+            .with_timeout(config.request_timeout);
+        let inner = Arc::new(Inner {
+            acc: Mutex::new(Accumulator::new(config.batch_bytes, config.compression, producer_id)),
+            buffer: Semaphore::new(config.buffer_memory),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            metadata: RwLock::new(HashMap::new()),
+            conn: tokio::sync::Mutex::new(Some(conn)),
+            config,
+        });
+        let sender = tokio::spawn(sender::run(Arc::clone(&inner)));
+        Ok(Producer { inner, sender: Mutex::new(Some(sender)) })
+    }
+}
+
+fn random_producer_id() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.finish() >> 1 // never NO_PRODUCER_ID
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// State shared by the producer handle and its sender task.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub config: ProducerConfig,
+    pub acc: Mutex<Accumulator>,
+    /// Bytes of buffer memory left.
+    pub buffer: Semaphore,
+    /// Wakes the sender (a batch opened or closed, flush, close).
+    pub wake: Notify,
+    pub closed: AtomicBool,
+    /// Topic → (interned name, partition count).
+    metadata: RwLock<HashMap<String, (Arc<str>, u32)>>,
+    /// The broker connection; replaced when it fails.
+    pub conn: tokio::sync::Mutex<Option<Connection>>,
+}
+
+impl Inner {
+    pub fn acc(&self) -> MutexGuard<'_, Accumulator> {
+        self.acc.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The live connection, reconnecting when it failed.
+    pub async fn connection(&self) -> Result<Connection, ProducerError> {
+        let mut conn = self.conn.lock().await;
+        if let Some(c) = conn.as_ref().filter(|c| !c.is_closed()) {
+            return Ok(c.clone());
+        }
+        let c = Connection::connect(&self.config.bootstrap, &self.config.client_id)
+            .await?
+            .with_timeout(self.config.request_timeout);
+        *conn = Some(c.clone());
+        Ok(c)
+    }
+
+    /// Forgets a topic's partition count (refetched on next use).
+    pub fn invalidate(&self, topic: &str) {
+        if let Ok(mut m) = self.metadata.write() {
+            m.remove(topic);
+        }
+    }
+
+    async fn topic(&self, topic: &str) -> Result<(Arc<str>, u32), ProducerError> {
+        if let Some(found) = self.metadata.read().ok().and_then(|m| m.get(topic).cloned()) {
+            return Ok(found);
+        }
+        let conn = self.connection().await?;
+        let meta = conn.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
+        let t = meta
+            .topics
+            .into_iter()
+            .next()
+            .filter(|t| t.error_code == ErrorCode::None && !t.partitions.is_empty());
+        let t = t.ok_or_else(|| ProducerError::UnknownTopic(topic.to_owned()))?;
+        let found = (Arc::<str>::from(topic), t.partitions.len() as u32);
+        if let Ok(mut m) = self.metadata.write() {
+            m.insert(topic.to_owned(), found.clone());
+        }
+        Ok(found)
+    }
+}
+
+/// An asynchronous producer. Cheap to share behind an `Arc`; `send` takes `&self`.
+#[derive(Debug)]
+pub struct Producer {
+    inner: Arc<Inner>,
+    sender: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Producer {
+    /// A builder with documented defaults.
+    pub fn builder() -> ProducerBuilder {
+        ProducerBuilder::default()
+    }
+
+    /// The settings in use.
+    pub fn config(&self) -> &ProducerConfig {
+        &self.inner.config
+    }
+
+    /// Enqueues a record, waiting while `buffer_memory` is full
+    /// (backpressure). The returned future resolves when the broker has
+    /// acknowledged the record (per `acks`); dropping it does not cancel
+    /// the send (fire and forget).
+    pub async fn send(&self, record: Record) -> Result<DeliveryFuture, ProducerError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(ProducerError::Closed);
+        }
+        let (topic, partitions) = self.inner.topic(&record.topic).await?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let headers: Vec<HeaderRef<'_>> = record
+            .headers
+            .iter()
+            .map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() })
+            .collect();
+        let size =
+            BatchBuilder::record_size(0, 0, record.key.as_deref(), record.value.as_deref(), &headers) + 16;
+        let max = self.inner.config.buffer_memory.min(u32::MAX as usize);
+        if size > max {
+            return Err(ProducerError::RecordTooLarge { size, max });
+        }
+        if let Some(p) = record.partition.filter(|p| *p >= partitions) {
+            return Err(ProducerError::UnknownPartition {
+                topic: record.topic.to_string(),
+                partition: p,
+                count: partitions,
+            });
+        }
+        self.inner.buffer.acquire_many(size as u32).await.map_err(|_| ProducerError::Closed)?.forget();
+        let new = NewRecord {
+            timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+            size,
+        };
+        let (completion, index, partition, appended) = {
+            let mut acc = self.inner.acc();
+            let partition = match (record.partition, &record.key, self.inner.config.partitioner) {
+                (Some(p), _, _) => p,
+                (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
+                _ => acc.sticky_partition(&topic, partitions),
+            };
+            let (completion, index, appended) =
+                acc.append(&(Arc::clone(&topic), partition), partitions, &new);
+            (completion, index, partition, appended)
+        };
+        if appended != Appended::Filling {
+            self.inner.wake.notify_one();
+        }
+        Ok(DeliveryFuture { completion, topic, partition, index, timestamp })
+    }
+
+    /// Sends a record and waits for its acknowledgement.
+    pub async fn send_and_wait(&self, record: Record) -> Result<RecordMetadata, ProducerError> {
+        self.send(record).await?.await
+    }
+
+    /// Enqueues many records in order; their futures, in the same order.
+    pub async fn send_batch(
+        &self,
+        records: impl IntoIterator<Item = Record>,
+    ) -> Result<Vec<DeliveryFuture>, ProducerError> {
+        let mut out = Vec::new();
+        for r in records {
+            out.push(self.send(r).await?);
+        }
+        Ok(out)
+    }
+
+    /// Sends every buffered batch now and waits until everything sent
+    /// before this call is acknowledged or has failed.
+    pub async fn flush(&self) -> Result<(), ProducerError> {
+        let pending = {
+            let mut acc = self.inner.acc();
+            acc.close_expired(Duration::ZERO, true);
+            acc.unfinished()
+        };
+        self.inner.wake.notify_one();
+        for mut c in pending {
+            c.wait_for(Option::is_some).await.map_err(|_| ProducerError::Closed)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes, then stops the sender. Later `send` calls fail with `Closed`.
+    pub async fn close(&self) -> Result<(), ProducerError> {
+        let flushed = self.flush().await;
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+        let sender = self.sender.lock().ok().and_then(|mut s| s.take());
+        if let Some(sender) = sender {
+            let _ = sender.await;
+        }
+        flushed
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.inner.closed.store(true, Ordering::Release);
+        self.inner.wake.notify_one();
+    }
+}
+
+/// Resolves when the broker has acknowledged one record (per `acks`).
+#[derive(Debug)]
+pub struct DeliveryFuture {
+    completion: Completion,
+    topic: Arc<str>,
+    partition: u32,
+    index: u32,
+    timestamp: i64,
+}
+
+impl DeliveryFuture {
+    /// The partition the record was assigned to.
+    pub fn partition(&self) -> u32 {
+        self.partition
+    }
+
+    async fn wait(mut self) -> Result<RecordMetadata, ProducerError> {
+        let result =
+            self.completion.wait_for(Option::is_some).await.map_err(|_| ProducerError::Closed)?.clone();
+        let (base, append_time) = result.ok_or(ProducerError::Closed)??;
+        let offset = if base == UNKNOWN_OFFSET { UNKNOWN_OFFSET } else { base + u64::from(self.index) };
+        let timestamp = if append_time >= 0 { append_time } else { self.timestamp };
+        Ok(RecordMetadata { topic: self.topic, partition: self.partition, offset, timestamp })
+    }
+}
+
+impl IntoFuture for DeliveryFuture {
+    type Output = Result<RecordMetadata, ProducerError>;
+    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
+
+    fn into_future(self) -> Self::IntoFuture {
+        Box::pin(self.wait())
+    }
+}

@@ -199,12 +199,33 @@ impl Connection {
 
     /// Sends `request` and awaits its response.
     pub async fn call<R: Request>(&self, request: &R) -> Result<R::Response, ClientError> {
-        let body = self.call_raw(request).await?;
-        Ok(R::Response::decode_all(body)?)
+        self.start(request).await?.await
     }
 
     /// Sends `request` and awaits the raw response body.
     pub async fn call_raw<R: Request>(&self, request: &R) -> Result<Bytes, ClientError> {
+        self.start_raw(request).await?.await
+    }
+
+    /// Writes `request` to the connection now (in the order `start` calls
+    /// complete) and returns a future for its response. Callers that need
+    /// requests on the wire in a given order await `start` in that order.
+    pub async fn start<R: Request>(
+        &self,
+        request: &R,
+    ) -> Result<
+        impl std::future::Future<Output = Result<R::Response, ClientError>> + Send + 'static,
+        ClientError,
+    > {
+        let body = self.start_raw(request).await?;
+        Ok(async move { Ok(R::Response::decode_all(body.await?)?) })
+    }
+
+    async fn start_raw<R: Request>(
+        &self,
+        request: &R,
+    ) -> Result<impl std::future::Future<Output = Result<Bytes, ClientError>> + Send + 'static, ClientError>
+    {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         {
@@ -219,14 +240,18 @@ impl Connection {
             self.forget(id);
             return Err(ClientError::ConnectionLost("connection closed".into()));
         }
-        match tokio::time::timeout(self.timeout, rx).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(ClientError::ConnectionLost("connection closed".into())),
-            Err(_) => {
-                self.forget(id);
-                Err(ClientError::Timeout(self.timeout))
+        let timeout = self.timeout;
+        let pending = Arc::clone(&self.pending);
+        Ok(async move {
+            match tokio::time::timeout(timeout, rx).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(_)) => Err(ClientError::ConnectionLost("connection closed".into())),
+                Err(_) => {
+                    forget(&pending, id);
+                    Err(ClientError::Timeout(timeout))
+                }
             }
-        }
+        })
     }
 
     /// Sends a request that gets no response.
@@ -237,10 +262,14 @@ impl Connection {
     }
 
     fn forget(&self, id: u32) {
-        if let Ok(mut pending) = self.pending.lock() {
-            if let Some(map) = pending.as_mut() {
-                map.remove(&id);
-            }
+        forget(&self.pending, id);
+    }
+}
+
+fn forget(pending: &Pending, id: u32) {
+    if let Ok(mut pending) = pending.lock() {
+        if let Some(map) = pending.as_mut() {
+            map.remove(&id);
         }
     }
 }

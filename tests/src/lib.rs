@@ -102,8 +102,13 @@ impl ProcessBroker {
     /// `env!("CARGO_BIN_EXE_sluice-e2e")`) on `data_dir` with extra flags,
     /// waiting until it listens (at most 30 s).
     pub fn spawn(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(bin)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        let mut command = Command::new(bin);
+        command.arg("serve");
+        if !extra.contains(&"--listen") {
+            command.args(["--listen", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .env("RUST_LOG", "info")
@@ -153,6 +158,11 @@ impl ProcessBroker {
             .parse::<u64>()
             .ok()?;
         Some(kb * 1024)
+    }
+
+    /// Sends a signal (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        Command::new("kill").args([&format!("-{signal}"), &self.child.id().to_string()]).status().unwrap();
     }
 
     /// `kill -9`.

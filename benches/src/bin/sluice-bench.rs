@@ -1,0 +1,200 @@
+//! `sluice-bench`: end-to-end throughput and latency of a running broker,
+//! or of one it starts itself on a temporary data directory.
+//!
+//! `sluice-bench produce --message-size 100 --messages 5000000 --acks leader`
+//!
+//! Scenarios so far: `produce` (one producer). Reports msgs/s, MB/s and
+//! send-to-acknowledgement latency percentiles of sampled records; `--json`
+//! prints one JSON object. Every run is bounded by `--messages` and
+//! `--duration`. Only loopback addresses are used.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use hdrhistogram::Histogram;
+use sluice_broker::config::BrokerConfig;
+use sluice_broker::server::Server;
+use sluice_broker::storage::FsyncPolicy;
+use sluice_producer::{Acks, Compression, Producer, Record};
+use sluice_protocol::api::CreateTopicRequest;
+use sluice_protocol::client::Connection;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum Scenario {
+    Produce,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum AcksArg {
+    None,
+    Leader,
+    Durable,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "sluice-bench", about = "Throughput and latency benchmarks for Sluice")]
+struct Args {
+    /// What to measure.
+    #[arg(value_enum)]
+    scenario: Scenario,
+    /// A running broker (loopback); when absent, one is started on a temp dir.
+    #[arg(long)]
+    broker: Option<String>,
+    /// Topic (created when the benchmark starts its own broker).
+    #[arg(long, default_value = "bench")]
+    topic: String,
+    /// Partitions of the topic.
+    #[arg(long, default_value_t = 1)]
+    partitions: u32,
+    /// Bytes per message value.
+    #[arg(long, default_value_t = 100)]
+    message_size: usize,
+    /// Messages to send at most.
+    #[arg(long, default_value_t = 2_000_000)]
+    messages: u64,
+    /// Seconds to run at most.
+    #[arg(long, default_value_t = 60)]
+    duration: u64,
+    /// Acknowledgement mode.
+    #[arg(long, value_enum, default_value = "durable")]
+    acks: AcksArg,
+    /// fsync mode of the broker this tool starts.
+    #[arg(long, default_value = "always")]
+    fsync: FsyncPolicy,
+    /// Producer linger (ms).
+    #[arg(long, default_value_t = 5)]
+    linger: u64,
+    /// Producer batch size (bytes).
+    #[arg(long, default_value_t = 1 << 20)]
+    batch_bytes: usize,
+    /// Data directory parent for a self-started broker.
+    #[arg(long)]
+    data_dir: Option<std::path::PathBuf>,
+    /// Print one JSON object.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One of every this many messages has its latency measured.
+const SAMPLE_EVERY: u64 = 997;
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    // The broker gets its own runtime (and threads), like a separate process.
+    let broker_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let temp = match &args.data_dir {
+        Some(parent) => tempfile::tempdir_in(parent)?,
+        None => tempfile::tempdir()?,
+    };
+    let (addr, server) = match &args.broker {
+        Some(addr) => {
+            if !addr.starts_with("127.") && !addr.starts_with("[::1]") && !addr.starts_with("localhost") {
+                bail!("benchmarks only talk to loopback addresses, not {addr}");
+            }
+            (addr.clone(), None)
+        }
+        None => {
+            let mut config = BrokerConfig {
+                listen: "127.0.0.1:0".into(),
+                data_dir: temp.path().to_owned(),
+                ..BrokerConfig::default()
+            };
+            config.topic_defaults.fsync = args.fsync;
+            let (server, _) = broker_rt.block_on(Server::start(config)).context("starting the broker")?;
+            (server.local_addr().to_string(), Some(server))
+        }
+    };
+    let result = client_rt.block_on(produce(&args, &addr, server.is_some()))?;
+    if let Some(server) = server {
+        broker_rt.block_on(async {
+            server.shutdown();
+            server.wait().await
+        })?;
+    }
+    if args.json {
+        println!("{result}");
+    } else {
+        println!(
+            "{} {} B messages, acks={:?}, fsync={}: {:.0} msgs/s, {:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            result["messages"], args.message_size, args.acks, args.fsync,
+            result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
+            result["latency_us"]["p50"], result["latency_us"]["p90"], result["latency_us"]["p99"],
+            result["latency_us"]["p99.9"], result["latency_us"]["max"],
+        );
+    }
+    Ok(())
+}
+
+async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
+    if create {
+        let conn = Connection::connect(addr, "bench").await?;
+        conn.call(&CreateTopicRequest {
+            name: args.topic.clone(),
+            partitions: args.partitions,
+            configs: vec![],
+        })
+        .await?;
+    }
+    let acks = match args.acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Leader => Acks::Leader,
+        AcksArg::Durable => Acks::Durable,
+    };
+    let producer = Producer::builder()
+        .bootstrap(addr)
+        .acks(acks)
+        .linger(Duration::from_millis(args.linger))
+        .batch_bytes(args.batch_bytes)
+        .compression(Compression::None)
+        .buffer_memory(64usize << 20)
+        .build()
+        .await?;
+    let topic: Arc<str> = args.topic.as_str().into();
+    let payload = Bytes::from(vec![b'x'; args.message_size]);
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.messages && (sent % 4096 != 0 || Instant::now() < deadline) {
+        let record = Record {
+            partition: Some((sent % u64::from(args.partitions)) as u32),
+            ..Record::new(Arc::clone(&topic), payload.clone())
+        };
+        let delivery = producer.send(record).await?;
+        if sent % SAMPLE_EVERY == 0 {
+            let at = Instant::now();
+            let histogram = Arc::clone(&histogram);
+            tokio::spawn(async move {
+                if delivery.await.is_ok() {
+                    let _ = histogram.lock().map(|mut h| h.record(at.elapsed().as_micros() as u64));
+                }
+            });
+        }
+        sent += 1;
+    }
+    producer.flush().await?;
+    let secs = started.elapsed().as_secs_f64();
+    producer.close().await?;
+    let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
+    let bytes = sent * args.message_size as u64;
+    Ok(serde_json::json!({
+        "scenario": "produce",
+        "parameters": {
+            "message_size": args.message_size, "partitions": args.partitions, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "fsync": args.fsync.to_string(), "linger_ms": args.linger, "batch_bytes": args.batch_bytes,
+        },
+        "messages": sent,
+        "bytes": bytes,
+        "seconds": secs,
+        "msgs_per_sec": sent as f64 / secs,
+        "mb_per_sec": bytes as f64 / secs / 1e6,
+        "latency_us": {
+            "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
+            "p99.9": h.value_at_quantile(0.999), "max": h.max(),
+        },
+    }))
+}

@@ -1,0 +1,272 @@
+//! Per-partition batching. `send` appends a record straight into its
+//! partition's open [`BatchBuilder`] under one short lock; a batch closes
+//! when it reaches `batch_bytes` or its `linger` runs out (or on `flush`),
+//! gets its idempotence sequence, and waits in the partition's ready queue
+//! for the sender. Each batch has one completion shared by its records, so
+//! there is no per-record channel or allocation beyond the encoding.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use sluice_protocol::batch::{BatchBuilder, Compression, HeaderRef, NO_PRODUCER_ID};
+use tokio::sync::watch;
+
+use crate::error::ProducerError;
+
+/// A batch's outcome: base offset and log-append time (-1 for create time).
+pub(crate) type BatchResult = Result<(u64, i64), ProducerError>;
+
+/// Shared by a batch's records; set once.
+pub(crate) type Completion = watch::Receiver<Option<BatchResult>>;
+
+/// A partition of a topic.
+pub(crate) type PartitionKey = (Arc<str>, u32);
+
+/// A batch being filled.
+#[derive(Debug)]
+struct OpenBatch {
+    builder: BatchBuilder,
+    created: Instant,
+    completion: watch::Sender<Option<BatchResult>>,
+    reserved: usize,
+}
+
+/// A closed batch, ready to send (and to resend on retriable failure).
+#[derive(Debug)]
+pub(crate) struct ReadyBatch {
+    /// Where it goes.
+    pub key: PartitionKey,
+    /// The encoded batch, sequence included.
+    pub bytes: Bytes,
+    /// Its first record's sequence number.
+    pub sequence: u32,
+    /// The partition's producer epoch it was stamped with.
+    pub epoch: u16,
+    /// When its first record was appended (for `delivery_timeout`).
+    pub created: Instant,
+    /// Sends so far.
+    pub attempts: u32,
+    /// Completes the records' delivery futures.
+    pub completion: watch::Sender<Option<BatchResult>>,
+    /// Buffer memory to release when done.
+    pub reserved: usize,
+}
+
+impl ReadyBatch {
+    /// Completes every record of the batch.
+    pub fn complete(&self, result: BatchResult) {
+        self.completion.send_replace(Some(result));
+    }
+}
+
+#[derive(Debug, Default)]
+struct PartitionQueue {
+    open: Option<OpenBatch>,
+    ready: VecDeque<ReadyBatch>,
+    /// Producer epoch of this partition: bumped after a permanent failure so
+    /// the broker accepts a fresh sequence.
+    epoch: u16,
+    next_sequence: u32,
+}
+
+/// Every partition's batches.
+#[derive(Debug)]
+pub(crate) struct Accumulator {
+    queues: HashMap<PartitionKey, PartitionQueue>,
+    /// The sticky partition of each topic for records without a key.
+    sticky: HashMap<Arc<str>, u32>,
+    batch_bytes: usize,
+    compression: Compression,
+    producer_id: u64,
+    /// Completions of batches created and not yet known to be finished
+    /// (what `flush` waits for).
+    unfinished: Vec<Completion>,
+}
+
+/// What an append did, for waking the sender.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Appended {
+    /// Into an open batch that is still filling.
+    Filling,
+    /// It opened a new batch (the linger clock starts).
+    Opened,
+    /// It closed a batch (ready to send).
+    Closed,
+}
+
+/// A record to append, borrowed from the caller.
+#[derive(Debug)]
+pub(crate) struct NewRecord<'a> {
+    pub timestamp: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [HeaderRef<'a>],
+    /// Encoded size, reserved from buffer memory by the caller.
+    pub size: usize,
+}
+
+impl Accumulator {
+    pub fn new(batch_bytes: usize, compression: Compression, producer_id: u64) -> Self {
+        Self {
+            queues: HashMap::new(),
+            sticky: HashMap::new(),
+            batch_bytes,
+            compression,
+            producer_id,
+            unfinished: Vec::new(),
+        }
+    }
+
+    /// The sticky partition of `topic` among `partitions`.
+    pub fn sticky_partition(&mut self, topic: &Arc<str>, partitions: u32) -> u32 {
+        let p = self.sticky.entry(Arc::clone(topic)).or_insert(0);
+        if *p >= partitions {
+            *p = 0;
+        }
+        *p
+    }
+
+    fn advance_sticky(&mut self, topic: &Arc<str>, partitions: u32) {
+        if let Some(p) = self.sticky.get_mut(topic) {
+            *p = (*p + 1) % partitions.max(1);
+        }
+    }
+
+    /// Appends a record; returns its completion, its index in the batch, and
+    /// what happened.
+    pub fn append(
+        &mut self,
+        key: &PartitionKey,
+        partitions: u32,
+        record: &NewRecord<'_>,
+    ) -> (Completion, u32, Appended) {
+        let batch_bytes = self.batch_bytes;
+        let mut outcome = Appended::Filling;
+        let full = self
+            .queues
+            .get(key)
+            .and_then(|q| q.open.as_ref())
+            .is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes);
+        if full {
+            self.close(key);
+            self.advance_sticky(&key.0, partitions);
+            outcome = Appended::Closed;
+        }
+        let compression = self.compression;
+        let unfinished = &mut self.unfinished;
+        let queue = self.queues.entry(key.clone()).or_default();
+        let open = queue.open.get_or_insert_with(|| {
+            if outcome == Appended::Filling {
+                outcome = Appended::Opened;
+            }
+            let (completion, rx) = watch::channel(None);
+            unfinished.push(rx);
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
+                created: Instant::now(),
+                completion,
+                reserved: 0,
+            }
+        });
+        let index = open.builder.record_count();
+        open.builder.append(record.timestamp, record.key, record.value, record.headers);
+        open.reserved += record.size;
+        let completion = open.completion.subscribe();
+        if open.builder.size_in_bytes() >= batch_bytes {
+            self.close(key);
+            self.advance_sticky(&key.0, partitions);
+            outcome = Appended::Closed;
+        }
+        (completion, index, outcome)
+    }
+
+    /// Closes the open batch of `key`: stamps its sequence, moves it to the
+    /// ready queue.
+    fn close(&mut self, key: &PartitionKey) {
+        let producer_id = self.producer_id;
+        let Some(queue) = self.queues.get_mut(key) else { return };
+        let Some(open) = queue.open.take() else { return };
+        let count = open.builder.record_count();
+        let sequence = queue.next_sequence;
+        queue.next_sequence = sequence.wrapping_add(count);
+        let bytes = if producer_id == NO_PRODUCER_ID {
+            open.builder.build()
+        } else {
+            open.builder.producer(producer_id, queue.epoch, sequence).build()
+        };
+        queue.ready.push_back(ReadyBatch {
+            key: key.clone(),
+            bytes,
+            sequence,
+            epoch: queue.epoch,
+            created: open.created,
+            attempts: 0,
+            completion: open.completion,
+            reserved: open.reserved,
+        });
+    }
+
+    /// Closes batches older than `linger` (every batch when `all`); returns
+    /// when the next open batch's linger runs out.
+    pub fn close_expired(&mut self, linger: Duration, all: bool) -> Option<Instant> {
+        let now = Instant::now();
+        let expired: Vec<PartitionKey> = self
+            .queues
+            .iter()
+            .filter(|(_, q)| q.open.as_ref().is_some_and(|o| all || now.duration_since(o.created) >= linger))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &expired {
+            self.close(key);
+        }
+        self.queues.values().filter_map(|q| q.open.as_ref()).map(|o| o.created + linger).min()
+    }
+
+    /// Takes up to `max` ready batches of partitions that `may_send` allows,
+    /// in each partition's order.
+    pub fn take_ready(
+        &mut self,
+        max: usize,
+        mut may_send: impl FnMut(&PartitionKey) -> usize,
+    ) -> Vec<ReadyBatch> {
+        let mut out = Vec::new();
+        for (key, queue) in &mut self.queues {
+            let allowed = may_send(key).min(max.saturating_sub(out.len()));
+            for _ in 0..allowed {
+                match queue.ready.pop_front() {
+                    Some(b) => out.push(b),
+                    None => break,
+                }
+            }
+        }
+        out
+    }
+
+    /// After a permanent failure in `key`: takes its waiting batches (they
+    /// fail too: order cannot be kept past a lost batch) and starts a new
+    /// epoch so later batches begin at sequence 0.
+    pub fn reset_partition(&mut self, key: &PartitionKey) -> Vec<ReadyBatch> {
+        let Some(queue) = self.queues.get_mut(key) else { return Vec::new() };
+        queue.epoch = queue.epoch.wrapping_add(1);
+        queue.next_sequence = 0;
+        queue.ready.drain(..).collect()
+    }
+
+    /// The current producer epoch of `key`.
+    pub fn epoch(&self, key: &PartitionKey) -> u16 {
+        self.queues.get(key).map_or(0, |q| q.epoch)
+    }
+
+    /// Completions of unfinished batches (finished ones are dropped).
+    pub fn unfinished(&mut self) -> Vec<Completion> {
+        self.unfinished.retain(|c| c.borrow().is_none());
+        self.unfinished.clone()
+    }
+
+    /// Whether any batch is open or waiting.
+    pub fn is_empty(&self) -> bool {
+        self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty())
+    }
+}

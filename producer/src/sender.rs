@@ -1,0 +1,208 @@
+//! The sender task: closes lingering batches, sends ready ones in each
+//! partition's order (at most `max_in_flight` on the connection and
+//! `max_in_flight_per_partition` per partition), completes records'
+//! futures from the responses, and retries retriable failures in sequence
+//! order once the partition has nothing else in flight.
+
+use std::collections::HashMap;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use sluice_protocol::api::{Acks, ProduceRequest, ProduceResponse};
+use sluice_protocol::client::ClientError;
+use sluice_protocol::ErrorCode;
+use tokio::sync::mpsc;
+
+use crate::accumulator::{BatchResult, PartitionKey, ReadyBatch};
+use crate::error::{is_retriable, ProducerError};
+use crate::record::UNKNOWN_OFFSET;
+use crate::Inner;
+
+type Done = (ReadyBatch, Result<ProduceResponse, ClientError>);
+
+/// Batches of one partition waiting to be resent.
+#[derive(Debug)]
+struct Retry {
+    at: Instant,
+    batches: Vec<ReadyBatch>,
+}
+
+#[derive(Debug, Default)]
+struct Sender {
+    in_flight: HashMap<PartitionKey, usize>,
+    total: usize,
+    retry: HashMap<PartitionKey, Retry>,
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Runs until the producer is closed and everything is finished.
+pub(crate) async fn run(inner: Arc<Inner>) {
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel::<Done>();
+    let mut s = Sender::default();
+    let per_partition = inner.config.max_in_flight_per_partition;
+    loop {
+        let closed = inner.closed.load(Ordering::Acquire);
+        let next_linger = inner.acc().close_expired(inner.config.linger, closed);
+        let now = Instant::now();
+        let due: Vec<PartitionKey> = s
+            .retry
+            .iter()
+            .filter(|(k, r)| r.at <= now && s.in_flight_of(k) == 0)
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut to_send = Vec::new();
+        for key in due {
+            if let Some(mut r) = s.retry.remove(&key) {
+                r.batches.sort_by_key(|b| b.sequence);
+                to_send.extend(r.batches);
+            }
+        }
+        let room = inner.config.max_in_flight.saturating_sub(s.total + to_send.len());
+        let ready = inner.acc().take_ready(room, |k| {
+            if s.retry.contains_key(k) {
+                0
+            } else {
+                per_partition.saturating_sub(s.in_flight_of(k))
+            }
+        });
+        to_send.extend(ready);
+        if !to_send.is_empty() {
+            s.send_all(&inner, to_send, &done_tx).await;
+        }
+        if closed && s.total == 0 && s.retry.is_empty() && inner.acc().is_empty() {
+            return;
+        }
+        let next_retry = s.retry.values().map(|r| r.at).min();
+        let deadline = [next_linger, next_retry].into_iter().flatten().min();
+        tokio::select! {
+            _ = inner.wake.notified() => {}
+            Some(done) = done_rx.recv() => {
+                s.handle(&inner, done);
+                while let Ok(more) = done_rx.try_recv() {
+                    s.handle(&inner, more);
+                }
+            }
+            _ = sleep_until(deadline) => {}
+        }
+    }
+}
+
+impl Sender {
+    fn in_flight_of(&self, key: &PartitionKey) -> usize {
+        self.in_flight.get(key).copied().unwrap_or(0)
+    }
+
+    async fn send_all(
+        &mut self,
+        inner: &Arc<Inner>,
+        batches: Vec<ReadyBatch>,
+        done: &mpsc::UnboundedSender<Done>,
+    ) {
+        let conn = match inner.connection().await {
+            Ok(c) => c,
+            Err(e) => {
+                let e = ClientError::ConnectionLost(e.to_string());
+                for b in batches {
+                    self.failed(inner, b, e.clone());
+                }
+                return;
+            }
+        };
+        let acks = inner.config.acks;
+        let timeout_ms = inner.config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
+        for mut batch in batches {
+            batch.attempts += 1;
+            let req = ProduceRequest {
+                acks,
+                timeout_ms,
+                topic: batch.key.0.to_string(),
+                partition: batch.key.1,
+                batch: batch.bytes.clone(),
+            };
+            if acks == Acks::None {
+                match conn.send(&req).await {
+                    Ok(()) => finish(inner, &batch, Ok((UNKNOWN_OFFSET, -1))),
+                    Err(e) => self.failed(inner, batch, e),
+                }
+                continue;
+            }
+            match conn.start(&req).await {
+                Ok(response) => {
+                    *self.in_flight.entry(batch.key.clone()).or_default() += 1;
+                    self.total += 1;
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let result = response.await;
+                        let _ = done.send((batch, result));
+                    });
+                }
+                Err(e) => self.failed(inner, batch, e),
+            }
+        }
+    }
+
+    fn handle(&mut self, inner: &Arc<Inner>, (batch, result): Done) {
+        if let Some(n) = self.in_flight.get_mut(&batch.key) {
+            *n = n.saturating_sub(1);
+        }
+        self.total = self.total.saturating_sub(1);
+        match result {
+            Ok(resp) => finish(inner, &batch, Ok((resp.base_offset, resp.log_append_time))),
+            Err(e) => self.failed(inner, batch, e),
+        }
+    }
+
+    fn failed(&mut self, inner: &Arc<Inner>, batch: ReadyBatch, e: ClientError) {
+        let key = batch.key.clone();
+        let code = e.code();
+        if matches!(code, Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)) {
+            inner.invalidate(&key.0);
+        }
+        let stale_epoch = batch.epoch != inner.acc().epoch(&key);
+        // An out-of-order answer behind a batch that is being retried is a
+        // consequence of that failure, not a failure of its own.
+        let behind_a_retry = code == Some(ErrorCode::OutOfOrderSequence)
+            && (self.retry.contains_key(&key) || self.in_flight_of(&key) > 0);
+        let retriable = !stale_epoch && (is_retriable(&e) || behind_a_retry);
+        let expired = batch.created.elapsed() >= inner.config.delivery_timeout;
+        if retriable && !expired && batch.attempts < inner.config.retries {
+            tracing::debug!(topic = %key.0, partition = key.1, sequence = batch.sequence, error = %e, "retrying batch");
+            let at = Instant::now() + inner.config.retry_backoff;
+            self.retry.entry(key).or_insert_with(|| Retry { at, batches: Vec::new() }).batches.push(batch);
+            return;
+        }
+        let error = if expired {
+            ProducerError::DeliveryTimeout(inner.config.delivery_timeout)
+        } else {
+            match e {
+                ClientError::Server { code, message } => ProducerError::Broker { code, message },
+                other => ProducerError::Connection(other),
+            }
+        };
+        tracing::warn!(topic = %key.0, partition = key.1, error = %error, "batch failed");
+        finish(inner, &batch, Err(error.clone()));
+        if stale_epoch {
+            return; // its partition was already reset
+        }
+        // Order cannot be kept past a lost batch: what waits behind it in
+        // this partition fails too, and the partition starts a new epoch.
+        let mut behind = inner.acc().reset_partition(&key);
+        behind.extend(self.retry.remove(&key).map(|r| r.batches).unwrap_or_default());
+        for b in behind {
+            finish(inner, &b, Err(error.clone()));
+        }
+    }
+}
+
+/// Completes a batch's records and releases its buffer memory.
+fn finish(inner: &Inner, batch: &ReadyBatch, result: BatchResult) {
+    batch.complete(result);
+    inner.buffer.add_permits(batch.reserved);
+}

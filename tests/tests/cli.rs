@@ -1,0 +1,101 @@
+//! The `sluice` command line, end to end against a real broker process.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use sluice_tests::{read_partition, ProcessBroker};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
+
+fn sluice(broker: &ProcessBroker, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(SLUICE)
+        .args(["--broker", &broker.addr.to_string()])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn topic_commands_and_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+
+    let out =
+        sluice(&broker, &["topic", "create", "orders", "--partitions", "3", "--retention-ms", "60000"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sluice(&broker, &["topic", "create", "bad name"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.starts_with("error: ") && err.contains("InvalidTopicName") && err.lines().count() == 1,
+        "{err}"
+    );
+
+    let out = sluice(
+        &broker,
+        &["produce", "orders", "--key-separator", ":", "--print-offsets"],
+        "a:one\nb:two\na:three\nplain\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines: Vec<(u32, u64)> = text(&out.stdout)
+        .lines()
+        .map(|l| {
+            let (p, o) = l.split_once(' ').unwrap();
+            (p.parse().unwrap(), o.parse().unwrap())
+        })
+        .collect();
+    assert_eq!(lines.len(), 4, "one line per record, in input order");
+    assert_eq!(lines[0].0, lines[2].0, "same key, same partition");
+    assert_eq!(lines[2].1, lines[0].1 + 1, "and consecutive offsets");
+    assert!(text(&out.stderr).contains("4 records"), "summary on stderr: {}", text(&out.stderr));
+    let conn = broker.connect().await;
+    let stored = read_partition(&conn, "orders", lines[0].0, 0).await;
+    let values: Vec<_> = stored
+        .iter()
+        .flat_map(|b| b.records().unwrap().to_owned_records().unwrap())
+        .map(|r| r.value.unwrap())
+        .collect();
+    assert!(values.contains(&bytes::Bytes::from("one")) && values.contains(&bytes::Bytes::from("three")));
+
+    let out = sluice(
+        &broker,
+        &["produce", "orders", "--partition", "2", "--acks", "leader", "--compression", "lz4"],
+        "x\ny\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let out = sluice(&broker, &["produce", "missing"], "x\n");
+    assert_eq!(out.status.code(), Some(1), "non-zero exit when records are not acknowledged");
+    assert!(text(&out.stderr).contains("unknown topic"), "{}", text(&out.stderr));
+
+    let out = sluice(&broker, &["--json", "topic", "describe", "orders"], "");
+    assert!(out.status.success());
+    let json = text(&out.stdout);
+    assert!(json.contains("\"retention_ms\": \"60000\"") && json.contains("\"high_watermark\""), "{json}");
+    let out = sluice(&broker, &["topic", "list", "--json"], "");
+    assert!(text(&out.stdout).contains("\"name\": \"orders\""));
+    let out = sluice(&broker, &["topic", "alter", "orders", "--fsync", "interval:100"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sluice(&broker, &["topic", "delete", "orders"], "");
+    assert!(out.status.success());
+    let out = sluice(&broker, &["topic", "describe", "orders"], "");
+    assert_eq!(out.status.code(), Some(1));
+}
+
+#[test]
+fn unreachable_broker_is_a_one_line_error() {
+    let out = Command::new(SLUICE).args(["--broker", "127.0.0.1:1", "topic", "list"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("error: cannot connect to 127.0.0.1:1") && err.lines().count() == 1, "{err}");
+}
