@@ -188,6 +188,58 @@ mod tests {
         assert!(buf.capacity() <= cap_before.max(64));
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes, fed in arbitrary pieces: frames come out no larger
+        /// than the maximum, an oversized length is an error, and the decoder
+        /// never panics or reserves past the maximum.
+        #[test]
+        fn arbitrary_streams(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..2048), cuts in proptest::collection::vec(0usize..2048, 0..8)) {
+            let max = 256;
+            let mut codec = FrameCodec::new(max);
+            let mut buf = BytesMut::new();
+            let mut cuts = cuts;
+            cuts.push(bytes.len());
+            cuts.sort_unstable();
+            let mut start = 0;
+            'feed: for cut in cuts {
+                let cut = cut.min(bytes.len()).max(start);
+                buf.extend_from_slice(&bytes[start..cut]);
+                start = cut;
+                loop {
+                    match codec.decode(&mut buf) {
+                        Ok(Some(frame)) => proptest::prop_assert!(frame.len() <= max),
+                        Ok(None) => break,
+                        Err(FrameError::TooLarge { size, max: m }) => {
+                            proptest::prop_assert!(size > m);
+                            break 'feed;
+                        }
+                        Err(e) => proptest::prop_assert!(false, "unexpected {e}"),
+                    }
+                    proptest::prop_assert!(buf.capacity() <= 2 * (max + LENGTH_PREFIX) + bytes.len());
+                }
+            }
+        }
+
+        /// Valid frames cut at arbitrary points decode to exactly what was sent.
+        #[test]
+        fn valid_frames_survive_any_split(payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..100), 0..10), split in 1usize..64) {
+            let mut wire = BytesMut::new();
+            for p in &payloads {
+                FrameCodec::default().encode(&p[..], &mut wire).unwrap();
+            }
+            let mut codec = FrameCodec::default();
+            let mut buf = BytesMut::new();
+            let mut out = Vec::new();
+            for chunk in wire.chunks(split) {
+                buf.extend_from_slice(chunk);
+                while let Some(frame) = codec.decode(&mut buf).unwrap() {
+                    out.push(frame.to_vec());
+                }
+            }
+            proptest::prop_assert_eq!(out, payloads);
+        }
+    }
+
     #[test]
     fn exact_maximum_is_accepted_and_one_more_is_not() {
         let mut codec = FrameCodec::new(8);
