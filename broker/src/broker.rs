@@ -11,6 +11,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
+use crate::groups::Coordinator;
 use crate::partition::Partition;
 use crate::storage::StorageError;
 use crate::topics::{LoadReport, Topic, Topics};
@@ -32,6 +33,8 @@ pub struct Broker {
     pub config: BrokerConfig,
     /// Topics and partitions.
     pub topics: Topics,
+    /// Consumer groups and committed offsets.
+    pub groups: Coordinator,
     /// Cancelled to stop: connections stop reading, long polls return.
     pub shutdown: CancellationToken,
     /// Background tasks (flushers, retention).
@@ -106,16 +109,19 @@ impl Broker {
         let shutdown = CancellationToken::new();
         let data_dir = config.data_dir.clone();
         let cancel = shutdown.child_token();
-        let (lock, topics, report) = tokio::task::spawn_blocking(move || {
+        let (lock, topics, groups, report) = tokio::task::spawn_blocking(move || {
             let lock = lock_data_dir(&data_dir)?;
             check_meta(&data_dir)?;
-            Topics::load(&data_dir, cancel).map(|(topics, report)| (lock, topics, report))
+            let (topics, report) = Topics::load(&data_dir, cancel)?;
+            let groups = Coordinator::open(&data_dir)?;
+            Ok::<_, BrokerError>((lock, topics, groups, report))
         })
         .await
         .map_err(|e| BrokerError::Internal(e.to_string()))??;
         let broker = Arc::new(Self {
             config,
             topics,
+            groups,
             shutdown,
             tasks: TaskTracker::new(),
             started: Instant::now(),
@@ -125,6 +131,7 @@ impl Broker {
             broker.start_flushers(&topic);
         }
         broker.tasks.spawn(Arc::clone(&broker).run_retention());
+        broker.tasks.spawn(Arc::clone(&broker).run_group_sweeper());
         Ok((broker, report))
     }
 
@@ -194,6 +201,17 @@ impl Broker {
         }
     }
 
+    /// Removes group members whose session expired, even in groups nobody
+    /// else heartbeats in.
+    async fn run_group_sweeper(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(Duration::from_millis(100)) => self.groups.expire_all(),
+            }
+        }
+    }
+
     /// One retention pass over every partition. Blocking.
     pub fn apply_retention(&self) {
         let now = now_ms();
@@ -213,9 +231,12 @@ impl Broker {
         self.tasks.close();
         self.tasks.wait().await;
         let broker = Arc::clone(self);
-        let closed = tokio::task::spawn_blocking(move || broker.topics.close_all())
-            .await
-            .map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let closed = tokio::task::spawn_blocking(move || {
+            let groups = broker.groups.close();
+            broker.topics.close_all().and(groups)
+        })
+        .await
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
         // Only a closed broker lets another one open the data directory.
         if let Ok(mut lock) = self.lock.lock() {
             lock.take();

@@ -43,6 +43,11 @@ enum Command {
     Topic(TopicCommand),
     /// Send stdin to a topic, one record per line.
     Produce(ProduceArgs),
+    /// Print a topic's records, one value per line.
+    Consume(crate::cli_consume::ConsumeArgs),
+    /// Inspect and manage consumer groups.
+    #[command(subcommand)]
+    Group(crate::cli_group::GroupCommand),
 }
 
 /// When the broker acknowledges.
@@ -232,6 +237,9 @@ pub enum CliError {
     /// Producing failed.
     #[error("{0}")]
     Producer(#[from] sluice_producer::ProducerError),
+    /// Consuming failed.
+    #[error("{0}")]
+    Consumer(#[from] sluice_consumer::ConsumerError),
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
@@ -260,6 +268,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Produce(args) => {
             runtime()?.block_on(crate::cli_produce::run(&cli.broker, args.into_options()))
         }
+        Command::Consume(args) => runtime()?.block_on(crate::cli_consume::run(&cli.broker, args)),
+        Command::Group(cmd) => runtime()?.block_on(crate::cli_group::run(&cli.broker, cli.json, cmd)),
     }
 }
 
@@ -341,7 +351,7 @@ async fn shutdown_signal() {
     }
 }
 
-async fn connect(addr: &str) -> Result<Connection, CliError> {
+pub(crate) async fn connect(addr: &str) -> Result<Connection, CliError> {
     Ok(Connection::connect(addr, "sluice-cli").await?.with_timeout(Duration::from_secs(30)))
 }
 
@@ -389,13 +399,13 @@ fn view(t: &TopicMetadata) -> TopicView<'_> {
     }
 }
 
-fn print_json(value: &impl Serialize) -> Result<(), CliError> {
+pub(crate) fn print_json(value: &impl Serialize) -> Result<(), CliError> {
     println!("{}", serde_json::to_string_pretty(value).map_err(|e| CliError::Usage(e.to_string()))?);
     Ok(())
 }
 
 /// Prints rows as left-aligned columns.
-fn print_table(header: &[&str], rows: &[Vec<String>]) {
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
     let widths: Vec<usize> = (0..header.len())
         .map(|i| rows.iter().map(|r| r[i].len()).chain([header[i].len()]).max().unwrap_or(0))
         .collect();

@@ -57,6 +57,9 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("the broker is shutting down")]
     ShuttingDown,
+    /// A consumer-group error, with its code and explanation.
+    #[error("{1}")]
+    Group(ErrorCode, String),
     /// A bug or an unexpected failure; the log has details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,6 +78,7 @@ impl BrokerError {
             BrokerError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             BrokerError::Timeout(_) => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,
+            BrokerError::Group(code, _) => *code,
             BrokerError::Internal(_) => ErrorCode::Unknown,
             BrokerError::Storage(e) => match e {
                 StorageError::NoSpace { .. } => ErrorCode::NotEnoughSpace,

@@ -4,10 +4,13 @@
 
 pub mod broker;
 pub mod cli;
+mod cli_consume;
+mod cli_group;
 mod cli_produce;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod groups;
 pub mod handlers;
 pub mod partition;
 pub mod server;

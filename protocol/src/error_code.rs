@@ -81,6 +81,16 @@ error_codes! {
     BrokerNotAvailable = 18, true, "the broker is shutting down or not ready";
     /// A producer epoch is older than the one the broker has seen.
     InvalidProducerEpoch = 19, false, "the producer epoch is older than the latest one seen";
+    /// The group has no such member (it left or its session expired): rejoin.
+    UnknownMemberId = 20, false, "the group has no member with this id: rejoin";
+    /// The member does not own the partition (any more), or its epoch is old.
+    StaleMemberEpoch = 21, false, "the member does not own this partition at this epoch";
+    /// The operation needs a group without active members.
+    GroupNotEmpty = 22, false, "the group has active members";
+    /// No such group.
+    UnknownGroup = 23, false, "the group does not exist";
+    /// A group name is empty or too long.
+    InvalidGroupId = 24, false, "group names are 1-249 bytes";
 }
 
 impl ErrorCode {

@@ -99,3 +99,78 @@ fn unreachable_broker_is_a_one_line_error() {
     let err = text(&out.stderr);
     assert!(err.starts_with("error: cannot connect to 127.0.0.1:1") && err.lines().count() == 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consume_and_group_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    assert!(sluice(&broker, &["topic", "create", "t", "--partitions", "2"], "").status.success());
+    let input: String = (0..10).map(|i| format!("k{i}:v{i}\n")).collect();
+    assert!(sluice(&broker, &["produce", "t", "--key-separator", ":"], &input).status.success());
+
+    // Without a group: every partition, nothing committed.
+    let out = sluice(&broker, &["consume", "t", "--from-beginning", "--timeout-ms", "1000"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut values: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    values.sort();
+    assert_eq!(
+        values,
+        (0..10)
+            .map(|i| format!("v{i}"))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+
+    // With a group: stops after --max-messages and commits exactly what it printed.
+    let out = sluice(
+        &broker,
+        &[
+            "consume",
+            "t",
+            "--group",
+            "g",
+            "--from-beginning",
+            "--max-messages",
+            "4",
+            "--print-offsets",
+            "--print-key",
+        ],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let first: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    assert_eq!(first.len(), 4);
+    assert!(first.iter().all(|l| l.split(' ').count() == 4), "partition offset key value: {first:?}");
+    let out = sluice(&broker, &["--json", "group", "describe", "g"], "");
+    let json = text(&out.stdout);
+    assert!(json.contains("\"total_lag\": 6"), "lag = log end - committed: {json}");
+    // The rest, then nothing: the group resumes where it committed.
+    let out =
+        sluice(&broker, &["consume", "t", "--group", "g", "--from-beginning", "--timeout-ms", "1500"], "");
+    assert_eq!(text(&out.stdout).lines().count(), 6, "{}", text(&out.stderr));
+    let out = sluice(&broker, &["group", "list"], "");
+    assert!(text(&out.stdout).contains("g "), "{}", text(&out.stdout));
+
+    let out =
+        sluice(&broker, &["group", "reset-offsets", "g", "--topic", "t", "--to-earliest", "--dry-run"], "");
+    assert!(out.status.success() && text(&out.stdout).contains("dry run"));
+    let out = sluice(&broker, &["group", "reset-offsets", "g", "--topic", "t", "--shift-by", "-2"], "");
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out = sluice(&broker, &["consume", "t", "--group", "g", "--timeout-ms", "1500"], "");
+    assert_eq!(text(&out.stdout).lines().count(), 4, "shifted back by 2 on each partition");
+    let out = sluice(
+        &broker,
+        &["group", "reset-offsets", "g", "--topic", "t", "--to-datetime", "2000-01-01T00:00:00Z"],
+        "",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let out =
+        sluice(&broker, &["group", "reset-offsets", "g", "--topic", "t", "--to-datetime", "yesterday"], "");
+    assert_eq!(out.status.code(), Some(1));
+    let out = sluice(&broker, &["group", "delete", "g"], "");
+    assert!(out.status.success());
+    let out = sluice(&broker, &["group", "describe", "g"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("unknown group"));
+}

@@ -5,6 +5,7 @@
 
 mod admin;
 mod fetch;
+mod groups;
 mod offsets;
 mod produce;
 
@@ -14,7 +15,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_protocol::api::{
-    encode_error, encode_response, supported_apis, ApiVersionsResponse, Message, RequestBody, RequestHeader,
+    encode_error, encode_response, supported_apis, ApiVersionsResponse, ListGroupsResponse, Message,
+    RequestBody, RequestHeader,
 };
 use sluice_protocol::{ErrorCode, Reader};
 
@@ -92,6 +94,20 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         RequestBody::Produce(req) => produce::handle(&b, id, req),
         RequestBody::Fetch(req) => pending(id, fetch::handle(b, req)),
         RequestBody::ListOffsets(req) => pending(id, async move { offsets::list_offsets(&b, req) }),
+        RequestBody::GroupHeartbeat(req) => {
+            let client_id = header.client_id;
+            pending(id, async move { b.groups.heartbeat(&b.topics, &client_id, req) })
+        }
+        RequestBody::OffsetCommit(req) => pending(id, groups::commit(b, req)),
+        RequestBody::OffsetFetch(req) => pending(id, async move { Ok(b.groups.fetch_offsets(&req)) }),
+        RequestBody::ListGroups(_) => {
+            pending(id, async move { Ok(ListGroupsResponse { groups: b.groups.list() }) })
+        }
+        RequestBody::DescribeGroup(req) => {
+            pending(id, async move { b.groups.describe(&b.topics, &req.group) })
+        }
+        RequestBody::ResetOffsets(req) => pending(id, groups::reset_offsets(b, req)),
+        RequestBody::DeleteGroup(req) => pending(id, groups::delete(b, req)),
         _ => Dispatch::Done(Some(error(id, ErrorCode::UnsupportedVersion, "api not implemented"))),
     }
 }

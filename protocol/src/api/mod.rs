@@ -18,6 +18,7 @@ mod api_versions;
 mod create_topic;
 mod delete_topic;
 mod fetch;
+mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -29,6 +30,13 @@ pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse}
 pub use create_topic::{ConfigEntry, CreateTopicRequest, CreateTopicResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
 pub use fetch::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
+pub use groups::{
+    CommitOffset, DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
+    FetchedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, ListGroupsRequest,
+    ListGroupsResponse, MemberDescription, OffsetChange, OffsetCommitRequest, OffsetCommitResponse,
+    OffsetFetchRequest, OffsetFetchResponse, PartitionLag, PartitionResult, ResetOffsetsRequest,
+    ResetOffsetsResponse, ResetSpec, TopicPartition, TopicPartitions, LEAVE_EPOCH, NO_OFFSET,
+};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
@@ -140,6 +148,13 @@ api_keys! {
     Produce = 5 => ProduceRequest,
     Fetch = 6 => FetchRequest,
     ListOffsets = 7 => ListOffsetsRequest,
+    GroupHeartbeat = 8 => GroupHeartbeatRequest,
+    OffsetCommit = 9 => OffsetCommitRequest,
+    OffsetFetch = 10 => OffsetFetchRequest,
+    ListGroups = 11 => ListGroupsRequest,
+    DescribeGroup = 12 => DescribeGroupRequest,
+    ResetOffsets = 13 => ResetOffsetsRequest,
+    DeleteGroup = 14 => DeleteGroupRequest,
 }
 
 /// Why a request body could not be decoded.

@@ -122,10 +122,32 @@ proptest! {
         round_trip(&ListOffsetsResponse { partitions: parts.into_iter().map(|p| ListOffsetsPartitionResponse { topic: p.0, partition: p.1, error_code: p.3, offset: p.4, timestamp: p.5 }).collect() });
     }
 
+    #[test]
+    fn group_messages(group in arb_string(), member in arb_string(), epoch in any::<u32>(), n in any::<u32>(), offset in any::<u64>(),
+                      topics in proptest::collection::vec(arb_string(), 0..4), parts in proptest::collection::vec(any::<u32>(), 0..8),
+                      code in arb_code(), value in any::<i64>(), dry_run in any::<bool>(), spec in 0u8..5) {
+        let tps = vec![TopicPartitions { topic: group.clone(), partitions: parts.clone() }];
+        round_trip(&GroupHeartbeatRequest { group: group.clone(), member_id: member.clone(), member_epoch: epoch, client_host: member.clone(), session_timeout_ms: n, topics: topics.clone(), owned: tps.clone() });
+        round_trip(&GroupHeartbeatResponse { member_id: member.clone(), member_epoch: epoch, heartbeat_interval_ms: n, assignment: tps.clone() });
+        round_trip(&OffsetCommitRequest { group: group.clone(), member_id: member.clone(), member_epoch: epoch, offsets: vec![CommitOffset { topic: group.clone(), partition: n, offset, metadata: member.clone() }] });
+        round_trip(&OffsetCommitResponse { results: vec![PartitionResult { topic: group.clone(), partition: n, error_code: code }] });
+        round_trip(&OffsetFetchRequest { group: group.clone(), partitions: vec![TopicPartition { topic: member.clone(), partition: n }] });
+        round_trip(&OffsetFetchResponse { offsets: vec![FetchedOffset { topic: group.clone(), partition: n, offset, metadata: member.clone(), error_code: code }] });
+        round_trip(&ListGroupsRequest);
+        round_trip(&ListGroupsResponse { groups: vec![GroupListing { group: group.clone(), state: member.clone(), members: n }] });
+        round_trip(&DescribeGroupRequest { group: group.clone() });
+        round_trip(&DescribeGroupResponse { group: group.clone(), state: member.clone(), epoch, members: vec![MemberDescription { member_id: member.clone(), client_id: group.clone(), host: member.clone(), assignment: tps }], offsets: vec![PartitionLag { topic: group.clone(), partition: n, committed: offset, log_end_offset: offset, lag: 0 }] });
+        let spec = match spec { 0 => ResetSpec::Earliest, 1 => ResetSpec::Latest, 2 => ResetSpec::Offset(value as u64), 3 => ResetSpec::Timestamp(value), _ => ResetSpec::ShiftBy(value) };
+        round_trip(&ResetOffsetsRequest { group: group.clone(), topic: member.clone(), partitions: parts, spec, dry_run });
+        round_trip(&ResetOffsetsResponse { offsets: vec![OffsetChange { topic: group.clone(), partition: n, previous: offset, new: offset }] });
+        round_trip(&DeleteGroupRequest { group });
+        round_trip(&DeleteGroupResponse);
+    }
+
     /// Every decoder, fed arbitrary bytes, returns (an error or a value)
     /// without panicking or allocating past what the input can hold.
     #[test]
-    fn decoders_never_panic(api_key in 0u16..12, api_version in 0u16..2, body in proptest::collection::vec(any::<u8>(), 0..256)) {
+    fn decoders_never_panic(api_key in 0u16..20, api_version in 0u16..2, body in proptest::collection::vec(any::<u8>(), 0..256)) {
         let body = Bytes::from(body);
         let header = RequestHeader { api_key, api_version, correlation_id: 1, client_id: String::new() };
         let _ = RequestBody::decode(&header, body.clone());
@@ -136,7 +158,13 @@ proptest! {
         let _ = MetadataResponse::decode_all(body.clone());
         let _ = ProduceResponse::decode_all(body.clone());
         let _ = FetchResponse::decode_all(body.clone());
-        let _ = ListOffsetsResponse::decode_all(body);
+        let _ = ListOffsetsResponse::decode_all(body.clone());
+        let _ = GroupHeartbeatResponse::decode_all(body.clone());
+        let _ = OffsetCommitResponse::decode_all(body.clone());
+        let _ = OffsetFetchResponse::decode_all(body.clone());
+        let _ = ListGroupsResponse::decode_all(body.clone());
+        let _ = DescribeGroupResponse::decode_all(body.clone());
+        let _ = ResetOffsetsResponse::decode_all(body);
     }
 }
 
@@ -308,6 +336,85 @@ fn samples() -> Vec<(&'static str, Bytes)> {
                     offset: 42,
                     timestamp: 1_000,
                 }],
+            }
+            .to_bytes(),
+        ),
+        (
+            "group_heartbeat_request",
+            GroupHeartbeatRequest {
+                group: "g".into(),
+                member_id: String::new(),
+                member_epoch: 0,
+                client_host: "h".into(),
+                session_timeout_ms: 10_000,
+                topics: vec!["t".into()],
+                owned: vec![],
+            }
+            .to_bytes(),
+        ),
+        (
+            "group_heartbeat_response",
+            GroupHeartbeatResponse {
+                member_id: "m".into(),
+                member_epoch: 1,
+                heartbeat_interval_ms: 1000,
+                assignment: vec![TopicPartitions { topic: "t".into(), partitions: vec![0, 1] }],
+            }
+            .to_bytes(),
+        ),
+        (
+            "offset_commit_request",
+            OffsetCommitRequest {
+                group: "g".into(),
+                member_id: "m".into(),
+                member_epoch: 1,
+                offsets: vec![CommitOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 42,
+                    metadata: String::new(),
+                }],
+            }
+            .to_bytes(),
+        ),
+        (
+            "offset_fetch_response",
+            OffsetFetchResponse {
+                offsets: vec![FetchedOffset {
+                    topic: "t".into(),
+                    partition: 0,
+                    offset: 42,
+                    metadata: String::new(),
+                    error_code: ErrorCode::None,
+                }],
+            }
+            .to_bytes(),
+        ),
+        (
+            "describe_group_response",
+            DescribeGroupResponse {
+                group: "g".into(),
+                state: "Stable".into(),
+                epoch: 1,
+                members: vec![],
+                offsets: vec![PartitionLag {
+                    topic: "t".into(),
+                    partition: 0,
+                    committed: 40,
+                    log_end_offset: 42,
+                    lag: 2,
+                }],
+            }
+            .to_bytes(),
+        ),
+        (
+            "reset_offsets_request",
+            ResetOffsetsRequest {
+                group: "g".into(),
+                topic: "t".into(),
+                partitions: vec![],
+                spec: ResetSpec::ShiftBy(-5),
+                dry_run: true,
             }
             .to_bytes(),
         ),
