@@ -22,9 +22,13 @@ use sluice_producer::{Acks, Compression, Producer, Record};
 use sluice_protocol::api::CreateTopicRequest;
 use sluice_protocol::client::Connection;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
+    /// One producer sends `--messages` records.
     Produce,
+    /// Writes a backlog of `--messages` records, then `--consumers`
+    /// consumers (one group) read it all.
+    Consume,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -73,6 +77,9 @@ struct Args {
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Consumers in the group (consume scenario).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -85,7 +92,10 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The broker gets its own runtime (and threads), like a separate process.
     let broker_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.consumers.clamp(1, 2))
+        .enable_all()
+        .build()?;
     let temp = match &args.data_dir {
         Some(parent) => tempfile::tempdir_in(parent)?,
         None => tempfile::tempdir()?,
@@ -108,7 +118,14 @@ fn main() -> anyhow::Result<()> {
             (server.local_addr().to_string(), Some(server))
         }
     };
-    let result = client_rt.block_on(produce(&args, &addr, server.is_some()))?;
+    let result = match args.scenario {
+        Scenario::Produce => client_rt.block_on(produce(&args, &addr, server.is_some()))?,
+        Scenario::Consume => {
+            let backlog = client_rt.block_on(produce(&args, &addr, server.is_some()))?;
+            let messages = backlog["messages"].as_u64().unwrap_or(0);
+            client_rt.block_on(consume(&args, &addr, messages))?
+        }
+    };
     if let Some(server) = server {
         broker_rt.block_on(async {
             server.shutdown();
@@ -117,6 +134,15 @@ fn main() -> anyhow::Result<()> {
     }
     if args.json {
         println!("{result}");
+    } else if args.scenario == Scenario::Consume {
+        println!(
+            "{} {} B messages read by {} consumer(s): {:.0} msgs/s, {:.1} MB/s",
+            result["messages"],
+            args.message_size,
+            args.consumers,
+            result["msgs_per_sec"].as_f64().unwrap_or(0.0),
+            result["mb_per_sec"].as_f64().unwrap_or(0.0),
+        );
     } else {
         println!(
             "{} {} B messages, acks={:?}, fsync={}: {:.0} msgs/s, {:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
@@ -196,5 +222,65 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
             "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
             "p99.9": h.value_at_quantile(0.999), "max": h.max(),
         },
+    }))
+}
+
+/// Reads `messages` records of the topic with `--consumers` group members.
+async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde_json::Value> {
+    let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers.max(1) {
+        let consumer = sluice_consumer::Consumer::builder()
+            .bootstrap(addr)
+            .group("sluice-bench")
+            .subscribe([args.topic.clone()])
+            .enable_auto_commit(false)
+            .fetch_max_bytes(16 << 20)
+            .build()
+            .await?;
+        consumers.push(consumer);
+    }
+    // Time the steady state: start once the group's assignment is stable
+    // (every partition owned once), not while members are still joining.
+    let settle = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
+        let busy = consumers.iter().filter(|c| !c.assignment().is_empty()).count();
+        if owned == args.partitions as usize && busy == consumers.len().min(args.partitions as usize) {
+            break;
+        }
+        if Instant::now() > settle {
+            bail!("the group did not settle: {owned} of {} partitions owned", args.partitions);
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(args.duration.max(1) * 3);
+    let mut tasks = Vec::new();
+    for consumer in consumers {
+        let read = Arc::clone(&read);
+        tasks.push(tokio::spawn(async move {
+            while read.load(std::sync::atomic::Ordering::Relaxed) < messages && Instant::now() < deadline {
+                let n = consumer.poll(Duration::from_millis(200)).await?.len() as u64;
+                read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+            }
+            consumer.close().await?;
+            Ok::<_, sluice_consumer::ConsumerError>(())
+        }));
+    }
+    for t in tasks {
+        t.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let n = read.load(std::sync::atomic::Ordering::Relaxed);
+    if n < messages {
+        bail!("read only {n} of {messages} messages before the deadline");
+    }
+    let bytes = n * args.message_size as u64;
+    Ok(serde_json::json!({
+        "scenario": "consume",
+        "parameters": { "message_size": args.message_size, "partitions": args.partitions, "consumers": args.consumers },
+        "messages": n, "bytes": bytes, "seconds": secs,
+        "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
     }))
 }
