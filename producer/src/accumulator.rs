@@ -75,8 +75,9 @@ struct PartitionQueue {
 #[derive(Debug)]
 pub(crate) struct Accumulator {
     queues: HashMap<PartitionKey, PartitionQueue>,
-    /// The sticky partition of each topic for records without a key.
-    sticky: HashMap<Arc<str>, u32>,
+    /// The sticky partition of each topic for records without a key, and
+    /// the topic's partition count.
+    sticky: HashMap<Arc<str>, (u32, u32)>,
     batch_bytes: usize,
     compression: Compression,
     producer_id: u64,
@@ -121,27 +122,27 @@ impl Accumulator {
 
     /// The sticky partition of `topic` among `partitions`.
     pub fn sticky_partition(&mut self, topic: &Arc<str>, partitions: u32) -> u32 {
-        let p = self.sticky.entry(Arc::clone(topic)).or_insert(0);
-        if *p >= partitions {
+        let (p, count) = self.sticky.entry(Arc::clone(topic)).or_insert((0, partitions));
+        *count = partitions.max(1);
+        if *p >= *count {
             *p = 0;
         }
         *p
     }
 
-    fn advance_sticky(&mut self, topic: &Arc<str>, partitions: u32) {
-        if let Some(p) = self.sticky.get_mut(topic) {
-            *p = (*p + 1) % partitions.max(1);
+    /// Moves a topic's sticky partition on when the batch it was filling
+    /// closes (full, lingered or flushed), as Kafka's sticky partitioner does.
+    fn batch_closed(&mut self, key: &PartitionKey) {
+        if let Some((p, count)) = self.sticky.get_mut(&key.0) {
+            if *p == key.1 {
+                *p = (*p + 1) % *count;
+            }
         }
     }
 
     /// Appends a record; returns its completion, its index in the batch, and
     /// what happened.
-    pub fn append(
-        &mut self,
-        key: &PartitionKey,
-        partitions: u32,
-        record: &NewRecord<'_>,
-    ) -> (Completion, u32, Appended) {
+    pub fn append(&mut self, key: &PartitionKey, record: &NewRecord<'_>) -> (Completion, u32, Appended) {
         let batch_bytes = self.batch_bytes;
         let mut outcome = Appended::Filling;
         let full = self
@@ -151,7 +152,6 @@ impl Accumulator {
             .is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes);
         if full {
             self.close(key);
-            self.advance_sticky(&key.0, partitions);
             outcome = Appended::Closed;
         }
         let compression = self.compression;
@@ -176,7 +176,6 @@ impl Accumulator {
         let completion = open.completion.subscribe();
         if open.builder.size_in_bytes() >= batch_bytes {
             self.close(key);
-            self.advance_sticky(&key.0, partitions);
             outcome = Appended::Closed;
         }
         (completion, index, outcome)
@@ -185,6 +184,7 @@ impl Accumulator {
     /// Closes the open batch of `key`: stamps its sequence, moves it to the
     /// ready queue.
     fn close(&mut self, key: &PartitionKey) {
+        self.batch_closed(key);
         let producer_id = self.producer_id;
         let Some(queue) = self.queues.get_mut(key) else { return };
         let Some(open) = queue.open.take() else { return };
@@ -268,5 +268,51 @@ impl Accumulator {
     /// Whether any batch is open or waiting.
     pub fn is_empty(&self) -> bool {
         self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(size: usize) -> NewRecord<'static> {
+        NewRecord { timestamp: 0, key: None, value: Some(b"v"), headers: &[], size }
+    }
+
+    #[test]
+    fn sticky_partition_moves_on_whenever_its_batch_closes() {
+        let mut acc = Accumulator::new(1 << 20, Compression::None, NO_PRODUCER_ID);
+        let topic: Arc<str> = "t".into();
+        let first = acc.sticky_partition(&topic, 3);
+        acc.append(&(Arc::clone(&topic), first), &record(10));
+        assert_eq!(acc.sticky_partition(&topic, 3), first, "still filling");
+        acc.close_expired(Duration::ZERO, false); // lingered out
+        let second = acc.sticky_partition(&topic, 3);
+        assert_ne!(second, first);
+        acc.append(&(Arc::clone(&topic), second), &record(10));
+        acc.close_expired(Duration::ZERO, true); // flushed
+        assert_ne!(acc.sticky_partition(&topic, 3), second);
+    }
+
+    #[test]
+    fn sequences_are_dense_per_partition_and_reset_after_a_failure() {
+        let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
+        let key: PartitionKey = ("t".into(), 0);
+        for _ in 0..3 {
+            acc.append(&key, &record(10));
+            acc.append(&key, &record(10));
+            acc.close_expired(Duration::ZERO, true);
+        }
+        let ready = acc.take_ready(10, |_| 10);
+        assert_eq!(ready.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![0, 2, 4]);
+        acc.append(&key, &record(10));
+        acc.close_expired(Duration::ZERO, true);
+        let behind = acc.reset_partition(&key);
+        assert_eq!(behind.len(), 1, "queued batches fail with the lost one");
+        assert_eq!(acc.epoch(&key), 1);
+        acc.append(&key, &record(10));
+        acc.close_expired(Duration::ZERO, true);
+        let fresh = acc.take_ready(10, |_| 10);
+        assert_eq!((fresh[0].sequence, fresh[0].epoch), (0, 1), "a new epoch starts at sequence 0");
     }
 }

@@ -314,8 +314,7 @@ impl Producer {
                 (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
                 _ => acc.sticky_partition(&topic, partitions),
             };
-            let (completion, index, appended) =
-                acc.append(&(Arc::clone(&topic), partition), partitions, &new);
+            let (completion, index, appended) = acc.append(&(Arc::clone(&topic), partition), &new);
             (completion, index, partition, appended)
         };
         if appended != Appended::Filling {

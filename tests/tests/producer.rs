@@ -204,3 +204,27 @@ async fn acks_none_and_leader() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyless_records_spread_over_partitions() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 3, &[]).await.unwrap();
+    let producer = Producer::builder()
+        .bootstrap(broker.addr.to_string())
+        .linger(Duration::from_millis(1))
+        .build()
+        .await
+        .unwrap();
+    let mut partitions = std::collections::HashSet::new();
+    for round in 0..30u32 {
+        let futures =
+            producer.send_batch((0..10).map(|i| Record::new("t", format!("{round}-{i}")))).await.unwrap();
+        producer.flush().await.unwrap();
+        for f in futures {
+            partitions.insert(f.await.unwrap().partition);
+        }
+    }
+    assert_eq!(partitions.len(), 3, "sticky partitioning moves on as batches close");
+    producer.close().await.unwrap();
+}
