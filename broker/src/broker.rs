@@ -12,6 +12,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
 use crate::groups::Coordinator;
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::storage::StorageError;
 use crate::topics::{LoadReport, Topic, Topics};
@@ -35,6 +36,8 @@ pub struct Broker {
     pub topics: Topics,
     /// Consumer groups and committed offsets.
     pub groups: Coordinator,
+    /// Prometheus metrics.
+    pub metrics: Arc<Metrics>,
     /// Cancelled to stop: connections stop reading, long polls return.
     pub shutdown: CancellationToken,
     /// Background tasks (flushers, retention).
@@ -104,15 +107,19 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
 impl Broker {
     /// Opens the data directory (recovering what needs it) and starts the
     /// background tasks.
-    pub async fn open(config: BrokerConfig) -> Result<(Arc<Self>, LoadReport), BrokerError> {
+    pub async fn open(
+        config: BrokerConfig,
+        shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Arc<Self>, LoadReport), BrokerError> {
         config.validate().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
-        let shutdown = CancellationToken::new();
+        let loader_metrics = Arc::clone(&metrics);
         let data_dir = config.data_dir.clone();
         let cancel = shutdown.child_token();
         let (lock, topics, groups, report) = tokio::task::spawn_blocking(move || {
             let lock = lock_data_dir(&data_dir)?;
             check_meta(&data_dir)?;
-            let (topics, report) = Topics::load(&data_dir, cancel)?;
+            let (topics, report) = Topics::load(&data_dir, cancel, loader_metrics)?;
             let groups = Coordinator::open(&data_dir)?;
             Ok::<_, BrokerError>((lock, topics, groups, report))
         })
@@ -122,6 +129,7 @@ impl Broker {
             config,
             topics,
             groups,
+            metrics,
             shutdown,
             tasks: TaskTracker::new(),
             started: Instant::now(),

@@ -48,6 +48,8 @@ enum Command {
     /// Inspect and manage consumer groups.
     #[command(subcommand)]
     Group(crate::cli_group::GroupCommand),
+    /// One screen about the broker: version, uptime, topics, size, groups and lag.
+    Status,
 }
 
 /// When the broker acknowledges.
@@ -113,6 +115,21 @@ struct ServeArgs {
     /// Create topics on first use.
     #[arg(long, env = "SLUICE_AUTO_CREATE_TOPICS")]
     auto_create_topics: Option<bool>,
+    /// Admin HTTP address (/metrics, /health, /ready); "" turns it off.
+    #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
+    admin_listen: Option<String>,
+    /// Log format: text, or json for log shippers.
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How `serve` writes its log.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Topic settings settable from the command line.
@@ -270,12 +287,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
         }
         Command::Consume(args) => runtime()?.block_on(crate::cli_consume::run(&cli.broker, args)),
         Command::Group(cmd) => runtime()?.block_on(crate::cli_group::run(&cli.broker, cli.json, cmd)),
+        Command::Status => runtime()?.block_on(status(&cli.broker, cli.json)),
     }
 }
 
-fn init_logging() {
+fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    if let LogFormat::Json = format {
+        let _ =
+            tracing_subscriber::fmt().json().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+        return;
+    }
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -285,7 +308,7 @@ fn init_logging() {
 }
 
 fn serve(args: ServeArgs) -> Result<(), CliError> {
-    init_logging();
+    init_logging(args.log_format);
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path)?,
         None => BrokerConfig::default(),
@@ -304,6 +327,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(v) = args.auto_create_topics {
         config.auto_create_topics = v;
+    }
+    if let Some(v) = args.admin_listen {
+        config.admin_listen = v;
     }
     config.validate()?;
     runtime()?.block_on(async move {
@@ -349,6 +375,38 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+async fn status(addr: &str, json: bool) -> Result<(), CliError> {
+    let s = connect(addr).await?.call(&sluice_protocol::api::StatusRequest).await?;
+    let total_lag: u64 = s.groups.iter().map(|g| g.lag).sum();
+    if json {
+        let v = serde_json::json!({
+            "version": s.version, "uptime_ms": s.uptime_ms, "data_dir": s.data_dir, "fsync": s.fsync,
+            "topics": s.topics, "partitions": s.partitions, "total_bytes": s.total_bytes, "connections": s.connections,
+            "groups": s.groups.iter().map(|g| serde_json::json!({"group": g.group, "members": g.members, "lag": g.lag})).collect::<Vec<_>>(),
+            "total_lag": total_lag,
+        });
+        return print_json(&v);
+    }
+    let uptime = s.uptime_ms / 1000;
+    println!(
+        "sluice {} at {addr}, up {}h{:02}m{:02}s",
+        s.version,
+        uptime / 3600,
+        uptime / 60 % 60,
+        uptime % 60
+    );
+    println!("data dir     {} (fsync {} by default)", s.data_dir, s.fsync);
+    println!("topics       {} with {} partitions, {} bytes on disk", s.topics, s.partitions, s.total_bytes);
+    println!("connections  {}", s.connections);
+    println!("groups       {} (total lag {total_lag})", s.groups.len());
+    let rows: Vec<Vec<String>> =
+        s.groups.iter().map(|g| vec![g.group.clone(), g.members.to_string(), g.lag.to_string()]).collect();
+    if !rows.is_empty() {
+        print_table(&["GROUP", "MEMBERS", "LAG"], &rows);
+    }
+    Ok(())
 }
 
 pub(crate) async fn connect(addr: &str) -> Result<Connection, CliError> {

@@ -16,6 +16,11 @@ use crate::storage::LogConfig;
 pub struct BrokerConfig {
     /// Address clients connect to.
     pub listen: String,
+    /// Address of the admin HTTP listener (/metrics, /health, /ready);
+    /// empty turns it off.
+    pub admin_listen: String,
+    /// Record request counts, latencies and errors.
+    pub metrics: bool,
     /// Where topics, offsets and metadata live.
     pub data_dir: PathBuf,
     /// Connections accepted at once; more are refused and logged.
@@ -45,6 +50,8 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9500".into(),
+            admin_listen: "127.0.0.1:9501".into(),
+            metrics: true,
             data_dir: PathBuf::from("./sluice-data"),
             max_connections: 4096,
             max_in_flight_per_connection: 128,

@@ -25,6 +25,8 @@ use crate::handlers::{dispatch, Chunks, Dispatch};
 /// something unframeable, or the broker shuts down.
 pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _permit: OwnedSemaphorePermit) {
     let _ = socket.set_nodelay(true);
+    broker.metrics.connections.inc();
+    let _open = OpenConnection(Arc::clone(&broker));
     let (read, mut write) = socket.into_split();
     let max_in_flight = broker.config.max_in_flight_per_connection;
     let (tx, mut rx) = mpsc::channel::<Chunks>(max_in_flight);
@@ -94,4 +96,13 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
     requests.wait().await;
     drop(tx);
     let _ = writer.await;
+}
+
+/// Decrements the open-connections gauge when the connection task ends.
+struct OpenConnection(Arc<Broker>);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.metrics.connections.dec();
+    }
 }

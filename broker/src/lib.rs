@@ -2,6 +2,7 @@
 //! partition, [`storage`]), the TCP server ([`server`], [`connection`],
 //! [`handlers`]) and the `sluice` command line ([`cli`]).
 
+pub mod admin;
 pub mod broker;
 pub mod cli;
 mod cli_consume;
@@ -12,6 +13,7 @@ pub mod connection;
 pub mod errors;
 pub mod groups;
 pub mod handlers;
+pub mod metrics;
 pub mod partition;
 pub mod server;
 pub mod storage;

@@ -12,7 +12,9 @@ use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::BrokerError;
+use crate::metrics::{Metrics, PartitionCounters};
 use crate::storage::{FsyncPolicy, Log};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Progress of flushes, for durable produces.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -40,13 +42,26 @@ pub struct Partition {
     flush_wanted: Notify,
     /// Stops the flusher (topic deleted, broker stopping).
     pub cancel: CancellationToken,
+    /// Hot-path counters.
+    pub counters: PartitionCounters,
+    /// Appends since the last flush (for the group-commit histogram).
+    appends_since_flush: AtomicU64,
+    /// Flush metrics.
+    metrics: Arc<Metrics>,
 }
 
 impl Partition {
     /// Wraps an open log.
-    pub fn new(topic: Arc<str>, index: u32, log: Log, cancel: CancellationToken) -> Self {
+    pub fn new(
+        topic: Arc<str>,
+        index: u32,
+        log: Log,
+        cancel: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         let durable = Durability { offset: log.durable_offset(), failures: 0 };
         let hw = log.high_watermark();
+        let counters = metrics.partition(&topic, index);
         Self {
             topic,
             index,
@@ -55,13 +70,19 @@ impl Partition {
             durable: watch::Sender::new(durable),
             flush_wanted: Notify::new(),
             cancel,
+            counters,
+            appends_since_flush: AtomicU64::new(0),
+            metrics,
         }
     }
 
     /// Called after every append: in `always` mode asks for a flush (the
     /// high watermark moves when it is done); otherwise publishes the new
     /// high watermark at once.
-    pub fn after_append(&self) {
+    pub fn after_append(&self, records: u32, bytes: usize) {
+        self.counters.messages_in.inc_by(u64::from(records));
+        self.counters.bytes_in.inc_by(bytes as u64);
+        self.appends_since_flush.fetch_add(1, Ordering::Relaxed);
         match self.log.config().fsync {
             FsyncPolicy::Always => self.flush_wanted.notify_one(),
             FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.publish_high_watermark(),
@@ -104,7 +125,11 @@ impl Partition {
     /// Flushes now (blocking thread) and publishes the result.
     pub async fn flush(&self) {
         let log = Arc::clone(&self.log);
+        let appends = self.appends_since_flush.swap(0, Ordering::Relaxed);
+        let started = std::time::Instant::now();
         let result = tokio::task::spawn_blocking(move || log.flush()).await;
+        self.metrics.flush_seconds.observe(started.elapsed().as_secs_f64());
+        self.metrics.appends_per_flush.observe(appends as f64);
         match result {
             Ok(Ok(())) => {
                 let offset = self.log.durable_offset();

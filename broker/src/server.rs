@@ -10,10 +10,17 @@ use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 use tokio_util::task::TaskTracker;
 
+use std::sync::atomic::AtomicBool;
+use std::sync::OnceLock;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::admin::{self, AdminState};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::errors::BrokerError;
+use crate::metrics::Metrics;
 use crate::storage::StorageError;
 use crate::topics::LoadReport;
 
@@ -26,19 +33,52 @@ pub struct Server {
     addr: SocketAddr,
     /// The accept loop; resolves after a graceful shutdown.
     task: tokio::task::JoinHandle<Result<(), BrokerError>>,
+    /// The admin HTTP listener's address, when on.
+    admin: Option<SocketAddr>,
 }
 
 impl Server {
     /// Opens the data directory, binds the listener and starts serving.
     pub async fn start(config: BrokerConfig) -> Result<(Self, LoadReport), BrokerError> {
         let listen = config.listen.clone();
-        let (broker, report) = Broker::open(config).await?;
+        let shutdown = CancellationToken::new();
+        let metrics = Arc::new(Metrics::new());
+        let state = Arc::new(AdminState {
+            ready: AtomicBool::new(false),
+            broker: OnceLock::new(),
+            metrics: Arc::clone(&metrics),
+        });
+        let admin = if config.admin_listen.is_empty() {
+            None
+        } else {
+            let addr = admin::start(&config.admin_listen, Arc::clone(&state), shutdown.clone())
+                .await
+                .map_err(|source| {
+                    BrokerError::Storage(StorageError::Io {
+                        op: "listen on",
+                        path: config.admin_listen.clone().into(),
+                        source,
+                    })
+                })?;
+            tracing::info!(%addr, "admin listening (/metrics, /health, /ready)");
+            Some(addr)
+        };
+        let opening = Instant::now();
+        let (broker, report) = Broker::open(config, shutdown, Arc::clone(&metrics)).await?;
+        metrics.recovery_seconds.set(opening.elapsed().as_secs_f64());
+        let _ = state.broker.set(Arc::clone(&broker));
         let listener = TcpListener::bind(&listen).await.map_err(|source| {
             BrokerError::Storage(StorageError::Io { op: "listen on", path: listen.clone().into(), source })
         })?;
         let addr = listener.local_addr().map_err(|e| BrokerError::Internal(e.to_string()))?;
         let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener));
-        Ok((Self { broker, addr, task }, report))
+        state.ready.store(true, std::sync::atomic::Ordering::Release);
+        Ok((Self { broker, addr, task, admin }, report))
+    }
+
+    /// The admin HTTP listener's address, when it is on.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin
     }
 
     /// The address clients connect to.
@@ -88,6 +128,7 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) -> Result<(), B
             }
             Err(_) => {
                 refused += 1;
+                broker.metrics.connections_refused.inc();
                 drop(socket);
                 if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
                     tracing::warn!(%peer, max_connections = broker.config.max_connections, refused_total = refused, "connection refused: max_connections reached");

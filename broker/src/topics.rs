@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
 use crate::errors::BrokerError;
+use crate::metrics::Metrics;
 use crate::partition::Partition;
 use crate::storage::{DiskSpace, Log, LogConfig, RecoveryReport, StorageError};
 
@@ -99,6 +100,8 @@ pub struct Topics {
     admin: std::sync::Mutex<()>,
     /// Parent of every topic's cancellation token.
     cancel: CancellationToken,
+    /// Metrics handed to partitions.
+    metrics: Arc<Metrics>,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> BrokerError + 'a {
@@ -126,12 +129,19 @@ fn open_partitions(
     count: u32,
     config: &LogConfig,
     cancel: &CancellationToken,
+    metrics: &Arc<Metrics>,
 ) -> Result<(Vec<Arc<Partition>>, Vec<RecoveryReport>), BrokerError> {
     let mut partitions = Vec::with_capacity(count as usize);
     let mut reports = Vec::with_capacity(count as usize);
     for index in 0..count {
         let (log, report) = Log::open(&dir.join(index.to_string()), config.clone(), DiskSpace::Real)?;
-        partitions.push(Arc::new(Partition::new(Arc::clone(name), index, log, cancel.child_token())));
+        partitions.push(Arc::new(Partition::new(
+            Arc::clone(name),
+            index,
+            log,
+            cancel.child_token(),
+            Arc::clone(metrics),
+        )));
         reports.push(report);
     }
     Ok((partitions, reports))
@@ -140,10 +150,16 @@ fn open_partitions(
 /// A topic opened from disk, with its partitions' recovery reports.
 type OpenedTopic = (Arc<Topic>, Vec<RecoveryReport>);
 
-fn open_topic(path: &Path, file: &TopicFile, cancel: &CancellationToken) -> Result<OpenedTopic, BrokerError> {
+fn open_topic(
+    path: &Path,
+    file: &TopicFile,
+    cancel: &CancellationToken,
+    metrics: &Arc<Metrics>,
+) -> Result<OpenedTopic, BrokerError> {
     let name: Arc<str> = file.name.as_str().into();
     let topic_cancel = cancel.child_token();
-    let (partitions, reports) = open_partitions(path, &name, file.partitions, &file.config, &topic_cancel)?;
+    let (partitions, reports) =
+        open_partitions(path, &name, file.partitions, &file.config, &topic_cancel, metrics)?;
     let topic = Topic {
         name,
         dir: path.to_owned(),
@@ -157,7 +173,11 @@ fn open_topic(path: &Path, file: &TopicFile, cancel: &CancellationToken) -> Resu
 impl Topics {
     /// Opens every topic under `<data_dir>/topics`, recovering partitions
     /// that were not closed cleanly. Blocking.
-    pub fn load(data_dir: &Path, cancel: CancellationToken) -> Result<(Self, LoadReport), BrokerError> {
+    pub fn load(
+        data_dir: &Path,
+        cancel: CancellationToken,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Self, LoadReport), BrokerError> {
         let started = Instant::now();
         let dir = data_dir.join("topics");
         fs::create_dir_all(&dir).map_err(io("create", &dir))?;
@@ -184,8 +204,12 @@ impl Topics {
                 .chunks(chunk)
                 .map(|group| {
                     let cancel = &cancel;
+                    let metrics = &metrics;
                     s.spawn(move || {
-                        group.iter().map(|(path, file)| open_topic(path, file, cancel)).collect::<Vec<_>>()
+                        group
+                            .iter()
+                            .map(|(path, file)| open_topic(path, file, cancel, metrics))
+                            .collect::<Vec<_>>()
                     })
                 })
                 .collect();
@@ -208,7 +232,7 @@ impl Topics {
             map.insert(topic.name.to_string(), topic);
         }
         report.duration = started.elapsed();
-        Ok((Self { dir, map: RwLock::new(map), admin: std::sync::Mutex::new(()), cancel }, report))
+        Ok((Self { dir, map: RwLock::new(map), admin: std::sync::Mutex::new(()), cancel, metrics }, report))
     }
 
     /// The topic named `name`.
@@ -243,7 +267,7 @@ impl Topics {
         fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync", &self.dir))?;
         let name_arc: Arc<str> = name.into();
         let cancel = self.cancel.child_token();
-        let (parts, _) = open_partitions(&dir, &name_arc, partitions, &config, &cancel)?;
+        let (parts, _) = open_partitions(&dir, &name_arc, partitions, &config, &cancel, &self.metrics)?;
         let topic = Arc::new(Topic {
             name: name_arc,
             dir,
@@ -269,6 +293,7 @@ impl Topics {
             .ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
         topic.deleted.store(true, Ordering::Release);
         topic.cancel.cancel();
+        self.metrics.remove_topic(name, topic.partitions.len() as u32);
         let nanos =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let gone = self.dir.join(format!("{name}~deleted-{nanos}"));
@@ -345,7 +370,7 @@ mod tests {
     #[test]
     fn create_alter_reload_delete() {
         let dir = tempfile::tempdir().unwrap();
-        let (topics, _) = Topics::load(dir.path(), CancellationToken::new()).unwrap();
+        let (topics, _) = Topics::load(dir.path(), CancellationToken::new(), Arc::default()).unwrap();
         topics.create("t", 3, LogConfig::default()).unwrap();
         assert!(matches!(
             topics.create("t", 1, LogConfig::default()),
@@ -357,7 +382,7 @@ mod tests {
         topics.close_all().unwrap();
         drop(topics);
         fs::create_dir_all(dir.path().join("topics/x~creating")).unwrap();
-        let (topics, report) = Topics::load(dir.path(), CancellationToken::new()).unwrap();
+        let (topics, report) = Topics::load(dir.path(), CancellationToken::new(), Arc::default()).unwrap();
         assert_eq!((report.topics, report.partitions, report.recovered), (1, 3, 0));
         assert_eq!(topics.get("t").unwrap().config().retention_ms, 5);
         assert!(!dir.path().join("topics/x~creating").exists());

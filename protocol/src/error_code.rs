@@ -32,6 +32,11 @@ macro_rules! error_codes {
                 match self { $( ErrorCode::$name => $retriable, )* }
             }
 
+            /// The code's name.
+            pub fn name(self) -> &'static str {
+                match self { $( ErrorCode::$name => stringify!($name), )* }
+            }
+
             /// The one-line meaning, as documented in docs/format.md.
             pub fn description(self) -> &'static str {
                 match self { $( ErrorCode::$name => $text, )* }

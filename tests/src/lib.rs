@@ -38,6 +38,7 @@ pub fn test_config() -> (BrokerConfig, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = BrokerConfig {
         listen: "127.0.0.1:0".into(),
+        admin_listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
         ..BrokerConfig::default()
     };
@@ -93,19 +94,56 @@ pub struct ProcessBroker {
     pub addr: SocketAddr,
     /// Its data directory.
     pub data_dir: PathBuf,
+    /// Its admin HTTP address, once known.
+    pub admin: Option<SocketAddr>,
     /// Everything it logged (for failure messages).
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Listening events from its log.
+    events: mpsc::Receiver<Listening>,
+}
+
+/// What a starting broker announced.
+#[derive(Debug, Clone, Copy)]
+enum Listening {
+    Admin(SocketAddr),
+    Clients(SocketAddr),
+}
+
+/// `GET path` over HTTP/1.1; returns the status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
 }
 
 impl ProcessBroker {
     /// Starts `bin serve` (the `sluice` program: integration tests pass
     /// `env!("CARGO_BIN_EXE_sluice-e2e")`) on `data_dir` with extra flags,
-    /// waiting until it listens (at most 30 s).
+    /// waiting until it accepts clients.
     pub fn spawn(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start(bin, data_dir, extra, true)
+    }
+
+    /// As [`spawn`](Self::spawn), but returns as soon as the admin listener
+    /// is up (before recovery); [`wait_listening`](Self::wait_listening) waits for the rest.
+    pub fn spawn_admin_first(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::start(bin, data_dir, extra, false)
+    }
+
+    fn start(bin: &str, data_dir: &Path, extra: &[&str], wait_for_clients: bool) -> Self {
         let mut command = Command::new(bin);
         command.arg("serve");
         if !extra.contains(&"--listen") {
             command.args(["--listen", "127.0.0.1:0"]);
+        }
+        if !extra.contains(&"--admin-listen") {
+            command.args(["--admin-listen", "127.0.0.1:0"]);
         }
         let mut child = command
             .arg("--data-dir")
@@ -123,22 +161,61 @@ impl ProcessBroker {
         let sink = Arc::clone(&log);
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let addr = line
-                    .contains("sluice listening")
-                    .then(|| line.split_whitespace().find_map(|w| w.strip_prefix("addr=")).map(str::to_owned))
-                    .flatten();
+                let addr = |l: &str| {
+                    l.split_whitespace()
+                        .find_map(|w| w.strip_prefix("addr="))
+                        .and_then(|a| a.parse::<SocketAddr>().ok())
+                };
+                let event = if line.contains("admin listening") {
+                    addr(&line).map(Listening::Admin)
+                } else if line.contains("sluice listening") {
+                    addr(&line).map(Listening::Clients)
+                } else {
+                    None
+                };
                 // Log first: whoever learns the address can read the line.
                 sink.lock().unwrap().push(line);
-                if let Some(addr) = addr {
-                    let _ = tx.send(addr.parse::<SocketAddr>().unwrap());
+                if let Some(e) = event {
+                    let _ = tx.send(e);
                 }
             }
         });
-        let addr = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_else(|_| {
-            let _ = child.kill();
-            panic!("broker did not start:\n{}", log.lock().unwrap().join("\n"))
-        });
-        Self { child, addr, data_dir: data_dir.to_owned(), log }
+        let mut broker = Self {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            admin: None,
+            data_dir: data_dir.to_owned(),
+            log,
+            events: rx,
+        };
+        if wait_for_clients {
+            broker.wait_listening();
+        } else {
+            broker.wait_for(|e| matches!(e, Listening::Admin(_)));
+        }
+        broker
+    }
+
+    /// Waits (at most 60 s) for an event matching `want`, recording addresses.
+    fn wait_for(&mut self, want: impl Fn(&Listening) -> bool) {
+        loop {
+            let event = self.events.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+                let _ = self.child.kill();
+                panic!("broker did not start:\n{}", self.log_text())
+            });
+            match event {
+                Listening::Admin(a) => self.admin = Some(a),
+                Listening::Clients(a) => self.addr = a,
+            }
+            if want(&event) {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the broker accepts clients (after recovery).
+    pub fn wait_listening(&mut self) {
+        self.wait_for(|e| matches!(e, Listening::Clients(_)));
     }
 
     /// The process id.

@@ -77,6 +77,9 @@ struct Args {
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Start the broker with request metrics off (to measure their cost).
+    #[arg(long)]
+    no_metrics: bool,
     /// Consumers in the group (consume scenario).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
@@ -110,6 +113,8 @@ fn main() -> anyhow::Result<()> {
         None => {
             let mut config = BrokerConfig {
                 listen: "127.0.0.1:0".into(),
+                admin_listen: String::new(),
+                metrics: !args.no_metrics,
                 data_dir: temp.path().to_owned(),
                 ..BrokerConfig::default()
             };

@@ -4,8 +4,8 @@ use std::sync::Arc;
 
 use sluice_protocol::api::{
     AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicRequest, DeleteTopicResponse, MetadataRequest, MetadataResponse, PartitionMetadata,
-    TopicMetadata,
+    DeleteTopicRequest, DeleteTopicResponse, GroupStatus, MetadataRequest, MetadataResponse,
+    PartitionMetadata, StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -79,6 +79,34 @@ fn describe(topic: &Topic) -> TopicMetadata {
         })
         .collect();
     TopicMetadata { error_code: ErrorCode::None, name: topic.name.to_string(), configs, partitions }
+}
+
+/// One screen about the broker.
+pub fn status(broker: &Broker) -> StatusResponse {
+    let topics = broker.topics.list();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .map(|g| {
+            let lag = broker
+                .groups
+                .describe(&broker.topics, &g.group)
+                .map_or(0, |d| d.offsets.iter().map(|o| o.lag).sum());
+            GroupStatus { group: g.group, members: g.members, lag }
+        })
+        .collect();
+    StatusResponse {
+        version: env!("CARGO_PKG_VERSION").into(),
+        uptime_ms: broker.started.elapsed().as_millis() as u64,
+        data_dir: broker.config.data_dir.display().to_string(),
+        fsync: broker.config.topic_defaults.fsync.to_string(),
+        topics: topics.len() as u32,
+        partitions: topics.iter().map(|t| t.partitions.len() as u32).sum(),
+        total_bytes: topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.stats().size_bytes).sum(),
+        connections: u32::try_from(broker.metrics.connections.get()).unwrap_or(0),
+        groups,
+    }
 }
 
 /// Describes the named topics, or all of them.

@@ -9,6 +9,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::future::select_all;
 use sluice_protocol::api::{FetchPartitionResponse, FetchRequest, FetchResponse};
+use sluice_protocol::batch::split_batches;
 use sluice_protocol::ErrorCode;
 use tokio::sync::watch;
 
@@ -57,6 +58,12 @@ fn read_once(
                 Ok(records) => {
                     budget = budget.saturating_sub(records.len());
                     total += records.len();
+                    let served: u64 = split_batches(records.clone())
+                        .filter_map(Result::ok)
+                        .map(|b| u64::from(b.header().record_count))
+                        .sum();
+                    part.counters.messages_out.inc_by(served);
+                    part.counters.bytes_out.inc_by(records.len() as u64);
                     out.records = records;
                 }
                 Err(e) => {

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use sluice_protocol::api::{
-    encode_error, encode_response, supported_apis, ApiVersionsResponse, ListGroupsResponse, Message,
+    encode_error, encode_response, supported_apis, ApiKey, ApiVersionsResponse, ListGroupsResponse, Message,
     RequestBody, RequestHeader,
 };
 use sluice_protocol::{ErrorCode, Reader};
@@ -63,8 +63,48 @@ fn pending<M: Message + 'static>(
     Dispatch::Pending(Box::pin(async move { Some(respond(correlation_id, fut.await)) }))
 }
 
-/// Decodes one request frame and starts handling it.
+/// The error code a response frame payload carries (bytes 4..6).
+fn response_code(chunks: &Chunks) -> ErrorCode {
+    chunks
+        .first()
+        .and_then(|c| c.get(4..6))
+        .map_or(ErrorCode::None, |b| ErrorCode::from_u16(u16::from_be_bytes([b[0], b[1]])))
+}
+
+/// Decodes one request frame and starts handling it; records the request's
+/// count, latency and error code in the metrics when its response is ready.
 pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
+    let started = std::time::Instant::now();
+    let api = frame
+        .get(..2)
+        .and_then(|k| ApiKey::from_u16(u16::from_be_bytes([k[0], k[1]])))
+        .map_or("Unknown", ApiKey::name);
+    if !broker.config.metrics {
+        return route(broker, frame);
+    }
+    let metrics = Arc::clone(&broker.metrics);
+    let record = move |chunks: &Option<Chunks>| {
+        let code = chunks.as_ref().map_or(ErrorCode::None, response_code);
+        metrics.request(api, started.elapsed(), (!code.is_ok()).then(|| code.name()));
+    };
+    match route(broker, frame) {
+        Dispatch::Done(response) => {
+            record(&response);
+            Dispatch::Done(response)
+        }
+        Dispatch::Pending(future) => Dispatch::Pending(Box::pin(async move {
+            let response = future.await;
+            record(&response);
+            response
+        })),
+        Dispatch::Close(chunks) => {
+            record(&Some(chunks.clone()));
+            Dispatch::Close(chunks)
+        }
+    }
+}
+
+fn route(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
     let mut r = Reader::new(frame);
     let header = match RequestHeader::decode(&mut r) {
         Ok(h) => h,
@@ -108,6 +148,7 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         }
         RequestBody::ResetOffsets(req) => pending(id, groups::reset_offsets(b, req)),
         RequestBody::DeleteGroup(req) => pending(id, groups::delete(b, req)),
+        RequestBody::Status(_) => pending(id, async move { Ok(admin::status(&b)) }),
         _ => Dispatch::Done(Some(error(id, ErrorCode::UnsupportedVersion, "api not implemented"))),
     }
 }

@@ -37,7 +37,9 @@ fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appen
         }
         other => other.into(),
     })?;
-    partition.after_append();
+    if !info.duplicate {
+        partition.after_append(batch.header().record_count, batch.as_bytes().len());
+    }
     Ok((partition, info))
 }
 

@@ -22,6 +22,7 @@ mod groups;
 mod list_offsets;
 mod metadata;
 mod produce;
+mod status;
 #[cfg(test)]
 mod tests;
 
@@ -42,6 +43,7 @@ pub use list_offsets::{
 };
 pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
+pub use status::{GroupStatus, StatusRequest, StatusResponse};
 
 use bytes::Bytes;
 
@@ -93,6 +95,11 @@ macro_rules! api_keys {
         impl ApiKey {
             /// Every api, in key order.
             pub const ALL: &'static [ApiKey] = &[$(ApiKey::$name),*];
+
+            /// The api's name.
+            pub fn name(self) -> &'static str {
+                match self { $( ApiKey::$name => stringify!($name), )* }
+            }
 
             /// The api for a wire value, if known.
             pub fn from_u16(v: u16) -> Option<Self> {
@@ -155,6 +162,7 @@ api_keys! {
     DescribeGroup = 12 => DescribeGroupRequest,
     ResetOffsets = 13 => ResetOffsetsRequest,
     DeleteGroup = 14 => DeleteGroupRequest,
+    Status = 15 => StatusRequest,
 }
 
 /// Why a request body could not be decoded.

@@ -140,8 +140,10 @@ proptest! {
         let spec = match spec { 0 => ResetSpec::Earliest, 1 => ResetSpec::Latest, 2 => ResetSpec::Offset(value as u64), 3 => ResetSpec::Timestamp(value), _ => ResetSpec::ShiftBy(value) };
         round_trip(&ResetOffsetsRequest { group: group.clone(), topic: member.clone(), partitions: parts, spec, dry_run });
         round_trip(&ResetOffsetsResponse { offsets: vec![OffsetChange { topic: group.clone(), partition: n, previous: offset, new: offset }] });
-        round_trip(&DeleteGroupRequest { group });
+        round_trip(&DeleteGroupRequest { group: group.clone() });
         round_trip(&DeleteGroupResponse);
+        round_trip(&StatusRequest);
+        round_trip(&StatusResponse { version: member.clone(), uptime_ms: offset, data_dir: group.clone(), fsync: member, topics: n, partitions: epoch, total_bytes: offset, connections: n, groups: vec![GroupStatus { group, members: n, lag: offset }] });
     }
 
     /// Every decoder, fed arbitrary bytes, returns (an error or a value)
@@ -164,7 +166,8 @@ proptest! {
         let _ = OffsetFetchResponse::decode_all(body.clone());
         let _ = ListGroupsResponse::decode_all(body.clone());
         let _ = DescribeGroupResponse::decode_all(body.clone());
-        let _ = ResetOffsetsResponse::decode_all(body);
+        let _ = ResetOffsetsResponse::decode_all(body.clone());
+        let _ = StatusResponse::decode_all(body);
     }
 }
 

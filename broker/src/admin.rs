@@ -1,0 +1,86 @@
+//! The admin HTTP listener (default `127.0.0.1:9501`, `admin_listen = ""`
+//! turns it off): `/metrics` (Prometheus text), `/health` (the process is
+//! alive) and `/ready` (recovery finished, clients accepted: 503 before).
+//! It is bound before the data directory is opened, so orchestration can
+//! watch a long recovery.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::metrics::Metrics;
+
+/// What the admin endpoints read.
+#[derive(Debug)]
+pub struct AdminState {
+    /// Set once recovery is done and clients are accepted.
+    pub ready: AtomicBool,
+    /// The broker, once open.
+    pub broker: OnceLock<Arc<Broker>>,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+}
+
+fn reply(status: StatusCode, content_type: &str, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    if let Ok(v) = content_type.parse() {
+        r.headers_mut().insert(hyper::header::CONTENT_TYPE, v);
+    }
+    r
+}
+
+fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
+    match path {
+        "/metrics" => reply(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            state.metrics.render(state.broker.get().map(Arc::as_ref)),
+        ),
+        "/health" => reply(StatusCode::OK, "text/plain", "ok\n"),
+        "/ready" if state.ready.load(Ordering::Acquire) => reply(StatusCode::OK, "text/plain", "ready\n"),
+        "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "recovering\n"),
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /health or /ready\n"),
+    }
+}
+
+/// Binds the admin listener and serves it until `shutdown`.
+pub async fn start(
+    addr: &str,
+    state: Arc<AdminState>,
+    shutdown: CancellationToken,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(addr).await?;
+    let local = listener.local_addr()?;
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                accepted = listener.accept() => match accepted {
+                    Ok(a) => a,
+                    Err(_) => continue,
+                },
+            };
+            let state = Arc::clone(&state);
+            tokio::spawn(async move {
+                let service = service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let response = route(&state, req.uri().path());
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            });
+        }
+    });
+    Ok(local)
+}

@@ -1,0 +1,307 @@
+//! Prometheus metrics (prometheus-client). Hot-path counters are created
+//! once per partition and cached there ([`PartitionCounters`]), so a
+//! produce or fetch adds to an atomic and touches no map or lock. Gauges of
+//! offsets, sizes and consumer-group lag are read from the broker's state
+//! when `/metrics` is scraped, so they cost nothing between scrapes.
+
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+
+use crate::broker::Broker;
+
+/// Labels of a partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PartitionLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+}
+
+/// Labels of a request kind.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApiLabels {
+    /// Api name.
+    pub api: String,
+}
+
+/// Labels of an error.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    /// Api name.
+    pub api: String,
+    /// Error code name.
+    pub code: String,
+}
+
+/// Labels of a group's partition.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupPartitionLabels {
+    /// Group.
+    pub group: String,
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+}
+
+/// Labels of a group.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GroupLabels {
+    /// Group.
+    pub group: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Every metric the broker exports.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    messages_in: Family<PartitionLabels, Counter>,
+    bytes_in: Family<PartitionLabels, Counter>,
+    messages_out: Family<PartitionLabels, Counter>,
+    bytes_out: Family<PartitionLabels, Counter>,
+    /// Requests handled, by api.
+    pub requests: Family<ApiLabels, Counter>,
+    /// Cached (count, latency) handles per api name, so recording a
+    /// request allocates nothing.
+    per_api: std::collections::HashMap<&'static str, (Counter, Histogram)>,
+    /// Error responses, by api and code.
+    pub errors: Family<ErrorLabels, Counter>,
+    /// Time from decoding a request to its response being ready, by api.
+    pub request_seconds: Family<ApiLabels, Histogram>,
+    /// Duration of partition flushes.
+    pub flush_seconds: Histogram,
+    /// Appends covered by one flush (group-commit efficiency).
+    pub appends_per_flush: Histogram,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Connections refused at max_connections.
+    pub connections_refused: Counter,
+    /// Start-up recovery time.
+    pub recovery_seconds: FloatGauge,
+    uptime_seconds: FloatGauge,
+    log_start_offset: Family<PartitionLabels, Gauge>,
+    log_end_offset: Family<PartitionLabels, Gauge>,
+    high_watermark: Family<PartitionLabels, Gauge>,
+    partition_bytes: Family<PartitionLabels, Gauge>,
+    segments: Family<PartitionLabels, Gauge>,
+    group_lag: Family<GroupPartitionLabels, Gauge>,
+    group_committed: Family<GroupPartitionLabels, Gauge>,
+    group_members: Family<GroupLabels, Gauge>,
+}
+
+/// A partition's cached hot-path counters.
+#[derive(Debug, Clone, Default)]
+pub struct PartitionCounters {
+    /// Records appended.
+    pub messages_in: Counter,
+    /// Bytes of batches appended.
+    pub bytes_in: Counter,
+    /// Records served by fetches.
+    pub messages_out: Counter,
+    /// Bytes served by fetches.
+    pub bytes_out: Counter,
+}
+
+fn latency_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.000_05, 2.0, 18))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("sluice");
+        let m = Self {
+            messages_in: Family::default(),
+            bytes_in: Family::default(),
+            messages_out: Family::default(),
+            bytes_out: Family::default(),
+            requests: Family::default(),
+            per_api: std::collections::HashMap::new(),
+            errors: Family::default(),
+            request_seconds: Family::new_with_constructor(latency_histogram),
+            flush_seconds: latency_histogram(),
+            appends_per_flush: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            connections: Gauge::default(),
+            connections_refused: Counter::default(),
+            recovery_seconds: FloatGauge::default(),
+            uptime_seconds: FloatGauge::default(),
+            log_start_offset: Family::default(),
+            log_end_offset: Family::default(),
+            high_watermark: Family::default(),
+            partition_bytes: Family::default(),
+            segments: Family::default(),
+            group_lag: Family::default(),
+            group_committed: Family::default(),
+            group_members: Family::default(),
+            registry: Registry::default(),
+        };
+        registry.register("messages_in", "Records appended", m.messages_in.clone());
+        registry.register("bytes_in", "Bytes of record batches appended", m.bytes_in.clone());
+        registry.register("messages_out", "Records served to fetches", m.messages_out.clone());
+        registry.register("bytes_out", "Bytes of record batches served to fetches", m.bytes_out.clone());
+        registry.register("requests", "Requests handled", m.requests.clone());
+        registry.register("errors", "Error responses by code", m.errors.clone());
+        registry.register(
+            "request_seconds",
+            "Request handling time, decode to response",
+            m.request_seconds.clone(),
+        );
+        registry.register("flush_seconds", "Partition flush (fdatasync) time", m.flush_seconds.clone());
+        registry.register(
+            "appends_per_flush",
+            "Appends made durable by one flush (group commit)",
+            m.appends_per_flush.clone(),
+        );
+        registry.register("connections", "Open client connections", m.connections.clone());
+        registry.register(
+            "connections_refused",
+            "Connections refused at max_connections",
+            m.connections_refused.clone(),
+        );
+        registry.register(
+            "recovery_seconds",
+            "Time to open the data directory at start-up",
+            m.recovery_seconds.clone(),
+        );
+        registry.register("uptime_seconds", "Time since the broker started", m.uptime_seconds.clone());
+        registry.register("log_start_offset", "First offset stored", m.log_start_offset.clone());
+        registry.register("log_end_offset", "Offset of the next record", m.log_end_offset.clone());
+        registry.register("high_watermark", "Offsets below this are served", m.high_watermark.clone());
+        registry.register("partition_bytes", "Bytes on disk", m.partition_bytes.clone());
+        registry.register("segments", "Segments of a partition", m.segments.clone());
+        registry.register(
+            "group_lag",
+            "Consumer-group lag: log end offset minus committed offset",
+            m.group_lag.clone(),
+        );
+        registry.register(
+            "group_committed_offset",
+            "Consumer-group committed offset",
+            m.group_committed.clone(),
+        );
+        registry.register("group_members", "Active members of a consumer group", m.group_members.clone());
+        let per_api = sluice_protocol::api::ApiKey::ALL
+            .iter()
+            .map(|k| k.name())
+            .chain(["Unknown"])
+            .map(|name| {
+                let labels = ApiLabels { api: name.to_owned() };
+                (
+                    name,
+                    (
+                        m.requests.get_or_create(&labels).clone(),
+                        m.request_seconds.get_or_create(&labels).clone(),
+                    ),
+                )
+            })
+            .collect();
+        Self { registry, per_api, ..m }
+    }
+
+    /// The cached counters of one partition.
+    pub fn partition(&self, topic: &str, partition: u32) -> PartitionCounters {
+        let labels = PartitionLabels { topic: topic.to_owned(), partition };
+        PartitionCounters {
+            messages_in: self.messages_in.get_or_create(&labels).clone(),
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            messages_out: self.messages_out.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+        }
+    }
+
+    /// Forgets a deleted topic's series.
+    pub fn remove_topic(&self, topic: &str, partitions: u32) {
+        for partition in 0..partitions {
+            let labels = PartitionLabels { topic: topic.to_owned(), partition };
+            for f in [&self.messages_in, &self.bytes_in, &self.messages_out, &self.bytes_out] {
+                f.remove(&labels);
+            }
+        }
+    }
+
+    /// Records one handled request.
+    pub fn request(&self, api: &'static str, elapsed: Duration, error: Option<&'static str>) {
+        if let Some((count, latency)) = self.per_api.get(api) {
+            count.inc();
+            latency.observe(elapsed.as_secs_f64());
+        }
+        if let Some(code) = error {
+            self.errors.get_or_create(&ErrorLabels { api: api.to_owned(), code: code.to_owned() }).inc();
+        }
+    }
+
+    /// The text exposition, with state gauges refreshed from `broker`.
+    pub fn render(&self, broker: Option<&Broker>) -> String {
+        if let Some(b) = broker {
+            self.refresh(b);
+        }
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    fn refresh(&self, broker: &Broker) {
+        self.uptime_seconds.set(broker.started.elapsed().as_secs_f64());
+        for f in [
+            &self.log_start_offset,
+            &self.log_end_offset,
+            &self.high_watermark,
+            &self.partition_bytes,
+            &self.segments,
+        ] {
+            f.clear();
+        }
+        for topic in broker.topics.list() {
+            for p in &topic.partitions {
+                let labels = PartitionLabels { topic: topic.name.to_string(), partition: p.index };
+                let s = p.log.stats();
+                let gauge = |f: &Family<PartitionLabels, Gauge>, v: u64| {
+                    f.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
+                };
+                gauge(&self.log_start_offset, s.log_start_offset);
+                gauge(&self.log_end_offset, s.log_end_offset);
+                gauge(&self.high_watermark, s.high_watermark);
+                gauge(&self.partition_bytes, s.size_bytes);
+                gauge(&self.segments, u64::from(s.segment_count));
+            }
+        }
+        self.group_lag.clear();
+        self.group_committed.clear();
+        self.group_members.clear();
+        for listing in broker.groups.list() {
+            self.group_members
+                .get_or_create(&GroupLabels { group: listing.group.clone() })
+                .set(i64::from(listing.members));
+            let Ok(d) = broker.groups.describe(&broker.topics, &listing.group) else { continue };
+            for o in d.offsets {
+                let labels = GroupPartitionLabels {
+                    group: listing.group.clone(),
+                    topic: o.topic,
+                    partition: o.partition,
+                };
+                self.group_lag.get_or_create(&labels).set(i64::try_from(o.lag).unwrap_or(i64::MAX));
+                if o.committed != sluice_protocol::api::NO_OFFSET {
+                    self.group_committed
+                        .get_or_create(&labels)
+                        .set(i64::try_from(o.committed).unwrap_or(i64::MAX));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,96 @@
+//! Status: one screen about the broker, for `sluice status`.
+//!
+//! ```text
+//! request:  (empty)
+//! response: version string | uptime_ms u64 | data_dir string | fsync string | topics u32
+//!           | partitions u32 | total_bytes u64 | connections u32
+//!           | groups [group string | members u32 | lag u64]
+//! ```
+
+use super::{ApiKey, Message, Request};
+use crate::{Reader, WireError, Writer};
+
+/// Asks for the broker's status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusRequest;
+
+/// One group's summary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// Group name.
+    pub group: String,
+    /// Active members.
+    pub members: u32,
+    /// Total lag over its partitions.
+    pub lag: u64,
+}
+
+/// The broker's status.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct StatusResponse {
+    /// Broker version.
+    pub version: String,
+    /// Time since start.
+    pub uptime_ms: u64,
+    /// Data directory.
+    pub data_dir: String,
+    /// Default fsync mode of new topics.
+    pub fsync: String,
+    /// Topics.
+    pub topics: u32,
+    /// Partitions over all topics.
+    pub partitions: u32,
+    /// Bytes on disk over all partitions.
+    pub total_bytes: u64,
+    /// Open client connections.
+    pub connections: u32,
+    /// Consumer groups.
+    pub groups: Vec<GroupStatus>,
+}
+
+impl Message for StatusRequest {
+    const NAME: &'static str = "Status request";
+    fn encode(&self, _: &mut Writer) {}
+    fn decode(_: &mut Reader) -> Result<Self, WireError> {
+        Ok(Self)
+    }
+}
+
+impl Request for StatusRequest {
+    const API_KEY: ApiKey = ApiKey::Status;
+    type Response = StatusResponse;
+}
+
+impl Message for StatusResponse {
+    const NAME: &'static str = "Status response";
+    fn encode(&self, w: &mut Writer) {
+        w.string(&self.version);
+        w.u64(self.uptime_ms);
+        w.string(&self.data_dir);
+        w.string(&self.fsync);
+        w.u32(self.topics);
+        w.u32(self.partitions);
+        w.u64(self.total_bytes);
+        w.u32(self.connections);
+        w.vec(&self.groups, |w, g| {
+            w.string(&g.group);
+            w.u32(g.members);
+            w.u64(g.lag);
+        });
+    }
+    fn decode(r: &mut Reader) -> Result<Self, WireError> {
+        Ok(Self {
+            version: r.string()?,
+            uptime_ms: r.u64()?,
+            data_dir: r.string()?,
+            fsync: r.string()?,
+            topics: r.u32()?,
+            partitions: r.u32()?,
+            total_bytes: r.u64()?,
+            connections: r.u32()?,
+            groups: r.vec("groups", 14, |r| {
+                Ok(GroupStatus { group: r.string()?, members: r.u32()?, lag: r.u64()? })
+            })?,
+        })
+    }
+}
