@@ -105,3 +105,40 @@ async fn ready_only_after_recovery() {
     let c = restarted.connect().await;
     assert_eq!(read_partition(&c, "t", 0, 0).await.len(), 64, "everything survived kill -9 (page cache)");
 }
+
+/// The dashboard in docs/ops parses and uses only metrics the broker exports.
+#[tokio::test]
+async fn grafana_dashboard_uses_exported_metrics() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/ops/grafana-dashboard.json"))
+            .unwrap();
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.server().admin_addr().unwrap();
+    let c = broker.connect().await;
+    create_topic(&c, "t", 1, &[]).await.unwrap();
+    produce(&c, "t", 0, Acks::Durable, batch(1, 1, 1)).await.unwrap();
+    let commit = OffsetCommitRequest {
+        group: "g".into(),
+        member_id: String::new(),
+        member_epoch: 0,
+        offsets: vec![CommitOffset { topic: "t".into(), partition: 0, offset: 0, metadata: String::new() }],
+    };
+    c.call(&commit).await.unwrap();
+    produce(&c, "t", 9, Acks::Durable, batch(1, 1, 1)).await.unwrap_err();
+    let (_, metrics) = tokio::task::spawn_blocking(move || http_get(admin, "/metrics")).await.unwrap();
+    let names: Vec<&str> = text
+        .split('"')
+        .filter(|s| s.contains("sluice_"))
+        .flat_map(|s| s.split(|c: char| !(c.is_alphanumeric() || c == '_')))
+        .filter(|w| w.starts_with("sluice_"))
+        .collect();
+    assert!(names.len() > 10);
+    for name in names {
+        let base = name.trim_end_matches("_bucket").trim_end_matches("_sum").trim_end_matches("_count");
+        assert!(
+            metrics.contains(&format!("# TYPE {base} "))
+                || metrics.contains(&format!("# TYPE {} ", base.trim_end_matches("_total"))),
+            "dashboard uses {name}, not exported"
+        );
+    }
+}
