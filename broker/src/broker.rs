@@ -121,6 +121,7 @@ impl Broker {
             check_meta(&data_dir)?;
             let (topics, report) = Topics::load(&data_dir, cancel, loader_metrics)?;
             let groups = Coordinator::open(&data_dir)?;
+            groups.clamp_to_log_ends(&topics)?;
             Ok::<_, BrokerError>((lock, topics, groups, report))
         })
         .await

@@ -50,6 +50,12 @@ enum Command {
     Group(crate::cli_group::GroupCommand),
     /// One screen about the broker: version, uptime, topics, size, groups and lag.
     Status,
+    /// Check a data directory offline: list every corrupt batch (exit 1 if any).
+    Verify {
+        /// The data directory.
+        #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
+        data_dir: PathBuf,
+    },
 }
 
 /// When the broker acknowledges.
@@ -288,6 +294,7 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Consume(args) => runtime()?.block_on(crate::cli_consume::run(&cli.broker, args)),
         Command::Group(cmd) => runtime()?.block_on(crate::cli_group::run(&cli.broker, cli.json, cmd)),
         Command::Status => runtime()?.block_on(status(&cli.broker, cli.json)),
+        Command::Verify { data_dir } => verify(&data_dir, cli.json),
     }
 }
 
@@ -375,6 +382,63 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+fn verify(data_dir: &std::path::Path, json: bool) -> Result<(), CliError> {
+    use crate::storage::verify::verify_dir;
+    let topics = data_dir.join("topics");
+    if !topics.is_dir() {
+        return Err(CliError::Usage(format!("{} is not a sluice data directory", data_dir.display())));
+    }
+    let mut dirs: Vec<(String, std::path::PathBuf)> = Vec::new();
+    for topic in std::fs::read_dir(&topics)?.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+        for part in std::fs::read_dir(topic.path())?.filter_map(Result::ok).filter(|e| e.path().is_dir()) {
+            let name =
+                format!("{}/{}", topic.file_name().to_string_lossy(), part.file_name().to_string_lossy());
+            dirs.push((name, part.path()));
+        }
+    }
+    dirs.sort();
+    let offsets = data_dir.join("groups").join("offsets");
+    if offsets.is_dir() {
+        dirs.push(("(committed offsets)".into(), offsets));
+    }
+    let (mut corrupt, mut batches, mut rows) = (0usize, 0u64, Vec::new());
+    for (name, dir) in &dirs {
+        let r = verify_dir(dir)?;
+        batches += r.good_batches;
+        corrupt += r.corrupt.len();
+        for (kind, list) in [("corrupt", &r.corrupt), ("torn tail", &r.torn), ("index", &r.index_warnings)] {
+            for p in list {
+                rows.push(serde_json::json!({
+                    "partition": name, "kind": kind, "file": p.file.display().to_string(), "position": p.position,
+                    "offset": p.offset, "reason": p.reason,
+                }));
+            }
+        }
+    }
+    if json {
+        print_json(
+            &serde_json::json!({"partitions": dirs.len(), "good_batches": batches, "corrupt_batches": corrupt, "problems": rows}),
+        )?;
+    } else {
+        for r in &rows {
+            println!(
+                "{} {}: {} at byte {}{}: {}",
+                r["kind"].as_str().unwrap_or(""),
+                r["partition"].as_str().unwrap_or(""),
+                r["file"].as_str().unwrap_or(""),
+                r["position"],
+                r["offset"].as_u64().map_or(String::new(), |o| format!(" (offset {o})")),
+                r["reason"].as_str().unwrap_or(""),
+            );
+        }
+        println!("{} partition logs, {batches} good batches, {corrupt} corrupt", dirs.len());
+    }
+    if corrupt > 0 {
+        return Err(CliError::Usage(format!("{corrupt} corrupt batch(es) found")));
+    }
+    Ok(())
 }
 
 async fn status(addr: &str, json: bool) -> Result<(), CliError> {

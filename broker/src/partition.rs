@@ -85,7 +85,9 @@ impl Partition {
         self.appends_since_flush.fetch_add(1, Ordering::Relaxed);
         match self.log.config().fsync {
             FsyncPolicy::Always => self.flush_wanted.notify_one(),
-            FsyncPolicy::Interval(_) | FsyncPolicy::Never => self.publish_high_watermark(),
+            // Visible once the timer's flush makes it durable.
+            FsyncPolicy::Interval(_) => {}
+            FsyncPolicy::Never => self.publish_high_watermark(),
         }
     }
 
@@ -108,7 +110,6 @@ impl Partition {
     pub async fn wait_durable(&self, last_offset: u64, timeout: Duration) -> Result<(), BrokerError> {
         let mut rx = self.durable.subscribe();
         let failures = rx.borrow().failures;
-        self.flush_wanted.notify_one();
         let wait = async {
             rx.wait_for(|d| d.offset > last_offset || d.failures != failures)
                 .await

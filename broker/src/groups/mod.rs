@@ -574,6 +574,34 @@ impl Coordinator {
         Ok(())
     }
 
+    /// After recovery: a committed offset past its partition's end (data
+    /// lost with `fsync = never`) is moved back to the end, so consumers
+    /// resume at the next record written instead of skipping it. Blocking.
+    pub fn clamp_to_log_ends(&self, topics: &Topics) -> Result<(), BrokerError> {
+        let mut groups = self.lock();
+        let mut fixes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
+        for (name, group) in groups.iter_mut() {
+            for ((topic, partition), (committed, _)) in group.offsets.iter_mut() {
+                let Some(end) = topics
+                    .get(topic)
+                    .and_then(|t| t.partitions.get(*partition as usize).map(|p| p.log.log_end_offset()))
+                else {
+                    continue;
+                };
+                if committed.offset > end {
+                    tracing::warn!(group = %name, %topic, partition, committed = committed.offset, log_end_offset = end, "committed offset past the log end after recovery; moved back");
+                    committed.offset = end;
+                    fixes.push(((name.clone(), topic.clone(), *partition), Some(committed.clone())));
+                }
+            }
+        }
+        if !fixes.is_empty() {
+            let end = self.store.append(&fixes)?;
+            self.store.sync_to(end)?;
+        }
+        Ok(())
+    }
+
     /// Flushes and closes the offsets log. Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
         Ok(self.store.close()?)

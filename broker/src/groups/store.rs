@@ -43,7 +43,8 @@ fn encode_key(k: &OffsetKey) -> Vec<u8> {
     out
 }
 
-fn decode_key(b: &[u8]) -> Option<OffsetKey> {
+/// Decodes a record key of the offsets log.
+pub fn decode_key(b: &[u8]) -> Option<OffsetKey> {
     let glen = usize::from(u16::from_be_bytes([*b.first()?, *b.get(1)?]));
     let group = std::str::from_utf8(b.get(2..2 + glen)?).ok()?.to_owned();
     let rest = b.get(2 + glen..)?;
@@ -59,7 +60,8 @@ fn encode_value(c: &Committed) -> Vec<u8> {
     out
 }
 
-fn decode_value(b: &[u8]) -> Option<Committed> {
+/// Decodes a record value of the offsets log.
+pub fn decode_value(b: &[u8]) -> Option<Committed> {
     let offset = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
     Some(Committed { offset, metadata: String::from_utf8_lossy(&b[8..]).into_owned() })
 }
@@ -75,7 +77,17 @@ fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), Storage
     let mut next = log.log_start_offset();
     let end = log.log_end_offset();
     while next < end {
-        let bytes = log.read(next, 1 << 20)?;
+        let bytes = match log.read(next, 1 << 20) {
+            Ok(bytes) => bytes,
+            Err(StorageError::CorruptBatch { segment, position, source }) => {
+                // Bit rot in the offsets log: those commits are lost (older
+                // commits or the reset policy apply); the rest is served.
+                tracing::error!(segment, position, offset = next, error = %source, "skipping a corrupt committed-offsets batch");
+                next += 1;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if bytes.is_empty() {
             break;
         }

@@ -320,11 +320,14 @@ impl Log {
     }
 
     /// Offsets below this are served to consumers: the durable offset in
-    /// `fsync = always` mode, the log end offset otherwise.
+    /// `always` and `interval` modes (a consumer never processes a record
+    /// that a power loss could take back), the log end offset in `never`.
     pub fn high_watermark(&self) -> u64 {
         match self.config().fsync {
-            FsyncPolicy::Always => self.durable_offset().min(self.log_end_offset()),
-            _ => self.log_end_offset(),
+            FsyncPolicy::Always | FsyncPolicy::Interval(_) => {
+                self.durable_offset().min(self.log_end_offset())
+            }
+            FsyncPolicy::Never => self.log_end_offset(),
         }
     }
 
@@ -490,7 +493,12 @@ impl Log {
         }
         self.durable.fetch_max(next, Ordering::AcqRel);
         if !targets.is_empty() && flush.last_checkpoint.is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL) {
-            Self::checkpoint(&self.dir, flush, next)?;
+            // The data is durable already; the checkpoint only shortens a
+            // later recovery. Failing to write it (a full disk) must not fail
+            // the flush: it is retried after the next one.
+            if let Err(e) = Self::checkpoint(&self.dir, flush, next) {
+                tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the recovery point");
+            }
         }
         Ok(())
     }

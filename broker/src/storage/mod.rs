@@ -15,6 +15,7 @@ mod log;
 mod mmap;
 mod producers;
 mod segment;
+pub mod verify;
 
 pub use config::{FsyncPolicy, LogConfig, TimestampType};
 pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};

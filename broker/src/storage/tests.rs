@@ -116,6 +116,20 @@ fn always_mode_serves_only_durable_data() {
 }
 
 #[test]
+fn interval_mode_also_serves_only_flushed_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let interval = FsyncPolicy::Interval(std::time::Duration::from_millis(50));
+    let (log, _) = open(dir.path(), LogConfig { fsync: interval, ..config() });
+    log.append(&batch(1), 0).unwrap();
+    assert_eq!(log.high_watermark(), 0, "a power loss could still take it back");
+    log.flush().unwrap();
+    assert_eq!(log.high_watermark(), 3);
+    log.set_config(LogConfig { fsync: FsyncPolicy::Never, ..config() });
+    log.append(&batch(2), 0).unwrap();
+    assert_eq!(log.high_watermark(), 6, "never: served at once, documented as unsafe");
+}
+
+#[test]
 fn group_commit_serves_concurrent_writers() {
     let dir = tempfile::tempdir().unwrap();
     let (log, _) = open(dir.path(), LogConfig { fsync: FsyncPolicy::Always, ..config() });
