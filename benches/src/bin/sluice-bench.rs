@@ -29,6 +29,9 @@ enum Scenario {
     /// Writes a backlog of `--messages` records, then `--consumers`
     /// consumers (one group) read it all.
     Consume,
+    /// `--producers` and a `--consumers` group at once; latency is from the
+    /// producer's send to the consumer's receipt.
+    E2e,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -77,6 +80,15 @@ struct Args {
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
+    /// Producers (e2e scenario).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
+    /// Cap on messages per second over all producers (e2e; 0 = no cap).
+    #[arg(long, default_value_t = 0)]
+    rate: u64,
+    /// Seconds at the start whose latencies are not recorded (e2e).
+    #[arg(long, default_value_t = 0)]
+    warmup: u64,
     /// Start the broker with request metrics off (to measure their cost).
     #[arg(long)]
     no_metrics: bool,
@@ -96,7 +108,7 @@ fn main() -> anyhow::Result<()> {
     // The broker gets its own runtime (and threads), like a separate process.
     let broker_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.consumers.clamp(1, 2))
+        .worker_threads((args.consumers + args.producers).clamp(1, 2))
         .enable_all()
         .build()?;
     let temp = match &args.data_dir {
@@ -130,6 +142,7 @@ fn main() -> anyhow::Result<()> {
             let messages = backlog["messages"].as_u64().unwrap_or(0);
             client_rt.block_on(consume(&args, &addr, messages))?
         }
+        Scenario::E2e => client_rt.block_on(e2e(&args, &addr, server.is_some()))?,
     };
     if let Some(server) = server {
         broker_rt.block_on(async {
@@ -139,6 +152,15 @@ fn main() -> anyhow::Result<()> {
     }
     if args.json {
         println!("{result}");
+    } else if args.scenario == Scenario::E2e {
+        println!(
+            "e2e: {} {} B messages, {} producer(s), {} consumer(s), acks={:?}, fsync={}{}: {:.0} msgs/s, {:.1} MB/s; end-to-end latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            result["messages"], args.message_size, args.producers, args.consumers, args.acks, args.fsync,
+            if args.rate > 0 { format!(", rate cap {}/s", args.rate) } else { String::new() },
+            result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
+            result["latency_us"]["p50"], result["latency_us"]["p90"], result["latency_us"]["p99"],
+            result["latency_us"]["p99.9"], result["latency_us"]["max"],
+        );
     } else if args.scenario == Scenario::Consume {
         println!(
             "{} {} B messages read by {} consumer(s): {:.0} msgs/s, {:.1} MB/s",
@@ -287,5 +309,145 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
         "parameters": { "message_size": args.message_size, "partitions": args.partitions, "consumers": args.consumers },
         "messages": n, "bytes": bytes, "seconds": secs,
         "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
+    }))
+}
+
+/// Producers and a consumer group at the same time. Each value starts with
+/// its send time (ns since the run began); consumers record receipt minus
+/// send time.
+async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
+    if create {
+        let conn = Connection::connect(addr, "bench").await?;
+        conn.call(&CreateTopicRequest {
+            name: args.topic.clone(),
+            partitions: args.partitions,
+            configs: vec![],
+        })
+        .await?;
+    }
+    let acks = match args.acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Leader => Acks::Leader,
+        AcksArg::Durable => Acks::Durable,
+    };
+    let base = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
+    let deadline = base + Duration::from_secs(args.duration);
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // What consumers wait for: the requested count, lowered to what was
+    // really produced once the producers stop (the duration may cut them).
+    let target = Arc::new(std::sync::atomic::AtomicU64::new(args.messages));
+    let last_receipt = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let total = args.messages;
+    let mut consumers = Vec::new();
+    for _ in 0..args.consumers.max(1) {
+        consumers.push(
+            sluice_consumer::Consumer::builder()
+                .bootstrap(addr)
+                .group("sluice-bench-e2e")
+                .subscribe([args.topic.clone()])
+                .auto_offset_reset(sluice_consumer::OffsetReset::Earliest)
+                .fetch_max_wait(Duration::from_millis(100))
+                .build()
+                .await?,
+        );
+    }
+    let mut tasks = Vec::new();
+    for consumer in consumers {
+        let (histogram, received, target, last_receipt) =
+            (Arc::clone(&histogram), Arc::clone(&received), Arc::clone(&target), Arc::clone(&last_receipt));
+        tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
+            while received.load(std::sync::atomic::Ordering::Relaxed)
+                < target.load(std::sync::atomic::Ordering::Relaxed)
+                && Instant::now() < deadline + Duration::from_secs(10)
+            {
+                let records = consumer.poll(Duration::from_millis(100)).await?;
+                let now = base.elapsed().as_nanos() as u64;
+                for r in &records {
+                    let sent = r
+                        .value
+                        .as_ref()
+                        .and_then(|v| v.get(..8))
+                        .map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+                    if Duration::from_nanos(sent) >= warmup {
+                        let _ = local.record(now.saturating_sub(sent) / 1000);
+                    }
+                }
+                if !records.is_empty() {
+                    last_receipt.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
+                }
+                received.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+            }
+            consumer.close().await?;
+            let _ = histogram.lock().map(|mut h| h.add(&local));
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let per_producer = total.div_ceil(args.producers.max(1) as u64);
+    let per_producer_rate = args.rate / args.producers.max(1) as u64;
+    let mut producers = Vec::new();
+    for _ in 0..args.producers.max(1) {
+        let producer = Producer::builder()
+            .bootstrap(addr)
+            .acks(acks)
+            .linger(Duration::from_millis(args.linger))
+            .batch_bytes(args.batch_bytes)
+            .buffer_memory(64usize << 20)
+            .build()
+            .await?;
+        let topic: Arc<str> = args.topic.as_str().into();
+        let (size, partitions) = (args.message_size.max(8), args.partitions);
+        producers.push(tokio::spawn(async move {
+            let mut sent = 0u64;
+            let started = Instant::now();
+            while sent < per_producer && Instant::now() < deadline {
+                if per_producer_rate > 0 {
+                    let due = Duration::from_secs_f64(sent as f64 / per_producer_rate as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        tokio::time::sleep(wait).await;
+                    }
+                }
+                let mut value = vec![b'x'; size];
+                value[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+                let record = Record {
+                    partition: Some((sent % u64::from(partitions)) as u32),
+                    ..Record::new(Arc::clone(&topic), value)
+                };
+                drop(producer.send(record).await?);
+                sent += 1;
+            }
+            producer.close().await?;
+            Ok::<_, anyhow::Error>(sent)
+        }));
+    }
+    let mut produced = 0;
+    for p in producers {
+        produced += p.await??;
+    }
+    target.store(produced, std::sync::atomic::Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    let secs =
+        Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
+    let _ = total;
+    let n = received.load(std::sync::atomic::Ordering::Relaxed);
+    let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
+    let bytes = n * args.message_size as u64;
+    Ok(serde_json::json!({
+        "scenario": "e2e",
+        "parameters": {
+            "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
+            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync.to_string(), "rate": args.rate,
+            "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
+        },
+        "messages": n, "produced": produced, "bytes": bytes, "seconds": secs,
+        "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
+        "latency_us": {
+            "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
+            "p99.9": h.value_at_quantile(0.999), "max": h.max(),
+        },
     }))
 }
