@@ -102,7 +102,13 @@ async fn steady_load_does_not_leak_or_slow_down() {
     let (first, last) = (samples[1.min(samples.len() - 1)], *samples.last().unwrap());
     assert!(last.1 <= first.1 * 3 / 2 + 32, "RSS crept: {samples:?}");
     assert!(last.2 <= first.2 + 24, "open files crept: {samples:?}");
-    let worst_late = samples[samples.len() / 2..].iter().map(|s| s.3).max().unwrap_or(0);
-    let worst_early = samples[..samples.len() / 2].iter().map(|s| s.3).max().unwrap_or(0);
-    assert!(worst_late <= worst_early * 3 + 50_000, "latency crept: {samples:?}");
+    // A creep is a trend, not one noisy window (the disk's fsync latency
+    // has spikes): compare the medians of the early and late windows.
+    let median = |w: &[(u64, u64, usize, u64)]| {
+        let mut v: Vec<u64> = w.iter().map(|s| s.3).collect();
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    let (early, late) = samples.split_at(samples.len() / 2);
+    assert!(median(late) <= median(early) * 2 + 10_000, "latency crept: {samples:?}");
 }
