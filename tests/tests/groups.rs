@@ -349,3 +349,31 @@ async fn committed_offsets_survive_kill_9() {
         assert_eq!(first.first().map(|r| r.offset), Some(*start));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_later_is_picked_up_and_events_are_reported() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    let c = member(&broker, "g", "later").await;
+    let mut events = c.assignment_events();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(c.assignment().is_empty(), "nothing to assign yet");
+    create_topic(&admin, "later", 2, &[]).await.unwrap();
+    stable(&[&c], 2, &[2]).await;
+    let event = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(
+        event,
+        sluice_consumer::AssignmentEvent::Assigned(vec![("later".to_string(), 0), ("later".to_string(), 1)])
+    );
+    let other = member(&broker, "g", "later").await;
+    stable(&[&c, &other], 2, &[1, 1]).await;
+    let revoked = loop {
+        match tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap() {
+            sluice_consumer::AssignmentEvent::Revoked(tps) => break tps,
+            _ => continue,
+        }
+    };
+    assert_eq!(revoked.len(), 1, "exactly one partition moved to the new member");
+    c.close().await.unwrap();
+    other.close().await.unwrap();
+}

@@ -91,7 +91,10 @@ async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
     }
     let stream = js.get_stream("bench").await?;
     let consumer = stream
-        .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+        .create_consumer(consumer::pull::Config {
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
         .await?;
     let mut messages = consumer.messages().await?;
     let mut n = 0;
@@ -134,7 +137,8 @@ async fn redis_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     let mut n = 0;
     let options = redis::streams::StreamReadOptions::default().count(10_000);
     while n < args.messages {
-        let reply: redis::streams::StreamReadReply = con.xread_options(&["bench"], &[&last], &options).await?;
+        let reply: redis::streams::StreamReadReply =
+            con.xread_options(&["bench"], &[&last], &options).await?;
         let Some(key) = reply.keys.into_iter().next() else { break };
         if key.ids.is_empty() {
             break;
@@ -164,8 +168,12 @@ fn main() -> anyhow::Result<()> {
     } else {
         println!(
             "{} {}: {:.0} msgs/s, {:.1} MB/s, p50 {} µs, p99 {} µs",
-            result["system"], result["scenario"], result["msgs_per_sec"].as_f64().unwrap_or(0.0),
-            result["mb_per_sec"].as_f64().unwrap_or(0.0), result["latency_us"]["p50"], result["latency_us"]["p99"]
+            result["system"],
+            result["scenario"],
+            result["msgs_per_sec"].as_f64().unwrap_or(0.0),
+            result["mb_per_sec"].as_f64().unwrap_or(0.0),
+            result["latency_us"]["p50"],
+            result["latency_us"]["p99"]
         );
     }
     Ok(())
