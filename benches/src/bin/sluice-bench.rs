@@ -41,6 +41,120 @@ enum AcksArg {
     Durable,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum CompressionArg {
+    None,
+    Lz4,
+    Zstd,
+}
+
+impl CompressionArg {
+    fn codec(self) -> Compression {
+        match self {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
+}
+
+/// Counts messages during a run: drives the progress bar (on a terminal)
+/// and samples throughput every 100 ms for `--plot`.
+#[derive(Debug, Clone)]
+struct Progress {
+    count: Arc<std::sync::atomic::AtomicU64>,
+    samples: Arc<Mutex<Vec<(f64, f64)>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress {
+    fn start(total: u64, label: &'static str) -> Self {
+        use std::io::IsTerminal;
+        let p = Self { count: Arc::default(), samples: Arc::default(), stop: Arc::default() };
+        let bar = if std::io::stderr().is_terminal() {
+            let bar = indicatif::ProgressBar::new(total);
+            if let Ok(style) = indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:40}] {pos}/{len} ({per_sec}, eta {eta})",
+            ) {
+                bar.set_style(style);
+            }
+            bar.set_prefix(label);
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let q = p.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            let (mut last_count, mut last_at) = (0u64, 0f64);
+            while !q.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                let n = q.count.load(std::sync::atomic::Ordering::Relaxed);
+                let t = started.elapsed().as_secs_f64();
+                bar.set_position(n);
+                if let Ok(mut s) = q.samples.lock() {
+                    s.push((t, (n - last_count) as f64 / (t - last_at).max(1e-9)));
+                }
+                (last_count, last_at) = (n, t);
+            }
+            bar.finish_and_clear();
+        });
+        p
+    }
+
+    fn add(&self, n: u64) {
+        self.count.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn finish(&self) -> Vec<(f64, f64)> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.samples.lock().map(|s| s.clone()).unwrap_or_default()
+    }
+}
+
+/// Throughput over time above the latency by percentile, as one SVG.
+fn plot(
+    path: &std::path::Path,
+    title: &str,
+    throughput: &[(f64, f64)],
+    latency: &Histogram<u64>,
+) -> anyhow::Result<()> {
+    use plotters::prelude::*;
+    let err = |e: &dyn std::fmt::Display| anyhow::anyhow!("plotting {}: {e}", path.display());
+    let root = SVGBackend::new(path, (900, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let (top, bottom) = root.split_vertically(350);
+    let max_t = throughput.iter().map(|s| s.0).fold(0.1, f64::max);
+    let max_r = throughput.iter().map(|s| s.1).fold(1.0, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&top)
+        .caption(format!("{title}: throughput"), ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..max_t, 0.0..max_r)
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("seconds").y_desc("msgs/s").draw().map_err(|e| err(&e))?;
+    chart.draw_series(LineSeries::new(throughput.iter().copied(), &BLUE)).map_err(|e| err(&e))?;
+    let quantiles: Vec<(f64, f64)> = (0..=1000)
+        .map(|i| {
+            let q = f64::from(i) / 1000.0 * 0.999;
+            (q * 100.0, latency.value_at_quantile(q) as f64 / 1000.0)
+        })
+        .collect();
+    let max_l = quantiles.iter().map(|q| q.1).fold(0.1, f64::max) * 1.1;
+    let mut chart = ChartBuilder::on(&bottom)
+        .caption("latency by percentile (to p99.9)", ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(30)
+        .y_label_area_size(80)
+        .build_cartesian_2d(0.0..100.0, 0.0..max_l)
+        .map_err(|e| err(&e))?;
+    chart.configure_mesh().x_desc("percentile").y_desc("ms").draw().map_err(|e| err(&e))?;
+    chart.draw_series(LineSeries::new(quantiles, &RED)).map_err(|e| err(&e))?;
+    root.present().map_err(|e| err(&e))?;
+    Ok(())
+}
+
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", about = "Throughput and latency benchmarks for Sluice")]
 struct Args {
@@ -92,6 +206,12 @@ struct Args {
     /// Start the broker with request metrics off (to measure their cost).
     #[arg(long)]
     no_metrics: bool,
+    /// Batch compression of the producers.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: CompressionArg,
+    /// Write a chart of throughput over time and the latency distribution.
+    #[arg(long, value_name = "FILE.svg")]
+    plot: Option<std::path::PathBuf>,
     /// Consumers in the group (consume scenario).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
@@ -202,7 +322,7 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
         .acks(acks)
         .linger(Duration::from_millis(args.linger))
         .batch_bytes(args.batch_bytes)
-        .compression(Compression::None)
+        .compression(args.compression.codec())
         .buffer_memory(64usize << 20)
         .build()
         .await?;
@@ -210,6 +330,7 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
     let payload = Bytes::from(vec![b'x'; args.message_size]);
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let progress = Progress::start(args.messages, "produce");
     let started = Instant::now();
     let mut sent = 0u64;
     while sent < args.messages && (sent % 4096 != 0 || Instant::now() < deadline) {
@@ -228,11 +349,16 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
             });
         }
         sent += 1;
+        progress.add(1);
     }
     producer.flush().await?;
     let secs = started.elapsed().as_secs_f64();
     producer.close().await?;
+    let samples = progress.finish();
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
+    if let Some(path) = &args.plot {
+        plot(path, "produce", &samples, &h)?;
+    }
     let bytes = sent * args.message_size as u64;
     Ok(serde_json::json!({
         "scenario": "produce",
@@ -283,13 +409,16 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
     }
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.duration.max(1) * 3);
+    let progress = Progress::start(messages, "consume");
     let mut tasks = Vec::new();
     for consumer in consumers {
         let read = Arc::clone(&read);
+        let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
             while read.load(std::sync::atomic::Ordering::Relaxed) < messages && Instant::now() < deadline {
                 let n = consumer.poll(Duration::from_millis(200)).await?.len() as u64;
                 read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+                progress.add(n);
             }
             consumer.close().await?;
             Ok::<_, sluice_consumer::ConsumerError>(())
@@ -299,7 +428,11 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
         t.await??;
     }
     let secs = started.elapsed().as_secs_f64();
+    let samples = progress.finish();
     let n = read.load(std::sync::atomic::Ordering::Relaxed);
+    if let Some(path) = &args.plot {
+        plot(path, "consume", &samples, &Histogram::<u64>::new(3)?)?;
+    }
     if n < messages {
         bail!("read only {n} of {messages} messages before the deadline");
     }
@@ -353,8 +486,10 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
                 .await?,
         );
     }
+    let progress = Progress::start(args.messages, "e2e");
     let mut tasks = Vec::new();
     for consumer in consumers {
+        let progress = progress.clone();
         let (histogram, received, target, last_receipt) =
             (Arc::clone(&histogram), Arc::clone(&received), Arc::clone(&target), Arc::clone(&last_receipt));
         tasks.push(tokio::spawn(async move {
@@ -379,6 +514,7 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
                     last_receipt.fetch_max(now, std::sync::atomic::Ordering::Relaxed);
                 }
                 received.fetch_add(records.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                progress.add(records.len() as u64);
             }
             consumer.close().await?;
             let _ = histogram.lock().map(|mut h| h.add(&local));
@@ -395,6 +531,7 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
             .linger(Duration::from_millis(args.linger))
             .batch_bytes(args.batch_bytes)
             .buffer_memory(64usize << 20)
+            .compression(args.compression.codec())
             .build()
             .await?;
         let topic: Arc<str> = args.topic.as_str().into();
@@ -433,8 +570,12 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
     let secs =
         Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
     let _ = total;
+    let samples = progress.finish();
     let n = received.load(std::sync::atomic::Ordering::Relaxed);
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
+    if let Some(path) = &args.plot {
+        plot(path, "e2e", &samples, &h)?;
+    }
     let bytes = n * args.message_size as u64;
     Ok(serde_json::json!({
         "scenario": "e2e",
