@@ -18,7 +18,9 @@
 #    Each peer listens on 127.0.0.1 with a temporary data dir and is stopped
 #    by its PID when its runs are done (and on exit, whatever happens).
 # 3. Prints one table: system, mode, size, produce msgs/s and MB/s, p50/p99
-#    acknowledgement latency, consume msgs/s, and Sluice's ratio to each.
+#    acknowledgement latency, consume msgs/s, e2e msgs/s with p50/p99 latency
+#    from send to receipt (one producer and one consumer at once; Sluice
+#    with a 1 ms linger), and Sluice's ratio to each.
 #
 # Usage: benches/compare/run.sh        (MESSAGES=... SIZES=... RUNS=... override)
 set -euo pipefail
@@ -58,6 +60,7 @@ for size in $SIZES; do
     for run in $(seq 1 "$RUNS"); do
         "$BIN/sluice-bench" produce --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" produce
         "$BIN/sluice-bench" consume --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" consume
+        "$BIN/sluice-bench" e2e --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --linger 1 --data-dir "$WORK" --json | record sluice "fsync=always" "$size" e2e
 
         for mode in always default; do
             dir="$WORK/nats-$mode"; mkdir -p "$dir"
@@ -68,6 +71,7 @@ for size in $SIZES; do
             n=$MESSAGES; [ "$mode" = always ] && n=$SLOW_MESSAGES
             "$BIN/peer-bench" nats produce --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" produce
             "$BIN/peer-bench" nats consume --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" consume
+            "$BIN/peer-bench" nats e2e --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" e2e
             stop_last; rm -rf "$dir"
         done
 
@@ -77,6 +81,7 @@ for size in $SIZES; do
             wait_port 16379
             "$BIN/peer-bench" redis produce --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" produce
             "$BIN/peer-bench" redis consume --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" consume
+            "$BIN/peer-bench" redis e2e --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" e2e
             stop_last; rm -rf "$dir"
         done
     done
@@ -95,13 +100,15 @@ def spread(key):
     vals = [r["msgs_per_sec"] for r in rows.get(key, [])]
     return f"{min(vals)/1e3:.0f}-{max(vals)/1e3:.0f}k" if vals else "-"
 systems = sorted({(s, m) for (s, m, _, _) in rows}, key=lambda x: (x[0] != "sluice", x))
-print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8} {'consume msgs/s':>15} {'sluice/this (produce, consume)':>32}")
+print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8} {'consume msgs/s':>15} {'e2e msgs/s':>11} {'e2e p50/p99 µs':>16} {'sluice/this (produce, consume, e2e)':>36}")
 for size in sorted({k[2] for k in rows}):
     sp = med(("sluice", "fsync=always", size, "produce"), "msgs_per_sec")
     sc = med(("sluice", "fsync=always", size, "consume"), "msgs_per_sec")
+    se = med(("sluice", "fsync=always", size, "e2e"), "msgs_per_sec")
     for system, mode in systems:
-        p = (system, mode, size, "produce"); c = (system, mode, size, "consume")
-        pm, cm = med(p, "msgs_per_sec"), med(c, "msgs_per_sec")
-        ratio = "-" if system == "sluice" else f"{sp/pm:.1f}x, {sc/cm:.1f}x"
-        print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {med(p, 'latency_us', 'p50'):>8.0f} {med(p, 'latency_us', 'p99'):>8.0f} {cm:>15,.0f} {ratio:>32}")
+        p = (system, mode, size, "produce"); c = (system, mode, size, "consume"); e = (system, mode, size, "e2e")
+        pm, cm, em = med(p, "msgs_per_sec"), med(c, "msgs_per_sec"), med(e, "msgs_per_sec")
+        ratio = "-" if system == "sluice" else f"{sp/pm:.1f}x, {sc/cm:.1f}x, {se/em:.1f}x"
+        lat = f"{med(e, 'latency_us', 'p50'):.0f}/{med(e, 'latency_us', 'p99'):.0f}"
+        print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {med(p, 'latency_us', 'p50'):>8.0f} {med(p, 'latency_us', 'p99'):>8.0f} {cm:>15,.0f} {em:>11,.0f} {lat:>16} {ratio:>36}")
 PY

@@ -23,6 +23,8 @@ enum System {
 enum Scenario {
     Produce,
     Consume,
+    /// Producers and one consumer at once; latency from send to receipt.
+    E2e,
 }
 
 #[derive(Debug, Parser)]
@@ -38,9 +40,12 @@ struct Args {
     message_size: usize,
     #[arg(long, default_value_t = 1_000_000)]
     messages: u64,
-    /// Acknowledgements outstanding at once.
+    /// Acknowledgements outstanding at once, per producer.
     #[arg(long, default_value_t = 1000)]
     in_flight: usize,
+    /// Producers, each on its own connection (produce and e2e).
+    #[arg(long, default_value_t = 1)]
+    producers: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -56,13 +61,63 @@ fn report(args: &Args, n: u64, secs: f64, h: &Histogram<u64>) -> serde_json::Val
     })
 }
 
+/// Payload of `size` bytes starting with the send time (ns since `base`).
+fn stamped(size: usize, base: Instant) -> Bytes {
+    let mut v = vec![b'x'; size.max(8)];
+    v[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
+    Bytes::from(v)
+}
+
+fn latency_of(payload: &[u8], base: Instant) -> u64 {
+    let sent = payload.get(..8).map_or(0, |b| u64::from_be_bytes(b.try_into().unwrap_or_default()));
+    (base.elapsed().as_nanos() as u64).saturating_sub(sent) / 1000
+}
+
+/// Runs `--producers` producers of `messages / producers` each; merges
+/// their acknowledgement-latency histograms.
+async fn run_producers<F, Fut>(args: &Args, make: F) -> anyhow::Result<Histogram<u64>>
+where
+    F: Fn(u64) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<Histogram<u64>>> + Send + 'static,
+{
+    let per = args.messages.div_ceil(args.producers.max(1) as u64);
+    let tasks: Vec<_> = (0..args.producers.max(1)).map(|_| tokio::spawn(make(per))).collect();
+    let mut h = Histogram::<u64>::new(3)?;
+    for t in tasks {
+        h.add(&t.await??)?;
+    }
+    Ok(h)
+}
+
+/// One NATS producer: `n` messages, `in_flight` acks outstanding.
+async fn nats_producer(addr: String, n: u64, size: usize, in_flight: usize, base: Instant) -> anyhow::Result<Histogram<u64>> {
+    let js = async_nats::jetstream::new(async_nats::connect(&addr).await?);
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut pending = VecDeque::with_capacity(in_flight);
+    for _ in 0..n {
+        let ack = js.publish("bench", stamped(size, base)).await?;
+        pending.push_back((Instant::now(), ack));
+        if pending.len() >= in_flight {
+            if let Some((at, ack)) = pending.pop_front() {
+                ack.await?;
+                h.record(at.elapsed().as_micros() as u64)?;
+            }
+        }
+    }
+    for (at, ack) in pending {
+        ack.await?;
+        h.record(at.elapsed().as_micros() as u64)?;
+    }
+    Ok(h)
+}
+
 async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
     use async_nats::jetstream::{self, consumer, stream};
     let client = async_nats::connect(&args.addr).await.context("connecting to NATS")?;
     let js = jetstream::new(client);
     let mut h = Histogram::<u64>::new(3)?;
     let started = Instant::now();
-    if args.scenario == Scenario::Produce {
+    if args.scenario != Scenario::Consume {
         let _ = js.delete_stream("bench").await;
         js.create_stream(stream::Config {
             name: "bench".into(),
@@ -71,23 +126,35 @@ async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
             ..Default::default()
         })
         .await?;
-        let payload = Bytes::from(vec![b'x'; args.message_size]);
-        let mut pending = VecDeque::with_capacity(args.in_flight);
-        for _ in 0..args.messages {
-            let ack = js.publish("bench", payload.clone()).await?;
-            pending.push_back((Instant::now(), ack));
-            if pending.len() >= args.in_flight {
-                if let Some((at, ack)) = pending.pop_front() {
-                    ack.await?;
-                    h.record(at.elapsed().as_micros() as u64)?;
+        let (addr, size, window) = (args.addr.clone(), args.message_size, args.in_flight);
+        if args.scenario == Scenario::Produce {
+            h = run_producers(args, move |n| nats_producer(addr.clone(), n, size, window, started)).await?;
+            return Ok(report(args, args.messages, started.elapsed().as_secs_f64(), &h));
+        }
+        // e2e: the consumer reads while the producers write.
+        let stream = js.get_stream("bench").await?;
+        let consumer = stream
+            .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
+            .await?;
+        let mut messages = consumer.messages().await?;
+        let total = args.messages;
+        let reader = tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3)?;
+            let mut n = 0;
+            while n < total {
+                match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                    Ok(Some(m)) => {
+                        h.record(latency_of(&m?.payload, started))?;
+                        n += 1;
+                    }
+                    _ => break,
                 }
             }
-        }
-        for (at, ack) in pending {
-            ack.await?;
-            h.record(at.elapsed().as_micros() as u64)?;
-        }
-        return Ok(report(args, args.messages, started.elapsed().as_secs_f64(), &h));
+            Ok::<_, anyhow::Error>((n, h))
+        });
+        run_producers(args, move |n| nats_producer(addr.clone(), n, size, window, started)).await?;
+        let (n, h) = reader.await??;
+        return Ok(report(args, n, started.elapsed().as_secs_f64(), &h));
     }
     let stream = js.get_stream("bench").await?;
     let consumer = stream
@@ -110,45 +177,81 @@ async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
     Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
 }
 
+/// One Redis producer: pipelines of `in_flight` XADDs.
+async fn redis_producer(addr: String, n: u64, size: usize, in_flight: usize, base: Instant) -> anyhow::Result<Histogram<u64>> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut sent = 0;
+    while sent < n {
+        let k = (n - sent).min(in_flight as u64);
+        let mut pipe = redis::pipe();
+        for _ in 0..k {
+            pipe.cmd("XADD").arg("bench").arg("*").arg("v").arg(&stamped(size, base)[..]).ignore();
+        }
+        let at = Instant::now();
+        let _: () = pipe.query_async(&mut con).await?;
+        h.record(at.elapsed().as_micros() as u64)?;
+        sent += k;
+    }
+    Ok(h)
+}
+
+/// Reads `total` entries from the start; records latency when `base` is given.
+async fn redis_reader(mut con: redis::aio::MultiplexedConnection, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>)> {
+    use redis::AsyncCommands;
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut last = "0".to_string();
+    let mut n = 0;
+    let options = redis::streams::StreamReadOptions::default().count(10_000).block(1000);
+    let mut idle = 0;
+    while n < total && idle < 10 {
+        let reply: redis::streams::StreamReadReply = con.xread_options(&["bench"], &[&last], &options).await?;
+        let Some(key) = reply.keys.into_iter().next().filter(|k| !k.ids.is_empty()) else {
+            idle += 1;
+            continue;
+        };
+        idle = 0;
+        n += key.ids.len() as u64;
+        if let Some(base) = base {
+            for id in &key.ids {
+                if let Some(redis::Value::BulkString(v)) = id.map.get("v") {
+                    h.record(latency_of(v, base))?;
+                }
+            }
+        }
+        if let Some(id) = key.ids.last() {
+            last = id.id.clone();
+        }
+    }
+    Ok((n, h))
+}
+
 async fn redis_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
     use redis::AsyncCommands;
     let client = redis::Client::open(format!("redis://{}/", args.addr))?;
     let mut con = client.get_multiplexed_async_connection().await.context("connecting to Redis")?;
     let mut h = Histogram::<u64>::new(3)?;
     let started = Instant::now();
-    if args.scenario == Scenario::Produce {
-        let _: () = con.del("bench").await?;
-        let payload = vec![b'x'; args.message_size];
-        let mut sent = 0;
-        while sent < args.messages {
-            let n = (args.messages - sent).min(args.in_flight as u64);
-            let mut pipe = redis::pipe();
-            for _ in 0..n {
-                pipe.cmd("XADD").arg("bench").arg("*").arg("v").arg(&payload[..]).ignore();
-            }
-            let at = Instant::now();
-            let _: () = pipe.query_async(&mut con).await?;
-            h.record(at.elapsed().as_micros() as u64)?;
-            sent += n;
+    let (addr, size, window) = (args.addr.clone(), args.message_size, args.in_flight);
+    match args.scenario {
+        Scenario::Produce => {
+            let _: () = con.del("bench").await?;
+            h = run_producers(args, move |n| redis_producer(addr.clone(), n, size, window, started)).await?;
+            Ok(report(args, args.messages, started.elapsed().as_secs_f64(), &h))
         }
-        return Ok(report(args, sent, started.elapsed().as_secs_f64(), &h));
-    }
-    let mut last = "0".to_string();
-    let mut n = 0;
-    let options = redis::streams::StreamReadOptions::default().count(10_000);
-    while n < args.messages {
-        let reply: redis::streams::StreamReadReply =
-            con.xread_options(&["bench"], &[&last], &options).await?;
-        let Some(key) = reply.keys.into_iter().next() else { break };
-        if key.ids.is_empty() {
-            break;
+        Scenario::Consume => {
+            let (n, _) = redis_reader(con, args.messages, None).await?;
+            Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
         }
-        n += key.ids.len() as u64;
-        if let Some(id) = key.ids.last() {
-            last = id.id.clone();
+        Scenario::E2e => {
+            let _: () = con.del("bench").await?;
+            let reader = tokio::spawn(redis_reader(client.get_multiplexed_async_connection().await?, args.messages, Some(started)));
+            run_producers(args, move |n| redis_producer(addr.clone(), n, size, window, started)).await?;
+            let (n, h) = reader.await??;
+            Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
         }
     }
-    Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -156,7 +259,7 @@ fn main() -> anyhow::Result<()> {
     if !args.addr.starts_with("127.") && !args.addr.starts_with("localhost") {
         bail!("peer benchmarks only talk to loopback addresses, not {}", args.addr);
     }
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     let result = rt.block_on(async {
         match args.system {
             System::Nats => nats(&args).await,
