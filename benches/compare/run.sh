@@ -20,7 +20,9 @@
 # 3. Prints one table: system, mode, size, produce msgs/s and MB/s, p50/p99
 #    acknowledgement latency, consume msgs/s, e2e msgs/s with p50/p99 latency
 #    from send to receipt (one producer and one consumer at once; Sluice
-#    with a 1 ms linger), and Sluice's ratio to each.
+#    with a 1 ms linger), the same with 4 producers and a 4-member group
+#    (Sluice over 8 partitions; the peers' single stream shared by a NATS
+#    durable pull consumer or a Redis consumer group), and Sluice's ratio.
 #
 # Usage: benches/compare/run.sh        (MESSAGES=... SIZES=... RUNS=... override)
 set -euo pipefail
@@ -61,6 +63,7 @@ for size in $SIZES; do
         "$BIN/sluice-bench" produce --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" produce
         "$BIN/sluice-bench" consume --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" consume
         "$BIN/sluice-bench" e2e --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --linger 1 --data-dir "$WORK" --json | record sluice "fsync=always" "$size" e2e
+        "$BIN/sluice-bench" e2e --producers 4 --consumers 4 --partitions 8 --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --linger 1 --data-dir "$WORK" --json | record sluice "fsync=always" "$size" e2e4
 
         for mode in always default; do
             dir="$WORK/nats-$mode"; mkdir -p "$dir"
@@ -72,6 +75,7 @@ for size in $SIZES; do
             "$BIN/peer-bench" nats produce --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" produce
             "$BIN/peer-bench" nats consume --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" consume
             "$BIN/peer-bench" nats e2e --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" e2e
+            "$BIN/peer-bench" nats e2e --producers 4 --consumers 4 --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" e2e4
             stop_last; rm -rf "$dir"
         done
 
@@ -82,6 +86,7 @@ for size in $SIZES; do
             "$BIN/peer-bench" redis produce --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" produce
             "$BIN/peer-bench" redis consume --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" consume
             "$BIN/peer-bench" redis e2e --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" e2e
+            "$BIN/peer-bench" redis e2e --producers 4 --consumers 4 --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" e2e4
             stop_last; rm -rf "$dir"
         done
     done
@@ -100,15 +105,17 @@ def spread(key):
     vals = [r["msgs_per_sec"] for r in rows.get(key, [])]
     return f"{min(vals)/1e3:.0f}-{max(vals)/1e3:.0f}k" if vals else "-"
 systems = sorted({(s, m) for (s, m, _, _) in rows}, key=lambda x: (x[0] != "sluice", x))
-print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8} {'consume msgs/s':>15} {'e2e msgs/s':>11} {'e2e p50/p99 µs':>16} {'sluice/this (produce, consume, e2e)':>36}")
+print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8} {'consume msgs/s':>15} {'e2e msgs/s':>11} {'e2e p50/p99 µs':>16} {'4x4 e2e msgs/s':>15} {'4x4 p50/p99 µs':>18} {'sluice/this (produce, consume, e2e, 4x4)':>42}")
 for size in sorted({k[2] for k in rows}):
     sp = med(("sluice", "fsync=always", size, "produce"), "msgs_per_sec")
     sc = med(("sluice", "fsync=always", size, "consume"), "msgs_per_sec")
     se = med(("sluice", "fsync=always", size, "e2e"), "msgs_per_sec")
+    s4 = med(("sluice", "fsync=always", size, "e2e4"), "msgs_per_sec")
     for system, mode in systems:
-        p = (system, mode, size, "produce"); c = (system, mode, size, "consume"); e = (system, mode, size, "e2e")
-        pm, cm, em = med(p, "msgs_per_sec"), med(c, "msgs_per_sec"), med(e, "msgs_per_sec")
-        ratio = "-" if system == "sluice" else f"{sp/pm:.1f}x, {sc/cm:.1f}x, {se/em:.1f}x"
+        p = (system, mode, size, "produce"); c = (system, mode, size, "consume"); e = (system, mode, size, "e2e"); g = (system, mode, size, "e2e4")
+        pm, cm, em, gm = med(p, "msgs_per_sec"), med(c, "msgs_per_sec"), med(e, "msgs_per_sec"), med(g, "msgs_per_sec")
+        ratio = "-" if system == "sluice" else f"{sp/pm:.1f}x, {sc/cm:.1f}x, {se/em:.1f}x, {s4/gm:.1f}x"
         lat = f"{med(e, 'latency_us', 'p50'):.0f}/{med(e, 'latency_us', 'p99'):.0f}"
-        print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {med(p, 'latency_us', 'p50'):>8.0f} {med(p, 'latency_us', 'p99'):>8.0f} {cm:>15,.0f} {em:>11,.0f} {lat:>16} {ratio:>36}")
+        lat4 = f"{med(g, 'latency_us', 'p50'):.0f}/{med(g, 'latency_us', 'p99'):.0f}"
+        print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {med(p, 'latency_us', 'p50'):>8.0f} {med(p, 'latency_us', 'p99'):>8.0f} {cm:>15,.0f} {em:>11,.0f} {lat:>16} {gm:>15,.0f} {lat4:>18} {ratio:>42}")
 PY

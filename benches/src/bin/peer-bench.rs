@@ -46,6 +46,9 @@ struct Args {
     /// Producers, each on its own connection (produce and e2e).
     #[arg(long, default_value_t = 1)]
     producers: usize,
+    /// Consumers sharing the stream as one group (consume and e2e).
+    #[arg(long, default_value_t = 1)]
+    consumers: usize,
     /// Print one JSON object.
     #[arg(long)]
     json: bool,
@@ -111,8 +114,104 @@ async fn nats_producer(addr: String, n: u64, size: usize, in_flight: usize, base
     Ok(h)
 }
 
+/// `consumers` tasks share one durable pull consumer (a group) until
+/// `total` messages were read; latencies recorded when `base` is given.
+async fn nats_readers(js: &async_nats::jetstream::Context, consumers: usize, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
+    use async_nats::jetstream::consumer;
+    let stream = js.get_stream("bench").await?;
+    let _ = stream.delete_consumer("group").await;
+    stream
+        .create_consumer(consumer::pull::Config {
+            durable_name: Some("group".into()),
+            ack_policy: consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await?;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..consumers.max(1) {
+        let (stream, count) = (stream.clone(), std::sync::Arc::clone(&count));
+        tasks.push(tokio::spawn(async move {
+            let c: consumer::PullConsumer = stream.get_consumer("group").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut messages = c.messages().await?;
+            let mut h = Histogram::<u64>::new(3)?;
+            let mut last = Instant::now();
+            while count.load(std::sync::atomic::Ordering::Relaxed) < total {
+                match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
+                    Ok(Some(m)) => {
+                        let m = m?;
+                        if let Some(base) = base {
+                            h.record(latency_of(&m.payload, base))?;
+                        }
+                        count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        last = Instant::now();
+                    }
+                    _ => break,
+                }
+            }
+            Ok::<_, anyhow::Error>((h, last))
+        }));
+    }
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut end: Option<Instant> = None;
+    for t in tasks {
+        let (part, last) = t.await??;
+        h.add(&part)?;
+        end = Some(end.map_or(last, |e| e.max(last)));
+    }
+    Ok((count.load(std::sync::atomic::Ordering::Relaxed), h, end.unwrap_or_else(Instant::now)))
+}
+
+/// `consumers` members of a Redis consumer group (XREADGROUP ... NOACK).
+async fn redis_group_readers(client: &redis::Client, consumers: usize, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
+    let mut con = client.get_multiplexed_async_connection().await?;
+    let _: Result<(), _> = redis::cmd("XGROUP").arg("CREATE").arg("bench").arg("g").arg("0").arg("MKSTREAM").query_async(&mut con).await;
+    let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..consumers.max(1) {
+        let mut con = client.get_multiplexed_async_connection().await?;
+        let count = std::sync::Arc::clone(&count);
+        tasks.push(tokio::spawn(async move {
+            let mut h = Histogram::<u64>::new(3)?;
+            let mut last = Instant::now();
+            let mut idle = 0;
+            while count.load(std::sync::atomic::Ordering::Relaxed) < total && idle < 10 {
+                let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
+                    .arg("GROUP").arg("g").arg(format!("c{i}"))
+                    .arg("COUNT").arg(10_000).arg("BLOCK").arg(1000).arg("NOACK")
+                    .arg("STREAMS").arg("bench").arg(">")
+                    .query_async(&mut con)
+                    .await?;
+                let Some(key) = reply.keys.into_iter().next().filter(|k| !k.ids.is_empty()) else {
+                    idle += 1;
+                    continue;
+                };
+                idle = 0;
+                if let Some(base) = base {
+                    for id in &key.ids {
+                        if let Some(redis::Value::BulkString(v)) = id.map.get("v") {
+                            h.record(latency_of(v, base))?;
+                        }
+                    }
+                }
+                count.fetch_add(key.ids.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                last = Instant::now();
+            }
+            Ok::<_, anyhow::Error>((h, last))
+        }));
+    }
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut end: Option<Instant> = None;
+    for t in tasks {
+        let (part, last) = t.await??;
+        h.add(&part)?;
+        end = Some(end.map_or(last, |e| e.max(last)));
+    }
+    Ok((count.load(std::sync::atomic::Ordering::Relaxed), h, end.unwrap_or_else(Instant::now)))
+}
+
 async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
-    use async_nats::jetstream::{self, consumer, stream};
+    use async_nats::jetstream::{self, stream};
     let client = async_nats::connect(&args.addr).await.context("connecting to NATS")?;
     let js = jetstream::new(client);
     let mut h = Histogram::<u64>::new(3)?;
@@ -131,50 +230,15 @@ async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
             h = run_producers(args, move |n| nats_producer(addr.clone(), n, size, window, started)).await?;
             return Ok(report(args, args.messages, started.elapsed().as_secs_f64(), &h));
         }
-        // e2e: the consumer reads while the producers write.
-        let stream = js.get_stream("bench").await?;
-        let consumer = stream
-            .create_consumer(consumer::pull::Config { ack_policy: consumer::AckPolicy::None, ..Default::default() })
-            .await?;
-        let mut messages = consumer.messages().await?;
-        let total = args.messages;
-        let reader = tokio::spawn(async move {
-            let mut h = Histogram::<u64>::new(3)?;
-            let mut n = 0;
-            while n < total {
-                match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-                    Ok(Some(m)) => {
-                        h.record(latency_of(&m?.payload, started))?;
-                        n += 1;
-                    }
-                    _ => break,
-                }
-            }
-            Ok::<_, anyhow::Error>((n, h))
-        });
+        // e2e: the consumers read while the producers write.
+        let (js2, consumers, total) = (js.clone(), args.consumers, args.messages);
+        let reader = tokio::spawn(async move { nats_readers(&js2, consumers, total, Some(started)).await });
         run_producers(args, move |n| nats_producer(addr.clone(), n, size, window, started)).await?;
-        let (n, h) = reader.await??;
-        return Ok(report(args, n, started.elapsed().as_secs_f64(), &h));
+        let (n, h, end) = reader.await??;
+        return Ok(report(args, n, end.duration_since(started).as_secs_f64(), &h));
     }
-    let stream = js.get_stream("bench").await?;
-    let consumer = stream
-        .create_consumer(consumer::pull::Config {
-            ack_policy: consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await?;
-    let mut messages = consumer.messages().await?;
-    let mut n = 0;
-    while n < args.messages {
-        match tokio::time::timeout(Duration::from_secs(10), messages.next()).await {
-            Ok(Some(m)) => {
-                m?;
-                n += 1;
-            }
-            _ => break,
-        }
-    }
-    Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
+    let (n, _, end) = nats_readers(&js, args.consumers, args.messages, None).await?;
+    Ok(report(args, n, end.duration_since(started).as_secs_f64(), &h))
 }
 
 /// One Redis producer: pipelines of `in_flight` XADDs.
@@ -240,16 +304,30 @@ async fn redis_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
             h = run_producers(args, move |n| redis_producer(addr.clone(), n, size, window, started)).await?;
             Ok(report(args, args.messages, started.elapsed().as_secs_f64(), &h))
         }
+        Scenario::Consume if args.consumers > 1 => {
+            let (n, _, end) = redis_group_readers(&client, args.consumers, args.messages, None).await?;
+            Ok(report(args, n, end.duration_since(started).as_secs_f64(), &h))
+        }
         Scenario::Consume => {
             let (n, _) = redis_reader(con, args.messages, None).await?;
             Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
         }
         Scenario::E2e => {
             let _: () = con.del("bench").await?;
-            let reader = tokio::spawn(redis_reader(client.get_multiplexed_async_connection().await?, args.messages, Some(started)));
+            let reader = if args.consumers > 1 {
+                let (client, consumers, total) = (client.clone(), args.consumers, args.messages);
+                tokio::spawn(async move { redis_group_readers(&client, consumers, total, Some(started)).await })
+            } else {
+                let con = client.get_multiplexed_async_connection().await?;
+                let total = args.messages;
+                tokio::spawn(async move {
+                    let (n, h) = redis_reader(con, total, Some(started)).await?;
+                    Ok((n, h, Instant::now()))
+                })
+            };
             run_producers(args, move |n| redis_producer(addr.clone(), n, size, window, started)).await?;
-            let (n, h) = reader.await??;
-            Ok(report(args, n, started.elapsed().as_secs_f64(), &h))
+            let (n, h, end) = reader.await??;
+            Ok(report(args, n, end.duration_since(started).as_secs_f64(), &h))
         }
     }
 }
