@@ -93,7 +93,13 @@ where
 }
 
 /// One NATS producer: `n` messages, `in_flight` acks outstanding.
-async fn nats_producer(addr: String, n: u64, size: usize, in_flight: usize, base: Instant) -> anyhow::Result<Histogram<u64>> {
+async fn nats_producer(
+    addr: String,
+    n: u64,
+    size: usize,
+    in_flight: usize,
+    base: Instant,
+) -> anyhow::Result<Histogram<u64>> {
     let js = async_nats::jetstream::new(async_nats::connect(&addr).await?);
     let mut h = Histogram::<u64>::new(3)?;
     let mut pending = VecDeque::with_capacity(in_flight);
@@ -116,7 +122,12 @@ async fn nats_producer(addr: String, n: u64, size: usize, in_flight: usize, base
 
 /// `consumers` tasks share one durable pull consumer (a group) until
 /// `total` messages were read; latencies recorded when `base` is given.
-async fn nats_readers(js: &async_nats::jetstream::Context, consumers: usize, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
+async fn nats_readers(
+    js: &async_nats::jetstream::Context,
+    consumers: usize,
+    total: u64,
+    base: Option<Instant>,
+) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
     use async_nats::jetstream::consumer;
     let stream = js.get_stream("bench").await?;
     let _ = stream.delete_consumer("group").await;
@@ -132,7 +143,8 @@ async fn nats_readers(js: &async_nats::jetstream::Context, consumers: usize, tot
     for _ in 0..consumers.max(1) {
         let (stream, count) = (stream.clone(), std::sync::Arc::clone(&count));
         tasks.push(tokio::spawn(async move {
-            let c: consumer::PullConsumer = stream.get_consumer("group").await.map_err(|e| anyhow::anyhow!("{e}"))?;
+            let c: consumer::PullConsumer =
+                stream.get_consumer("group").await.map_err(|e| anyhow::anyhow!("{e}"))?;
             let mut messages = c.messages().await?;
             let mut h = Histogram::<u64>::new(3)?;
             let mut last = Instant::now();
@@ -163,9 +175,21 @@ async fn nats_readers(js: &async_nats::jetstream::Context, consumers: usize, tot
 }
 
 /// `consumers` members of a Redis consumer group (XREADGROUP ... NOACK).
-async fn redis_group_readers(client: &redis::Client, consumers: usize, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
+async fn redis_group_readers(
+    client: &redis::Client,
+    consumers: usize,
+    total: u64,
+    base: Option<Instant>,
+) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
     let mut con = client.get_multiplexed_async_connection().await?;
-    let _: Result<(), _> = redis::cmd("XGROUP").arg("CREATE").arg("bench").arg("g").arg("0").arg("MKSTREAM").query_async(&mut con).await;
+    let _: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg("bench")
+        .arg("g")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut con)
+        .await;
     let count = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut tasks = Vec::new();
     for i in 0..consumers.max(1) {
@@ -177,9 +201,17 @@ async fn redis_group_readers(client: &redis::Client, consumers: usize, total: u6
             let mut idle = 0;
             while count.load(std::sync::atomic::Ordering::Relaxed) < total && idle < 10 {
                 let reply: redis::streams::StreamReadReply = redis::cmd("XREADGROUP")
-                    .arg("GROUP").arg("g").arg(format!("c{i}"))
-                    .arg("COUNT").arg(10_000).arg("BLOCK").arg(1000).arg("NOACK")
-                    .arg("STREAMS").arg("bench").arg(">")
+                    .arg("GROUP")
+                    .arg("g")
+                    .arg(format!("c{i}"))
+                    .arg("COUNT")
+                    .arg(10_000)
+                    .arg("BLOCK")
+                    .arg(1000)
+                    .arg("NOACK")
+                    .arg("STREAMS")
+                    .arg("bench")
+                    .arg(">")
                     .query_async(&mut con)
                     .await?;
                 let Some(key) = reply.keys.into_iter().next().filter(|k| !k.ids.is_empty()) else {
@@ -242,7 +274,13 @@ async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {
 }
 
 /// One Redis producer: pipelines of `in_flight` XADDs.
-async fn redis_producer(addr: String, n: u64, size: usize, in_flight: usize, base: Instant) -> anyhow::Result<Histogram<u64>> {
+async fn redis_producer(
+    addr: String,
+    n: u64,
+    size: usize,
+    in_flight: usize,
+    base: Instant,
+) -> anyhow::Result<Histogram<u64>> {
     let client = redis::Client::open(format!("redis://{addr}/"))?;
     let mut con = client.get_multiplexed_async_connection().await?;
     let mut h = Histogram::<u64>::new(3)?;
@@ -262,7 +300,11 @@ async fn redis_producer(addr: String, n: u64, size: usize, in_flight: usize, bas
 }
 
 /// Reads `total` entries from the start; records latency when `base` is given.
-async fn redis_reader(mut con: redis::aio::MultiplexedConnection, total: u64, base: Option<Instant>) -> anyhow::Result<(u64, Histogram<u64>)> {
+async fn redis_reader(
+    mut con: redis::aio::MultiplexedConnection,
+    total: u64,
+    base: Option<Instant>,
+) -> anyhow::Result<(u64, Histogram<u64>)> {
     use redis::AsyncCommands;
     let mut h = Histogram::<u64>::new(3)?;
     let mut last = "0".to_string();
@@ -270,7 +312,8 @@ async fn redis_reader(mut con: redis::aio::MultiplexedConnection, total: u64, ba
     let options = redis::streams::StreamReadOptions::default().count(10_000).block(1000);
     let mut idle = 0;
     while n < total && idle < 10 {
-        let reply: redis::streams::StreamReadReply = con.xread_options(&["bench"], &[&last], &options).await?;
+        let reply: redis::streams::StreamReadReply =
+            con.xread_options(&["bench"], &[&last], &options).await?;
         let Some(key) = reply.keys.into_iter().next().filter(|k| !k.ids.is_empty()) else {
             idle += 1;
             continue;
@@ -316,7 +359,9 @@ async fn redis_bench(args: &Args) -> anyhow::Result<serde_json::Value> {
             let _: () = con.del("bench").await?;
             let reader = if args.consumers > 1 {
                 let (client, consumers, total) = (client.clone(), args.consumers, args.messages);
-                tokio::spawn(async move { redis_group_readers(&client, consumers, total, Some(started)).await })
+                tokio::spawn(
+                    async move { redis_group_readers(&client, consumers, total, Some(started)).await },
+                )
             } else {
                 let con = client.get_multiplexed_async_connection().await?;
                 let total = args.messages;
