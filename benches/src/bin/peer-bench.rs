@@ -120,6 +120,23 @@ async fn nats_producer(
     Ok(h)
 }
 
+type ReaderTask = tokio::task::JoinHandle<anyhow::Result<(Histogram<u64>, Instant)>>;
+
+/// Waits for reader tasks: messages read, merged latencies, last receipt.
+async fn join_readers(
+    tasks: Vec<ReaderTask>,
+    count: &std::sync::atomic::AtomicU64,
+) -> anyhow::Result<(u64, Histogram<u64>, Instant)> {
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut end: Option<Instant> = None;
+    for t in tasks {
+        let (part, last) = t.await??;
+        h.add(&part)?;
+        end = Some(end.map_or(last, |e| e.max(last)));
+    }
+    Ok((count.load(std::sync::atomic::Ordering::Relaxed), h, end.unwrap_or_else(Instant::now)))
+}
+
 /// `consumers` tasks share one durable pull consumer (a group) until
 /// `total` messages were read; latencies recorded when `base` is given.
 async fn nats_readers(
@@ -164,14 +181,7 @@ async fn nats_readers(
             Ok::<_, anyhow::Error>((h, last))
         }));
     }
-    let mut h = Histogram::<u64>::new(3)?;
-    let mut end: Option<Instant> = None;
-    for t in tasks {
-        let (part, last) = t.await??;
-        h.add(&part)?;
-        end = Some(end.map_or(last, |e| e.max(last)));
-    }
-    Ok((count.load(std::sync::atomic::Ordering::Relaxed), h, end.unwrap_or_else(Instant::now)))
+    join_readers(tasks, &count).await
 }
 
 /// `consumers` members of a Redis consumer group (XREADGROUP ... NOACK).
@@ -232,14 +242,7 @@ async fn redis_group_readers(
             Ok::<_, anyhow::Error>((h, last))
         }));
     }
-    let mut h = Histogram::<u64>::new(3)?;
-    let mut end: Option<Instant> = None;
-    for t in tasks {
-        let (part, last) = t.await??;
-        h.add(&part)?;
-        end = Some(end.map_or(last, |e| e.max(last)));
-    }
-    Ok((count.load(std::sync::atomic::Ordering::Relaxed), h, end.unwrap_or_else(Instant::now)))
+    join_readers(tasks, &count).await
 }
 
 async fn nats(args: &Args) -> anyhow::Result<serde_json::Value> {

@@ -302,21 +302,30 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
+impl AcksArg {
+    fn acks(self) -> Acks {
+        match self {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::Durable => Acks::Durable,
+        }
+    }
+}
+
+/// Creates the benchmark topic on a broker this tool started.
+async fn prepare_topic(args: &Args, addr: &str, create: bool) -> anyhow::Result<()> {
     if create {
         let conn = Connection::connect(addr, "bench").await?;
-        conn.call(&CreateTopicRequest {
-            name: args.topic.clone(),
-            partitions: args.partitions,
-            configs: vec![],
-        })
-        .await?;
+        let req =
+            CreateTopicRequest { name: args.topic.clone(), partitions: args.partitions, configs: vec![] };
+        conn.call(&req).await?;
     }
-    let acks = match args.acks {
-        AcksArg::None => Acks::None,
-        AcksArg::Leader => Acks::Leader,
-        AcksArg::Durable => Acks::Durable,
-    };
+    Ok(())
+}
+
+async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
+    prepare_topic(args, addr, create).await?;
+    let acks = args.acks.acks();
     let producer = Producer::builder()
         .bootstrap(addr)
         .acks(acks)
@@ -449,20 +458,8 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
 /// its send time (ns since the run began); consumers record receipt minus
 /// send time.
 async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
-    if create {
-        let conn = Connection::connect(addr, "bench").await?;
-        conn.call(&CreateTopicRequest {
-            name: args.topic.clone(),
-            partitions: args.partitions,
-            configs: vec![],
-        })
-        .await?;
-    }
-    let acks = match args.acks {
-        AcksArg::None => Acks::None,
-        AcksArg::Leader => Acks::Leader,
-        AcksArg::Durable => Acks::Durable,
-    };
+    prepare_topic(args, addr, create).await?;
+    let acks = args.acks.acks();
     let base = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
     let deadline = base + Duration::from_secs(args.duration);
