@@ -173,6 +173,17 @@ impl Broker {
         })
     }
 
+    /// Maps a storage error of `topic` to the broker's error: a log closed
+    /// because its topic was deleted answers `UnknownTopic`.
+    pub fn storage_error(&self, topic: &str, e: StorageError) -> BrokerError {
+        match e {
+            StorageError::Closed if self.topics.get(topic).is_none() => {
+                BrokerError::UnknownTopic(topic.to_owned())
+            }
+            other => other.into(),
+        }
+    }
+
     /// Creates a topic with the broker's defaults overridden by `configs`.
     /// Blocking (creates files).
     pub fn create_topic(

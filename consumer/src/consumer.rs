@@ -16,8 +16,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_protocol::api::{
     CommitOffset, FetchPartition, FetchRequest, GroupHeartbeatRequest, ListOffsetsPartition,
-    ListOffsetsRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetSpec, TopicPartition,
-    TopicPartitions, LEAVE_EPOCH, NO_OFFSET,
+    ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetSpec, TopicPartition, TopicPartitions,
+    LEAVE_EPOCH, NO_OFFSET,
 };
 use sluice_protocol::batch::{split_batches, OwnedHeader};
 use sluice_protocol::client::{ClientError, Connection};
@@ -727,12 +727,6 @@ impl Consumer {
     /// Assignment changes, from now on.
     pub fn assignment_events(&self) -> broadcast::Receiver<AssignmentEvent> {
         self.inner.events.subscribe()
-    }
-
-    /// Partition count of a topic (helper for tools).
-    pub async fn partitions_of(&self, topic: &str) -> Result<u32, ConsumerError> {
-        let meta = self.inner.conn().await?.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
-        Ok(meta.topics.first().filter(|t| t.error_code.is_ok()).map_or(0, |t| t.partitions.len() as u32))
     }
 
     /// Commits what was handed out (auto-commit mode), leaves the group so

@@ -59,11 +59,3 @@ impl ProducerError {
         }
     }
 }
-
-/// Whether a failed produce may be retried. Connection loss, timeouts and
-/// the broker's retriable codes are; `NOT_ENOUGH_SPACE` is retried too (space
-/// may be freed by retention) but bounded by `delivery_timeout`. Corrupt or
-/// oversized batches, sequence and epoch errors are not.
-pub(crate) fn is_retriable(e: &ClientError) -> bool {
-    e.is_retriable()
-}

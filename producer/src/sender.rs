@@ -15,7 +15,7 @@ use sluice_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
 use crate::accumulator::{BatchResult, PartitionKey, ReadyBatch};
-use crate::error::{is_retriable, ProducerError};
+use crate::error::ProducerError;
 use crate::record::UNKNOWN_OFFSET;
 use crate::Inner;
 
@@ -170,7 +170,7 @@ impl Sender {
         // consequence of that failure, not a failure of its own.
         let behind_a_retry = code == Some(ErrorCode::OutOfOrderSequence)
             && (self.retry.contains_key(&key) || self.in_flight_of(&key) > 0);
-        let retriable = !stale_epoch && (is_retriable(&e) || behind_a_retry);
+        let retriable = !stale_epoch && (e.is_retriable() || behind_a_retry);
         let expired = batch.created.elapsed() >= inner.config.delivery_timeout;
         if retriable && !expired && batch.attempts < inner.config.retries {
             tracing::debug!(topic = %key.0, partition = key.1, sequence = batch.sequence, error = %e, "retrying batch");

@@ -13,7 +13,6 @@ use std::time::Duration;
 use bytes::Bytes;
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
-use sluice_broker::storage::FsyncPolicy;
 use sluice_protocol::api::{
     Acks, CreateTopicRequest, FetchPartition, FetchRequest, ProduceRequest, ProduceResponse,
 };
@@ -353,11 +352,6 @@ pub async fn read_partition(
             return out;
         }
     }
-}
-
-/// The fsync policy CI runs durable tests with.
-pub fn always() -> FsyncPolicy {
-    FsyncPolicy::Always
 }
 
 /// Bytes of disk used under `dir` (allocated blocks, as `du` counts).

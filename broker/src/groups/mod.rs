@@ -18,7 +18,7 @@ pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::api::{
@@ -605,10 +605,5 @@ impl Coordinator {
     /// Flushes and closes the offsets log. Blocking.
     pub fn close(&self) -> Result<(), BrokerError> {
         Ok(self.store.close()?)
-    }
-
-    /// The offsets log (for metrics).
-    pub fn store(&self) -> &Arc<crate::storage::Log> {
-        self.store.log()
     }
 }

@@ -9,15 +9,10 @@ use sluice_protocol::api::{
 };
 use sluice_protocol::ErrorCode;
 
+use super::blocking;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 use crate::topics::Topic;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
-) -> Result<T, BrokerError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
-}
 
 fn pairs(configs: Vec<ConfigEntry>) -> Vec<(String, String)> {
     configs.into_iter().map(|c| (c.key, c.value)).collect()

@@ -70,10 +70,7 @@ fn read_once(
                     if let StorageError::CorruptBatch { segment, position, source } = &e {
                         tracing::error!(topic = %want.topic, partition = want.partition, offset = want.offset, segment, position, error = %source, "corrupt batch not served");
                     }
-                    let e = match e {
-                        StorageError::Closed if broker.topics.get(&want.topic).is_none() => BrokerError::UnknownTopic(want.topic.clone()),
-                        other => other.into(),
-                    };
+                    let e = broker.storage_error(&want.topic, e);
                     out.error_code = e.code();
                     any_error = true;
                 }

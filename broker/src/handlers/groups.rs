@@ -9,14 +9,9 @@ use sluice_protocol::api::{
     ResetOffsetsResponse,
 };
 
+use super::blocking;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
-) -> Result<T, BrokerError> {
-    tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
-}
 
 /// Commits offsets; answered once they are on stable storage.
 pub async fn commit(

@@ -63,6 +63,13 @@ fn pending<M: Message + 'static>(
     Dispatch::Pending(Box::pin(async move { Some(respond(correlation_id, fut.await)) }))
 }
 
+/// Runs blocking work (file system, fsync) off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, BrokerError> + Send + 'static,
+) -> Result<T, BrokerError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
+}
+
 /// The error code a response frame payload carries (bytes 4..6).
 fn response_code(chunks: &Chunks) -> ErrorCode {
     chunks

@@ -31,12 +31,8 @@ fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appen
     batch
         .validate(broker.config.max_frame_bytes.max(config.max_message_bytes as usize) * 4)
         .map_err(BrokerError::CorruptBatch)?;
-    let info = partition.log.append(batch.as_bytes(), now_ms()).map_err(|e| match e {
-        StorageError::Closed if broker.topics.get(&req.topic).is_none() => {
-            BrokerError::UnknownTopic(req.topic.clone())
-        }
-        other => other.into(),
-    })?;
+    let info =
+        partition.log.append(batch.as_bytes(), now_ms()).map_err(|e| broker.storage_error(&req.topic, e))?;
     if !info.duplicate {
         partition.after_append(batch.header().record_count, batch.as_bytes().len());
     }

@@ -65,7 +65,6 @@ pub fn verify_dir(dir: &Path) -> std::io::Result<VerifyReport> {
         }
         let mut next = base;
         let mut pos = 0usize;
-        let mut last_good_position = None;
         while pos < data.len() {
             let problem =
                 |reason: String, offset| Problem { file: path.clone(), position: pos as u64, offset, reason };
@@ -95,18 +94,17 @@ pub fn verify_dir(dir: &Path) -> std::io::Result<VerifyReport> {
                 ));
             } else {
                 report.good_batches += 1;
-                last_good_position = Some(pos);
             }
             next = h.next_offset().max(next);
             pos += h.total_len();
         }
         expected = Some(next);
-        check_index(dir, base, data.len(), last_good_position, &mut report);
+        check_index(dir, base, data.len(), &mut report);
     }
     Ok(report)
 }
 
-fn check_index(dir: &Path, base: u64, log_len: usize, _last: Option<usize>, report: &mut VerifyReport) {
+fn check_index(dir: &Path, base: u64, log_len: usize, report: &mut VerifyReport) {
     let path = files::segment_path(dir, base, SegmentFile::Index);
     let Ok(index) = fs::read(&path) else {
         report.index_warnings.push(Problem {
