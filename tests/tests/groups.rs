@@ -377,3 +377,58 @@ async fn a_topic_created_later_is_picked_up_and_events_are_reported() {
     c.close().await.unwrap();
     other.close().await.unwrap();
 }
+
+/// DESIGN §8: auto-commit only commits records that were handed out *and*
+/// followed by another poll (processed); `close()` commits what was handed out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auto_commit_never_runs_ahead_of_processing() {
+    use sluice_protocol::api::NO_OFFSET;
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 1, &[]).await.unwrap();
+    let producer = Producer::builder().bootstrap(broker.addr.to_string()).build().await.unwrap();
+    for i in 0..10u32 {
+        producer.send(Record::new("t", i.to_string())).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let committed = || async {
+        let req = OffsetFetchRequest {
+            group: "g".into(),
+            partitions: vec![TopicPartition { topic: "t".into(), partition: 0 }],
+        };
+        admin.call(&req).await.unwrap().offsets[0].offset
+    };
+    let c = Consumer::builder()
+        .bootstrap(broker.addr.to_string())
+        .group("g")
+        .assign([("t", 0)])
+        .auto_commit_interval(Duration::from_millis(50))
+        .build()
+        .await
+        .unwrap();
+    let mut got = 0;
+    while got < 10 {
+        got += c.poll(Duration::from_secs(5)).await.unwrap().len();
+    }
+    // Several auto-commit intervals pass while the records are "in processing".
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let early = committed().await;
+    assert!(early == NO_OFFSET || early == 0, "auto-commit ran ahead of processing: {early}");
+    // The next poll marks them processed; the next interval commits them.
+    assert!(c.poll(Duration::from_millis(50)).await.unwrap().is_empty());
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while committed().await != 10 {
+        assert!(Instant::now() < deadline, "processed records were never auto-committed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for i in 10..15u32 {
+        producer.send(Record::new("t", i.to_string())).await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let mut got = 0;
+    while got < 5 {
+        got += c.poll(Duration::from_secs(5)).await.unwrap().len();
+    }
+    c.close().await.unwrap();
+    assert_eq!(committed().await, 15, "close() commits what was handed out");
+}
