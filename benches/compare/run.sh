@@ -7,9 +7,13 @@
 #    release with JetStream's sync_interval), and builds sluice-bench and
 #    peer-bench (the Rust load generator for the peers, cargo feature "peers").
 # 2. For each message size in SIZES (default "100 1024"), RUNS times (default
-#    3, the median is reported), produces then consumes MESSAGES (default
-#    1000000) messages with one producer keeping ~1000 acknowledgements in
-#    flight, against:
+#    3, the median is reported), and for two shapes -- 1 producer + 1
+#    consumer, and 4 producers + a 4-member consumer group (Sluice over 8
+#    partitions; the peers' one stream shared by a NATS durable pull
+#    consumer or a Redis consumer group) -- runs produce (MESSAGES, default
+#    1000000, each producer keeping ~1000 acknowledgements in flight),
+#    consume (reads that backlog) and e2e (producers and consumers at once;
+#    Sluice with a 1 ms linger), against:
 #      sluice  fsync=always, acks=durable      (our default: acked = on disk)
 #      nats    JetStream file store, sync_interval: always   (equal durability)
 #      nats    JetStream file store, default 2-minute sync   (its default)
@@ -17,12 +21,10 @@
 #      redis   Streams, appendonly yes, appendfsync everysec (its default)
 #    Each peer listens on 127.0.0.1 with a temporary data dir and is stopped
 #    by its PID when its runs are done (and on exit, whatever happens).
-# 3. Prints one table: system, mode, size, produce msgs/s and MB/s, p50/p99
-#    acknowledgement latency, consume msgs/s, e2e msgs/s with p50/p99 latency
-#    from send to receipt (one producer and one consumer at once; Sluice
-#    with a 1 ms linger), the same with 4 producers and a 4-member group
-#    (Sluice over 8 partitions; the peers' single stream shared by a NATS
-#    durable pull consumer or a Redis consumer group), and Sluice's ratio.
+# 3. Prints one table per shape: system, mode, size, produce msgs/s (with
+#    the min-max spread) and MB/s, p50/p99 send-to-acknowledgement latency,
+#    consume msgs/s, e2e msgs/s with p50/p99/p99.9 send-to-receipt latency,
+#    and Sluice's ratio to each peer.
 #
 # Usage: benches/compare/run.sh        (MESSAGES=... SIZES=... RUNS=... override)
 set -euo pipefail
@@ -58,12 +60,29 @@ stop_last() { local pid=${PIDS[-1]}; kill "$pid"; wait "$pid" 2>/dev/null || tru
 RESULTS="$WORK/results.jsonl"
 record() { python3 -c 'import json,sys; d=json.loads(sys.stdin.read()); d.update(system=sys.argv[1], mode=sys.argv[2], size=int(sys.argv[3]), kind=sys.argv[4]); print(json.dumps(d))' "$@" >> "$RESULTS"; }
 
+# One configuration: 1 producer + 1 consumer ("1x1"), or 4 producers + a
+# 4-member group ("4x4"; Sluice over 8 partitions, the peers' one stream
+# shared by a NATS durable pull consumer or a Redis consumer group).
+sluice_runs() { # size, shape, extra flags...
+    local size=$1 shape=$2; shift 2
+    local common=(--message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json "$@")
+    "$BIN/sluice-bench" produce "${common[@]}" | record sluice "fsync=always" "$size" "produce-$shape"
+    "$BIN/sluice-bench" consume "${common[@]}" | record sluice "fsync=always" "$size" "consume-$shape"
+    "$BIN/sluice-bench" e2e --linger 1 "${common[@]}" | record sluice "fsync=always" "$size" "e2e-$shape"
+}
+peer_runs() { # system, mode, addr, size, messages, shape, extra flags...
+    local system=$1 mode=$2 addr=$3 size=$4 n=$5 shape=$6; shift 6
+    local common=(--addr "$addr" --message-size "$size" --messages "$n" --json "$@")
+    "$BIN/peer-bench" "$system" produce "${common[@]}" | record "$system" "$mode" "$size" "produce-$shape"
+    "$BIN/peer-bench" "$system" consume "${common[@]}" | record "$system" "$mode" "$size" "consume-$shape"
+    "$BIN/peer-bench" "$system" e2e "${common[@]}" | record "$system" "$mode" "$size" "e2e-$shape"
+}
+FOUR=(--producers 4 --consumers 4)
+
 for size in $SIZES; do
     for run in $(seq 1 "$RUNS"); do
-        "$BIN/sluice-bench" produce --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" produce
-        "$BIN/sluice-bench" consume --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --data-dir "$WORK" --json | record sluice "fsync=always" "$size" consume
-        "$BIN/sluice-bench" e2e --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --linger 1 --data-dir "$WORK" --json | record sluice "fsync=always" "$size" e2e
-        "$BIN/sluice-bench" e2e --producers 4 --consumers 4 --partitions 8 --message-size "$size" --messages "$MESSAGES" --acks durable --fsync always --linger 1 --data-dir "$WORK" --json | record sluice "fsync=always" "$size" e2e4
+        sluice_runs "$size" 1x1
+        sluice_runs "$size" 4x4 "${FOUR[@]}" --partitions 8
 
         for mode in always default; do
             dir="$WORK/nats-$mode"; mkdir -p "$dir"
@@ -72,10 +91,8 @@ for size in $SIZES; do
             "$NATS" -c "$dir/nats.conf" >"$dir/log" 2>&1 & PIDS+=($!)
             wait_port 14222
             n=$MESSAGES; [ "$mode" = always ] && n=$SLOW_MESSAGES
-            "$BIN/peer-bench" nats produce --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" produce
-            "$BIN/peer-bench" nats consume --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" consume
-            "$BIN/peer-bench" nats e2e --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" e2e
-            "$BIN/peer-bench" nats e2e --producers 4 --consumers 4 --addr 127.0.0.1:14222 --message-size "$size" --messages "$n" --json | record nats "sync_interval=$mode" "$size" e2e4
+            peer_runs nats "sync_interval=$mode" 127.0.0.1:14222 "$size" "$n" 1x1
+            peer_runs nats "sync_interval=$mode" 127.0.0.1:14222 "$size" "$n" 4x4 "${FOUR[@]}"
             stop_last; rm -rf "$dir"
         done
 
@@ -83,10 +100,8 @@ for size in $SIZES; do
             dir="$WORK/redis-$fsync"; mkdir -p "$dir"
             redis-server --bind 127.0.0.1 --port 16379 --dir "$dir" --appendonly yes --appendfsync "$fsync" --save "" >"$dir/log" 2>&1 & PIDS+=($!)
             wait_port 16379
-            "$BIN/peer-bench" redis produce --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" produce
-            "$BIN/peer-bench" redis consume --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" consume
-            "$BIN/peer-bench" redis e2e --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" e2e
-            "$BIN/peer-bench" redis e2e --producers 4 --consumers 4 --addr 127.0.0.1:16379 --message-size "$size" --messages "$MESSAGES" --json | record redis "appendfsync=$fsync" "$size" e2e4
+            peer_runs redis "appendfsync=$fsync" 127.0.0.1:16379 "$size" "$MESSAGES" 1x1
+            peer_runs redis "appendfsync=$fsync" 127.0.0.1:16379 "$size" "$MESSAGES" 4x4 "${FOUR[@]}"
             stop_last; rm -rf "$dir"
         done
     done
@@ -105,17 +120,16 @@ def spread(key):
     vals = [r["msgs_per_sec"] for r in rows.get(key, [])]
     return f"{min(vals)/1e3:.0f}-{max(vals)/1e3:.0f}k" if vals else "-"
 systems = sorted({(s, m) for (s, m, _, _) in rows}, key=lambda x: (x[0] != "sluice", x))
-print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50 µs':>8} {'p99 µs':>8} {'consume msgs/s':>15} {'e2e msgs/s':>11} {'e2e p50/p99 µs':>16} {'4x4 e2e msgs/s':>15} {'4x4 p50/p99 µs':>18} {'sluice/this (produce, consume, e2e, 4x4)':>42}")
-for size in sorted({k[2] for k in rows}):
-    sp = med(("sluice", "fsync=always", size, "produce"), "msgs_per_sec")
-    sc = med(("sluice", "fsync=always", size, "consume"), "msgs_per_sec")
-    se = med(("sluice", "fsync=always", size, "e2e"), "msgs_per_sec")
-    s4 = med(("sluice", "fsync=always", size, "e2e4"), "msgs_per_sec")
-    for system, mode in systems:
-        p = (system, mode, size, "produce"); c = (system, mode, size, "consume"); e = (system, mode, size, "e2e"); g = (system, mode, size, "e2e4")
-        pm, cm, em, gm = med(p, "msgs_per_sec"), med(c, "msgs_per_sec"), med(e, "msgs_per_sec"), med(g, "msgs_per_sec")
-        ratio = "-" if system == "sluice" else f"{sp/pm:.1f}x, {sc/cm:.1f}x, {se/em:.1f}x, {s4/gm:.1f}x"
-        lat = f"{med(e, 'latency_us', 'p50'):.0f}/{med(e, 'latency_us', 'p99'):.0f}"
-        lat4 = f"{med(g, 'latency_us', 'p50'):.0f}/{med(g, 'latency_us', 'p99'):.0f}"
-        print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {med(p, 'latency_us', 'p50'):>8.0f} {med(p, 'latency_us', 'p99'):>8.0f} {cm:>15,.0f} {em:>11,.0f} {lat:>16} {gm:>15,.0f} {lat4:>18} {ratio:>42}")
+for shape, title in [("1x1", "1 producer + 1 consumer"), ("4x4", "4 producers + a 4-member group (Sluice: 8 partitions)")]:
+    print(f"\n{title}; medians of the runs, (spread) = min-max msgs/s; latency: produce = send to ack, e2e = send to receipt")
+    print(f"{'system':8} {'mode':22} {'size':>5} {'produce msgs/s':>15} {'(spread)':>14} {'MB/s':>8} {'p50/p99 µs':>14} {'consume msgs/s':>15} {'(spread)':>14} {'e2e msgs/s':>11} {'(spread)':>14} {'e2e p50/p99/p99.9 µs':>22} {'sluice/this (produce, consume, e2e)':>36}")
+    for size in sorted({k[2] for k in rows}):
+        sk = {kind: med(("sluice", "fsync=always", size, f"{kind}-{shape}"), "msgs_per_sec") for kind in ("produce", "consume", "e2e")}
+        for system, mode in systems:
+            p, c, e = ((system, mode, size, f"{kind}-{shape}") for kind in ("produce", "consume", "e2e"))
+            pm, cm, em = med(p, "msgs_per_sec"), med(c, "msgs_per_sec"), med(e, "msgs_per_sec")
+            ratio = "-" if system == "sluice" else f"{sk['produce']/pm:.1f}x, {sk['consume']/cm:.1f}x, {sk['e2e']/em:.1f}x"
+            plat = f"{med(p, 'latency_us', 'p50'):.0f}/{med(p, 'latency_us', 'p99'):.0f}"
+            elat = f"{med(e, 'latency_us', 'p50'):.0f}/{med(e, 'latency_us', 'p99'):.0f}/{med(e, 'latency_us', 'p99.9'):.0f}"
+            print(f"{system:8} {mode:22} {size:>5} {pm:>15,.0f} {spread(p):>14} {med(p, 'mb_per_sec'):>8.1f} {plat:>14} {cm:>15,.0f} {spread(c):>14} {em:>11,.0f} {spread(e):>14} {elat:>22} {ratio:>36}")
 PY

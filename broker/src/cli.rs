@@ -56,6 +56,13 @@ enum Command {
         #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
         data_dir: PathBuf,
     },
+    /// Throughput and latency benchmarks: runs `sluice-bench` with these
+    /// arguments (`sluice bench --help` for its options).
+    #[command(disable_help_flag = true)]
+    Bench {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, num_args = 0..)]
+        args: Vec<std::ffi::OsString>,
+    },
 }
 
 /// When the broker acknowledges.
@@ -270,6 +277,14 @@ pub enum CliError {
 
 /// Runs the command line; returns the process exit code.
 pub fn main() -> ExitCode {
+    // `sluice bench ...` hands every argument to `sluice-bench` untouched
+    // (its `--broker` means "start no broker of my own", unlike ours).
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if argv.get(1).is_some_and(|a| a == "bench") {
+        let e = bench(&argv[2..]);
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -295,7 +310,26 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Group(cmd) => runtime()?.block_on(crate::cli_group::run(&cli.broker, cli.json, cmd)),
         Command::Status => runtime()?.block_on(status(&cli.broker, cli.json)),
         Command::Verify { data_dir } => verify(&data_dir, cli.json),
+        Command::Bench { mut args } => {
+            if cli.json {
+                args.push("--json".into());
+            }
+            Err(bench(&args))
+        }
     }
+}
+
+/// Replaces this process with `sluice-bench` (beside this executable, as
+/// cargo builds them, or on `PATH`); returns only if that fails.
+fn bench(args: &[std::ffi::OsString]) -> CliError {
+    use std::os::unix::process::CommandExt;
+    let beside = std::env::current_exe().ok().and_then(|exe| Some(exe.parent()?.join("sluice-bench")));
+    let program = beside.filter(|p| p.is_file()).unwrap_or_else(|| PathBuf::from("sluice-bench"));
+    let err = std::process::Command::new(&program).args(args).exec();
+    CliError::Usage(format!(
+        "cannot run {}: {err} (build it with `cargo build --release -p sluice-benches`)",
+        program.display()
+    ))
 }
 
 fn init_logging(format: LogFormat) {

@@ -100,6 +100,29 @@ fn unreachable_broker_is_a_one_line_error() {
     assert!(err.starts_with("error: cannot connect to 127.0.0.1:1") && err.lines().count() == 1, "{err}");
 }
 
+#[test]
+fn bench_forwards_every_argument_to_sluice_bench() {
+    use std::os::unix::fs::PermissionsExt;
+    // A copy of the CLI beside a stand-in `sluice-bench` that prints its
+    // arguments: `sluice bench` must find it there and pass them untouched.
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cli = dir.path().join("sluice");
+    std::fs::hard_link(SLUICE, &cli).or_else(|_| std::fs::copy(SLUICE, &cli).map(drop)).unwrap();
+    let stand_in = dir.path().join("sluice-bench");
+    std::fs::write(&stand_in, "#!/bin/sh\nprintf '%s|' \"$@\"\nexit 3\n").unwrap();
+    std::fs::set_permissions(&stand_in, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let args = ["bench", "e2e", "--broker", "127.0.0.1:9", "--json", "--help"];
+    let out = Command::new(&cli).args(args).output().unwrap();
+    assert_eq!(text(&out.stdout), "e2e|--broker|127.0.0.1:9|--json|--help|");
+    assert_eq!(out.status.code(), Some(3), "the tool's exit code is ours");
+
+    std::fs::remove_file(&stand_in).unwrap();
+    let out = Command::new(&cli).args(["bench", "produce"]).env("PATH", dir.path()).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("cargo build --release -p sluice-benches") && err.lines().count() == 1, "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn consume_and_group_commands() {
     let dir = tempfile::tempdir().unwrap();

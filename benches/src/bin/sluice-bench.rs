@@ -3,10 +3,13 @@
 //!
 //! `sluice-bench produce --message-size 100 --messages 5000000 --acks leader`
 //!
-//! Scenarios so far: `produce` (one producer). Reports msgs/s, MB/s and
-//! send-to-acknowledgement latency percentiles of sampled records; `--json`
-//! prints one JSON object. Every run is bounded by `--messages` and
-//! `--duration`. Only loopback addresses are used.
+//! Scenarios: `produce` (`--producers` producers; latency is send to
+//! acknowledgement of sampled records), `consume` (writes a backlog, then a
+//! `--consumers` group reads it; latency is per poll), and `e2e` (producers
+//! and a group at once; latency is from the producer's send to the
+//! consumer's receipt). Reports msgs/s, MB/s and latency percentiles;
+//! `--json` prints one JSON object. Every run is bounded by `--messages`
+//! and `--duration`. Only loopback addresses are used.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +22,9 @@ use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
 use sluice_broker::storage::FsyncPolicy;
 use sluice_producer::{Acks, Compression, Producer, Record};
-use sluice_protocol::api::CreateTopicRequest;
+use sluice_protocol::api::{CreateTopicRequest, MetadataRequest};
 use sluice_protocol::client::Connection;
+use sluice_protocol::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
@@ -194,13 +198,13 @@ struct Args {
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     data_dir: Option<std::path::PathBuf>,
-    /// Producers (e2e scenario).
+    /// Producers, each with its own connection (all scenarios).
     #[arg(long, default_value_t = 1)]
     producers: usize,
-    /// Cap on messages per second over all producers (e2e; 0 = no cap).
+    /// Cap on messages per second over all producers (0 = no cap).
     #[arg(long, default_value_t = 0)]
     rate: u64,
-    /// Seconds at the start whose latencies are not recorded (e2e).
+    /// Seconds at the start whose latencies are not recorded.
     #[arg(long, default_value_t = 0)]
     warmup: u64,
     /// Start the broker with request metrics off (to measure their cost).
@@ -212,7 +216,7 @@ struct Args {
     /// Write a chart of throughput over time and the latency distribution.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
-    /// Consumers in the group (consume scenario).
+    /// Members of the consumer group (consume and e2e).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
     /// Print one JSON object.
@@ -283,17 +287,15 @@ fn main() -> anyhow::Result<()> {
         );
     } else if args.scenario == Scenario::Consume {
         println!(
-            "{} {} B messages read by {} consumer(s): {:.0} msgs/s, {:.1} MB/s",
-            result["messages"],
-            args.message_size,
-            args.consumers,
-            result["msgs_per_sec"].as_f64().unwrap_or(0.0),
-            result["mb_per_sec"].as_f64().unwrap_or(0.0),
+            "{} {} B messages read by {} consumer(s): {:.0} msgs/s, {:.1} MB/s; poll latency p50 {} µs, p99 {} µs, max {} µs",
+            result["messages"], args.message_size, args.consumers,
+            result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
+            result["latency_us"]["p50"], result["latency_us"]["p99"], result["latency_us"]["max"],
         );
     } else {
         println!(
-            "{} {} B messages, acks={:?}, fsync={}: {:.0} msgs/s, {:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-            result["messages"], args.message_size, args.acks, args.fsync,
+            "{} {} B messages from {} producer(s), acks={:?}, fsync={}: {:.0} msgs/s, {:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+            result["messages"], args.message_size, args.producers, args.acks, args.fsync,
             result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
             result["latency_us"]["p50"], result["latency_us"]["p90"], result["latency_us"]["p99"],
             result["latency_us"]["p99.9"], result["latency_us"]["max"],
@@ -312,57 +314,177 @@ impl AcksArg {
     }
 }
 
-/// Creates the benchmark topic on a broker this tool started.
+/// Creates the benchmark topic with `--partitions` partitions, or checks
+/// that the one on a running broker has that many (the producers address
+/// partitions by number, and the group's settling counts them).
 async fn prepare_topic(args: &Args, addr: &str, create: bool) -> anyhow::Result<()> {
+    let conn = Connection::connect(addr, "bench").await?;
+    let create_req =
+        CreateTopicRequest { name: args.topic.clone(), partitions: args.partitions, configs: vec![] };
     if create {
-        let conn = Connection::connect(addr, "bench").await?;
-        let req =
-            CreateTopicRequest { name: args.topic.clone(), partitions: args.partitions, configs: vec![] };
-        conn.call(&req).await?;
+        conn.call(&create_req).await?;
+        return Ok(());
     }
-    Ok(())
+    let meta = conn.call(&MetadataRequest { topics: vec![args.topic.clone()] }).await?;
+    match meta.topics.first() {
+        Some(t) if t.error_code == ErrorCode::None && t.partitions.len() != args.partitions as usize => {
+            bail!(
+                "topic {} has {} partitions: pass --partitions {}",
+                args.topic,
+                t.partitions.len(),
+                t.partitions.len()
+            )
+        }
+        Some(t) if t.error_code == ErrorCode::None => Ok(()),
+        _ => {
+            conn.call(&create_req).await?;
+            Ok(())
+        }
+    }
 }
 
-async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
-    prepare_topic(args, addr, create).await?;
-    let acks = args.acks.acks();
-    let producer = Producer::builder()
-        .bootstrap(addr)
-        .acks(acks)
-        .linger(Duration::from_millis(args.linger))
-        .batch_bytes(args.batch_bytes)
-        .compression(args.compression.codec())
-        .buffer_memory(64usize << 20)
-        .build()
-        .await?;
-    let topic: Arc<str> = args.topic.as_str().into();
-    let payload = Bytes::from(vec![b'x'; args.message_size]);
-    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let progress = Progress::start(args.messages, "produce");
-    let started = Instant::now();
+/// Builds `--producers` producers (connected, before any clock starts).
+async fn build_producers(args: &Args, addr: &str) -> anyhow::Result<Vec<Producer>> {
+    let mut producers = Vec::new();
+    for _ in 0..args.producers.max(1) {
+        let producer = Producer::builder()
+            .bootstrap(addr)
+            .acks(args.acks.acks())
+            .linger(Duration::from_millis(args.linger))
+            .batch_bytes(args.batch_bytes)
+            .compression(args.compression.codec())
+            .buffer_memory(64usize << 20)
+            .build()
+            .await?;
+        producers.push(producer);
+    }
+    Ok(producers)
+}
+
+/// What the producer tasks of a run send and measure.
+#[derive(Clone)]
+struct SendPlan {
+    topic: Arc<str>,
+    partitions: u32,
+    message_size: usize,
+    /// `--messages` split over the producers.
+    per_producer: u64,
+    /// `--rate` split over the producers (0 = no cap).
+    per_producer_rate: u64,
+    /// Start of the run: values are stamped, and warmup counted, from here.
+    base: Instant,
+    warmup: Duration,
+    deadline: Instant,
+    /// e2e: the first 8 bytes of each value are its send time (ns since
+    /// `base`). Otherwise every record shares one payload (no allocation).
+    stamp: bool,
+    /// produce: send-to-acknowledgement latency of every
+    /// `SAMPLE_EVERY`th record after the warmup.
+    ack_latency: Option<Arc<Mutex<Histogram<u64>>>>,
+    progress: Option<Progress>,
+}
+
+/// One producer's send loop; returns how many records it sent and when
+/// the last of them was acknowledged (per `--acks`).
+async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
+    let payload = Bytes::from(vec![b'x'; plan.message_size]);
     let mut sent = 0u64;
-    while sent < args.messages && (sent % 4096 != 0 || Instant::now() < deadline) {
+    let started = Instant::now();
+    while sent < plan.per_producer && (sent % 1024 != 0 || Instant::now() < plan.deadline) {
+        if plan.per_producer_rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / plan.per_producer_rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let value = if plan.stamp {
+            let mut value = vec![b'x'; plan.message_size.max(8)];
+            value[..8].copy_from_slice(&(plan.base.elapsed().as_nanos() as u64).to_be_bytes());
+            Bytes::from(value)
+        } else {
+            payload.clone()
+        };
         let record = Record {
-            partition: Some((sent % u64::from(args.partitions)) as u32),
-            ..Record::new(Arc::clone(&topic), payload.clone())
+            partition: Some((sent % u64::from(plan.partitions)) as u32),
+            ..Record::new(Arc::clone(&plan.topic), value)
         };
         let delivery = producer.send(record).await?;
-        if sent % SAMPLE_EVERY == 0 {
-            let at = Instant::now();
-            let histogram = Arc::clone(&histogram);
-            tokio::spawn(async move {
-                if delivery.await.is_ok() {
-                    let _ = histogram.lock().map(|mut h| h.record(at.elapsed().as_micros() as u64));
-                }
-            });
+        match &plan.ack_latency {
+            Some(histogram) if sent % SAMPLE_EVERY == 0 && plan.base.elapsed() >= plan.warmup => {
+                let (at, histogram) = (Instant::now(), Arc::clone(histogram));
+                tokio::spawn(async move {
+                    if delivery.await.is_ok() {
+                        let _ = histogram.lock().map(|mut h| h.record(at.elapsed().as_micros() as u64));
+                    }
+                });
+            }
+            _ => drop(delivery),
         }
         sent += 1;
-        progress.add(1);
+        if let Some(progress) = &plan.progress {
+            progress.add(1);
+        }
     }
     producer.flush().await?;
-    let secs = started.elapsed().as_secs_f64();
+    let done = Instant::now();
     producer.close().await?;
+    Ok((sent, done))
+}
+
+/// Runs every producer's send loop at once; returns the records sent and
+/// when the last one was acknowledged (closing the producers is not timed).
+async fn run_producers(producers: Vec<Producer>, plan: &SendPlan) -> anyhow::Result<(u64, Instant)> {
+    let tasks: Vec<_> =
+        producers.into_iter().map(|producer| tokio::spawn(send_loop(producer, plan.clone()))).collect();
+    let (mut sent, mut done) = (0, plan.base);
+    for task in tasks {
+        let (n, at) = task.await??;
+        (sent, done) = (sent + n, done.max(at));
+    }
+    Ok((sent, done))
+}
+
+impl SendPlan {
+    fn new(args: &Args, base: Instant, stamp: bool) -> Self {
+        let producers = args.producers.max(1) as u64;
+        Self {
+            topic: args.topic.as_str().into(),
+            partitions: args.partitions.max(1),
+            message_size: args.message_size,
+            per_producer: args.messages.div_ceil(producers),
+            per_producer_rate: args.rate.div_ceil(producers),
+            base,
+            warmup: Duration::from_secs(args.warmup),
+            deadline: base + Duration::from_secs(args.duration),
+            stamp,
+            ack_latency: None,
+            progress: None,
+        }
+    }
+}
+
+fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
+    serde_json::json!({
+        "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
+        "p99.9": h.value_at_quantile(0.999), "max": h.max(),
+    })
+}
+
+/// `--producers` producers send `--messages` records between them; latency
+/// is from send to acknowledgement.
+async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
+    prepare_topic(args, addr, create).await?;
+    let producers = build_producers(args, addr).await?;
+    let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let progress = Progress::start(args.messages, "produce");
+    let started = Instant::now();
+    let plan = SendPlan {
+        ack_latency: Some(Arc::clone(&histogram)),
+        progress: Some(progress.clone()),
+        ..SendPlan::new(args, started, false)
+    };
+    let (sent, done) = run_producers(producers, &plan).await?;
+    let secs = done.duration_since(started).as_secs_f64();
     let samples = progress.finish();
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
     if let Some(path) = &args.plot {
@@ -372,51 +494,66 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
     Ok(serde_json::json!({
         "scenario": "produce",
         "parameters": {
-            "message_size": args.message_size, "partitions": args.partitions, "acks": format!("{:?}", args.acks).to_lowercase(),
-            "fsync": args.fsync.to_string(), "linger_ms": args.linger, "batch_bytes": args.batch_bytes,
+            "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers,
+            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync.to_string(), "rate": args.rate,
+            "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
+            "compression": format!("{:?}", args.compression).to_lowercase(),
         },
         "messages": sent,
         "bytes": bytes,
         "seconds": secs,
         "msgs_per_sec": sent as f64 / secs,
         "mb_per_sec": bytes as f64 / secs / 1e6,
-        "latency_us": {
-            "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
-            "p99.9": h.value_at_quantile(0.999), "max": h.max(),
-        },
+        "latency_us": percentiles(&h),
     }))
+}
+
+/// Waits until the group's assignment is stable: every partition owned
+/// once, and every member that can have one owns one.
+async fn settle(consumers: &[sluice_consumer::Consumer], partitions: u32) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let owned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
+        let busy = consumers.iter().filter(|c| !c.assignment().is_empty()).count();
+        if owned == partitions as usize && busy == consumers.len().min(partitions as usize) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the group did not settle: {owned} of {partitions} partitions owned");
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }
 
 /// Reads `messages` records of the topic with `--consumers` group members.
 async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde_json::Value> {
     let read = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    // Like Kafka's consumer perf test, the rebalance is not the reading: the
+    // members join at the end of the backlog (nothing to prefetch) and the
+    // clock starts once every partition has its owner, when each member
+    // seeks its partitions back to the start.
+    let joining = Instant::now();
     let mut consumers = Vec::new();
     for _ in 0..args.consumers.max(1) {
         let consumer = sluice_consumer::Consumer::builder()
             .bootstrap(addr)
             .group("sluice-bench")
             .subscribe([args.topic.clone()])
+            .auto_offset_reset(sluice_consumer::OffsetReset::Latest)
             .enable_auto_commit(false)
             .fetch_max_bytes(16 << 20)
             .build()
             .await?;
         consumers.push(consumer);
     }
-    // Time the steady state: start once the group's assignment is stable
-    // (every partition owned once), not while members are still joining.
-    let settle = Instant::now() + Duration::from_secs(30);
-    loop {
-        let owned: usize = consumers.iter().map(|c| c.assignment().len()).sum();
-        let busy = consumers.iter().filter(|c| !c.assignment().is_empty()).count();
-        if owned == args.partitions as usize && busy == consumers.len().min(args.partitions as usize) {
-            break;
-        }
-        if Instant::now() > settle {
-            bail!("the group did not settle: {owned} of {} partitions owned", args.partitions);
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    settle(&consumers, args.partitions).await?;
+    let settle_ms = joining.elapsed().as_millis() as u64;
     let started = Instant::now();
+    for consumer in &consumers {
+        for (topic, partition) in consumer.assignment() {
+            consumer.seek(&topic, partition, 0);
+        }
+    }
     let deadline = started + Duration::from_secs(args.duration.max(1) * 3);
     let progress = Progress::start(messages, "consume");
     let mut tasks = Vec::new();
@@ -424,23 +561,36 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
         let read = Arc::clone(&read);
         let progress = progress.clone();
         tasks.push(tokio::spawn(async move {
+            let mut local = Histogram::<u64>::new(3).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut last = started;
             while read.load(std::sync::atomic::Ordering::Relaxed) < messages && Instant::now() < deadline {
+                let at = Instant::now();
                 let n = consumer.poll(Duration::from_millis(200)).await?.len() as u64;
+                if n > 0 {
+                    last = Instant::now();
+                    let _ = local.record(last.duration_since(at).as_micros() as u64);
+                }
                 read.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
                 progress.add(n);
             }
             consumer.close().await?;
-            Ok::<_, sluice_consumer::ConsumerError>(())
+            Ok::<_, anyhow::Error>((local, last))
         }));
     }
+    // Timed to the last record received: members idling in `poll` once the
+    // backlog is read, and leaving the group, are not part of the reading.
+    let mut h = Histogram::<u64>::new(3)?;
+    let mut end = started;
     for t in tasks {
-        t.await??;
+        let (local, last) = t.await??;
+        h.add(&local)?;
+        end = end.max(last);
     }
-    let secs = started.elapsed().as_secs_f64();
+    let secs = end.duration_since(started).as_secs_f64().max(1e-9);
     let samples = progress.finish();
     let n = read.load(std::sync::atomic::Ordering::Relaxed);
     if let Some(path) = &args.plot {
-        plot(path, "consume", &samples, &Histogram::<u64>::new(3)?)?;
+        plot(path, "consume", &samples, &h)?;
     }
     if n < messages {
         bail!("read only {n} of {messages} messages before the deadline");
@@ -448,9 +598,13 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
     let bytes = n * args.message_size as u64;
     Ok(serde_json::json!({
         "scenario": "consume",
-        "parameters": { "message_size": args.message_size, "partitions": args.partitions, "consumers": args.consumers },
-        "messages": n, "bytes": bytes, "seconds": secs,
+        "parameters": {
+            "message_size": args.message_size, "partitions": args.partitions, "consumers": args.consumers,
+            "producers": args.producers, "latency": "poll call that returned records",
+        },
+        "messages": n, "bytes": bytes, "seconds": secs, "group_settle_ms": settle_ms,
         "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
+        "latency_us": percentiles(&h),
     }))
 }
 
@@ -459,17 +613,12 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
 /// send time.
 async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json::Value> {
     prepare_topic(args, addr, create).await?;
-    let acks = args.acks.acks();
-    let base = Instant::now();
-    let warmup = Duration::from_secs(args.warmup);
-    let deadline = base + Duration::from_secs(args.duration);
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let received = Arc::new(std::sync::atomic::AtomicU64::new(0));
     // What consumers wait for: the requested count, lowered to what was
     // really produced once the producers stop (the duration may cut them).
     let target = Arc::new(std::sync::atomic::AtomicU64::new(args.messages));
     let last_receipt = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let total = args.messages;
     let mut consumers = Vec::new();
     for _ in 0..args.consumers.max(1) {
         consumers.push(
@@ -483,6 +632,12 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
                 .await?,
         );
     }
+    // Producers start once every member has its partitions: the run
+    // measures the group reading, not the group forming.
+    settle(&consumers, args.partitions).await?;
+    let base = Instant::now();
+    let warmup = Duration::from_secs(args.warmup);
+    let deadline = base + Duration::from_secs(args.duration);
     let progress = Progress::start(args.messages, "e2e");
     let mut tasks = Vec::new();
     for consumer in consumers {
@@ -518,55 +673,14 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
             Ok::<_, anyhow::Error>(())
         }));
     }
-    let per_producer = total.div_ceil(args.producers.max(1) as u64);
-    let per_producer_rate = args.rate / args.producers.max(1) as u64;
-    let mut producers = Vec::new();
-    for _ in 0..args.producers.max(1) {
-        let producer = Producer::builder()
-            .bootstrap(addr)
-            .acks(acks)
-            .linger(Duration::from_millis(args.linger))
-            .batch_bytes(args.batch_bytes)
-            .buffer_memory(64usize << 20)
-            .compression(args.compression.codec())
-            .build()
-            .await?;
-        let topic: Arc<str> = args.topic.as_str().into();
-        let (size, partitions) = (args.message_size.max(8), args.partitions);
-        producers.push(tokio::spawn(async move {
-            let mut sent = 0u64;
-            let started = Instant::now();
-            while sent < per_producer && Instant::now() < deadline {
-                if per_producer_rate > 0 {
-                    let due = Duration::from_secs_f64(sent as f64 / per_producer_rate as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        tokio::time::sleep(wait).await;
-                    }
-                }
-                let mut value = vec![b'x'; size];
-                value[..8].copy_from_slice(&(base.elapsed().as_nanos() as u64).to_be_bytes());
-                let record = Record {
-                    partition: Some((sent % u64::from(partitions)) as u32),
-                    ..Record::new(Arc::clone(&topic), value)
-                };
-                drop(producer.send(record).await?);
-                sent += 1;
-            }
-            producer.close().await?;
-            Ok::<_, anyhow::Error>(sent)
-        }));
-    }
-    let mut produced = 0;
-    for p in producers {
-        produced += p.await??;
-    }
+    let producers = build_producers(args, addr).await?;
+    let (produced, _) = run_producers(producers, &SendPlan::new(args, base, true)).await?;
     target.store(produced, std::sync::atomic::Ordering::Relaxed);
     for t in tasks {
         t.await??;
     }
     let secs =
         Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
-    let _ = total;
     let samples = progress.finish();
     let n = received.load(std::sync::atomic::Ordering::Relaxed);
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
@@ -583,9 +697,6 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
         },
         "messages": n, "produced": produced, "bytes": bytes, "seconds": secs,
         "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
-        "latency_us": {
-            "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
-            "p99.9": h.value_at_quantile(0.999), "max": h.max(),
-        },
+        "latency_us": percentiles(&h),
     }))
 }
