@@ -432,3 +432,45 @@ async fn auto_commit_never_runs_ahead_of_processing() {
     c.close().await.unwrap();
     assert_eq!(committed().await, 15, "close() commits what was handed out");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_heartbeat_quickly_while_the_group_reconciles() {
+    use sluice_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse, TopicPartitions};
+    let broker = TestBroker::start(|_| {}).await;
+    let conn = broker.connect().await;
+    create_topic(&conn, "t", 4, &[]).await.unwrap();
+    let beat = |member: &GroupHeartbeatResponse, owned: Vec<u32>| GroupHeartbeatRequest {
+        group: "g".into(),
+        member_id: member.member_id.clone(),
+        member_epoch: member.member_epoch,
+        client_host: "test".into(),
+        session_timeout_ms: 30_000,
+        topics: vec!["t".into()],
+        owned: if owned.is_empty() {
+            vec![]
+        } else {
+            vec![TopicPartitions { topic: "t".into(), partitions: owned }]
+        },
+    };
+    let joining = GroupHeartbeatResponse::default();
+    let held = |r: &GroupHeartbeatResponse| -> Vec<u32> {
+        r.assignment.iter().flat_map(|t| t.partitions.clone()).collect()
+    };
+
+    // Alone and settled: the steady interval (a third of the session).
+    let a = conn.call(&beat(&joining, vec![])).await.unwrap();
+    assert_eq!((held(&a), a.heartbeat_interval_ms), (vec![0, 1, 2, 3], 3_000));
+    // A second member makes the group reconcile: both are told to come back soon.
+    let b = conn.call(&beat(&joining, vec![])).await.unwrap();
+    assert_eq!((held(&b), b.heartbeat_interval_ms), (vec![], 50));
+    let a = conn.call(&beat(&a, vec![0, 1, 2, 3])).await.unwrap();
+    assert_eq!((held(&a).len(), a.heartbeat_interval_ms), (2, 50), "A is asked to revoke two");
+    let a = conn.call(&beat(&a, held(&a))).await.unwrap();
+    assert_eq!(a.heartbeat_interval_ms, 50, "B has not taken them yet");
+    let b = conn.call(&beat(&b, vec![])).await.unwrap();
+    assert_eq!(held(&b).len(), 2);
+    // Settled again: back to the steady interval.
+    assert_eq!(b.heartbeat_interval_ms, 3_000);
+    let a = conn.call(&beat(&a, held(&a))).await.unwrap();
+    assert_eq!(a.heartbeat_interval_ms, 3_000);
+}

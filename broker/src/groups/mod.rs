@@ -36,6 +36,8 @@ use store::{Committed, OffsetKey, OffsetStore};
 
 /// Shortest and longest session timeouts accepted.
 const SESSION_TIMEOUT_RANGE: (u32, u32) = (100, 300_000);
+/// Heartbeat interval handed to members while their group reconciles.
+const RECONCILING_HEARTBEAT_MS: u32 = 50;
 
 #[derive(Debug)]
 struct Member {
@@ -70,13 +72,17 @@ impl Group {
     fn state(&self) -> &'static str {
         if self.members.is_empty() {
             "Empty"
-        } else if self.members.values().any(|m| !m.revoking.is_empty())
-            || self.target.iter().any(|(tp, m)| self.members.get(m).is_some_and(|mm| !mm.given.contains(tp)))
-        {
+        } else if self.reconciling() {
             "Reconciling"
         } else {
             "Stable"
         }
+    }
+
+    /// A member still has to release a partition, or to be given one.
+    fn reconciling(&self) -> bool {
+        self.members.values().any(|m| !m.revoking.is_empty())
+            || self.target.iter().any(|(tp, m)| self.members.get(m).is_some_and(|mm| !mm.given.contains(tp)))
     }
 
     fn remove_member(&mut self, id: &str) -> bool {
@@ -284,7 +290,11 @@ impl Coordinator {
         group.reconcile(&member_id, now);
         let m =
             group.members.get(&member_id).ok_or_else(|| BrokerError::Internal("member vanished".into()))?;
-        let interval = (m.session_timeout.as_millis() / 3).clamp(20, 3000) as u32;
+        // Members only learn of revocations and new partitions when they
+        // heartbeat: while the group reconciles they heartbeat quickly, so a
+        // rebalance takes a few round trips, not a few heartbeat intervals.
+        let steady = (m.session_timeout.as_millis() / 3).clamp(20, 3000) as u32;
+        let interval = if group.reconciling() { steady.min(RECONCILING_HEARTBEAT_MS) } else { steady };
         Ok(GroupHeartbeatResponse {
             member_id,
             member_epoch: m.epoch,
