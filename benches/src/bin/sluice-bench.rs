@@ -279,7 +279,7 @@ fn main() -> anyhow::Result<()> {
     } else if args.scenario == Scenario::E2e {
         println!(
             "e2e: {} {} B messages, {} producer(s), {} consumer(s), acks={:?}, fsync={}{}: {:.0} msgs/s, {:.1} MB/s; end-to-end latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-            result["messages"], args.message_size, args.producers, args.consumers, args.acks, args.fsync,
+            result["messages"], args.message_size, args.producers, args.consumers, args.acks, args.fsync_label(),
             if args.rate > 0 { format!(", rate cap {}/s", args.rate) } else { String::new() },
             result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
             result["latency_us"]["p50"], result["latency_us"]["p90"], result["latency_us"]["p99"],
@@ -295,13 +295,23 @@ fn main() -> anyhow::Result<()> {
     } else {
         println!(
             "{} {} B messages from {} producer(s), acks={:?}, fsync={}: {:.0} msgs/s, {:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
-            result["messages"], args.message_size, args.producers, args.acks, args.fsync,
+            result["messages"], args.message_size, args.producers, args.acks, args.fsync_label(),
             result["msgs_per_sec"].as_f64().unwrap_or(0.0), result["mb_per_sec"].as_f64().unwrap_or(0.0),
             result["latency_us"]["p50"], result["latency_us"]["p90"], result["latency_us"]["p99"],
             result["latency_us"]["p99.9"], result["latency_us"]["max"],
         );
     }
     Ok(())
+}
+
+impl Args {
+    /// The fsync mode this run used: ours, or the running broker's own.
+    fn fsync_label(&self) -> String {
+        match self.broker {
+            Some(_) => "broker's setting".into(),
+            None => self.fsync.to_string(),
+        }
+    }
 }
 
 impl AcksArg {
@@ -495,7 +505,7 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
         "scenario": "produce",
         "parameters": {
             "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers,
-            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync.to_string(), "rate": args.rate,
+            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync_label(), "rate": args.rate,
             "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
             "compression": format!("{:?}", args.compression).to_lowercase(),
         },
@@ -692,7 +702,7 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
         "scenario": "e2e",
         "parameters": {
             "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
-            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync.to_string(), "rate": args.rate,
+            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync_label(), "rate": args.rate,
             "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
         },
         "messages": n, "produced": produced, "bytes": bytes, "seconds": secs,

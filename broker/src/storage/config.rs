@@ -93,6 +93,10 @@ pub struct LogConfig {
     pub segment_preallocate_bytes: u64,
     /// Producer timestamps or broker append time.
     pub message_timestamp: TimestampType,
+    /// Forget an idempotent producer after this long without a batch (ms):
+    /// its retries are no longer recognised. Must exceed the producers'
+    /// delivery timeout (2 minutes by default).
+    pub producer_expiry_ms: u64,
 }
 
 /// Largest allowed `segment_bytes`.
@@ -110,6 +114,7 @@ impl Default for LogConfig {
             index_interval_bytes: 4096,
             segment_preallocate_bytes: 32 << 20,
             message_timestamp: TimestampType::Create,
+            producer_expiry_ms: 24 * 3600 * 1000,
         }
     }
 }
@@ -152,6 +157,7 @@ impl LogConfig {
                     u32::try_from(num(key, value)?).map_err(|_| "index_interval_bytes too large")?
             }
             "segment_preallocate_bytes" => self.segment_preallocate_bytes = num(key, value)?,
+            "producer_expiry_ms" => self.producer_expiry_ms = num(key, value)?,
             "message_timestamp" => {
                 self.message_timestamp = match value {
                     "create" => TimestampType::Create,
@@ -175,6 +181,7 @@ impl LogConfig {
             ("max_message_bytes", self.max_message_bytes.to_string()),
             ("index_interval_bytes", self.index_interval_bytes.to_string()),
             ("segment_preallocate_bytes", self.segment_preallocate_bytes.to_string()),
+            ("producer_expiry_ms", self.producer_expiry_ms.to_string()),
             (
                 "message_timestamp",
                 match self.message_timestamp {

@@ -5,6 +5,7 @@
 //!     00000000000000000000.log          segment, named by its base offset (20 digits)
 //!     00000000000000000000.index        sparse offset index
 //!     00000000000000000000.timeindex    time index
+//!     00000000000000000000.producers    idempotent-producer state as of that offset
 //!     *.deleted                         a segment file being removed (retention)
 //!     recovery-point                    last offset known flushed (checkpoint)
 //!     recovery-point.tmp                a checkpoint being written
@@ -19,6 +20,8 @@ pub const LOG_SUFFIX: &str = ".log";
 pub const INDEX_SUFFIX: &str = ".index";
 /// Suffix of time index files.
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
+/// Suffix of producer-state snapshots.
+pub const PRODUCERS_SUFFIX: &str = ".producers";
 /// Suffix appended to a file scheduled for deletion.
 pub const DELETED_SUFFIX: &str = ".deleted";
 /// The recovery-point checkpoint.
@@ -62,6 +65,16 @@ pub fn segment_path(dir: &Path, base_offset: u64, kind: SegmentFile) -> PathBuf 
     dir.join(segment_file_name(base_offset, kind))
 }
 
+/// `00000000000000001234.producers`: producer state as of that offset.
+pub fn snapshot_file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}{PRODUCERS_SUFFIX}")
+}
+
+/// The producer-state snapshot as of `base_offset` in `dir`.
+pub fn snapshot_path(dir: &Path, base_offset: u64) -> PathBuf {
+    dir.join(snapshot_file_name(base_offset))
+}
+
 /// The path a segment file is renamed to before it is removed.
 pub fn deleted_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -74,6 +87,8 @@ pub fn deleted_path(path: &Path) -> PathBuf {
 pub enum FileName {
     /// A live segment file.
     Segment(u64, SegmentFile),
+    /// A producer-state snapshot as of this offset.
+    ProducerSnapshot(u64),
     /// A file scheduled for deletion, or a temporary checkpoint.
     Leftover,
     /// The recovery-point checkpoint or the clean-shutdown marker.
@@ -90,16 +105,20 @@ pub fn parse(name: &str) -> FileName {
     if name == RECOVERY_POINT || name == CLEAN_SHUTDOWN {
         return FileName::Control;
     }
+    let offset_named = |suffix: &str| {
+        name.strip_suffix(suffix)
+            .filter(|stem| stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|stem| stem.parse::<u64>().ok())
+    };
     for kind in SegmentFile::ALL {
-        if let Some(stem) = name.strip_suffix(kind.suffix()) {
-            if stem.len() == 20 && stem.bytes().all(|b| b.is_ascii_digit()) {
-                if let Ok(base) = stem.parse() {
-                    return FileName::Segment(base, kind);
-                }
-            }
+        if let Some(base) = offset_named(kind.suffix()) {
+            return FileName::Segment(base, kind);
         }
     }
-    FileName::Unknown
+    match offset_named(PRODUCERS_SUFFIX) {
+        Some(base) => FileName::ProducerSnapshot(base),
+        None => FileName::Unknown,
+    }
 }
 
 #[cfg(test)]
@@ -114,6 +133,9 @@ mod tests {
             }
         }
         assert_eq!(segment_file_name(1234, SegmentFile::Log), "00000000000000001234.log");
+        let snapshot = snapshot_path(Path::new("p"), 77);
+        assert_eq!(snapshot, Path::new("p/00000000000000000077.producers"));
+        assert_eq!(parse(&snapshot.file_name().unwrap().to_string_lossy()), FileName::ProducerSnapshot(77));
     }
 
     #[test]

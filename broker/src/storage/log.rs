@@ -63,6 +63,10 @@ pub struct RecoveryReport {
     pub torn: bool,
     /// Offset after the last valid record.
     pub log_end_offset: u64,
+    /// The producer-state snapshot loaded (its offset), if any was usable.
+    pub producer_snapshot: Option<u64>,
+    /// Batch headers read to rebuild producer state after that snapshot.
+    pub producer_batches_replayed: usize,
 }
 
 /// Sizes and offsets, for describe and metrics.
@@ -102,11 +106,34 @@ struct State {
     active: Segment,
     /// Idempotent producers' sequences.
     producers: ProducerStates,
+    /// Base offsets of the producer-state snapshots on disk, ascending.
+    snapshots: Vec<u64>,
     /// Set by `close`.
     closed: bool,
 }
 
 impl State {
+    /// Writes the producer state as of `offset` (the log end) and keeps the
+    /// newest [`SNAPSHOTS_KEPT`]. Without a snapshot opening reads more,
+    /// never wrongly: a failed write only warns.
+    fn snapshot_producers(&mut self, dir: &Path, offset: u64) {
+        if self.snapshots.last() == Some(&offset) {
+            return;
+        }
+        match write_atomically(dir, &files::snapshot_file_name(offset), &self.producers.encode(offset)) {
+            Ok(()) => {
+                self.snapshots.push(offset);
+                while self.snapshots.len() > SNAPSHOTS_KEPT {
+                    let oldest = self.snapshots.remove(0);
+                    let _ = fs::remove_file(files::snapshot_path(dir, oldest));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer-state snapshot")
+            }
+        }
+    }
+
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.sealed.values().chain(std::iter::once(&self.active))
     }
@@ -203,12 +230,14 @@ impl Log {
         let opts = segment_options(&config, &space);
         let mut bases = Vec::new();
         let mut index_files = Vec::new();
+        let mut snapshots = Vec::new();
         for entry in fs::read_dir(dir).map_err(io_error("list", dir))? {
             let entry = entry.map_err(io_error("list", dir))?;
             let name = entry.file_name();
             match files::parse(&name.to_string_lossy()) {
                 FileName::Segment(base, SegmentFile::Log) => bases.push(base),
                 FileName::Segment(base, _) => index_files.push((base, entry.path())),
+                FileName::ProducerSnapshot(base) => snapshots.push(base),
                 FileName::Leftover => {
                     let _ = fs::remove_file(entry.path());
                 }
@@ -263,8 +292,13 @@ impl Log {
         let sealed: BTreeMap<u64, Segment> = segments.into_iter().map(|s| (s.base_offset(), s)).collect();
         let end = active.next_offset();
         report.log_end_offset = end;
-        let mut state = State { sealed, active, producers: ProducerStates::default(), closed: false };
-        state.producers = rebuild_producers(&state);
+        // A snapshot past the recovered end describes records that are gone.
+        snapshots.sort_unstable();
+        remove_snapshots(dir, &mut snapshots, end)?;
+        let mut state =
+            State { sealed, active, producers: ProducerStates::default(), snapshots, closed: false };
+        let load = state.load_producers(dir, config.producer_expiry_ms);
+        (report.producer_snapshot, report.producer_batches_replayed) = (load.snapshot, load.replayed);
         let log = Self {
             dir: dir.to_owned(),
             config: RwLock::new(config),
@@ -378,7 +412,7 @@ impl Log {
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
         state.active.append(batch, &header, log_append_time)?;
         if header.is_idempotent() {
-            state.producers.record(&header, base_offset);
+            state.producers.record(&header, base_offset, now_ms, config.producer_expiry_ms);
         }
         let next = state.active.next_offset();
         self.end.store(next, Ordering::Release);
@@ -422,6 +456,9 @@ impl Log {
         let mut old = std::mem::replace(&mut state.active, fresh);
         old.seal()?;
         state.sealed.insert(old.base_offset(), old);
+        // Producer state as of the new segment, so opening the log replays
+        // only the segments after it.
+        state.snapshot_producers(&self.dir, next);
         Ok(())
     }
 
@@ -514,7 +551,9 @@ impl Log {
         }
         state.active.seal()?;
         state.closed = true;
-        Self::checkpoint(&self.dir, &mut flush, state.active.next_offset())?;
+        let end = state.active.next_offset();
+        state.snapshot_producers(&self.dir, end); // the next open replays nothing
+        Self::checkpoint(&self.dir, &mut flush, end)?;
         write_atomically(&self.dir, files::CLEAN_SHUTDOWN, b"")
     }
 
@@ -569,8 +608,12 @@ impl Log {
     /// goes whole). Needs exclusive use: fails while a reader still holds
     /// bytes of the segment being cut. For recovery and administration.
     pub fn truncate_to(&mut self, offset: u64) -> Result<(), StorageError> {
-        let opts = segment_options(&self.config(), &self.space);
+        let config = self.config();
+        let opts = segment_options(&config, &self.space);
         let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        // Snapshots past the cut go first (durably): after new appends they
+        // would describe records that are no longer there.
+        remove_snapshots(&self.dir, &mut state.snapshots, offset)?;
         let mut removed = Vec::new();
         while state.active.base_offset() >= offset {
             let Some((_, previous)) = state.sealed.pop_last() else { break };
@@ -583,7 +626,7 @@ impl Log {
         // Re-walk the cut segment: rebuilds its indexes and end offset.
         let (segment, _) = Segment::recover(&self.dir, base, &opts, u64::MAX)?;
         state.active = segment;
-        state.producers = rebuild_producers(state);
+        state.load_producers(&self.dir, config.producer_expiry_ms);
         let end = state.active.next_offset();
         self.end.store(end, Ordering::Release);
         self.durable.fetch_min(end, Ordering::AcqRel);
@@ -655,15 +698,88 @@ impl Log {
     }
 }
 
-/// Producer sequences from every batch header in the log.
-fn rebuild_producers(state: &State) -> ProducerStates {
-    let mut producers = ProducerStates::default();
-    for seg in state.segments() {
+/// Producer-state snapshots kept per partition (the newest few, in case
+/// the last one is unreadable).
+const SNAPSHOTS_KEPT: usize = 2;
+
+/// Deletes the snapshots past `end` (durably, before anything is appended
+/// at those offsets again).
+fn remove_snapshots(dir: &Path, snapshots: &mut Vec<u64>, end: u64) -> Result<(), StorageError> {
+    let stale: Vec<u64> = snapshots.iter().copied().filter(|b| *b > end).collect();
+    if stale.is_empty() {
+        return Ok(());
+    }
+    for base in &stale {
+        let path = files::snapshot_path(dir, *base);
+        match fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_error("remove", &path)(e)),
+        }
+    }
+    snapshots.retain(|b| *b <= end);
+    sync_dir(dir)
+}
+
+struct ProducerLoad {
+    producers: ProducerStates,
+    snapshot: Option<u64>,
+    replayed: usize,
+    /// Snapshots that could not be read (deleted by the caller).
+    unreadable: Vec<u64>,
+}
+
+/// Producer state of the log: the newest intact snapshot at or below the
+/// log end, plus the batches from its offset on (reading the headers of the
+/// segments that hold them); every header of the log when no snapshot is
+/// usable. Producers idle for `expiry_ms` are dropped.
+fn load_producers(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let end = state.active.next_offset();
+    let mut unreadable = Vec::new();
+    let snapshot = state.snapshots.iter().rev().filter(|b| **b <= end).find_map(|&base| {
+        let path = files::snapshot_path(dir, base);
+        match fs::read(&path).ok().and_then(|bytes| ProducerStates::decode(&bytes)) {
+            Some((at, producers)) if at == base => Some((base, producers)),
+            _ => {
+                tracing::warn!(path = %path.display(), "producer-state snapshot unreadable; using an older one");
+                unreadable.push(base);
+                None
+            }
+        }
+    });
+    let (from, mut producers) = match snapshot {
+        Some((base, producers)) => (Some(base), producers),
+        None => (None, ProducerStates::default()),
+    };
+    let start = from.unwrap_or(0);
+    let mut replayed = 0;
+    for seg in state.segments().filter(|s| s.next_offset() > start) {
         seg.for_each_header(|h| {
-            if h.is_idempotent() {
-                producers.record(h, h.base_offset);
+            replayed += 1;
+            if h.is_idempotent() && h.base_offset >= start {
+                // Replayed producers count as seen now: expiry never comes
+                // sooner than it would have without the restart.
+                producers.record(h, h.base_offset, now_ms, expiry_ms);
             }
         });
     }
-    producers
+    producers.expire(now_ms, expiry_ms);
+    ProducerLoad { producers, snapshot: from, replayed, unreadable }
+}
+
+impl State {
+    /// Loads the producer state (see [`load_producers`]) and deletes the
+    /// snapshots that could not be read, so a fresh one replaces them.
+    fn load_producers(&mut self, dir: &Path, expiry_ms: u64) -> ProducerLoad {
+        let mut load = load_producers(dir, self, expiry_ms);
+        self.producers = std::mem::take(&mut load.producers);
+        for base in &load.unreadable {
+            let _ = fs::remove_file(files::snapshot_path(dir, *base));
+        }
+        self.snapshots.retain(|b| !load.unreadable.contains(b));
+        load
+    }
 }

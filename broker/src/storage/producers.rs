@@ -1,7 +1,20 @@
 //! Idempotent-producer state of one partition: per producer id, its epoch
 //! and the last few batches' sequence ranges, so a retried batch is answered
 //! with its original offset instead of being written twice, and a gap is
-//! refused. Rebuilt from batch headers when the log is opened.
+//! refused. A producer not heard from for `producer_expiry_ms` is
+//! forgotten (its next batch starts fresh, like an unknown producer's).
+//!
+//! When a segment is sealed the log writes a snapshot of this state as of
+//! the new segment's base offset (`<base>.producers`); opening the log loads
+//! the newest usable snapshot and replays only the batch headers after it,
+//! so start-up does not read the whole log. Layout, all big-endian:
+//!
+//! ```text
+//! magic "SPS1" | base_offset u64 | producers u32
+//!   per producer: producer_id u64 | epoch u16 | last_seen_ms i64 | batches u8
+//!     per batch: first_sequence u32 | last_sequence u32 | base_offset u64
+//! crc32 u32 (over everything before it)
+//! ```
 
 use std::collections::{HashMap, VecDeque};
 
@@ -36,16 +49,18 @@ pub enum SequenceError {
     },
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchSequence {
     first: u32,
     last: u32,
     base_offset: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct ProducerEntry {
     epoch: u16,
+    /// Broker time (ms since the epoch) of its last batch, for expiry.
+    last_seen_ms: i64,
     batches: VecDeque<BatchSequence>,
 }
 
@@ -59,10 +74,16 @@ pub enum Sequence {
 }
 
 /// Producer states of one partition.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
     producers: HashMap<u64, ProducerEntry>,
+    /// Records since the last expiry sweep.
+    since_sweep: u32,
 }
+
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS1";
+/// Records between expiry sweeps (a sweep visits every producer).
+const SWEEP_EVERY: u32 = 4096;
 
 fn last_sequence(h: &BatchHeader) -> u32 {
     h.base_sequence.wrapping_add(h.last_offset_delta)
@@ -96,8 +117,9 @@ impl ProducerStates {
         }
     }
 
-    /// Records an appended idempotent batch written at `base_offset`.
-    pub fn record(&mut self, h: &BatchHeader, base_offset: u64) {
+    /// Records an idempotent batch written at `base_offset` at broker time
+    /// `now_ms`; now and then forgets producers idle for `expiry_ms`.
+    pub fn record(&mut self, h: &BatchHeader, base_offset: u64, now_ms: i64, expiry_ms: u64) {
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -111,7 +133,86 @@ impl ProducerStates {
             last: last_sequence(h),
             base_offset,
         });
+        entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
+        self.since_sweep += 1;
+        if self.since_sweep >= SWEEP_EVERY {
+            self.expire(now_ms, expiry_ms);
+        }
     }
+
+    /// Forgets producers whose last batch is more than `expiry_ms` old.
+    pub fn expire(&mut self, now_ms: i64, expiry_ms: u64) {
+        self.since_sweep = 0;
+        let cutoff = now_ms.saturating_sub(i64::try_from(expiry_ms).unwrap_or(i64::MAX));
+        self.producers.retain(|_, e| e.last_seen_ms >= cutoff);
+    }
+
+    /// Producers remembered.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// The snapshot file's contents: this state as of `base_offset`.
+    pub fn encode(&self, base_offset: u64) -> Vec<u8> {
+        let mut out = Vec::with_capacity(20 + self.producers.len() * 40);
+        out.extend_from_slice(SNAPSHOT_MAGIC);
+        out.extend_from_slice(&base_offset.to_be_bytes());
+        out.extend_from_slice(&(self.producers.len() as u32).to_be_bytes());
+        for (id, e) in &self.producers {
+            out.extend_from_slice(&id.to_be_bytes());
+            out.extend_from_slice(&e.epoch.to_be_bytes());
+            out.extend_from_slice(&e.last_seen_ms.to_be_bytes());
+            out.push(e.batches.len() as u8);
+            for b in &e.batches {
+                out.extend_from_slice(&b.first.to_be_bytes());
+                out.extend_from_slice(&b.last.to_be_bytes());
+                out.extend_from_slice(&b.base_offset.to_be_bytes());
+            }
+        }
+        let crc = crc32fast::hash(&out);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    /// Parses a snapshot: its base offset and state; `None` when the bytes
+    /// are not a whole, intact snapshot.
+    pub fn decode(bytes: &[u8]) -> Option<(u64, Self)> {
+        let (body, crc) = bytes.split_last_chunk::<4>()?;
+        if crc32fast::hash(body) != u32::from_be_bytes(*crc) {
+            return None;
+        }
+        let mut r = body.strip_prefix(SNAPSHOT_MAGIC)?;
+        let base_offset = u64::from_be_bytes(take(&mut r)?);
+        let count = u32::from_be_bytes(take(&mut r)?);
+        let mut producers = HashMap::new();
+        for _ in 0..count {
+            let id = u64::from_be_bytes(take(&mut r)?);
+            let epoch = u16::from_be_bytes(take(&mut r)?);
+            let last_seen_ms = i64::from_be_bytes(take(&mut r)?);
+            let [n] = take::<1>(&mut r)?;
+            if usize::from(n) > REMEMBERED_BATCHES {
+                return None;
+            }
+            let mut batches = VecDeque::with_capacity(usize::from(n));
+            for _ in 0..n {
+                batches.push_back(BatchSequence {
+                    first: u32::from_be_bytes(take(&mut r)?),
+                    last: u32::from_be_bytes(take(&mut r)?),
+                    base_offset: u64::from_be_bytes(take(&mut r)?),
+                });
+            }
+            producers.insert(id, ProducerEntry { epoch, last_seen_ms, batches });
+        }
+        r.is_empty().then_some((base_offset, Self { producers, since_sweep: 0 }))
+    }
+}
+
+/// The next `N` bytes of `r`.
+fn take<const N: usize>(r: &mut &[u8]) -> Option<[u8; N]> {
+    let (head, rest) = r.split_first_chunk::<N>()?;
+    *r = rest;
+    Some(*head)
 }
 
 #[cfg(test)]
@@ -132,15 +233,15 @@ mod tests {
         let mut s = ProducerStates::default();
         let a = header(1, 0, 0, 3);
         assert_eq!(s.check(&a), Ok(Sequence::New));
-        s.record(&a, 100);
+        s.record(&a, 100, 0, u64::MAX);
         assert_eq!(s.check(&a), Ok(Sequence::Duplicate(100)), "retry of the same batch");
         let b = header(1, 0, 3, 2);
         assert_eq!(s.check(&b), Ok(Sequence::New));
-        s.record(&b, 103);
+        s.record(&b, 103, 0, u64::MAX);
         assert_eq!(s.check(&a), Ok(Sequence::Duplicate(100)), "older remembered batch");
         assert!(matches!(s.check(&header(1, 0, 9, 1)), Err(SequenceError::OutOfOrder { expected: 5, .. })));
         assert_eq!(s.check(&header(1, 1, 0, 1)), Ok(Sequence::New), "new epoch");
-        s.record(&header(1, 1, 0, 1), 105);
+        s.record(&header(1, 1, 0, 1), 105, 0, u64::MAX);
         assert!(matches!(s.check(&a), Err(SequenceError::InvalidEpoch { current: 1, .. })));
         assert_eq!(s.check(&header(2, 0, 77, 1)), Ok(Sequence::New), "unknown producer");
     }
@@ -150,9 +251,52 @@ mod tests {
         let mut s = ProducerStates::default();
         let batches: Vec<_> = (0..10).map(|i| header(1, 0, i, 1)).collect();
         for (i, h) in batches.iter().enumerate() {
-            s.record(h, i as u64);
+            s.record(h, i as u64, 0, u64::MAX);
         }
         assert_eq!(s.check(&batches[9]), Ok(Sequence::Duplicate(9)));
         assert!(s.check(&batches[0]).is_err(), "too old to be recognised: refused, not rewritten");
+    }
+
+    #[test]
+    fn idle_producers_are_forgotten() {
+        let mut s = ProducerStates::default();
+        s.record(&header(1, 0, 0, 1), 0, 1_000, 60_000);
+        s.record(&header(2, 0, 0, 1), 1, 50_000, 60_000);
+        s.expire(70_000, 60_000);
+        assert_eq!(s.len(), 1, "producer 1 was idle for 69 s");
+        assert_eq!(s.check(&header(1, 0, 5, 1)), Ok(Sequence::New), "forgotten: starts fresh");
+        assert!(s.check(&header(2, 0, 5, 1)).is_err(), "producer 2 is still known");
+        // Sweeps also happen on their own as batches are recorded.
+        let mut s = ProducerStates::default();
+        for id in 0..u64::from(SWEEP_EVERY) {
+            s.record(&header(id, 0, 0, 1), id, 0, 1_000);
+        }
+        for seq in 0..SWEEP_EVERY {
+            s.record(&header(u64::MAX, 0, seq, 1), 0, 5_000, 1_000);
+        }
+        assert_eq!(s.len(), 1, "the idle ones were swept");
+    }
+
+    #[test]
+    fn snapshots_round_trip_and_reject_damage() {
+        let mut s = ProducerStates::default();
+        for id in 0..20u64 {
+            for seq in 0..(id as u32 % 8) {
+                s.record(&header(id, (id % 3) as u16, seq * 2, 2), id * 100 + u64::from(seq), 7, u64::MAX);
+            }
+        }
+        s.since_sweep = 0;
+        let bytes = s.encode(1234);
+        let (base, back) = ProducerStates::decode(&bytes).unwrap();
+        assert_eq!((base, &back), (1234, &s));
+        for i in 0..bytes.len() {
+            let mut bad = bytes.clone();
+            bad[i] ^= 0x10;
+            assert!(ProducerStates::decode(&bad).is_none(), "flipped byte {i} accepted");
+        }
+        for cut in 0..bytes.len() {
+            assert!(ProducerStates::decode(&bytes[..cut]).is_none(), "cut at {cut} accepted");
+        }
+        assert_eq!(ProducerStates::decode(&ProducerStates::default().encode(0)).unwrap().1.len(), 0);
     }
 }

@@ -1,6 +1,7 @@
 //! Log-level tests: behaviour, a model-based property test, crash
 //! consistency, corruption and a full disk.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
 use std::sync::atomic::AtomicUsize;
@@ -8,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use proptest::prelude::*;
-use sluice_protocol::batch::{split_batches, BatchBuilder, RecordBatch, HEADER_LEN};
+use sluice_protocol::batch::{split_batches, BatchBuilder, BatchHeader, RecordBatch, HEADER_LEN};
 
 use super::*;
 
@@ -333,6 +334,123 @@ fn idempotent_retries_are_deduplicated_across_reopen() {
     assert_eq!(log.append(&idem(4, 4), 0).unwrap().base_offset, 4);
 }
 
+fn idem(producer: u64, seq: u32, tag: u8) -> Bytes {
+    let mut b = BatchBuilder::new().producer(producer, 0, seq);
+    b.append(0, None, Some(&[tag; 40]), &[]);
+    b.append(0, None, Some(&[tag; 40]), &[]);
+    b.build()
+}
+
+fn snapshot_files(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| match files::parse(&e.unwrap().file_name().to_string_lossy()) {
+            files::FileName::ProducerSnapshot(base) => Some(base),
+            _ => None,
+        })
+        .collect();
+    v.sort_unstable();
+    v
+}
+
+/// The broker's clock (producers idle for a day are forgotten on open).
+fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
+}
+
+/// Producer 10 writes once, into the first segment; producer 9 writes 150
+/// batches across several. Returns producer 9's batches' offsets.
+fn idempotent_history(log: &Log) -> Vec<u64> {
+    assert_eq!(log.append(&idem(10, 0, 0), now_ms()).unwrap().base_offset, 0);
+    (0..150u32).map(|i| log.append(&idem(9, i * 2, i as u8), now_ms()).unwrap().base_offset).collect()
+}
+
+#[test]
+fn producer_state_loads_from_the_newest_snapshot_and_replays_only_after_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments());
+    let offsets = idempotent_history(&log);
+    let segments = log.stats().segment_count;
+    assert!(segments >= 5, "{segments} segments");
+    let snapshots = snapshot_files(dir.path());
+    assert_eq!(snapshots.len(), 2, "only the newest two are kept: {snapshots:?}");
+    drop(log); // a crash: the last snapshot is from the last roll
+
+    let (log, report) = open(dir.path(), small_segments());
+    let newest = *snapshots.last().unwrap();
+    assert_eq!(report.producer_snapshot, Some(newest));
+    let active_batches = offsets.iter().filter(|o| **o >= newest).count();
+    assert_eq!(report.producer_batches_replayed, active_batches, "only the active segment is read");
+    // A clean close snapshots the end: the next open reads no header.
+    log.close().unwrap();
+    drop(log);
+    let (log, report) = open(dir.path(), small_segments());
+    let end = log.log_end_offset();
+    assert_eq!((report.producer_snapshot, report.producer_batches_replayed), (Some(end), 0));
+    // Producer 10's only batch is in the first segment: known from the snapshot.
+    let dup = log.append(&idem(10, 0, 0), now_ms()).unwrap();
+    assert!(dup.duplicate && dup.base_offset == 0);
+    let dup = log.append(&idem(9, 149 * 2, 149), now_ms()).unwrap();
+    assert!(dup.duplicate && dup.base_offset == offsets[149]);
+    assert!(matches!(log.append(&idem(9, 7, 0), now_ms()), Err(StorageError::Sequence(_))));
+    assert!(!log.append(&idem(9, 300, 0), now_ms()).unwrap().duplicate);
+}
+
+#[test]
+fn a_damaged_snapshot_falls_back_to_an_older_one_then_to_the_whole_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (log, _) = open(dir.path(), small_segments());
+    let offsets = idempotent_history(&log);
+    log.close().unwrap();
+    drop(log);
+    let snapshots = snapshot_files(dir.path());
+    let flip = |base: u64| {
+        let path = files::snapshot_path(dir.path(), base);
+        let mut bytes = fs::read(&path).unwrap();
+        bytes[10] ^= 1;
+        fs::write(&path, bytes).unwrap();
+    };
+    flip(snapshots[1]);
+    let (log, report) = open(dir.path(), small_segments());
+    assert_eq!(report.producer_snapshot, Some(snapshots[0]));
+    assert_eq!(snapshot_files(dir.path()), vec![snapshots[0]], "the damaged one is deleted");
+    drop(log);
+    flip(snapshots[0]);
+    let (log, report) = open(dir.path(), small_segments());
+    assert_eq!(report.producer_snapshot, None);
+    assert_eq!(report.producer_batches_replayed, offsets.len() + 1, "every batch header");
+    let dup = log.append(&idem(10, 0, 0), now_ms()).unwrap();
+    assert!(dup.duplicate && dup.base_offset == 0);
+}
+
+#[test]
+fn snapshots_past_the_log_end_are_discarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(dir.path(), small_segments());
+    let offsets = idempotent_history(&log);
+    // Truncating into the middle removes the snapshots after the cut, and
+    // producer 9 continues from its last surviving batch.
+    let cut = offsets[40];
+    log.truncate_to(cut).unwrap();
+    assert!(snapshot_files(dir.path()).iter().all(|b| *b <= cut));
+    let again = log.append(&idem(9, 80, 80), now_ms()).unwrap();
+    assert!(!again.duplicate && again.base_offset == cut, "a cut batch is written again, not deduplicated");
+    log.close().unwrap();
+    drop(log);
+    // A snapshot beyond the end (from records a crash took back) is removed
+    // on open, never loaded: its producer 77 stays unknown.
+    let mut bogus = super::producers::ProducerStates::default();
+    let header = BatchHeader::parse(&idem(77, 0, 0)).unwrap();
+    bogus.record(&header, 5, 0, u64::MAX);
+    fs::write(files::snapshot_path(dir.path(), 1_000_000), bogus.encode(1_000_000)).unwrap();
+    let (log, report) = open(dir.path(), small_segments());
+    assert_eq!(report.producer_snapshot, Some(cut + 2), "the one the clean close wrote");
+    assert!(!files::snapshot_path(dir.path(), 1_000_000).exists());
+    assert!(!log.append(&idem(77, 9, 0), now_ms()).unwrap().duplicate, "producer 77 is unknown: accepted");
+    let dup = log.append(&idem(9, 80, 80), now_ms()).unwrap();
+    assert!(dup.duplicate && dup.base_offset == cut);
+}
+
 #[test]
 fn invalid_appends_are_refused_without_side_effects() {
     let dir = tempfile::tempdir().unwrap();
@@ -537,8 +655,15 @@ enum Op {
     Read(usize),
     Roll,
     Flush,
-    Reopen { clean: bool },
+    Reopen {
+        clean: bool,
+    },
     Retention,
+    /// An idempotent producer (0-2) sends its next batch, or retries its last.
+    Idempotent {
+        producer: u64,
+        retry: bool,
+    },
 }
 
 fn op_strategy() -> impl Strategy<Value = Op> {
@@ -549,6 +674,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => Just(Op::Retention),
+        3 => (0u64..3, any::<bool>()).prop_map(|(producer, retry)| Op::Idempotent { producer, retry }),
     ]
 }
 
@@ -556,8 +682,10 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
     /// Model-based test: random appends, reads, rolls, flushes, reopens
-    /// (clean, or crash after a flush) and retention, against a plain list
-    /// of the batches appended.
+    /// (clean, or crash after a flush), retention and idempotent producers'
+    /// retries, against a plain list of the batches appended. A retry is
+    /// answered with the original offset whatever happened in between
+    /// (producer state survives rolls, retention and reopens).
     #[test]
     fn log_matches_a_simple_model(ops in proptest::collection::vec(op_strategy(), 1..60)) {
         let dir = tempfile::tempdir().unwrap();
@@ -565,8 +693,30 @@ proptest! {
         let (mut log, _) = open(dir.path(), cfg.clone());
         let mut model: Vec<(u64, Bytes)> = Vec::new(); // (base offset, batch)
         let mut next = 0u64;
+        // Per producer: next sequence, and its last batch with its offset.
+        let mut producers: BTreeMap<u64, (u32, Option<(Bytes, u64)>)> = BTreeMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             match op {
+                Op::Idempotent { producer, retry } => {
+                    let (seq, last) = producers.entry(producer).or_insert((0, None));
+                    match last {
+                        Some((b, base)) if retry => {
+                            let info = log.append(b, now_ms()).unwrap();
+                            prop_assert!(info.duplicate, "retry of producer {}'s batch at {} was rewritten", producer, base);
+                            prop_assert_eq!(info.base_offset, *base);
+                        }
+                        _ => {
+                            let b = idem(producer + 100, *seq, i as u8);
+                            let info = log.append(&b, now_ms()).unwrap();
+                            prop_assert!(!info.duplicate);
+                            prop_assert_eq!(info.base_offset, next);
+                            model.push((next, b.clone()));
+                            *last = Some((b, next));
+                            *seq += 2;
+                            next += 2;
+                        }
+                    }
+                }
                 Op::Append(n, len) => {
                     let b = batch_with(n, len, i as i64, i as u8);
                     let info = log.append(&b, 0).unwrap();
