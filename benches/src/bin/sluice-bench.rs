@@ -558,10 +558,23 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
     }
     settle(&consumers, args.partitions).await?;
     let settle_ms = joining.elapsed().as_millis() as u64;
+    // The start of each partition (past what retention deleted, on a
+    // running broker's topic).
+    let meta = Connection::connect(addr, "bench")
+        .await?
+        .call(&MetadataRequest { topics: vec![args.topic.clone()] })
+        .await?;
+    let log_start = |partition: u32| {
+        meta.topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .find(|p| p.partition == partition)
+            .map_or(0, |p| p.log_start_offset)
+    };
     let started = Instant::now();
     for consumer in &consumers {
         for (topic, partition) in consumer.assignment() {
-            consumer.seek(&topic, partition, 0);
+            consumer.seek(&topic, partition, log_start(partition));
         }
     }
     let deadline = started + Duration::from_secs(args.duration.max(1) * 3);
