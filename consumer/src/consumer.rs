@@ -99,7 +99,12 @@ impl Default for ConsumerBuilder {
             auto_commit_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
             fetch_max_wait: Duration::from_millis(500),
-            fetch_max_bytes: 8 << 20,
+            // Measured (docs/benchmarks.md): 2 MiB reads 100 B records 25%
+            // faster than 8 MiB and 1 KiB records as fast, with a quarter of
+            // the poll latency: each response is a fresh allocation the
+            // records point into, and smaller ones are reused by the
+            // allocator instead of being faulted in page by page.
+            fetch_max_bytes: 2 << 20,
             prefetch: 4,
         }
     }
@@ -156,7 +161,8 @@ impl ConsumerBuilder {
         self.fetch_max_wait = wait;
         self
     }
-    /// Bytes per fetch at most (default 8 MiB).
+    /// Bytes per fetch at most, shared by the assigned partitions (each
+    /// gets at least 64 KiB, and at least one whole batch); default 2 MiB.
     pub fn fetch_max_bytes(mut self, bytes: u32) -> Self {
         self.fetch_max_bytes = bytes;
         self

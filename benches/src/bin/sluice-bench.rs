@@ -216,6 +216,9 @@ struct Args {
     /// Write a chart of throughput over time and the latency distribution.
     #[arg(long, value_name = "FILE.svg")]
     plot: Option<std::path::PathBuf>,
+    /// Bytes per consumer fetch (default: the consumer's default).
+    #[arg(long)]
+    fetch_bytes: Option<u32>,
     /// Members of the consumer group (consume and e2e).
     #[arg(long, default_value_t = 1)]
     consumers: usize,
@@ -230,8 +233,13 @@ const SAMPLE_EVERY: u64 = 997;
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The broker gets its own runtime (and threads), like a separate process.
-    let broker_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let broker_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("broker")
+        .enable_all()
+        .build()?;
     let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .thread_name("clients")
         .worker_threads((args.consumers + args.producers).clamp(1, 2))
         .enable_all()
         .build()?;
@@ -518,6 +526,16 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
     }))
 }
 
+/// A group member subscribed to the topic, with `--fetch-bytes`.
+fn consumer_builder(args: &Args, addr: &str, group: &str) -> sluice_consumer::ConsumerBuilder {
+    let builder =
+        sluice_consumer::Consumer::builder().bootstrap(addr).group(group).subscribe([args.topic.clone()]);
+    match args.fetch_bytes {
+        Some(bytes) => builder.fetch_max_bytes(bytes),
+        None => builder,
+    }
+}
+
 /// Waits until the group's assignment is stable: every partition owned
 /// once, and every member that can have one owns one.
 async fn settle(consumers: &[sluice_consumer::Consumer], partitions: u32) -> anyhow::Result<()> {
@@ -545,13 +563,9 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
     let joining = Instant::now();
     let mut consumers = Vec::new();
     for _ in 0..args.consumers.max(1) {
-        let consumer = sluice_consumer::Consumer::builder()
-            .bootstrap(addr)
-            .group("sluice-bench")
-            .subscribe([args.topic.clone()])
+        let consumer = consumer_builder(args, addr, "sluice-bench")
             .auto_offset_reset(sluice_consumer::OffsetReset::Latest)
             .enable_auto_commit(false)
-            .fetch_max_bytes(16 << 20)
             .build()
             .await?;
         consumers.push(consumer);
@@ -645,10 +659,7 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
     let mut consumers = Vec::new();
     for _ in 0..args.consumers.max(1) {
         consumers.push(
-            sluice_consumer::Consumer::builder()
-                .bootstrap(addr)
-                .group("sluice-bench-e2e")
-                .subscribe([args.topic.clone()])
+            consumer_builder(args, addr, "sluice-bench-e2e")
                 .auto_offset_reset(sluice_consumer::OffsetReset::Earliest)
                 .fetch_max_wait(Duration::from_millis(100))
                 .build()
