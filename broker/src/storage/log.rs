@@ -134,6 +134,18 @@ impl State {
         }
     }
 
+    /// Loads the producer state (see [`read_producer_state`]) and deletes
+    /// the snapshots that could not be read, so a fresh one replaces them.
+    fn load_producers(&mut self, dir: &Path, expiry_ms: u64) -> ProducerLoad {
+        let mut load = read_producer_state(dir, self, expiry_ms);
+        self.producers = std::mem::take(&mut load.producers);
+        for base in &load.unreadable {
+            let _ = fs::remove_file(files::snapshot_path(dir, *base));
+        }
+        self.snapshots.retain(|b| !load.unreadable.contains(b));
+        load
+    }
+
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
         self.sealed.values().chain(std::iter::once(&self.active))
     }
@@ -733,7 +745,7 @@ struct ProducerLoad {
 /// log end, plus the batches from its offset on (reading the headers of the
 /// segments that hold them); every header of the log when no snapshot is
 /// usable. Producers idle for `expiry_ms` are dropped.
-fn load_producers(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
+fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
     let now_ms = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
@@ -768,18 +780,4 @@ fn load_producers(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
     }
     producers.expire(now_ms, expiry_ms);
     ProducerLoad { producers, snapshot: from, replayed, unreadable }
-}
-
-impl State {
-    /// Loads the producer state (see [`load_producers`]) and deletes the
-    /// snapshots that could not be read, so a fresh one replaces them.
-    fn load_producers(&mut self, dir: &Path, expiry_ms: u64) -> ProducerLoad {
-        let mut load = load_producers(dir, self, expiry_ms);
-        self.producers = std::mem::take(&mut load.producers);
-        for base in &load.unreadable {
-            let _ = fs::remove_file(files::snapshot_path(dir, *base));
-        }
-        self.snapshots.retain(|b| !load.unreadable.contains(b));
-        load
-    }
 }
