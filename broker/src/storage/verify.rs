@@ -4,6 +4,7 @@
 //! the broker's job).
 
 use std::fs;
+use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
 use sluice_protocol::batch::{self, BatchHeader, HEADER_LEN};
@@ -53,7 +54,6 @@ pub fn verify_dir(dir: &Path) -> std::io::Result<VerifyReport> {
     let mut expected: Option<u64> = None;
     for base in bases {
         let path = files::segment_path(dir, base, SegmentFile::Log);
-        let data = fs::read(&path)?;
         report.segments += 1;
         if expected.is_some_and(|e| e != base) {
             report.corrupt.push(Problem {
@@ -63,48 +63,80 @@ pub fn verify_dir(dir: &Path) -> std::io::Result<VerifyReport> {
                 reason: format!("segment starts at {base}, previous ended at {}", expected.unwrap_or(0)),
             });
         }
-        let mut next = base;
-        let mut pos = 0usize;
-        while pos < data.len() {
-            let problem =
-                |reason: String, offset| Problem { file: path.clone(), position: pos as u64, offset, reason };
-            let header = BatchHeader::parse(&data[pos..]).ok();
-            let plausible = header.filter(|h| {
-                h.total_len() >= HEADER_LEN && pos + h.total_len() <= data.len() && h.record_count > 0
-            });
-            let Some(h) = plausible else {
-                if data[pos..].iter().any(|b| *b != 0) {
-                    report
-                        .torn
-                        .push(problem(format!("{} unreadable bytes at the end", data.len() - pos), None));
-                }
-                break;
-            };
-            let bytes = &data[pos..pos + h.total_len()];
-            let computed = batch::compute_crc(bytes);
-            if computed != h.crc {
-                report.corrupt.push(problem(
-                    format!("crc mismatch: stored {:#010x}, computed {computed:#010x}", h.crc),
-                    Some(h.base_offset),
-                ));
-            } else if h.base_offset != next || h.last_offset_delta != h.record_count - 1 {
-                report.corrupt.push(problem(
-                    format!("offsets not dense: batch at {} where {next} was expected", h.base_offset),
-                    Some(h.base_offset),
-                ));
-            } else {
-                report.good_batches += 1;
-            }
-            next = h.next_offset().max(next);
-            pos += h.total_len();
-        }
+        let (next, len) = verify_segment(&path, base, &mut report)?;
         expected = Some(next);
-        check_index(dir, base, data.len(), &mut report);
+        check_index(dir, base, len, &mut report);
     }
     Ok(report)
 }
 
-fn check_index(dir: &Path, base: u64, log_len: usize, report: &mut VerifyReport) {
+/// Walks one segment file batch by batch, streaming (a segment can be
+/// GiBs; memory stays at the read buffer): structure, CRC and dense
+/// offsets from `base`. Returns the offset after the last batch and the
+/// file's length.
+fn verify_segment(path: &Path, base: u64, report: &mut VerifyReport) -> std::io::Result<(u64, u64)> {
+    let file = fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut reader = BufReader::with_capacity(1 << 20, file);
+    let mut chunk = vec![0u8; 1 << 16];
+    let mut next = base;
+    let mut pos = 0u64;
+    while pos < len {
+        let problem =
+            |reason: String, offset| Problem { file: path.to_owned(), position: pos, offset, reason };
+        let mut header = [0u8; HEADER_LEN];
+        let got = (len - pos).min(HEADER_LEN as u64) as usize;
+        reader.read_exact(&mut header[..got])?;
+        let plausible = BatchHeader::parse(&header[..got]).ok().filter(|h| {
+            h.total_len() >= HEADER_LEN && pos + h.total_len() as u64 <= len && h.record_count > 0
+        });
+        let Some(h) = plausible else {
+            // Past the last batch: zeros are preallocation, anything else a
+            // torn or garbage tail.
+            let mut nonzero = header[..got].iter().any(|b| *b != 0);
+            while !nonzero {
+                let n = reader.read(&mut chunk)?;
+                if n == 0 {
+                    break;
+                }
+                nonzero = chunk[..n].iter().any(|b| *b != 0);
+            }
+            if nonzero {
+                report.torn.push(problem(format!("{} unreadable bytes at the end", len - pos), None));
+            }
+            break;
+        };
+        // The CRC covers everything after its own field, streamed.
+        let mut crc = crc32fast::Hasher::new();
+        crc.update(&header[batch::ATTRIBUTES_POS..]);
+        let mut left = h.total_len() - HEADER_LEN;
+        while left > 0 {
+            let n = left.min(chunk.len());
+            reader.read_exact(&mut chunk[..n])?;
+            crc.update(&chunk[..n]);
+            left -= n;
+        }
+        let computed = crc.finalize();
+        if computed != h.crc {
+            report.corrupt.push(problem(
+                format!("crc mismatch: stored {:#010x}, computed {computed:#010x}", h.crc),
+                Some(h.base_offset),
+            ));
+        } else if h.base_offset != next || h.last_offset_delta != h.record_count - 1 {
+            report.corrupt.push(problem(
+                format!("offsets not dense: batch at {} where {next} was expected", h.base_offset),
+                Some(h.base_offset),
+            ));
+        } else {
+            report.good_batches += 1;
+        }
+        next = h.next_offset().max(next);
+        pos += h.total_len() as u64;
+    }
+    Ok((next, len))
+}
+
+fn check_index(dir: &Path, base: u64, log_len: u64, report: &mut VerifyReport) {
     let path = files::segment_path(dir, base, SegmentFile::Index);
     let Ok(index) = fs::read(&path) else {
         report.index_warnings.push(Problem {
@@ -121,7 +153,7 @@ fn check_index(dir: &Path, base: u64, log_len: usize, report: &mut VerifyReport)
             (u32::from_be_bytes([e[0], e[1], e[2], e[3]]), u32::from_be_bytes([e[4], e[5], e[6], e[7]]))
         });
         let ok = entry.is_some_and(|(rel, position)| {
-            (position as usize) < log_len && previous.is_none_or(|(prel, ppos)| rel > prel && position > ppos)
+            u64::from(position) < log_len && previous.is_none_or(|(prel, ppos)| rel > prel && position > ppos)
         });
         if !ok {
             report.index_warnings.push(Problem {
@@ -178,5 +210,28 @@ mod tests {
         assert_eq!(report.corrupt[0].offset, Some(3));
         assert_eq!(report.good_batches, 59, "batches after the corrupt one are still checked");
         assert_eq!(report.index_warnings.len(), 1);
+
+        // A tail of zeros (preallocation) is fine; one stray byte far into
+        // it (past the first read buffers) is a torn tail.
+        let last = fs::read_dir(dir.path())
+            .unwrap()
+            .filter_map(|e| match files::parse(&e.unwrap().file_name().to_string_lossy()) {
+                FileName::Segment(base, SegmentFile::Log) => Some(base),
+                _ => None,
+            })
+            .max()
+            .unwrap();
+        let last = files::segment_path(dir.path(), last, SegmentFile::Log);
+        let mut bytes = fs::read(&last).unwrap();
+        let end = bytes.len();
+        bytes.resize(end + 300_000, 0);
+        fs::write(&last, &bytes).unwrap();
+        assert!(verify_dir(dir.path()).unwrap().torn.is_empty(), "zeros are preallocation");
+        bytes[end + 250_000] = 7;
+        fs::write(&last, &bytes).unwrap();
+        let report = verify_dir(dir.path()).unwrap();
+        assert_eq!(report.torn.len(), 1, "{report:?}");
+        assert_eq!(report.torn[0].position, end as u64);
+        assert_eq!(report.good_batches, 59);
     }
 }
