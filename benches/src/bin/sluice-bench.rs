@@ -28,10 +28,11 @@ use sluice_protocol::ErrorCode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum Scenario {
-    /// One producer sends `--messages` records.
+    /// `--producers` producers send `--messages` records between them;
+    /// latency is send to acknowledgement.
     Produce,
-    /// Writes a backlog of `--messages` records, then `--consumers`
-    /// consumers (one group) read it all.
+    /// Writes a backlog of `--messages` records, then a `--consumers` group
+    /// reads it all (timed once the group has settled); latency is per poll.
     Consume,
     /// `--producers` and a `--consumers` group at once; latency is from the
     /// producer's send to the consumer's receipt.
@@ -168,7 +169,7 @@ struct Args {
     /// A running broker (loopback); when absent, one is started on a temp dir.
     #[arg(long)]
     broker: Option<String>,
-    /// Topic (created when the benchmark starts its own broker).
+    /// Topic (created when missing).
     #[arg(long, default_value = "bench")]
     topic: String,
     /// Partitions of the topic.
