@@ -482,11 +482,41 @@ impl SendPlan {
     }
 }
 
-fn percentiles(h: &Histogram<u64>) -> serde_json::Value {
-    serde_json::json!({
-        "p50": h.value_at_quantile(0.5), "p90": h.value_at_quantile(0.9), "p99": h.value_at_quantile(0.99),
-        "p99.9": h.value_at_quantile(0.999), "max": h.max(),
-    })
+/// One run's result as the JSON object `--json` prints (every parameter,
+/// throughput, latency percentiles, plus `extra` fields); writes `--plot`.
+fn report(
+    args: &Args,
+    scenario: &str,
+    messages: u64,
+    secs: f64,
+    throughput: &[(f64, f64)],
+    latency: &Histogram<u64>,
+    extra: serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    if let Some(path) = &args.plot {
+        plot(path, scenario, throughput, latency)?;
+    }
+    let bytes = messages * args.message_size as u64;
+    let q = |quantile| latency.value_at_quantile(quantile);
+    let mut result = serde_json::json!({
+        "scenario": scenario,
+        "parameters": {
+            "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers,
+            "consumers": args.consumers, "acks": format!("{:?}", args.acks).to_lowercase(),
+            "fsync": args.fsync_label(), "rate": args.rate, "linger_ms": args.linger,
+            "batch_bytes": args.batch_bytes, "warmup_s": args.warmup, "fetch_bytes": args.fetch_bytes,
+            "compression": format!("{:?}", args.compression).to_lowercase(),
+        },
+        "messages": messages, "bytes": bytes, "seconds": secs,
+        "msgs_per_sec": messages as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
+        "latency_us": {
+            "p50": q(0.5), "p90": q(0.9), "p99": q(0.99), "p99.9": q(0.999), "max": latency.max(),
+        },
+    });
+    if let (Some(result), serde_json::Value::Object(extra)) = (result.as_object_mut(), extra) {
+        result.extend(extra);
+    }
+    Ok(result)
 }
 
 /// `--producers` producers send `--messages` records between them; latency
@@ -504,27 +534,8 @@ async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_
     };
     let (sent, done) = run_producers(producers, &plan).await?;
     let secs = done.duration_since(started).as_secs_f64();
-    let samples = progress.finish();
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
-    if let Some(path) = &args.plot {
-        plot(path, "produce", &samples, &h)?;
-    }
-    let bytes = sent * args.message_size as u64;
-    Ok(serde_json::json!({
-        "scenario": "produce",
-        "parameters": {
-            "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers,
-            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync_label(), "rate": args.rate,
-            "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
-            "compression": format!("{:?}", args.compression).to_lowercase(),
-        },
-        "messages": sent,
-        "bytes": bytes,
-        "seconds": secs,
-        "msgs_per_sec": sent as f64 / secs,
-        "mb_per_sec": bytes as f64 / secs / 1e6,
-        "latency_us": percentiles(&h),
-    }))
+    report(args, "produce", sent, secs, &progress.finish(), &h, serde_json::json!({}))
 }
 
 /// A group member subscribed to the topic, with `--fetch-bytes`.
@@ -627,23 +638,12 @@ async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<serde
     let secs = end.duration_since(started).as_secs_f64().max(1e-9);
     let samples = progress.finish();
     let n = read.load(std::sync::atomic::Ordering::Relaxed);
-    if let Some(path) = &args.plot {
-        plot(path, "consume", &samples, &h)?;
-    }
     if n < messages {
         bail!("read only {n} of {messages} messages before the deadline");
     }
-    let bytes = n * args.message_size as u64;
-    Ok(serde_json::json!({
-        "scenario": "consume",
-        "parameters": {
-            "message_size": args.message_size, "partitions": args.partitions, "consumers": args.consumers,
-            "producers": args.producers, "latency": "poll call that returned records",
-        },
-        "messages": n, "bytes": bytes, "seconds": secs, "group_settle_ms": settle_ms,
-        "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
-        "latency_us": percentiles(&h),
-    }))
+    let extra =
+        serde_json::json!({ "group_settle_ms": settle_ms, "latency": "poll call that returned records" });
+    report(args, "consume", n, secs, &samples, &h, extra)
 }
 
 /// Producers and a consumer group at the same time. Each value starts with
@@ -716,22 +716,7 @@ async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<serde_json
     }
     let secs =
         Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
-    let samples = progress.finish();
     let n = received.load(std::sync::atomic::Ordering::Relaxed);
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
-    if let Some(path) = &args.plot {
-        plot(path, "e2e", &samples, &h)?;
-    }
-    let bytes = n * args.message_size as u64;
-    Ok(serde_json::json!({
-        "scenario": "e2e",
-        "parameters": {
-            "message_size": args.message_size, "partitions": args.partitions, "producers": args.producers, "consumers": args.consumers,
-            "acks": format!("{:?}", args.acks).to_lowercase(), "fsync": args.fsync_label(), "rate": args.rate,
-            "linger_ms": args.linger, "batch_bytes": args.batch_bytes, "warmup_s": args.warmup,
-        },
-        "messages": n, "produced": produced, "bytes": bytes, "seconds": secs,
-        "msgs_per_sec": n as f64 / secs, "mb_per_sec": bytes as f64 / secs / 1e6,
-        "latency_us": percentiles(&h),
-    }))
+    report(args, "e2e", n, secs, &progress.finish(), &h, serde_json::json!({ "produced": produced }))
 }
