@@ -623,9 +623,6 @@ impl Log {
         let config = self.config();
         let opts = segment_options(&config, &self.space);
         let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        // Snapshots past the cut go first (durably): after new appends they
-        // would describe records that are no longer there.
-        remove_snapshots(&self.dir, &mut state.snapshots, offset)?;
         let mut removed = Vec::new();
         while state.active.base_offset() >= offset {
             let Some((_, previous)) = state.sealed.pop_last() else { break };
@@ -638,8 +635,12 @@ impl Log {
         // Re-walk the cut segment: rebuilds its indexes and end offset.
         let (segment, _) = Segment::recover(&self.dir, base, &opts, u64::MAX)?;
         state.active = segment;
-        state.load_producers(&self.dir, config.producer_expiry_ms);
         let end = state.active.next_offset();
+        // Snapshots past the new end go (durably) before anything can be
+        // appended at those offsets again; a crash before this is handled
+        // by `open`, which drops them the same way.
+        remove_snapshots(&self.dir, &mut state.snapshots, end)?;
+        state.load_producers(&self.dir, config.producer_expiry_ms);
         self.end.store(end, Ordering::Release);
         self.durable.fetch_min(end, Ordering::AcqRel);
         write_atomically(&self.dir, files::RECOVERY_POINT, format!("{}\n", self.durable_offset()).as_bytes())
@@ -746,9 +747,7 @@ struct ProducerLoad {
 /// segments that hold them); every header of the log when no snapshot is
 /// usable. Producers idle for `expiry_ms` are dropped.
 fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let now_ms = super::now_ms();
     let end = state.active.next_offset();
     let mut unreadable = Vec::new();
     let snapshot = state.snapshots.iter().rev().filter(|b| **b <= end).find_map(|&base| {

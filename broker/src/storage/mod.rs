@@ -22,6 +22,12 @@ pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};
 pub use mmap::DiskSpace;
 pub use producers::SequenceError;
 
+/// Milliseconds since the Unix epoch (the broker's clock for timestamps,
+/// retention and producer expiry).
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 use std::io;
 use std::path::{Path, PathBuf};
 

@@ -353,11 +353,6 @@ fn snapshot_files(dir: &Path) -> Vec<u64> {
     v
 }
 
-/// The broker's clock (producers idle for a day are forgotten on open).
-fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as i64
-}
-
 /// Producer 10 writes once, into the first segment; producer 9 writes 150
 /// batches across several. Returns producer 9's batches' offsets.
 fn idempotent_history(log: &Log) -> Vec<u64> {
