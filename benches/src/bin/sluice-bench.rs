@@ -403,6 +403,25 @@ struct SendPlan {
     progress: Option<Progress>,
 }
 
+impl SendPlan {
+    fn new(args: &Args, base: Instant, stamp: bool) -> Self {
+        let producers = args.producers.max(1) as u64;
+        Self {
+            topic: args.topic.as_str().into(),
+            partitions: args.partitions.max(1),
+            message_size: args.message_size,
+            per_producer: args.messages.div_ceil(producers),
+            per_producer_rate: args.rate.div_ceil(producers),
+            base,
+            warmup: Duration::from_secs(args.warmup),
+            deadline: base + Duration::from_secs(args.duration),
+            stamp,
+            ack_latency: None,
+            progress: None,
+        }
+    }
+}
+
 /// One producer's send loop; returns how many records it sent and when
 /// the last of them was acknowledged (per `--acks`).
 async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
@@ -461,25 +480,6 @@ async fn run_producers(producers: Vec<Producer>, plan: &SendPlan) -> anyhow::Res
         (sent, done) = (sent + n, done.max(at));
     }
     Ok((sent, done))
-}
-
-impl SendPlan {
-    fn new(args: &Args, base: Instant, stamp: bool) -> Self {
-        let producers = args.producers.max(1) as u64;
-        Self {
-            topic: args.topic.as_str().into(),
-            partitions: args.partitions.max(1),
-            message_size: args.message_size,
-            per_producer: args.messages.div_ceil(producers),
-            per_producer_rate: args.rate.div_ceil(producers),
-            base,
-            warmup: Duration::from_secs(args.warmup),
-            deadline: base + Duration::from_secs(args.duration),
-            stamp,
-            ack_latency: None,
-            progress: None,
-        }
-    }
 }
 
 /// One run's result as the JSON object `--json` prints (every parameter,
