@@ -14,7 +14,7 @@ use crate::errors::BrokerError;
 use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::storage::StorageError;
+use crate::storage::{durable, StorageError};
 use crate::topics::{LoadReport, Topic, Topics};
 
 /// The data directory's format version.
@@ -57,7 +57,7 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, BrokerError> {
     let io = |op| {
         move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join(".lock"), source })
     };
-    std::fs::create_dir_all(data_dir).map_err(io("create"))?;
+    durable::create_dir_durably(data_dir)?;
     let file = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -73,13 +73,24 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, BrokerError> {
     Ok(file)
 }
 
+fn write_meta(path: &Path) -> Result<(), BrokerError> {
+    let json = serde_json::to_vec_pretty(&Meta { broker_id: 0, format_version: FORMAT_VERSION })
+        .map_err(|e| BrokerError::Internal(e.to_string()))?;
+    Ok(durable::write_atomically(path, &json)?)
+}
+
 fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
     let path = data_dir.join("meta.json");
     let io = |op| {
         move |source| BrokerError::Storage(StorageError::Io { op, path: data_dir.join("meta.json"), source })
     };
-    std::fs::create_dir_all(data_dir).map_err(io("create"))?;
     match std::fs::read_to_string(&path) {
+        // An empty file is what an earlier version's unsynced write left
+        // after a power loss: nothing was in it yet, so write it anew.
+        Ok(text) if text.trim().is_empty() => {
+            tracing::warn!(path = %path.display(), "meta.json is empty (an unsynced write before a power loss); rewriting it");
+            write_meta(&path)
+        }
         Ok(text) => {
             let meta: Meta = serde_json::from_str(&text)
                 .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
@@ -92,11 +103,7 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
             }
             Ok(())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let json = serde_json::to_vec_pretty(&Meta { broker_id: 0, format_version: FORMAT_VERSION })
-                .map_err(|e| BrokerError::Internal(e.to_string()))?;
-            std::fs::write(&path, json).map_err(io("write"))
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_meta(&path),
         Err(e) => Err(io("read")(e)),
     }
 }

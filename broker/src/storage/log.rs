@@ -15,7 +15,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -24,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use sluice_protocol::batch::{BatchError, BatchHeader, RecordBatch};
 
+use super::durable::{self, sync_dir};
 use super::files::{self, FileName, SegmentFile};
 use super::mmap::{DiskSpace, MappedFile};
 use super::producers::{ProducerStates, Sequence};
@@ -207,27 +207,14 @@ fn segment_options(config: &LogConfig, space: &DiskSpace) -> SegmentOptions {
     }
 }
 
-fn sync_dir(dir: &Path) -> Result<(), StorageError> {
-    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(io_error("sync directory", dir))
-}
-
 fn read_checkpoint(dir: &Path) -> u64 {
     let path = dir.join(files::RECOVERY_POINT);
     fs::read_to_string(&path).ok().and_then(|s| s.trim().parse().ok()).unwrap_or(0)
 }
 
-/// Writes `name` atomically: temp file, fsync, rename, fsync directory.
+/// Writes `name` in `dir` atomically and durably.
 fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<(), StorageError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}{}", files::TMP_SUFFIX));
-    let write = || -> std::io::Result<()> {
-        let mut f = fs::File::create(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        fs::rename(&tmp, &path)
-    };
-    write().map_err(io_error("write", &path))?;
-    sync_dir(dir)
+    durable::write_atomically(&dir.join(name), contents)
 }
 
 impl Log {
@@ -238,7 +225,7 @@ impl Log {
         config: LogConfig,
         space: DiskSpace,
     ) -> Result<(Self, RecoveryReport), StorageError> {
-        fs::create_dir_all(dir).map_err(io_error("create directory", dir))?;
+        durable::create_dir_durably(dir)?;
         let opts = segment_options(&config, &space);
         let mut bases = Vec::new();
         let mut index_files = Vec::new();

@@ -9,6 +9,7 @@
 //! threads). Logs of different partitions share nothing.
 
 mod config;
+pub mod durable;
 pub mod files;
 mod index;
 mod log;
