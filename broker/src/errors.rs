@@ -88,7 +88,7 @@ impl BrokerError {
                 StorageError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
                 StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
                 StorageError::Closed => ErrorCode::BrokerNotAvailable,
-                StorageError::Io { .. } => ErrorCode::StorageError,
+                StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageError,
                 _ => ErrorCode::Unknown,
             },
         }

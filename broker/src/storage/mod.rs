@@ -101,6 +101,18 @@ pub enum StorageError {
     /// The log was closed.
     #[error("the log is closed")]
     Closed,
+    /// A sync of this log failed earlier. The OS may have dropped the
+    /// unsynced pages and will not report it again (Linux reports a
+    /// writeback error once per file description), so the log trusts
+    /// nothing past its last durable offset: it refuses appends and syncs
+    /// until it is reopened, which recovers it from that offset.
+    #[error("log {dir} stopped after a failed sync; durable up to offset {durable_offset}; it accepts writes again once reopened")]
+    Failed {
+        /// The partition directory.
+        dir: PathBuf,
+        /// Offsets below this were synced before the failure.
+        durable_offset: u64,
+    },
 }
 
 /// Maps an `io::Error` of `op` on `path`, telling a full disk apart.
