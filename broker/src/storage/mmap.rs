@@ -31,37 +31,16 @@
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
 
+pub use super::disk::DiskSpace;
+
 /// The first fallocate step.
 pub const MIN_RESERVE_STEP: usize = 64 * 1024;
-
-/// Decides whether a reservation may proceed. The real one always says yes
-/// and lets `fallocate` answer; tests use a budget to simulate a full disk.
-#[derive(Debug, Clone, Default)]
-pub enum DiskSpace {
-    /// Ask the file system.
-    #[default]
-    Real,
-    /// Refuse reservations past this many bytes in total (shared budget).
-    Budget(Arc<AtomicUsize>),
-}
-
-impl DiskSpace {
-    fn take(&self, bytes: usize) -> io::Result<()> {
-        match self {
-            DiskSpace::Real => Ok(()),
-            DiskSpace::Budget(left) => left
-                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| left.checked_sub(bytes))
-                .map(drop)
-                .map_err(|_| io::Error::from_raw_os_error(rustix::io::Errno::NOSPC.raw_os_error())),
-        }
-    }
-}
 
 /// A file mapped over `capacity` bytes of address space.
 #[derive(Debug)]
@@ -84,7 +63,14 @@ pub struct MappedFile {
     max_step: usize,
     /// Reservation policy.
     space: DiskSpace,
+    /// Cleared when the file system has no `fallocate`: the file then grows
+    /// with `ftruncate` (appends use `pwrite`, so a full disk is still an
+    /// error, not a SIGBUS).
+    fallocate: AtomicBool,
 }
+
+/// Set once the first "no fallocate" warning was logged.
+static WARNED_NO_FALLOCATE: AtomicBool = AtomicBool::new(false);
 
 impl MappedFile {
     /// Opens (creating if missing) `path` and maps `capacity` bytes. The
@@ -105,6 +91,7 @@ impl MappedFile {
             step: AtomicUsize::new(MIN_RESERVE_STEP),
             max_step: max_step.max(MIN_RESERVE_STEP),
             space,
+            fallocate: AtomicBool::new(true),
         })
     }
 
@@ -141,15 +128,37 @@ impl MappedFile {
         let step = self.step.load(Ordering::Relaxed);
         let target = end.max(reserved.saturating_add(step)).min(self.capacity);
         self.space.take(target - reserved)?;
-        rustix::fs::fallocate(
-            &self.file,
-            rustix::fs::FallocateFlags::empty(),
-            reserved as u64,
-            (target - reserved) as u64,
-        )?;
+        self.grow(reserved, target)?;
         self.reserved.store(target, Ordering::Release);
         self.step.store((step * 2).min(self.max_step), Ordering::Relaxed);
         Ok(())
+    }
+
+    /// Extends the file from `reserved` to `target` bytes: `fallocate`, or
+    /// `ftruncate` on a file system without it (warned about once).
+    fn grow(&self, reserved: usize, target: usize) -> io::Result<()> {
+        if self.fallocate.load(Ordering::Relaxed) {
+            let allocated = self.space.before_fallocate().and_then(|()| {
+                rustix::fs::fallocate(
+                    &self.file,
+                    rustix::fs::FallocateFlags::empty(),
+                    reserved as u64,
+                    (target - reserved) as u64,
+                )
+                .map_err(io::Error::from)
+            });
+            match allocated {
+                Err(e) if e.raw_os_error() == Some(rustix::io::Errno::OPNOTSUPP.raw_os_error()) => {
+                    self.fallocate.store(false, Ordering::Relaxed);
+                    if !WARNED_NO_FALLOCATE.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(path = %self.path.display(), "the file system has no fallocate: growing files with ftruncate instead (disk space is not reserved ahead; a full disk still fails appends cleanly)");
+                    }
+                }
+                other => return other,
+            }
+        }
+        self.space.before_truncate()?;
+        self.file.set_len(target as u64)
     }
 
     /// Copies `data` to `position`, which must be at or past the published
@@ -215,6 +224,7 @@ impl MappedFile {
         if start >= end.min(self.reserved()) {
             return Ok(());
         }
+        self.space.before_sync()?;
         self.file.sync_data()
     }
 
@@ -222,6 +232,7 @@ impl MappedFile {
     /// Writer only.
     pub fn set_len(&self, len: usize) -> io::Result<()> {
         let len = len.max(self.published());
+        self.space.before_truncate()?;
         self.file.set_len(len as u64)?;
         self.reserved.store(len, Ordering::Release);
         Ok(())
@@ -296,6 +307,22 @@ mod tests {
         assert_eq!(err.raw_os_error(), Some(rustix::io::Errno::NOSPC.raw_os_error()));
         budget.store(1 << 20, Ordering::SeqCst);
         f.write(MIN_RESERVE_STEP, &[1]).unwrap();
+    }
+
+    #[test]
+    fn without_fallocate_files_grow_with_ftruncate() {
+        let dir = tempfile::tempdir().unwrap();
+        let faults = Arc::new(super::super::disk::Faults::default());
+        faults.no_fallocate.store(true, Ordering::SeqCst);
+        let space = DiskSpace::Faulty(Arc::clone(&faults));
+        let f = MappedFile::open(&dir.path().join("f"), 1 << 20, 1 << 20, space).unwrap();
+        f.write(0, b"abc").unwrap();
+        f.write(MIN_RESERVE_STEP + 10, b"def").unwrap();
+        f.publish(MIN_RESERVE_STEP + 13);
+        assert_eq!(f.slice(0, 3), b"abc");
+        assert_eq!(f.slice(MIN_RESERVE_STEP + 10, MIN_RESERVE_STEP + 13), b"def");
+        assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len() as usize, f.reserved());
+        assert!(!f.fallocate.load(Ordering::SeqCst), "fallocate is not asked again");
     }
 
     #[test]

@@ -9,6 +9,7 @@
 //! threads). Logs of different partitions share nothing.
 
 mod config;
+mod disk;
 pub mod durable;
 pub mod files;
 mod index;
@@ -19,8 +20,8 @@ mod segment;
 pub mod verify;
 
 pub use config::{FsyncPolicy, LogConfig, TimestampType};
+pub use disk::{DiskSpace, Faults};
 pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};
-pub use mmap::DiskSpace;
 pub use producers::SequenceError;
 
 /// Milliseconds since the Unix epoch (the broker's clock for timestamps,
