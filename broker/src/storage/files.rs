@@ -6,10 +6,14 @@
 //!     00000000000000000000.index        sparse offset index
 //!     00000000000000000000.timeindex    time index
 //!     00000000000000000000.producers    idempotent-producer state as of that offset
+//!     00000000000000000000.4096.corrupt bytes of segment 0 from position 4096 that
+//!                                       recovery could not read (quarantined, never
+//!                                       deleted by the broker)
 //!     *.deleted                         a segment file being removed (retention)
 //!     recovery-point                    last offset known flushed (checkpoint)
 //!     recovery-point.tmp                a checkpoint being written
 //!     clean-shutdown                    marker: the log was closed cleanly
+//!     failed-sync                       a sync failed: durable only below this offset
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -22,6 +26,8 @@ pub const INDEX_SUFFIX: &str = ".index";
 pub const TIME_INDEX_SUFFIX: &str = ".timeindex";
 /// Suffix of producer-state snapshots.
 pub const PRODUCERS_SUFFIX: &str = ".producers";
+/// Suffix of quarantined bytes.
+pub const CORRUPT_SUFFIX: &str = ".corrupt";
 /// Suffix appended to a file scheduled for deletion.
 pub const DELETED_SUFFIX: &str = ".deleted";
 /// The recovery-point checkpoint.
@@ -30,6 +36,10 @@ pub const RECOVERY_POINT: &str = "recovery-point";
 pub const TMP_SUFFIX: &str = ".tmp";
 /// Marker left by a clean close.
 pub const CLEAN_SHUTDOWN: &str = "clean-shutdown";
+/// Left by a failed sync: the offset the log is durable up to. Opening the
+/// log cuts everything at or after it (the OS may keep pages it failed to
+/// write in its cache, where they look valid but are not on disk).
+pub const FAILED_SYNC: &str = "failed-sync";
 
 /// The kind of a segment file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -75,6 +85,12 @@ pub fn snapshot_path(dir: &Path, base_offset: u64) -> PathBuf {
     dir.join(snapshot_file_name(base_offset))
 }
 
+/// Where recovery keeps the bytes of segment `base_offset` from byte
+/// `position` on that it could not read: `<base:020>.<position>.corrupt`.
+pub fn quarantine_path(dir: &Path, base_offset: u64, position: u64) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{position}{CORRUPT_SUFFIX}"))
+}
+
 /// The path a segment file is renamed to before it is removed.
 pub fn deleted_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
@@ -91,6 +107,8 @@ pub enum FileName {
     ProducerSnapshot(u64),
     /// A file scheduled for deletion, or a temporary checkpoint.
     Leftover,
+    /// Bytes recovery could not read, kept for the operator.
+    Quarantined,
     /// The recovery-point checkpoint or the clean-shutdown marker.
     Control,
     /// Not ours.
@@ -102,7 +120,10 @@ pub fn parse(name: &str) -> FileName {
     if name.ends_with(DELETED_SUFFIX) || name.ends_with(TMP_SUFFIX) {
         return FileName::Leftover;
     }
-    if name == RECOVERY_POINT || name == CLEAN_SHUTDOWN {
+    if name.ends_with(CORRUPT_SUFFIX) {
+        return FileName::Quarantined;
+    }
+    if name == RECOVERY_POINT || name == CLEAN_SHUTDOWN || name == FAILED_SYNC {
         return FileName::Control;
     }
     let offset_named = |suffix: &str| {
@@ -142,6 +163,10 @@ mod tests {
     fn other_names() {
         assert_eq!(parse("00000000000000001234.log.deleted"), FileName::Leftover);
         assert_eq!(parse("recovery-point.tmp"), FileName::Leftover);
+        let q = quarantine_path(Path::new("/d"), 5, 4096);
+        assert_eq!(q, Path::new("/d/00000000000000000005.4096.corrupt"));
+        assert_eq!(parse(&q.file_name().unwrap().to_string_lossy()), FileName::Quarantined);
+        assert_eq!(parse(FAILED_SYNC), FileName::Control);
         assert_eq!(parse(RECOVERY_POINT), FileName::Control);
         assert_eq!(parse("1234.log"), FileName::Unknown);
         assert_eq!(parse("0000000000000000123x.log"), FileName::Unknown);

@@ -16,7 +16,7 @@
 use std::io;
 use std::path::Path;
 
-use super::mmap::{DiskSpace, MappedFile};
+use super::mmap::{DiskSpace, MappedFile, SyncHandle};
 
 /// Bytes of an offset-index entry.
 pub const OFFSET_ENTRY_LEN: usize = 8;
@@ -82,8 +82,8 @@ impl<const N: usize> EntryFile<N> {
         self.file.set_len(self.file.published())
     }
 
-    fn flush(&self) -> io::Result<()> {
-        self.file.flush_range(0, self.file.published())
+    fn sync_handle(&self) -> io::Result<SyncHandle> {
+        self.file.sync_handle()
     }
 
     /// Index of the last entry whose key (from `key`) is `<= target`.
@@ -161,9 +161,9 @@ impl OffsetIndex {
         self.0.trim()
     }
 
-    /// Writes the entries to stable storage.
-    pub fn flush(&self) -> io::Result<()> {
-        self.0.flush()
+    /// A handle that writes the entries to stable storage later.
+    pub fn sync_handle(&self) -> io::Result<SyncHandle> {
+        self.0.sync_handle()
     }
 }
 
@@ -238,9 +238,9 @@ impl TimeIndex {
         self.0.trim()
     }
 
-    /// Writes the entries to stable storage.
-    pub fn flush(&self) -> io::Result<()> {
-        self.0.flush()
+    /// A handle that writes the entries to stable storage later.
+    pub fn sync_handle(&self) -> io::Result<SyncHandle> {
+        self.0.sync_handle()
     }
 }
 

@@ -228,6 +228,12 @@ impl MappedFile {
         self.file.sync_data()
     }
 
+    /// A handle that syncs this file later, outside the writer's lock (a
+    /// duplicate of its descriptor: same open file description).
+    pub fn sync_handle(&self) -> io::Result<SyncHandle> {
+        Ok(SyncHandle { file: self.file.try_clone()?, path: self.path.clone(), space: self.space.clone() })
+    }
+
     /// Shrinks or grows the file to `len`, never below the published end.
     /// Writer only.
     pub fn set_len(&self, len: usize) -> io::Result<()> {
@@ -243,6 +249,27 @@ impl MappedFile {
     pub fn truncate_published(&mut self, end: usize) {
         let published = self.published.get_mut();
         *published = (*published).min(end);
+    }
+}
+
+/// Syncs one file's data and length (see [`MappedFile::sync_handle`]).
+#[derive(Debug)]
+pub struct SyncHandle {
+    file: File,
+    path: PathBuf,
+    space: DiskSpace,
+}
+
+impl SyncHandle {
+    /// `fdatasync`.
+    pub fn sync(&self) -> io::Result<()> {
+        self.space.before_sync()?;
+        self.file.sync_data()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
     }
 }
 

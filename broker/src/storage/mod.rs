@@ -128,4 +128,6 @@ pub(crate) fn io_error<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Erro
 }
 
 #[cfg(test)]
+mod fault_tests;
+#[cfg(test)]
 mod tests;

@@ -14,9 +14,10 @@ use std::time::Instant;
 use bytes::Bytes;
 use sluice_protocol::batch::{self, BatchError, BatchHeader, HEADER_LEN};
 
+use super::durable;
 use super::files::{self, SegmentFile};
 use super::index::{OffsetIndex, TimeIndex, OFFSET_ENTRY_LEN, TIME_ENTRY_LEN};
-use super::mmap::{DiskSpace, MappedFile};
+use super::mmap::{DiskSpace, MappedFile, SyncHandle};
 use super::{io_error, StorageError};
 
 /// Sizes a segment is created with (from the topic's `LogConfig`).
@@ -43,6 +44,8 @@ pub struct WalkOutcome {
     pub torn: bool,
     /// Batches whose CRC was checked.
     pub batches_checked: usize,
+    /// Where the discarded bytes that were not zero were kept (quarantine).
+    pub quarantined: Option<PathBuf>,
 }
 
 /// A segment of a partition's log.
@@ -168,6 +171,10 @@ impl Segment {
     /// checks the CRC of batches not known to be flushed (those ending past
     /// `recovery_point`), stops at the first invalid, incomplete or
     /// zero-filled batch, cuts the file there and rebuilds both indexes.
+    /// Bytes cut off that are not preallocated zeros (a torn write, or
+    /// damage) are first copied, durably, to a quarantine file
+    /// ([`files::quarantine_path`]): recovery never destroys bytes it could
+    /// not read.
     pub fn recover(
         dir: &Path,
         base_offset: u64,
@@ -206,7 +213,21 @@ impl Segment {
             }
             outcome.valid_bytes = pos;
             outcome.discarded_bytes = len - pos;
-            outcome.torn = data[pos..].iter().any(|b| *b != 0);
+            // Preallocated zeros are nothing; anything else might be data
+            // that could not be read: keep it aside before cutting it off.
+            // Trailing zeros are kept to the page boundary (a sealed
+            // segment's last record may end in zeros; preallocation is
+            // whole pages beyond it).
+            let data_end = data[pos..]
+                .iter()
+                .rposition(|b| *b != 0)
+                .map(|i| (pos + i + 1).next_multiple_of(4096).min(data.len()));
+            outcome.torn = data_end.is_some();
+            if let Some(data_end) = data_end {
+                let path = files::quarantine_path(dir, base_offset, pos as u64);
+                durable::write_atomically(&path, &data[pos..data_end])?;
+                outcome.quarantined = Some(path);
+            }
         }
         log.set_len(pos).map_err(io_error("truncate", log.path()))?;
         log.publish(pos);
@@ -337,9 +358,15 @@ impl Segment {
     }
 
     /// Seals the segment when it stops being active: a final time-index
-    /// entry, files cut to their contents, indexes flushed. The log data is
-    /// flushed by the next flush (it stays in the unflushed range).
-    pub fn seal(&mut self) -> Result<(), StorageError> {
+    /// entry and the files cut to their contents. Syncs nothing: the log
+    /// data stays in the unflushed range, and the returned handles let the
+    /// next flush sync the indexes, so a roll costs no fsync on the append
+    /// path. Calling it again after an error is harmless.
+    ///
+    /// # Errors
+    /// `NoSpace`/`Io` when the time index cannot grow or a file cannot be
+    /// cut; the segment is then still fit to stay active.
+    pub fn seal(&mut self) -> Result<Vec<SyncHandle>, StorageError> {
         let last_relative = self.next_offset.saturating_sub(self.base_offset + 1);
         if !self.is_empty() {
             let rel = u32::try_from(last_relative).unwrap_or(u32::MAX);
@@ -350,8 +377,20 @@ impl Segment {
         self.log.set_len(self.size()).map_err(io_error("truncate", self.log.path()))?;
         self.index.trim().map_err(io_error("trim index", &self.dir))?;
         self.time_index.trim().map_err(io_error("trim time index", &self.dir))?;
-        self.index.flush().map_err(io_error("flush index", &self.dir))?;
-        self.time_index.flush().map_err(io_error("flush time index", &self.dir))
+        let handles = [self.index.sync_handle(), self.time_index.sync_handle()];
+        handles.into_iter().collect::<Result<_, _>>().map_err(io_error("open index", &self.dir))
+    }
+
+    /// Renames the segment's log to a quarantine file and removes its
+    /// indexes (derived data): for a segment that cannot be part of the
+    /// log (it does not follow the one before it). Returns the new path.
+    pub fn quarantine_files(dir: &Path, base_offset: u64) -> Result<PathBuf, StorageError> {
+        let to = files::quarantine_path(dir, base_offset, 0);
+        durable::rename_durably(&files::segment_path(dir, base_offset, SegmentFile::Log), &to)?;
+        for kind in [SegmentFile::Index, SegmentFile::TimeIndex] {
+            durable::remove_durably(&files::segment_path(dir, base_offset, kind))?;
+        }
+        Ok(to)
     }
 
     /// Cuts the log at `position` (a batch boundary). Needs the only

@@ -354,10 +354,17 @@ fn snapshot_files(dir: &Path) -> Vec<u64> {
 }
 
 /// Producer 10 writes once, into the first segment; producer 9 writes 150
-/// batches across several. Returns producer 9's batches' offsets.
+/// batches across several, each flushed (snapshots are written by the
+/// flush after a roll). Returns producer 9's batches' offsets.
 fn idempotent_history(log: &Log) -> Vec<u64> {
     assert_eq!(log.append(&idem(10, 0, 0), now_ms()).unwrap().base_offset, 0);
-    (0..150u32).map(|i| log.append(&idem(9, i * 2, i as u8), now_ms()).unwrap().base_offset).collect()
+    (0..150u32)
+        .map(|i| {
+            let offset = log.append(&idem(9, i * 2, i as u8), now_ms()).unwrap().base_offset;
+            log.flush().unwrap();
+            offset
+        })
+        .collect()
 }
 
 #[test]

@@ -12,11 +12,30 @@
 //! is served only once flushed. The caller (the broker) must therefore make
 //! sure every append to such a log is followed by [`Log::sync_to`], whatever
 //! the producer's acks.
+//!
+//! No fsync runs on the append path: a roll seals the old segment (cutting
+//! its files to size) and creates the new one, and leaves the directory
+//! sync, the sealed indexes' syncs and the producer-state snapshot to the
+//! next flush ([`PendingSync`]), which does them before it moves the
+//! durable offset.
+//!
+//! A failed sync is never retried and trusted (Linux reports a writeback
+//! error once per file description): the log marks itself failed, refuses
+//! appends and syncs with [`StorageError::Failed`], records its durable
+//! offset in `failed-sync`, and the next [`Log::open`] of the directory cuts
+//! it back to that offset.
+//!
+//! Opening and recovery live in `loader`, retention and truncation in
+//! `retention`.
+
+mod loader;
+mod producer_load;
+mod retention;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -24,10 +43,10 @@ use bytes::Bytes;
 use sluice_protocol::batch::{BatchError, BatchHeader, RecordBatch};
 
 use super::durable::{self, sync_dir};
-use super::files::{self, FileName, SegmentFile};
-use super::mmap::{DiskSpace, MappedFile};
+use super::files;
+use super::mmap::{DiskSpace, MappedFile, SyncHandle};
 use super::producers::{ProducerStates, Sequence};
-use super::segment::{self, read_batches, Segment, SegmentOptions};
+use super::segment::{read_batches, Segment, SegmentOptions};
 use super::{io_error, FsyncPolicy, LogConfig, StorageError, TimestampType};
 
 /// The recovery point is checkpointed after a flush at most this often.
@@ -44,6 +63,11 @@ pub struct AppendInfo {
     pub log_append_time: Option<i64>,
     /// The batch had already been written (idempotent retry): nothing new.
     pub duplicate: bool,
+    /// The append rolled the segment: the caller should have the log
+    /// flushed soon, whatever its fsync policy (the roll's directory sync,
+    /// index syncs and producer snapshot wait for a flush), as Kafka
+    /// flushes a segment after it rolls.
+    pub rolled: bool,
 }
 
 /// What opening the log found and did.
@@ -67,6 +91,10 @@ pub struct RecoveryReport {
     pub producer_snapshot: Option<u64>,
     /// Batch headers read to rebuild producer state after that snapshot.
     pub producer_batches_replayed: usize,
+    /// Files where bytes or segments recovery could not use were kept.
+    pub quarantined: Vec<PathBuf>,
+    /// Offset the log was cut back to after a failed sync, if it was.
+    pub failed_sync_cut: Option<u64>,
 }
 
 /// Sizes and offsets, for describe and metrics.
@@ -95,8 +123,31 @@ pub struct RetentionReport {
     pub log_start_offset: u64,
 }
 
-/// A byte range of a segment's log: (segment base offset, file, start, end).
-type ByteRange = (u64, Arc<MappedFile>, usize, usize);
+/// A byte range of a segment's log.
+#[derive(Debug)]
+struct ByteRange {
+    /// Base offset of the segment.
+    segment: u64,
+    /// Its log file.
+    file: Arc<MappedFile>,
+    /// First byte.
+    start: usize,
+    /// Byte after the last.
+    end: usize,
+}
+
+/// Durability work a roll leaves for the next flush, so that no fsync runs
+/// on the append path. The flush does it before it moves the durable
+/// offset past anything appended after the roll.
+#[derive(Debug, Default)]
+struct PendingSync {
+    /// The directory gained a segment file since it was last synced.
+    dir: bool,
+    /// Index files of segments sealed since the last flush.
+    indexes: Vec<SyncHandle>,
+    /// Producer state as of a roll: (offset, encoded snapshot).
+    snapshot: Option<(u64, Vec<u8>)>,
+}
 
 #[derive(Debug)]
 struct State {
@@ -108,42 +159,31 @@ struct State {
     producers: ProducerStates,
     /// Base offsets of the producer-state snapshots on disk, ascending.
     snapshots: Vec<u64>,
+    /// What the next flush must sync besides segment data.
+    pending: PendingSync,
     /// Set by `close`.
     closed: bool,
 }
 
 impl State {
-    /// Writes the producer state as of `offset` (the log end) and keeps the
-    /// newest [`SNAPSHOTS_KEPT`]. Without a snapshot opening reads more,
-    /// never wrongly: a failed write only warns.
-    fn snapshot_producers(&mut self, dir: &Path, offset: u64) {
-        if self.snapshots.last() == Some(&offset) {
-            return;
-        }
-        match write_atomically(dir, &files::snapshot_file_name(offset), &self.producers.encode(offset)) {
-            Ok(()) => {
-                self.snapshots.push(offset);
-                while self.snapshots.len() > SNAPSHOTS_KEPT {
-                    let oldest = self.snapshots.remove(0);
-                    let _ = fs::remove_file(files::snapshot_path(dir, oldest));
-                }
-            }
-            Err(e) => {
-                tracing::warn!(dir = %dir.display(), error = %e, "could not write the producer-state snapshot")
-            }
+    /// Queues a snapshot of the producer state as of `offset` (the log
+    /// end) for the next flush.
+    fn queue_snapshot(&mut self, offset: u64) {
+        if self.snapshots.last() != Some(&offset) {
+            self.pending.snapshot = Some((offset, self.producers.encode(offset)));
         }
     }
 
-    /// Loads the producer state (see [`read_producer_state`]) and deletes
-    /// the snapshots that could not be read, so a fresh one replaces them.
-    fn load_producers(&mut self, dir: &Path, expiry_ms: u64) -> ProducerLoad {
-        let mut load = read_producer_state(dir, self, expiry_ms);
-        self.producers = std::mem::take(&mut load.producers);
-        for base in &load.unreadable {
-            let _ = fs::remove_file(files::snapshot_path(dir, *base));
+    /// Records a snapshot written at `offset`; keeps the newest
+    /// [`SNAPSHOTS_KEPT`] on disk.
+    fn snapshot_written(&mut self, dir: &Path, offset: u64) {
+        self.snapshots.push(offset);
+        self.snapshots.sort_unstable();
+        self.snapshots.dedup();
+        while self.snapshots.len() > SNAPSHOTS_KEPT {
+            let oldest = self.snapshots.remove(0);
+            let _ = fs::remove_file(files::snapshot_path(dir, oldest));
         }
-        self.snapshots.retain(|b| !load.unreadable.contains(b));
-        load
     }
 
     fn segments(&self) -> impl DoubleEndedIterator<Item = &Segment> {
@@ -190,6 +230,8 @@ pub struct Log {
     durable: AtomicU64,
     /// Offset after the last appended record.
     end: AtomicU64,
+    /// Set when a sync failed: the log refuses appends and syncs.
+    failed: AtomicBool,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -217,111 +259,22 @@ fn write_atomically(dir: &Path, name: &str, contents: &[u8]) -> Result<(), Stora
     durable::write_atomically(&dir.join(name), contents)
 }
 
-impl Log {
-    /// Opens the log in `dir` (creating it when empty), recovering it if it
-    /// was not closed cleanly.
-    pub fn open(
-        dir: &Path,
-        config: LogConfig,
-        space: DiskSpace,
-    ) -> Result<(Self, RecoveryReport), StorageError> {
-        durable::create_dir_durably(dir)?;
-        let opts = segment_options(&config, &space);
-        let mut bases = Vec::new();
-        let mut index_files = Vec::new();
-        let mut snapshots = Vec::new();
-        for entry in fs::read_dir(dir).map_err(io_error("list", dir))? {
-            let entry = entry.map_err(io_error("list", dir))?;
-            let name = entry.file_name();
-            match files::parse(&name.to_string_lossy()) {
-                FileName::Segment(base, SegmentFile::Log) => bases.push(base),
-                FileName::Segment(base, _) => index_files.push((base, entry.path())),
-                FileName::ProducerSnapshot(base) => snapshots.push(base),
-                FileName::Leftover => {
-                    let _ = fs::remove_file(entry.path());
-                }
-                FileName::Control | FileName::Unknown => {}
-            }
-        }
-        bases.sort_unstable();
-        for (base, path) in index_files {
-            if bases.binary_search(&base).is_err() {
-                let _ = fs::remove_file(path); // orphan of a half-deleted segment
-            }
-        }
-        let marker = dir.join(files::CLEAN_SHUTDOWN);
-        let clean = marker.exists();
-        let recovery_point = read_checkpoint(dir);
-        let mut report = RecoveryReport { clean, recovery_point, ..RecoveryReport::default() };
-        let mut segments: Vec<Segment> = Vec::with_capacity(bases.len().max(1));
-        for (i, &base) in bases.iter().enumerate() {
-            if let Some(prev) = segments.last() {
-                if prev.next_offset() != base {
-                    // A gap or overlap after a torn segment: nothing here is
-                    // reachable with dense offsets. Drop the rest.
-                    tracing::warn!(dir = %dir.display(), base, expected = prev.next_offset(), "segment does not follow the previous one; removing it and later segments");
-                    for &later in &bases[i..] {
-                        for kind in SegmentFile::ALL {
-                            let _ = fs::remove_file(files::segment_path(dir, later, kind));
-                        }
-                    }
-                    break;
-                }
-            }
-            let fully_below = bases.get(i + 1).is_some_and(|next| *next <= recovery_point);
-            let seg = if clean || fully_below {
-                Segment::open_clean(dir, base, &opts)?
-            } else {
-                let (seg, walk) = Segment::recover(dir, base, &opts, recovery_point)?;
-                report.batches_checked += walk.batches_checked;
-                report.truncated_bytes += walk.discarded_bytes;
-                report.torn |= walk.torn;
-                if walk.torn {
-                    tracing::warn!(dir = %dir.display(), segment = base, valid_bytes = walk.valid_bytes, discarded_bytes = walk.discarded_bytes, next_offset = seg.next_offset(), "truncated torn or corrupt tail");
-                }
-                seg
-            };
-            segments.push(seg);
-        }
-        let active = match segments.pop() {
-            Some(seg) => seg,
-            None => Segment::create(dir, 0, &opts)?,
-        };
-        report.segments = segments.len() + 1;
-        let sealed: BTreeMap<u64, Segment> = segments.into_iter().map(|s| (s.base_offset(), s)).collect();
-        let end = active.next_offset();
-        report.log_end_offset = end;
-        // A snapshot past the recovered end describes records that are gone.
-        snapshots.sort_unstable();
-        remove_snapshots(dir, &mut snapshots, end)?;
-        let mut state =
-            State { sealed, active, producers: ProducerStates::default(), snapshots, closed: false };
-        let load = state.load_producers(dir, config.producer_expiry_ms);
-        (report.producer_snapshot, report.producer_batches_replayed) = (load.snapshot, load.replayed);
-        let log = Self {
-            dir: dir.to_owned(),
-            config: RwLock::new(config),
-            space,
-            state: Mutex::new(state),
-            flush: Mutex::new(FlushState {
-                last_checkpoint: dir.join(files::RECOVERY_POINT).exists().then(Instant::now),
-                checkpointed: recovery_point,
-            }),
-            durable: AtomicU64::new(if clean { end } else { 0 }),
-            end: AtomicU64::new(end),
-        };
-        if !clean {
-            // What survived in the page cache is valid; make it durable
-            // before serving it.
-            log.flush()?;
-        }
-        if clean {
-            fs::remove_file(&marker).map_err(io_error("remove", &marker))?;
-            sync_dir(dir)?;
-        }
-        Ok((log, report))
+/// Syncs the byte ranges, then what a roll left pending: the order that
+/// makes everything below the flushed offset durable.
+fn sync_all(dir: &Path, targets: &[ByteRange], pending: &PendingSync) -> Result<(), StorageError> {
+    for t in targets {
+        t.file.flush_range(t.start, t.end).map_err(io_error("flush", t.file.path()))?;
     }
+    for index in &pending.indexes {
+        index.sync().map_err(io_error("flush index", index.path()))?;
+    }
+    if pending.dir {
+        sync_dir(dir)?;
+    }
+    Ok(())
+}
 
+impl Log {
     /// The partition directory.
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -392,6 +345,7 @@ impl Log {
         if state.closed {
             return Err(StorageError::Closed);
         }
+        self.check_failed()?;
         if header.is_idempotent() {
             if let Sequence::Duplicate(base) = state.producers.check(&header)? {
                 let last = base + u64::from(header.last_offset_delta);
@@ -400,10 +354,11 @@ impl Log {
                     last_offset: last,
                     log_append_time: None,
                     duplicate: true,
+                    rolled: false,
                 });
             }
         }
-        self.maybe_roll(&mut state, &config, &header, batch.len())?;
+        let rolled = self.maybe_roll(&mut state, &config, &header, batch.len())?;
         if batch.len() > state.active.capacity() {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
         }
@@ -415,7 +370,7 @@ impl Log {
         }
         let next = state.active.next_offset();
         self.end.store(next, Ordering::Release);
-        Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time, duplicate: false })
+        Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time, duplicate: false, rolled })
     }
 
     fn maybe_roll(
@@ -424,40 +379,47 @@ impl Log {
         config: &LogConfig,
         header: &BatchHeader,
         len: usize,
-    ) -> Result<(), StorageError> {
+    ) -> Result<bool, StorageError> {
         let active = &state.active;
         if active.is_empty() {
-            return Ok(());
+            return Ok(false);
         }
         let full = active.size() + len > (config.segment_bytes as usize).min(active.capacity());
         let old = active.opened().elapsed() >= Duration::from_millis(config.segment_ms);
         let relative_end = active.next_offset() - active.base_offset() + u64::from(header.record_count);
-        if full || old || relative_end > u64::from(u32::MAX) {
+        let due = full || old || relative_end > u64::from(u32::MAX);
+        if due {
             self.roll_locked(state, config)?;
         }
-        Ok(())
+        Ok(due)
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
     pub fn roll(&self) -> Result<(), StorageError> {
         let config = self.config();
         let mut state = lock(&self.state);
+        self.check_failed()?;
         if state.active.is_empty() {
             return Ok(());
         }
         self.roll_locked(&mut state, &config)
     }
 
+    /// Seals the active segment, then starts a new one at the log end.
+    /// Sealing first means a failure (no space for the final time-index
+    /// entry, a failed truncate) leaves the active segment active and
+    /// nothing lost. Syncs nothing (see [`PendingSync`]).
     fn roll_locked(&self, state: &mut State, config: &LogConfig) -> Result<(), StorageError> {
+        let indexes = state.active.seal()?;
         let next = state.active.next_offset();
         let fresh = Segment::create(&self.dir, next, &segment_options(config, &self.space))?;
-        sync_dir(&self.dir)?;
-        let mut old = std::mem::replace(&mut state.active, fresh);
-        old.seal()?;
+        let old = std::mem::replace(&mut state.active, fresh);
         state.sealed.insert(old.base_offset(), old);
+        state.pending.dir = true;
+        state.pending.indexes.extend(indexes);
         // Producer state as of the new segment, so opening the log replays
         // only the segments after it.
-        state.snapshot_producers(&self.dir, next);
+        state.queue_snapshot(next);
         Ok(())
     }
 
@@ -468,7 +430,7 @@ impl Log {
     /// batch fails its CRC.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let hw = self.high_watermark();
-        let (file, base, start, end) = {
+        let ByteRange { file, segment: base, start, end } = {
             let state = lock(&self.state);
             let log_start_offset = state.log_start_offset();
             if offset < log_start_offset || offset > hw {
@@ -481,7 +443,7 @@ impl Log {
             let start = seg.position_of(offset);
             let end = if hw < seg.next_offset() { seg.position_of(hw) } else { seg.size() };
             let (file, _) = seg.reader();
-            (file, seg.base_offset(), start, end)
+            ByteRange { file, segment: seg.base_offset(), start, end }
         };
         read_batches(&file, base, start, end, max_bytes)
     }
@@ -506,28 +468,42 @@ impl Log {
     }
 
     fn flush_locked(&self, flush: &mut FlushState) -> Result<(), StorageError> {
-        let (targets, next): (Vec<ByteRange>, u64) = {
-            let state = lock(&self.state);
-            let targets = state
+        self.check_failed()?;
+        let (targets, pending, next) = {
+            let mut state = lock(&self.state);
+            let targets: Vec<ByteRange> = state
                 .segments()
-                .filter_map(|s| s.flush_target().map(|(f, a, b)| (s.base_offset(), f, a, b)))
+                .filter_map(|s| {
+                    let (file, start, end) = s.flush_target()?;
+                    Some(ByteRange { segment: s.base_offset(), file, start, end })
+                })
                 .collect();
-            (targets, state.active.next_offset())
+            (targets, std::mem::take(&mut state.pending), state.active.next_offset())
         };
-        for (_, file, start, end) in &targets {
-            file.flush_range(*start, *end).map_err(io_error("flush", file.path()))?;
+        if let Err(e) = sync_all(&self.dir, &targets, &pending) {
+            return Err(self.fail(e));
         }
         {
             let mut state = lock(&self.state);
-            for (base, _, _, end) in &targets {
-                if state.active.base_offset() == *base {
-                    state.active.mark_flushed(*end);
-                } else if let Some(seg) = state.sealed.get_mut(base) {
-                    seg.mark_flushed(*end);
+            for t in &targets {
+                if state.active.base_offset() == t.segment {
+                    state.active.mark_flushed(t.end);
+                } else if let Some(seg) = state.sealed.get_mut(&t.segment) {
+                    seg.mark_flushed(t.end);
                 }
             }
         }
         self.durable.fetch_max(next, Ordering::AcqRel);
+        if let Some((offset, snapshot)) = pending.snapshot {
+            // Without a snapshot opening reads more, never wrongly: a failed
+            // write only warns.
+            match write_atomically(&self.dir, &files::snapshot_file_name(offset), &snapshot) {
+                Ok(()) => lock(&self.state).snapshot_written(&self.dir, offset),
+                Err(e) => {
+                    tracing::warn!(dir = %self.dir.display(), error = %e, "could not write the producer-state snapshot")
+                }
+            }
+        }
         if !targets.is_empty() && flush.last_checkpoint.is_none_or(|t| t.elapsed() >= CHECKPOINT_INTERVAL) {
             // The data is durable already; the checkpoint only shortens a
             // later recovery. Failing to write it (a full disk) must not fail
@@ -541,6 +517,7 @@ impl Log {
 
     /// Flushes, cuts the active segment's files to their contents, writes
     /// the recovery point and the clean-shutdown marker. Appends fail after.
+    /// A failed log is not closed cleanly: its next open cuts it back.
     pub fn close(&self) -> Result<(), StorageError> {
         let mut flush = lock(&self.flush);
         self.flush_locked(&mut flush)?;
@@ -548,12 +525,55 @@ impl Log {
         if state.closed {
             return Ok(());
         }
-        state.active.seal()?;
+        let indexes = state.active.seal()?;
+        let pending = PendingSync { indexes, ..PendingSync::default() };
+        sync_all(&self.dir, &[], &pending).map_err(|e| self.fail(e))?;
         state.closed = true;
         let end = state.active.next_offset();
-        state.snapshot_producers(&self.dir, end); // the next open replays nothing
+        state.queue_snapshot(end); // the next open replays nothing
+        if let Some((offset, snapshot)) = state.pending.snapshot.take() {
+            write_atomically(&self.dir, &files::snapshot_file_name(offset), &snapshot)?;
+            state.snapshot_written(&self.dir, offset);
+        }
         Self::checkpoint(&self.dir, &mut flush, end)?;
         write_atomically(&self.dir, files::CLEAN_SHUTDOWN, b"")
+    }
+
+    /// Whether a sync failed: the log then refuses appends and syncs until
+    /// its directory is opened again.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
+    }
+
+    fn check_failed(&self) -> Result<(), StorageError> {
+        if self.is_failed() {
+            return Err(StorageError::Failed {
+                dir: self.dir.clone(),
+                durable_offset: self.durable_offset(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Marks the log failed after the sync error `e` (logging it once) and
+    /// returns `e`. The durable offset stops where it is. Where consumers
+    /// only see durable data (`always`, `interval`), `failed-sync` records
+    /// it, so the next open cuts the log back to it instead of trusting
+    /// pages the OS may have dropped; in `never` mode readers may hold bytes
+    /// past it, and nothing was promised, so the log is kept.
+    fn fail(&self, e: StorageError) -> StorageError {
+        if self.failed.swap(true, Ordering::AcqRel) {
+            return e;
+        }
+        let durable_offset = self.durable_offset();
+        tracing::error!(dir = %self.dir.display(), durable_offset, error = %e, "sync failed: this log accepts no writes until it is reopened, from its last durable offset (a failed sync is never retried and trusted)");
+        if !matches!(self.config().fsync, FsyncPolicy::Never) {
+            let marker = format!("{durable_offset}\n");
+            if let Err(m) = write_atomically(&self.dir, files::FAILED_SYNC, marker.as_bytes()) {
+                tracing::error!(dir = %self.dir.display(), error = %m, "could not record the failed sync");
+            }
+        }
+        e
     }
 
     /// Writes the recovery point unless it already says `offset`.
@@ -565,72 +585,6 @@ impl Log {
         flush.checkpointed = offset;
         flush.last_checkpoint = Some(Instant::now());
         Ok(())
-    }
-
-    /// Deletes sealed segments, oldest first, while they are past
-    /// `retention_ms` (by their newest timestamp) or the log is over
-    /// `retention_bytes`. Never deletes the active segment. Files are renamed
-    /// to `*.deleted` under the lock, then removed after it.
-    pub fn apply_retention(&self, now_ms: i64) -> Result<RetentionReport, StorageError> {
-        let config = self.config();
-        let mut removed_paths = Vec::new();
-        let mut report = RetentionReport::default();
-        {
-            let mut state = lock(&self.state);
-            let total: usize = state.segments().map(Segment::size).sum();
-            let mut excess =
-                (config.retention_bytes > 0).then(|| total.saturating_sub(config.retention_bytes as usize));
-            let cutoff = now_ms.saturating_sub(i64::try_from(config.retention_ms).unwrap_or(i64::MAX));
-            while let Some((&base, seg)) = state.sealed.iter().next() {
-                let by_time = config.retention_ms > 0 && seg.max_timestamp() < cutoff;
-                let by_size = excess.is_some_and(|e| seg.size() <= e);
-                if !(by_time || by_size) {
-                    break;
-                }
-                removed_paths.extend(seg.rename_for_delete()?);
-                excess = excess.map(|e| e - seg.size().min(e));
-                report.deleted_segments += 1;
-                report.deleted_bytes += seg.size();
-                state.sealed.remove(&base);
-            }
-            report.log_start_offset = state.log_start_offset();
-        }
-        if report.deleted_segments > 0 {
-            sync_dir(&self.dir)?;
-            segment::remove_files(&removed_paths);
-            tracing::info!(dir = %self.dir.display(), segments = report.deleted_segments, bytes = report.deleted_bytes, log_start_offset = report.log_start_offset, "retention deleted segments");
-        }
-        Ok(report)
-    }
-
-    /// Removes every record at or after `offset` (a batch holding `offset`
-    /// goes whole). Needs exclusive use: fails while a reader still holds
-    /// bytes of the segment being cut. For recovery and administration.
-    pub fn truncate_to(&mut self, offset: u64) -> Result<(), StorageError> {
-        let config = self.config();
-        let opts = segment_options(&config, &self.space);
-        let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut removed = Vec::new();
-        while state.active.base_offset() >= offset {
-            let Some((_, previous)) = state.sealed.pop_last() else { break };
-            let gone = std::mem::replace(&mut state.active, previous);
-            removed.extend(gone.rename_for_delete()?);
-        }
-        segment::remove_files(&removed);
-        let base = state.active.base_offset();
-        state.active.cut(state.active.position_of(offset))?;
-        // Re-walk the cut segment: rebuilds its indexes and end offset.
-        let (segment, _) = Segment::recover(&self.dir, base, &opts, u64::MAX)?;
-        state.active = segment;
-        let end = state.active.next_offset();
-        // Snapshots past the new end go (durably) before anything can be
-        // appended at those offsets again; a crash before this is handled
-        // by `open`, which drops them the same way.
-        remove_snapshots(&self.dir, &mut state.snapshots, end)?;
-        state.load_producers(&self.dir, config.producer_expiry_ms);
-        self.end.store(end, Ordering::Release);
-        self.durable.fetch_min(end, Ordering::AcqRel);
-        write_atomically(&self.dir, files::RECOVERY_POINT, format!("{}\n", self.durable_offset()).as_bytes())
     }
 
     /// The first record with a timestamp at or after `timestamp`, as
@@ -645,11 +599,12 @@ impl Log {
                 .filter(|s| s.max_timestamp() >= timestamp && s.base_offset() < hw)
                 .map(|s| {
                     let end = if hw < s.next_offset() { s.position_of(hw) } else { s.size() };
-                    (s.base_offset(), s.reader().0, s.position_for_timestamp(timestamp), end)
+                    let start = s.position_for_timestamp(timestamp);
+                    ByteRange { segment: s.base_offset(), file: s.reader().0, start, end }
                 })
                 .collect()
         };
-        for (base, file, start, end) in candidates {
+        for ByteRange { segment: base, file, start, end } in candidates {
             let mut pos = start;
             while pos < end {
                 let bytes = read_batches(&file, base, pos, end, 1)?;
@@ -701,69 +656,3 @@ impl Log {
 /// Producer-state snapshots kept per partition (the newest few, in case
 /// the last one is unreadable).
 const SNAPSHOTS_KEPT: usize = 2;
-
-/// Deletes the snapshots past `end` (durably, before anything is appended
-/// at those offsets again).
-fn remove_snapshots(dir: &Path, snapshots: &mut Vec<u64>, end: u64) -> Result<(), StorageError> {
-    let stale: Vec<u64> = snapshots.iter().copied().filter(|b| *b > end).collect();
-    if stale.is_empty() {
-        return Ok(());
-    }
-    for base in &stale {
-        let path = files::snapshot_path(dir, *base);
-        match fs::remove_file(&path) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_error("remove", &path)(e)),
-        }
-    }
-    snapshots.retain(|b| *b <= end);
-    sync_dir(dir)
-}
-
-struct ProducerLoad {
-    producers: ProducerStates,
-    snapshot: Option<u64>,
-    replayed: usize,
-    /// Snapshots that could not be read (deleted by the caller).
-    unreadable: Vec<u64>,
-}
-
-/// Producer state of the log: the newest intact snapshot at or below the
-/// log end, plus the batches from its offset on (reading the headers of the
-/// segments that hold them); every header of the log when no snapshot is
-/// usable. Producers idle for `expiry_ms` are dropped.
-fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
-    let now_ms = super::now_ms();
-    let end = state.active.next_offset();
-    let mut unreadable = Vec::new();
-    let snapshot = state.snapshots.iter().rev().filter(|b| **b <= end).find_map(|&base| {
-        let path = files::snapshot_path(dir, base);
-        match fs::read(&path).ok().and_then(|bytes| ProducerStates::decode(&bytes)) {
-            Some((at, producers)) if at == base => Some((base, producers)),
-            _ => {
-                tracing::warn!(path = %path.display(), "producer-state snapshot unreadable; using an older one");
-                unreadable.push(base);
-                None
-            }
-        }
-    });
-    let (from, mut producers) = match snapshot {
-        Some((base, producers)) => (Some(base), producers),
-        None => (None, ProducerStates::default()),
-    };
-    let start = from.unwrap_or(0);
-    let mut replayed = 0;
-    for seg in state.segments().filter(|s| s.next_offset() > start) {
-        seg.for_each_header(|h| {
-            replayed += 1;
-            if h.is_idempotent() && h.base_offset >= start {
-                // Replayed producers count as seen now: expiry never comes
-                // sooner than it would have without the restart.
-                producers.record(h, h.base_offset, now_ms, expiry_ms);
-            }
-        });
-    }
-    producers.expire(now_ms, expiry_ms);
-    ProducerLoad { producers, snapshot: from, replayed, unreadable }
-}
