@@ -442,7 +442,13 @@ fn verify(data_dir: &std::path::Path, json: bool) -> Result<(), CliError> {
         let r = verify_dir(dir)?;
         batches += r.good_batches;
         corrupt += r.corrupt.len();
-        for (kind, list) in [("corrupt", &r.corrupt), ("torn tail", &r.torn), ("index", &r.index_warnings)] {
+        let kinds = [
+            ("corrupt", &r.corrupt),
+            ("torn tail", &r.torn),
+            ("index", &r.index_warnings),
+            ("quarantined", &r.quarantined),
+        ];
+        for (kind, list) in kinds {
             for p in list {
                 rows.push(serde_json::json!({
                     "partition": name, "kind": kind, "file": p.file.display().to_string(), "position": p.position,

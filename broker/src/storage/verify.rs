@@ -38,19 +38,29 @@ pub struct VerifyReport {
     pub torn: Vec<Problem>,
     /// Index files that disagree with their log (rebuilt on start).
     pub index_warnings: Vec<Problem>,
+    /// Files where recovery kept bytes it could not read (see
+    /// `files::quarantine_path`): for the operator to inspect or delete.
+    pub quarantined: Vec<Problem>,
 }
 
 /// Verifies every segment in `dir`.
 pub fn verify_dir(dir: &Path) -> std::io::Result<VerifyReport> {
-    let mut bases: Vec<u64> = fs::read_dir(dir)?
-        .filter_map(Result::ok)
-        .filter_map(|e| match files::parse(&e.file_name().to_string_lossy()) {
-            FileName::Segment(base, SegmentFile::Log) => Some(base),
-            _ => None,
-        })
-        .collect();
-    bases.sort_unstable();
     let mut report = VerifyReport::default();
+    let mut bases = Vec::new();
+    for entry in fs::read_dir(dir)?.filter_map(Result::ok) {
+        match files::parse(&entry.file_name().to_string_lossy()) {
+            FileName::Segment(base, SegmentFile::Log) => bases.push(base),
+            FileName::Quarantined => report.quarantined.push(Problem {
+                file: entry.path(),
+                position: 0,
+                offset: None,
+                reason: format!("{} bytes recovery could not read, kept aside", entry.metadata()?.len()),
+            }),
+            _ => {}
+        }
+    }
+    bases.sort_unstable();
+    report.quarantined.sort_by(|a, b| a.file.cmp(&b.file));
     let mut expected: Option<u64> = None;
     for base in bases {
         let path = files::segment_path(dir, base, SegmentFile::Log);
