@@ -7,19 +7,26 @@
 //! catches up with `delivered` when the next `poll` starts (the application
 //! is done with what it was given). Auto-commit and revocation commit
 //! `processed`; `commit()` and `close()` commit `delivered`.
+//!
+//! Fetching, and how a partition whose fetches fail backs off and is
+//! reported, is in [`fetcher`].
+
+mod builder;
+mod fetcher;
+
+pub use builder::ConsumerBuilder;
 
 use std::collections::{BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use sluice_protocol::api::{
-    CommitOffset, FetchPartition, FetchRequest, GroupHeartbeatRequest, ListOffsetsPartition,
-    ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest, OffsetSpec, TopicPartition, TopicPartitions,
-    LEAVE_EPOCH, NO_OFFSET,
+    CommitOffset, GroupHeartbeatRequest, ListOffsetsPartition, ListOffsetsRequest, OffsetCommitRequest,
+    OffsetFetchRequest, OffsetSpec, TopicPartition, TopicPartitions, LEAVE_EPOCH, NO_OFFSET,
 };
-use sluice_protocol::batch::{split_batches, OwnedHeader};
+use sluice_protocol::batch::OwnedHeader;
 use sluice_protocol::client::{ClientError, Connection};
 use sluice_protocol::ErrorCode;
 use tokio::sync::{broadcast, mpsc, Notify};
@@ -69,151 +76,6 @@ pub struct ConsumerRecord {
     pub headers: Vec<OwnedHeader>,
 }
 
-/// Builds a [`Consumer`].
-#[derive(Debug, Clone)]
-pub struct ConsumerBuilder {
-    bootstrap: String,
-    client_id: String,
-    group: Option<String>,
-    topics: Vec<String>,
-    assignment: Vec<(String, u32)>,
-    offset_reset: OffsetReset,
-    auto_commit: bool,
-    auto_commit_interval: Duration,
-    session_timeout: Duration,
-    fetch_max_wait: Duration,
-    fetch_max_bytes: u32,
-    prefetch: usize,
-}
-
-impl Default for ConsumerBuilder {
-    fn default() -> Self {
-        Self {
-            bootstrap: "127.0.0.1:9500".into(),
-            client_id: "sluice-consumer".into(),
-            group: None,
-            topics: Vec::new(),
-            assignment: Vec::new(),
-            offset_reset: OffsetReset::Earliest,
-            auto_commit: true,
-            auto_commit_interval: Duration::from_secs(5),
-            session_timeout: Duration::from_secs(10),
-            fetch_max_wait: Duration::from_millis(500),
-            // Measured (docs/benchmarks.md): 2 MiB reads 100 B records 25%
-            // faster than 8 MiB and 1 KiB records as fast, with a quarter of
-            // the poll latency: each response is a fresh allocation the
-            // records point into, and smaller ones are reused by the
-            // allocator instead of being faulted in page by page.
-            fetch_max_bytes: 2 << 20,
-            prefetch: 4,
-        }
-    }
-}
-
-impl ConsumerBuilder {
-    /// Broker address (default `127.0.0.1:9500`).
-    pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
-        self.bootstrap = addr.into();
-        self
-    }
-    /// Client id (default `sluice-consumer`).
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = id.into();
-        self
-    }
-    /// The consumer group (needed to subscribe and to commit).
-    pub fn group(mut self, group: impl Into<String>) -> Self {
-        self.group = Some(group.into());
-        self
-    }
-    /// Topics to consume as a group member (the broker assigns partitions).
-    pub fn subscribe<S: Into<String>>(mut self, topics: impl IntoIterator<Item = S>) -> Self {
-        self.topics = topics.into_iter().map(Into::into).collect();
-        self
-    }
-    /// Partitions to read without group membership.
-    pub fn assign<S: Into<String>>(mut self, partitions: impl IntoIterator<Item = (S, u32)>) -> Self {
-        self.assignment = partitions.into_iter().map(|(t, p)| (t.into(), p)).collect();
-        self
-    }
-    /// Start of partitions without a committed offset (default earliest).
-    pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
-        self.offset_reset = reset;
-        self
-    }
-    /// Commit processed records automatically (default on, with a group).
-    pub fn enable_auto_commit(mut self, on: bool) -> Self {
-        self.auto_commit = on;
-        self
-    }
-    /// Auto-commit period (default 5 s).
-    pub fn auto_commit_interval(mut self, every: Duration) -> Self {
-        self.auto_commit_interval = every;
-        self
-    }
-    /// Removed from the group after this long without a heartbeat (default 10 s).
-    pub fn session_timeout(mut self, timeout: Duration) -> Self {
-        self.session_timeout = timeout;
-        self
-    }
-    /// Longest a fetch waits for data (default 500 ms).
-    pub fn fetch_max_wait(mut self, wait: Duration) -> Self {
-        self.fetch_max_wait = wait;
-        self
-    }
-    /// Bytes per fetch at most, shared by the assigned partitions (each
-    /// gets at least 64 KiB, and at least one whole batch); default 2 MiB.
-    pub fn fetch_max_bytes(mut self, bytes: u32) -> Self {
-        self.fetch_max_bytes = bytes;
-        self
-    }
-    /// Fetch results buffered ahead of the application (default 4).
-    pub fn prefetch(mut self, n: usize) -> Self {
-        self.prefetch = n.max(1);
-        self
-    }
-
-    /// Connects, joins the group (when subscribing) and starts fetching.
-    pub async fn build(self) -> Result<Consumer, ConsumerError> {
-        if !self.topics.is_empty() && self.group.is_none() {
-            return Err(ConsumerError::Config(
-                "subscribe needs a group; use assign to read without one".into(),
-            ));
-        }
-        if self.topics.is_empty() && self.assignment.is_empty() {
-            return Err(ConsumerError::Config(
-                "nothing to consume: subscribe to topics or assign partitions".into(),
-            ));
-        }
-        let conn = Connection::connect(&self.bootstrap, &self.client_id).await?;
-        let (tx, rx) = mpsc::channel(self.prefetch);
-        let (events, _) = broadcast::channel(64);
-        let inner = Arc::new(Inner {
-            config: self,
-            conn: tokio::sync::Mutex::new(conn),
-            state: Mutex::new(State::default()),
-            chunks: tokio::sync::Mutex::new(rx),
-            wake_fetcher: Notify::new(),
-            wake_heartbeat: Notify::new(),
-            closed: AtomicBool::new(false),
-            events,
-        });
-        let mut tasks = Vec::new();
-        if inner.config.topics.is_empty() {
-            let tps: Vec<Tp> =
-                inner.config.assignment.iter().map(|(t, p)| (Arc::<str>::from(t.as_str()), *p)).collect();
-            inner.add_partitions(tps).await?;
-        } else {
-            tasks.push(tokio::spawn(Arc::clone(&inner).run_heartbeats()));
-        }
-        tasks.push(tokio::spawn(Arc::clone(&inner).run_fetcher(tx)));
-        if inner.config.group.is_some() && inner.config.auto_commit {
-            tasks.push(tokio::spawn(Arc::clone(&inner).run_auto_commit()));
-        }
-        Ok(Consumer { inner, tasks: Mutex::new(tasks) })
-    }
-}
-
 #[derive(Debug, Clone, Copy)]
 struct PartitionState {
     position: u64,
@@ -222,6 +84,25 @@ struct PartitionState {
     committed: Option<u64>,
     /// Bumped on assignment and seek: older fetch results are dropped.
     epoch: u64,
+    /// Fetches of this partition that failed in a row (at this epoch).
+    failures: u32,
+    /// Not fetched before this after a failure (the backoff).
+    retry_at: Option<Instant>,
+}
+
+impl PartitionState {
+    /// A partition read from `offset` at `epoch`, without failures.
+    fn at(offset: u64, committed: Option<u64>, epoch: u64) -> Self {
+        Self {
+            position: offset,
+            delivered: offset,
+            processed: offset,
+            committed,
+            epoch,
+            failures: 0,
+            retry_at: None,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -232,11 +113,12 @@ struct State {
     next_epoch: u64,
 }
 
-/// Fetched records of one partition, or a failure to report.
+/// Fetched records of one partition, or its failure to report (both
+/// dropped when the partition's epoch moved on: revoked or sought).
 #[derive(Debug)]
 enum Chunk {
-    Records { tp: Tp, epoch: u64, records: Vec<ConsumerRecord>, next: u64 },
-    Failed(ConsumerError),
+    Records { tp: Tp, epoch: u64, records: Vec<ConsumerRecord> },
+    Failed { tp: Tp, epoch: u64, error: ConsumerError },
 }
 
 #[derive(Debug)]
@@ -249,6 +131,9 @@ struct Inner {
     wake_heartbeat: Notify,
     closed: AtomicBool,
     events: broadcast::Sender<AssignmentEvent>,
+    /// A failure that arrived while `poll` had records to return: the
+    /// next `poll` returns it.
+    deferred: Mutex<Option<ConsumerError>>,
 }
 
 fn names(tps: &[Tp]) -> Vec<(String, u32)> {
@@ -327,16 +212,7 @@ impl Inner {
                 let start = committed.get(tp).or_else(|| reset.get(tp)).copied().unwrap_or(0);
                 state.next_epoch += 1;
                 let epoch = state.next_epoch;
-                state.parts.insert(
-                    tp.clone(),
-                    PartitionState {
-                        position: start,
-                        delivered: start,
-                        processed: start,
-                        committed: committed.get(tp).copied(),
-                        epoch,
-                    },
-                );
+                state.parts.insert(tp.clone(), PartitionState::at(start, committed.get(tp).copied(), epoch));
             }
         }
         let _ = self.events.send(AssignmentEvent::Assigned(names(&tps)));
@@ -486,100 +362,12 @@ impl Inner {
         }
     }
 
-    async fn run_fetcher(self: Arc<Self>, tx: mpsc::Sender<Chunk>) {
-        while !self.closed.load(Ordering::Acquire) {
-            let targets: Vec<(Tp, u64, u64)> =
-                self.state().parts.iter().map(|(tp, s)| (tp.clone(), s.position, s.epoch)).collect();
-            if targets.is_empty() {
-                tokio::select! {
-                    _ = self.wake_fetcher.notified() => {}
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                }
-                continue;
-            }
-            let per_partition = (self.config.fetch_max_bytes / targets.len() as u32).max(64 * 1024);
-            let req = FetchRequest {
-                max_wait_ms: self.config.fetch_max_wait.as_millis().min(u128::from(u32::MAX)) as u32,
-                min_bytes: 1,
-                max_bytes: self.config.fetch_max_bytes,
-                partitions: targets
-                    .iter()
-                    .map(|((t, p), pos, _)| FetchPartition {
-                        topic: t.to_string(),
-                        partition: *p,
-                        offset: *pos,
-                        max_bytes: per_partition,
-                    })
-                    .collect(),
-            };
-            let conn = match self.conn().await {
-                Ok(c) => c,
-                Err(_) => {
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            let resp = tokio::select! {
-                r = conn.call(&req) => r,
-                _ = self.wake_fetcher.notified() => continue, // assignment changed: refetch
-            };
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    tracing::debug!(error = %e, "fetch failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
-                }
-            };
-            for (part, (tp, position, epoch)) in resp.partitions.into_iter().zip(targets) {
-                match part.error_code {
-                    ErrorCode::None => {}
-                    ErrorCode::OffsetOutOfRange => {
-                        let to = match self.config.offset_reset {
-                            OffsetReset::Earliest => part.log_start_offset,
-                            OffsetReset::Latest => part.high_watermark,
-                        };
-                        tracing::warn!(topic = %tp.0, partition = tp.1, position, to, "offset out of range; resetting");
-                        self.seek_internal(&tp, to, Some(epoch));
-                        continue;
-                    }
-                    code => {
-                        tracing::debug!(topic = %tp.0, partition = tp.1, ?code, "fetch error");
-                        continue;
-                    }
-                }
-                if part.records.is_empty() {
-                    continue;
-                }
-                let chunk = match decode(&tp, position, part.records) {
-                    Ok((records, next)) => Chunk::Records { tp: tp.clone(), epoch, records, next },
-                    Err(e) => Chunk::Failed(e),
-                };
-                if let Chunk::Records { next, .. } = &chunk {
-                    let mut s = self.state();
-                    if let Some(ps) = s.parts.get_mut(&tp).filter(|ps| ps.epoch == epoch) {
-                        ps.position = ps.position.max(*next);
-                    }
-                }
-                if tx.send(chunk).await.is_err() {
-                    return;
-                }
-            }
-        }
-    }
-
     fn seek_internal(&self, tp: &Tp, offset: u64, only_epoch: Option<u64>) {
         let mut s = self.state();
         s.next_epoch += 1;
         let epoch = s.next_epoch;
         if let Some(ps) = s.parts.get_mut(tp).filter(|ps| only_epoch.is_none_or(|e| e == ps.epoch)) {
-            *ps = PartitionState {
-                position: offset,
-                delivered: offset,
-                processed: offset,
-                committed: ps.committed,
-                epoch,
-            };
+            *ps = PartitionState::at(offset, ps.committed, epoch);
         }
         drop(s);
         self.wake_fetcher.notify_one();
@@ -593,45 +381,6 @@ impl Inner {
             }
         }
     }
-}
-
-/// Records at or after `from`, CRC checked and decompressed.
-fn decode(tp: &Tp, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerRecord>, u64), ConsumerError> {
-    let corrupt = |reason: String| ConsumerError::CorruptBatch {
-        topic: tp.0.to_string(),
-        partition: tp.1,
-        offset: from,
-        reason,
-    };
-    let mut out = Vec::new();
-    let mut next = from;
-    for batch in split_batches(bytes) {
-        let batch = batch.map_err(|e| corrupt(e.to_string()))?;
-        batch.verify_crc().map_err(|e| corrupt(e.to_string()))?;
-        next = next.max(batch.header().next_offset());
-        if batch.header().last_offset() < from {
-            continue;
-        }
-        let records = batch.records().map_err(|e| corrupt(e.to_string()))?;
-        out.reserve(records.len() as usize);
-        for r in records.iter() {
-            let r = r.map_err(|e| corrupt(e.to_string()))?;
-            if r.offset < from {
-                continue;
-            }
-            let owned = records.to_owned_record(&r);
-            out.push(ConsumerRecord {
-                topic: Arc::clone(&tp.0),
-                partition: tp.1,
-                offset: owned.offset,
-                timestamp: owned.timestamp,
-                key: owned.key,
-                value: owned.value,
-                headers: owned.headers,
-            });
-        }
-    }
-    Ok((out, next))
 }
 
 /// An asynchronous consumer.
@@ -650,12 +399,26 @@ impl Consumer {
     /// The next records (one or more partitions' worth), waiting at most
     /// `timeout`; empty when none arrived. Records handed out by the
     /// previous call count as processed from now on.
+    ///
+    /// # Errors
+    ///
+    /// A partition whose fetches fail is reported here, naming it and the
+    /// offset (see [`ConsumerError::position`]) — [`ConsumerError::Fetch`]
+    /// for the broker's code (`CORRUPT_BATCH` at once, a retriable code
+    /// after repeated failures), [`ConsumerError::CorruptBatch`] for a batch
+    /// that failed its CRC here — while other partitions keep flowing and
+    /// the failing one is refetched with backoff. To skip a corrupt batch,
+    /// `seek` past the offset (`offset + 1`; repeat while the error names
+    /// the same batch).
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumerError> {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ConsumerError::Closed);
         }
         for s in self.inner.state().parts.values_mut() {
             s.processed = s.delivered;
+        }
+        if let Some(e) = self.inner.deferred.lock().ok().and_then(|mut d| d.take()) {
+            return Err(e);
         }
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.inner.chunks.lock().await;
@@ -674,9 +437,19 @@ impl Consumer {
                 }
             };
             match chunk {
-                Chunk::Failed(e) if out.is_empty() => return Err(e),
-                Chunk::Failed(_) => return Ok(out),
-                Chunk::Records { tp, epoch, mut records, next: _ } => {
+                Chunk::Failed { tp, epoch, error } => {
+                    if self.inner.state().parts.get(&tp).is_none_or(|ps| ps.epoch != epoch) {
+                        continue; // sought past, or revoked
+                    }
+                    if out.is_empty() {
+                        return Err(error);
+                    }
+                    if let Ok(mut d) = self.inner.deferred.lock() {
+                        *d = Some(error);
+                    }
+                    return Ok(out);
+                }
+                Chunk::Records { tp, epoch, mut records } => {
                     let mut state = self.inner.state();
                     let Some(ps) = state.parts.get_mut(&tp).filter(|ps| ps.epoch == epoch) else { continue };
                     records.retain(|r| r.offset >= ps.delivered);
@@ -708,7 +481,7 @@ impl Consumer {
         self.inner.commit_exact(offsets).await
     }
 
-    /// Reads `partition` from `offset` next.
+    /// Reads `partition` from `offset` next (and forgets its fetch failures).
     pub fn seek(&self, topic: &str, partition: u32, offset: u64) {
         self.inner.seek_internal(&(Arc::from(topic), partition), offset, None);
     }

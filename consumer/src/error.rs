@@ -22,6 +22,24 @@ pub enum ConsumerError {
         /// What was wrong.
         reason: String,
     },
+    /// Fetching a partition failed with this code from the broker: at
+    /// once for a code retrying cannot fix (e.g. `CorruptBatch`: the stored
+    /// batch at `offset` is damaged), after several failures in a row for a
+    /// retriable one. The partition is refetched with backoff; `seek` past
+    /// `offset` to skip a corrupt batch.
+    #[error("fetching {topic}/{partition} at offset {offset} failed ({failures} in a row): {code}")]
+    Fetch {
+        /// Topic.
+        topic: String,
+        /// Partition.
+        partition: u32,
+        /// The offset fetched (the partition's position).
+        offset: u64,
+        /// The broker's error code.
+        code: ErrorCode,
+        /// Consecutive failures so far.
+        failures: u32,
+    },
     /// Some offsets were not committed.
     #[error("commit refused for {count} partition(s): {code:?}")]
     Commit {
@@ -36,4 +54,17 @@ pub enum ConsumerError {
     /// The consumer was closed.
     #[error("the consumer is closed")]
     Closed,
+}
+
+impl ConsumerError {
+    /// The topic, partition and offset a fetch failure is about.
+    pub fn position(&self) -> Option<(&str, u32, u64)> {
+        match self {
+            ConsumerError::Fetch { topic, partition, offset, .. }
+            | ConsumerError::CorruptBatch { topic, partition, offset, .. } => {
+                Some((topic.as_str(), *partition, *offset))
+            }
+            _ => None,
+        }
+    }
 }

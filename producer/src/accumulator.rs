@@ -106,6 +106,9 @@ pub(crate) struct NewRecord<'a> {
     pub headers: &'a [HeaderRef<'a>],
     /// Encoded size, reserved from buffer memory by the caller.
     pub size: usize,
+    /// The largest batch its topic and the broker accept (at least
+    /// `size` plus a batch header): its batch closes before outgrowing it.
+    pub batch_limit: usize,
 }
 
 impl Accumulator {
@@ -143,7 +146,7 @@ impl Accumulator {
     /// Appends a record; returns its completion, its index in the batch, and
     /// what happened.
     pub fn append(&mut self, key: &PartitionKey, record: &NewRecord<'_>) -> (Completion, u32, Appended) {
-        let batch_bytes = self.batch_bytes;
+        let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let mut outcome = Appended::Filling;
         let full = self
             .queues
@@ -276,7 +279,7 @@ mod tests {
     use super::*;
 
     fn record(size: usize) -> NewRecord<'static> {
-        NewRecord { timestamp: 0, key: None, value: Some(b"v"), headers: &[], size }
+        NewRecord { timestamp: 0, key: None, value: Some(b"v"), headers: &[], size, batch_limit: usize::MAX }
     }
 
     #[test]

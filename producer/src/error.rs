@@ -22,7 +22,9 @@ pub enum ProducerError {
         /// Partitions the topic has.
         count: u32,
     },
-    /// One record is larger than `batch_bytes` or `buffer_memory` allows.
+    /// A record (or the batch holding it) is larger than `buffer_memory`,
+    /// `max_request_bytes`, its topic's `max_message_bytes` or the broker's
+    /// frame limit allow. Never retried.
     #[error("record of {size} bytes exceeds the limit of {max} bytes")]
     RecordTooLarge {
         /// The record's encoded size.

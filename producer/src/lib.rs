@@ -21,6 +21,16 @@
 //! for the records of the batch that failed (and, after a permanent failure,
 //! the batches of that partition queued behind it, whose order could not be
 //! kept otherwise).
+//!
+//! Size limits: a record whose batch could never be written fails in
+//! `send` with [`ProducerError::RecordTooLarge`], before it is buffered:
+//! over `buffer_memory`, over `max_request_bytes` (the broker's
+//! `max_frame_bytes`, like Kafka's `max.request.size`), over its topic's
+//! `max_message_bytes` (learned from metadata), or over a smaller frame
+//! limit a broker named when it refused an oversized request. Batches are
+//! closed before they outgrow those limits. A batch the broker refuses as
+//! too large fails at once (never retried) with `RecordTooLarge` or
+//! `Broker { code: BatchTooLarge }`.
 
 mod accumulator;
 mod error;
@@ -37,14 +47,15 @@ pub use sluice_protocol::batch::Compression;
 use std::collections::HashMap;
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use accumulator::{Accumulator, Appended, Completion, NewRecord};
 use sluice_protocol::api::MetadataRequest;
-use sluice_protocol::batch::{BatchBuilder, HeaderRef, NO_PRODUCER_ID};
+use sluice_protocol::batch::{BatchBuilder, HeaderRef, HEADER_LEN, NO_PRODUCER_ID};
 use sluice_protocol::client::Connection;
+use sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 use sluice_protocol::ErrorCode;
 use tokio::sync::{Notify, Semaphore};
 
@@ -70,8 +81,14 @@ pub struct ProducerConfig {
     pub compression: Compression,
     /// Sends of one batch at most (the first included).
     pub retries: u32,
-    /// Wait before resending a failed batch.
+    /// Wait before the first resend of a failed batch; doubled per
+    /// further failure up to `retry_backoff_max`, with ±20% jitter.
     pub retry_backoff: Duration,
+    /// Longest wait between resends.
+    pub retry_backoff_max: Duration,
+    /// Largest produce request (frame payload) to send: the broker's
+    /// `max_frame_bytes`. Larger records fail in `send`.
+    pub max_request_bytes: usize,
     /// How long one request may wait for its response.
     pub request_timeout: Duration,
     /// How long a record may take from `send` to acknowledgement, retries included.
@@ -97,6 +114,8 @@ impl Default for ProducerConfig {
             compression: Compression::None,
             retries: u32::MAX,
             retry_backoff: Duration::from_millis(100),
+            retry_backoff_max: Duration::from_secs(1),
+            max_request_bytes: DEFAULT_MAX_FRAME_BYTES,
             request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
             buffer_memory: 64 << 20,
@@ -140,8 +159,12 @@ setters! {
     compression: Compression,
     /// Sends of one batch at most (default unlimited, bounded by `delivery_timeout`).
     retries: u32,
-    /// Backoff between sends of a batch (default 100 ms).
+    /// First backoff between sends of a batch, doubled per failure (default 100 ms).
     retry_backoff: Duration,
+    /// Longest backoff between sends of a batch (default 1 s).
+    retry_backoff_max: Duration,
+    /// Largest produce request, the broker's `max_frame_bytes` (default 16 MiB).
+    max_request_bytes: usize,
     /// Response timeout of one request (default 30 s).
     request_timeout: Duration,
     /// Send-to-acknowledgement limit, retries included (default 120 s).
@@ -162,11 +185,14 @@ impl ProducerBuilder {
         config.max_in_flight = config.max_in_flight.max(1);
         config.batch_bytes = config.batch_bytes.max(1024);
         config.buffer_memory = config.buffer_memory.max(config.batch_bytes);
+        config.retry_backoff_max = config.retry_backoff_max.max(config.retry_backoff);
         let producer_id = if config.idempotent { random_producer_id() } else { NO_PRODUCER_ID };
         let conn = Connection::connect(&config.bootstrap, &config.client_id)
             .await?
-            .with_timeout(config.request_timeout);
+            .with_timeout(config.request_timeout)
+            .with_max_request_bytes(config.max_request_bytes);
         let inner = Arc::new(Inner {
+            max_request_bytes: AtomicUsize::new(config.max_request_bytes),
             acc: Mutex::new(Accumulator::new(config.batch_bytes, config.compression, producer_id)),
             buffer: Semaphore::new(config.buffer_memory),
             wake: Notify::new(),
@@ -202,11 +228,29 @@ pub(crate) struct Inner {
     /// Wakes the sender (a batch opened or closed, flush, close).
     pub wake: Notify,
     pub closed: AtomicBool,
-    /// Topic → (interned name, partition count).
-    metadata: RwLock<HashMap<String, (Arc<str>, u32)>>,
+    /// The largest request the broker takes: `max_request_bytes`, lowered
+    /// when a broker refuses a smaller frame.
+    max_request_bytes: AtomicUsize,
+    /// Topic → what `send` needs to know of it.
+    metadata: RwLock<HashMap<String, TopicInfo>>,
     /// The broker connection; replaced when it fails.
     pub conn: tokio::sync::Mutex<Option<Connection>>,
 }
+
+/// What the producer knows of a topic.
+#[derive(Debug, Clone)]
+struct TopicInfo {
+    /// The interned name.
+    name: Arc<str>,
+    /// Partition count.
+    partitions: u32,
+    /// Largest batch the topic accepts (its `max_message_bytes`).
+    max_message_bytes: usize,
+}
+
+/// Bytes of a produce request besides its batch and names (request
+/// header, acks, timeout, partition, length prefixes), rounded up.
+const REQUEST_OVERHEAD: usize = 64;
 
 impl Inner {
     pub fn acc(&self) -> MutexGuard<'_, Accumulator> {
@@ -221,9 +265,32 @@ impl Inner {
         }
         let c = Connection::connect(&self.config.bootstrap, &self.config.client_id)
             .await?
-            .with_timeout(self.config.request_timeout);
+            .with_timeout(self.config.request_timeout)
+            .with_max_request_bytes(self.max_request_bytes());
         *conn = Some(c.clone());
         Ok(c)
+    }
+
+    /// The largest produce request to send.
+    pub fn max_request_bytes(&self) -> usize {
+        self.max_request_bytes.load(Ordering::Acquire)
+    }
+
+    /// A broker refused a request over `max` bytes: larger records now
+    /// fail in `send`.
+    pub fn learn_max_request_bytes(&self, max: usize) {
+        let before = self.max_request_bytes.fetch_min(max, Ordering::AcqRel);
+        if max < before {
+            tracing::warn!(max, before, "the broker's frame limit is below max_request_bytes; lowered");
+        }
+    }
+
+    /// The largest batch for `topic`.
+    fn batch_limit(&self, topic: &TopicInfo) -> usize {
+        let request = self
+            .max_request_bytes()
+            .saturating_sub(REQUEST_OVERHEAD + topic.name.len() + self.config.client_id.len());
+        request.min(topic.max_message_bytes)
     }
 
     /// Forgets a topic's partition count (refetched on next use).
@@ -233,7 +300,7 @@ impl Inner {
         }
     }
 
-    async fn topic(&self, topic: &str) -> Result<(Arc<str>, u32), ProducerError> {
+    async fn topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
         if let Some(found) = self.metadata.read().ok().and_then(|m| m.get(topic).cloned()) {
             return Ok(found);
         }
@@ -245,7 +312,14 @@ impl Inner {
             .next()
             .filter(|t| t.error_code == ErrorCode::None && !t.partitions.is_empty());
         let t = t.ok_or_else(|| ProducerError::UnknownTopic(topic.to_owned()))?;
-        let found = (Arc::<str>::from(topic), t.partitions.len() as u32);
+        let max_message_bytes = t
+            .configs
+            .iter()
+            .find(|c| c.key == "max_message_bytes")
+            .and_then(|c| c.value.parse().ok())
+            .unwrap_or(usize::MAX);
+        let found =
+            TopicInfo { name: Arc::from(topic), partitions: t.partitions.len() as u32, max_message_bytes };
         if let Ok(mut m) = self.metadata.write() {
             m.insert(topic.to_owned(), found.clone());
         }
@@ -279,7 +353,8 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProducerError::Closed);
         }
-        let (topic, partitions) = self.inner.topic(&record.topic).await?;
+        let info = self.inner.topic(&record.topic).await?;
+        let (topic, partitions) = (Arc::clone(&info.name), info.partitions);
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let headers: Vec<HeaderRef<'_>> = record
             .headers
@@ -291,6 +366,11 @@ impl Producer {
         let max = self.inner.config.buffer_memory.min(u32::MAX as usize);
         if size > max {
             return Err(ProducerError::RecordTooLarge { size, max });
+        }
+        // Alone in its batch, the record must fit every limit on the way.
+        let batch_limit = self.inner.batch_limit(&info);
+        if size + HEADER_LEN > batch_limit {
+            return Err(ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit });
         }
         if let Some(p) = record.partition.filter(|p| *p >= partitions) {
             return Err(ProducerError::UnknownPartition {
@@ -306,6 +386,7 @@ impl Producer {
             value: record.value.as_deref(),
             headers: &headers,
             size,
+            batch_limit,
         };
         let (completion, index, partition, appended) = {
             let mut acc = self.inner.acc();

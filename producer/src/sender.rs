@@ -2,7 +2,10 @@
 //! partition's order (at most `max_in_flight` on the connection and
 //! `max_in_flight_per_partition` per partition), completes records'
 //! futures from the responses, and retries retriable failures in sequence
-//! order once the partition has nothing else in flight.
+//! order once the partition has nothing else in flight, after a backoff
+//! that doubles per failed send of the batch (with jitter, up to
+//! `retry_backoff_max`). A batch too large for the broker is never
+//! retried: resending it cannot succeed.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -10,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_protocol::api::{Acks, ProduceRequest, ProduceResponse};
-use sluice_protocol::client::ClientError;
+use sluice_protocol::client::{retry_backoff, ClientError};
 use sluice_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
@@ -162,8 +165,15 @@ impl Sender {
     fn failed(&mut self, inner: &Arc<Inner>, batch: ReadyBatch, e: ClientError) {
         let key = batch.key.clone();
         let code = e.code();
-        if matches!(code, Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition)) {
+        // Refetched metadata brings the topic's current max_message_bytes.
+        if matches!(
+            code,
+            Some(ErrorCode::UnknownTopic | ErrorCode::UnknownPartition | ErrorCode::BatchTooLarge)
+        ) {
             inner.invalidate(&key.0);
+        }
+        if let ClientError::RequestTooLarge { max, .. } = e {
+            inner.learn_max_request_bytes(max);
         }
         let stale_epoch = batch.epoch != inner.acc().epoch(&key);
         // An out-of-order answer behind a batch that is being retried is a
@@ -174,7 +184,8 @@ impl Sender {
         let expired = batch.created.elapsed() >= inner.config.delivery_timeout;
         if retriable && !expired && batch.attempts < inner.config.retries {
             tracing::debug!(topic = %key.0, partition = key.1, sequence = batch.sequence, error = %e, "retrying batch");
-            let at = Instant::now() + inner.config.retry_backoff;
+            let c = &inner.config;
+            let at = Instant::now() + retry_backoff(c.retry_backoff, c.retry_backoff_max, batch.attempts);
             self.retry.entry(key).or_insert_with(|| Retry { at, batches: Vec::new() }).batches.push(batch);
             return;
         }
@@ -183,6 +194,7 @@ impl Sender {
         } else {
             match e {
                 ClientError::Server { code, message } => ProducerError::Broker { code, message },
+                ClientError::RequestTooLarge { size, max } => ProducerError::RecordTooLarge { size, max },
                 other => ProducerError::Connection(other),
             }
         };
