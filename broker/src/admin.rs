@@ -1,6 +1,7 @@
 //! The admin HTTP listener (default `127.0.0.1:9501`, `admin_listen = ""`
 //! turns it off): `/metrics` (Prometheus text), `/health` (the process is
-//! alive) and `/ready` (recovery finished, clients accepted: 503 before).
+//! alive) and `/ready` (recovery finished, clients accepted: 503 before;
+//! its body names the topics that failed to load, if any).
 //! It is bound before the data directory is opened, so orchestration can
 //! watch a long recovery.
 
@@ -49,10 +50,26 @@ fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
             state.metrics.render(state.broker.get().map(Arc::as_ref)),
         ),
         "/health" => reply(StatusCode::OK, "text/plain", "ok\n"),
-        "/ready" if state.ready.load(Ordering::Acquire) => reply(StatusCode::OK, "text/plain", "ready\n"),
+        "/ready" if state.ready.load(Ordering::Acquire) => {
+            reply(StatusCode::OK, "text/plain", ready_text(state))
+        }
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "recovering\n"),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /health or /ready\n"),
     }
+}
+
+/// `/ready`'s body once serving: `ready`, then each topic on disk that
+/// failed to load (the broker serves the others, so it stays ready).
+fn ready_text(state: &AdminState) -> String {
+    let failed = state.broker.get().map(|b| b.topics.failed()).unwrap_or_default();
+    let mut text = String::from("ready\n");
+    if !failed.is_empty() {
+        text.push_str(&format!("{} topic(s) failed to load and are not served:\n", failed.len()));
+        for (topic, error) in failed {
+            text.push_str(&format!("failed topic {topic}: {error}\n"));
+        }
+    }
+    text
 }
 
 /// Binds the admin listener and serves it until `shutdown`.

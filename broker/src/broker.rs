@@ -121,11 +121,14 @@ impl Broker {
         let data_dir = config.data_dir.clone();
         let cancel = shutdown.child_token();
         let (lock, topics, groups, report) = tokio::task::spawn_blocking(move || {
+            crate::fds::raise_limit();
             let lock = lock_data_dir(&data_dir)?;
             check_meta(&data_dir)?;
-            let (topics, report) = Topics::load(&data_dir, cancel, loader_metrics)?;
+            // The offsets log first: topics take what descriptors are left.
             let groups = Coordinator::open(&data_dir)?;
+            let (topics, report) = Topics::load(&data_dir, cancel, loader_metrics)?;
             groups.clamp_to_log_ends(&topics)?;
+            groups.adopt_topic_ids(&topics)?;
             Ok::<_, BrokerError>((lock, topics, groups, report))
         })
         .await
@@ -208,8 +211,18 @@ impl Broker {
         }
         let topic = self.topics.create(name, partitions, config)?;
         self.start_flushers(&topic);
-        tracing::info!(topic = name, partitions, "topic created");
+        tracing::info!(topic = name, id = %topic.id(), partitions, "topic created");
+        // Offsets of an earlier topic of this name are not this one's.
+        self.groups.drop_stale_offsets(&self.topics, name)?;
         Ok(topic)
+    }
+
+    /// Deletes a topic, then its committed offsets (a crash in between is
+    /// settled on the next start, see `groups::topic_ids`). Blocking.
+    pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
+        self.topics.delete(name)?;
+        tracing::info!(topic = name, "topic deleted");
+        self.groups.drop_stale_offsets(&self.topics, name)
     }
 
     /// Runs retention on every partition every `retention_check_interval_ms`.

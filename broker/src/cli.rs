@@ -386,6 +386,7 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
             recovered_partitions = report.recovered,
             truncated_bytes = report.truncated_bytes,
             recovery_ms = report.duration.as_millis() as u64,
+            failed_topics = report.failed.len(),
             "sluice listening"
         );
         shutdown_signal().await;
@@ -490,6 +491,7 @@ async fn status(addr: &str, json: bool) -> Result<(), CliError> {
             "topics": s.topics, "partitions": s.partitions, "total_bytes": s.total_bytes, "connections": s.connections,
             "groups": s.groups.iter().map(|g| serde_json::json!({"group": g.group, "members": g.members, "lag": g.lag})).collect::<Vec<_>>(),
             "total_lag": total_lag,
+            "failed_topics": s.failed_topics.iter().map(|f| serde_json::json!({"topic": f.topic, "error": f.error})).collect::<Vec<_>>(),
         });
         return print_json(&v);
     }
@@ -509,6 +511,12 @@ async fn status(addr: &str, json: bool) -> Result<(), CliError> {
         s.groups.iter().map(|g| vec![g.group.clone(), g.members.to_string(), g.lag.to_string()]).collect();
     if !rows.is_empty() {
         print_table(&["GROUP", "MEMBERS", "LAG"], &rows);
+    }
+    if !s.failed_topics.is_empty() {
+        println!("FAILED TOPICS (on disk, not served; `sluice topic delete` removes one)");
+        for f in &s.failed_topics {
+            println!("  {}: {}", f.topic, f.error);
+        }
     }
     Ok(())
 }

@@ -45,6 +45,18 @@ pub enum BrokerError {
         /// The limit.
         max: u32,
     },
+    /// The topic's partitions would not fit in the open-files limit.
+    #[error("topic `{topic}`: {partitions} partitions need {needed} open files but only {available} are left under the open-files limit (RLIMIT_NOFILE): raise `ulimit -n` or use fewer partitions")]
+    OpenFileLimit {
+        /// The topic.
+        topic: String,
+        /// Its partitions.
+        partitions: u32,
+        /// Descriptors they need.
+        needed: usize,
+        /// Descriptors left.
+        available: usize,
+    },
     /// A produced batch failed validation.
     #[error("corrupt batch: {0}")]
     CorruptBatch(#[source] BatchError),
@@ -74,7 +86,9 @@ impl BrokerError {
             BrokerError::InvalidTopicName { .. } => ErrorCode::InvalidTopicName,
             BrokerError::TopicAlreadyExists(_) => ErrorCode::TopicAlreadyExists,
             BrokerError::InvalidConfig(_) => ErrorCode::InvalidConfig,
-            BrokerError::InvalidPartitions { .. } => ErrorCode::InvalidPartitions,
+            BrokerError::InvalidPartitions { .. } | BrokerError::OpenFileLimit { .. } => {
+                ErrorCode::InvalidPartitions
+            }
             BrokerError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             BrokerError::Timeout(_) => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,

@@ -11,6 +11,7 @@ mod cli_produce;
 pub mod config;
 pub mod connection;
 pub mod errors;
+pub mod fds;
 pub mod groups;
 pub mod handlers;
 pub mod metrics;

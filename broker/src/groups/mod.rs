@@ -15,6 +15,7 @@
 
 pub mod assign;
 pub mod store;
+mod topic_ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -357,7 +358,10 @@ impl Coordinator {
                     },
                 };
                 if code.is_ok() {
-                    accepted.push((tp.clone(), Committed { offset, metadata }));
+                    accepted.push((
+                        tp.clone(),
+                        Committed { offset, metadata, topic_id: topics.get(&tp.0).map(|t| t.id()) },
+                    ));
                 }
                 results.push(PartitionResult { topic: tp.0, partition: tp.1, error_code: code });
             }
@@ -546,7 +550,7 @@ impl Coordinator {
             .map(|c| {
                 (
                     (req.group.clone(), c.topic.clone(), c.partition),
-                    Some(Committed { offset: c.new, metadata: String::new() }),
+                    Some(Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) }),
                 )
             })
             .collect();
@@ -555,7 +559,7 @@ impl Coordinator {
         for c in &changes {
             group.offsets.insert(
                 (c.topic.clone(), c.partition),
-                (Committed { offset: c.new, metadata: String::new() }, sync_to),
+                (Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) }, sync_to),
             );
         }
         Ok(changes)

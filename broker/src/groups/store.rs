@@ -1,19 +1,29 @@
 //! Durable committed offsets: an internal log (the storage engine's own
 //! [`Log`], `fsync = always`, CRC-checked and recovered like any partition)
-//! under `<data_dir>/groups/offsets/`. Each record's key names (group,
-//! topic, partition); its value is the offset and metadata, or null for a
-//! deletion. The latest record per key wins. On start-up the log is read
-//! into memory and, when it holds many superseded records, rewritten with
-//! only the live ones (compaction) so it never grows without bound.
+//! under `<data_dir>/groups/offsets-<generation>/` ([`generations`]). Each
+//! record's key names (group, topic, partition); its value is the offset and
+//! metadata, or null for a deletion; a `topic-id` header names the topic
+//! incarnation the offset belongs to (absent in records written before topics
+//! had ids). The latest record per key wins. On start-up the log is read into
+//! memory and, when it holds many superseded records, rewritten with only the
+//! live ones (compaction) as a new generation, switched to in one atomic step,
+//! so it never grows without bound and no crash loses it.
+
+mod generations;
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
-use sluice_protocol::batch::{split_batches, BatchBuilder};
+use sluice_protocol::batch::{split_batches, BatchBuilder, HeaderRef};
+use uuid::Uuid;
 
 use crate::broker::now_ms;
 use crate::storage::{DiskSpace, FsyncPolicy, Log, LogConfig, StorageError};
+use generations::Generation;
+
+/// The record header carrying a committed offset's topic id.
+const TOPIC_ID_HEADER: &[u8] = b"topic-id";
 
 /// (group, topic, partition).
 pub type OffsetKey = (String, String, u32);
@@ -25,6 +35,10 @@ pub struct Committed {
     pub offset: u64,
     /// Free-form text from the committer.
     pub metadata: String,
+    /// The id of the topic incarnation committed to (`None`: written before
+    /// topics had ids). An offset whose id is not the topic's current id
+    /// belongs to a deleted topic of the same name.
+    pub topic_id: Option<Uuid>,
 }
 
 /// The offsets log.
@@ -63,7 +77,12 @@ fn encode_value(c: &Committed) -> Vec<u8> {
 /// Decodes a record value of the offsets log.
 pub fn decode_value(b: &[u8]) -> Option<Committed> {
     let offset = u64::from_be_bytes(b.get(..8)?.try_into().ok()?);
-    Some(Committed { offset, metadata: String::from_utf8_lossy(&b[8..]).into_owned() })
+    Some(Committed { offset, metadata: String::from_utf8_lossy(&b[8..]).into_owned(), topic_id: None })
+}
+
+/// The topic id a record's headers carry.
+fn decode_topic_id<'a>(mut headers: impl Iterator<Item = HeaderRef<'a>>) -> Option<Uuid> {
+    headers.find(|h| h.key == TOPIC_ID_HEADER).and_then(|h| Uuid::from_slice(h.value?).ok())
 }
 
 fn config() -> LogConfig {
@@ -99,7 +118,9 @@ fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), Storage
                 records += 1;
                 let Some(key) = r.key.and_then(decode_key) else { continue };
                 match r.value.and_then(decode_value) {
-                    Some(v) => map.insert(key, v),
+                    Some(v) => {
+                        map.insert(key, Committed { topic_id: decode_topic_id(r.headers.clone()), ..v })
+                    }
                     None => map.remove(&key),
                 };
             }
@@ -108,48 +129,79 @@ fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), Storage
     Ok((map, records))
 }
 
+/// Where [`OffsetStore::compact`] stops, to simulate a crash there (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Step {
+    /// The new generation is half written.
+    Building,
+    /// The new generation is complete and closed; the pointer is not moved.
+    Built,
+    /// The pointer names the new generation; the old one still exists.
+    Switched,
+}
+
 impl OffsetStore {
-    /// Opens (recovering, and compacting when worthwhile) the offsets log.
-    /// Blocking.
+    /// Opens (recovering, and compacting when worthwhile) the offsets log,
+    /// first settling any compaction a crash interrupted. Blocking.
     pub fn open(data_dir: &Path) -> Result<(Self, HashMap<OffsetKey, Committed>), StorageError> {
-        let dir = data_dir.join("groups").join("offsets");
-        let (log, _) = Log::open(&dir, config(), DiskSpace::Real)?;
+        Self::open_with(data_dir, |_| false)
+    }
+
+    /// [`Self::open`], stopping a compaction where `crash` says so (its
+    /// store is then the old generation, as a restart would find it).
+    fn open_with(
+        data_dir: &Path,
+        crash: impl Fn(Step) -> bool,
+    ) -> Result<(Self, HashMap<OffsetKey, Committed>), StorageError> {
+        let groups = data_dir.join("groups");
+        let live = generations::live_dir(&groups)?;
+        let (log, _) = Log::open(&live.dir, config(), DiskSpace::Real)?;
         let (map, records) = read_all(&log)?;
         if records > 1000 && records > 2 * map.len() {
             log.close()?;
             drop(log);
-            Self::compact(&dir, &map)?;
+            let dir = match Self::compact(&groups, &live, &map, crash)? {
+                Some(fresh) => fresh.dir,
+                None => live.dir,
+            };
             let (log, _) = Log::open(&dir, config(), DiskSpace::Real)?;
             return Ok((Self { log: Arc::new(log) }, map));
         }
         Ok((Self { log: Arc::new(log) }, map))
     }
 
-    /// Rewrites the log with only the live entries: built beside it, then
-    /// swapped in by renames (a crash leaves either the old or the new log).
-    fn compact(dir: &Path, live: &HashMap<OffsetKey, Committed>) -> Result<(), StorageError> {
-        let parent = dir.parent().map(Path::to_path_buf).unwrap_or_default();
-        let fresh: PathBuf = parent.join("offsets~compacting");
-        let old: PathBuf = parent.join("offsets~old");
-        let _ = std::fs::remove_dir_all(&fresh);
-        let _ = std::fs::remove_dir_all(&old);
+    /// Writes the live entries as the next generation, switches to it (one
+    /// atomic pointer replacement) and removes the old one. Returns the new
+    /// generation, or `None` when `crash` stopped it before the switch.
+    fn compact(
+        groups: &Path,
+        live: &Generation,
+        entries: &HashMap<OffsetKey, Committed>,
+        crash: impl Fn(Step) -> bool,
+    ) -> Result<Option<Generation>, StorageError> {
+        let fresh = generations::next(groups, live);
+        crate::storage::durable::remove_durably(&fresh.dir)?;
         {
-            let (log, _) = Log::open(&fresh, config(), DiskSpace::Real)?;
-            let entries: Vec<_> = live.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
-            for chunk in entries.chunks(1000) {
+            let (log, _) = Log::open(&fresh.dir, config(), DiskSpace::Real)?;
+            let entries: Vec<_> = entries.iter().map(|(k, v)| (k.clone(), Some(v.clone()))).collect();
+            for (i, chunk) in entries.chunks(1000).enumerate() {
                 log.append(&batch(chunk), now_ms())?;
+                if i == 0 && crash(Step::Building) {
+                    return Ok(None);
+                }
             }
             log.close()?;
         }
-        let io = |op, p: &Path| {
-            let p = p.to_owned();
-            move |source| StorageError::Io { op, path: p, source }
-        };
-        std::fs::rename(dir, &old).map_err(io("rename", dir))?;
-        std::fs::rename(&fresh, dir).map_err(io("rename", &fresh))?;
-        std::fs::remove_dir_all(&old).map_err(io("remove", &old))?;
-        tracing::info!(entries = live.len(), "compacted the committed-offsets log");
-        Ok(())
+        if crash(Step::Built) {
+            return Ok(None);
+        }
+        generations::switch(groups, &fresh)?;
+        if crash(Step::Switched) {
+            return Ok(Some(fresh));
+        }
+        crate::storage::durable::remove_durably(&live.dir)?;
+        tracing::info!(entries = entries.len(), dir = %fresh.dir.display(), "compacted the committed-offsets log");
+        Ok(Some(fresh))
     }
 
     /// Appends entries (`None` deletes); returns the offset to sync to.
@@ -179,7 +231,9 @@ fn batch(entries: &[(OffsetKey, Option<Committed>)]) -> Vec<u8> {
     let ts = now_ms();
     for (k, v) in entries {
         let value = v.as_ref().map(encode_value);
-        b.append(ts, Some(&encode_key(k)), value.as_deref(), &[]);
+        let id = v.as_ref().and_then(|c| c.topic_id);
+        let header = id.as_ref().map(|id| HeaderRef { key: TOPIC_ID_HEADER, value: Some(id.as_bytes()) });
+        b.append(ts, Some(&encode_key(k)), value.as_deref(), header.as_slice());
     }
     b.build().to_vec()
 }
@@ -192,29 +246,92 @@ mod tests {
         (g.into(), "t".into(), p)
     }
 
+    fn committed(offset: u64) -> Committed {
+        Committed { offset, metadata: "m".into(), topic_id: None }
+    }
+
+    /// Writes 3000 superseded commits (worth compacting) and a deleted key.
+    fn fill(data_dir: &Path) -> HashMap<OffsetKey, Committed> {
+        let (store, _) = OffsetStore::open(data_dir).unwrap();
+        let id = Uuid::new_v4();
+        for i in 0..3000u64 {
+            let c = Committed { topic_id: (i % 2 == 0).then_some(id), ..committed(i) };
+            store.append(&[(key("g", (i % 3) as u32), Some(c))]).unwrap();
+        }
+        store.append(&[(key("gone", 0), Some(committed(1)))]).unwrap();
+        store.append(&[(key("gone", 0), None)]).unwrap();
+        store.close().unwrap();
+        let (store, map) = OffsetStore::open_with(data_dir, |_| true).unwrap();
+        store.close().unwrap();
+        map
+    }
+
     #[test]
     fn latest_value_wins_and_survives_reopen_and_compaction() {
         let dir = tempfile::tempdir().unwrap();
-        let (store, map) = OffsetStore::open(dir.path()).unwrap();
-        assert!(map.is_empty());
-        for i in 0..3000u64 {
-            let end = store
-                .append(&[(key("g", (i % 3) as u32), Some(Committed { offset: i, metadata: "m".into() }))])
-                .unwrap();
-            store.sync_to(end).unwrap();
-        }
-        store.append(&[(key("gone", 0), Some(Committed { offset: 1, metadata: String::new() }))]).unwrap();
-        store.append(&[(key("gone", 0), None)]).unwrap();
-        store.close().unwrap();
-        drop(store);
-        let (store, map) = OffsetStore::open(dir.path()).unwrap();
+        let map = fill(dir.path());
         assert_eq!(map.len(), 3);
         assert_eq!(map[&key("g", 2)].offset, 2999);
+        assert!(map[&key("g", 2)].topic_id.is_none());
+        assert!(map[&key("g", 1)].topic_id.is_some());
         assert!(!map.contains_key(&key("gone", 0)));
+        let (store, again) = OffsetStore::open(dir.path()).unwrap();
+        assert_eq!(again, map);
         drop(store); // crash after compaction: still the same
         let (_, again) = OffsetStore::open(dir.path()).unwrap();
         assert_eq!(again, map);
-        assert!(!dir.path().join("groups/offsets~old").exists());
+        let names: Vec<_> = std::fs::read_dir(dir.path().join("groups"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        assert_eq!(names.len(), 2, "{names:?}"); // the pointer and one generation
+    }
+
+    /// Regression (issue #13 item 4): a crash at any step of the switch to a
+    /// compacted log loses no committed offset, and the next start settles
+    /// on one generation.
+    #[test]
+    fn a_crash_at_every_compaction_step_keeps_the_offsets() {
+        for step in [Step::Building, Step::Built, Step::Switched] {
+            let dir = tempfile::tempdir().unwrap();
+            let map = fill(dir.path());
+            let (store, first) = OffsetStore::open_with(dir.path(), |s| s == step).unwrap();
+            assert_eq!(first, map, "{step:?}");
+            drop(store); // the crash
+            let (store, after) = OffsetStore::open_with(dir.path(), |s| s == step).unwrap();
+            assert_eq!(after, map, "{step:?}: first restart");
+            drop(store);
+            let (store, after) = OffsetStore::open(dir.path()).unwrap();
+            assert_eq!(after, map, "{step:?}: restart that finishes the compaction");
+            store.close().unwrap();
+            let (_, after) = OffsetStore::open(dir.path()).unwrap();
+            assert_eq!(after, map, "{step:?}: after");
+        }
+    }
+
+    /// The on-disk states the old two-rename compaction could leave.
+    #[test]
+    fn old_layouts_migrate_without_losing_offsets() {
+        for state in ["plain", "renamed-away", "both-renamed"] {
+            let dir = tempfile::tempdir().unwrap();
+            let groups = dir.path().join("groups");
+            let (log, _) = Log::open(&groups.join("offsets"), config(), DiskSpace::Real).unwrap();
+            log.append(&batch(&[(key("g", 0), Some(committed(42)))]), now_ms()).unwrap();
+            log.close().unwrap();
+            drop(log);
+            match state {
+                "renamed-away" => {
+                    std::fs::rename(groups.join("offsets"), groups.join("offsets~old")).unwrap();
+                    std::fs::create_dir(groups.join("offsets~compacting")).unwrap();
+                }
+                "both-renamed" => std::fs::create_dir(groups.join("offsets~old")).unwrap(),
+                _ => {}
+            }
+            let (store, map) = OffsetStore::open(dir.path()).unwrap();
+            assert_eq!(map[&key("g", 0)].offset, 42, "{state}");
+            store.close().unwrap();
+            assert!(!groups.join("offsets~old").exists(), "{state}");
+        }
     }
 
     #[test]

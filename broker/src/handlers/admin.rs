@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use sluice_protocol::api::{
     AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicRequest, DeleteTopicResponse, GroupStatus, MetadataRequest, MetadataResponse,
+    DeleteTopicRequest, DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse,
     PartitionMetadata, StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
@@ -35,8 +35,7 @@ pub async fn delete_topic(
     req: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, BrokerError> {
     blocking(move || {
-        broker.topics.delete(&req.name)?;
-        tracing::info!(topic = %req.name, "topic deleted");
+        broker.delete_topic(&req.name)?;
         Ok(DeleteTopicResponse)
     })
     .await
@@ -101,6 +100,12 @@ pub fn status(broker: &Broker) -> StatusResponse {
         total_bytes: topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.stats().size_bytes).sum(),
         connections: u32::try_from(broker.metrics.connections.get()).unwrap_or(0),
         groups,
+        failed_topics: broker
+            .topics
+            .failed()
+            .into_iter()
+            .map(|(topic, error)| FailedTopic { topic, error })
+            .collect(),
     }
 }
 

@@ -43,7 +43,7 @@ pub use list_offsets::{
 };
 pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
-pub use status::{GroupStatus, StatusRequest, StatusResponse};
+pub use status::{FailedTopic, GroupStatus, StatusRequest, StatusResponse};
 
 use bytes::Bytes;
 

@@ -5,7 +5,10 @@
 //! response: version string | uptime_ms u64 | data_dir string | fsync string | topics u32
 //!           | partitions u32 | total_bytes u64 | connections u32
 //!           | groups [group string | members u32 | lag u64]
+//!           | failed_topics [topic string | error string]
 //! ```
+//! `failed_topics` (topics on disk the broker could not load and does not
+//! serve) came later: a response that ends before it has none.
 
 use super::{ApiKey, Message, Request};
 use crate::{Reader, WireError, Writer};
@@ -23,6 +26,15 @@ pub struct GroupStatus {
     pub members: u32,
     /// Total lag over its partitions.
     pub lag: u64,
+}
+
+/// A topic on disk that the broker could not load (it serves the others).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailedTopic {
+    /// The topic's (directory) name.
+    pub topic: String,
+    /// Why it was not loaded.
+    pub error: String,
 }
 
 /// The broker's status.
@@ -46,6 +58,8 @@ pub struct StatusResponse {
     pub connections: u32,
     /// Consumer groups.
     pub groups: Vec<GroupStatus>,
+    /// Topics not loaded.
+    pub failed_topics: Vec<FailedTopic>,
 }
 
 impl Message for StatusRequest {
@@ -77,6 +91,10 @@ impl Message for StatusResponse {
             w.u32(g.members);
             w.u64(g.lag);
         });
+        w.vec(&self.failed_topics, |w, f| {
+            w.string(&f.topic);
+            w.string(&f.error);
+        });
     }
     fn decode(r: &mut Reader) -> Result<Self, WireError> {
         Ok(Self {
@@ -91,6 +109,11 @@ impl Message for StatusResponse {
             groups: r.vec("groups", 14, |r| {
                 Ok(GroupStatus { group: r.string()?, members: r.u32()?, lag: r.u64()? })
             })?,
+            failed_topics: if r.remaining() == 0 {
+                Vec::new()
+            } else {
+                r.vec("failed_topics", 4, |r| Ok(FailedTopic { topic: r.string()?, error: r.string()? }))?
+            },
         })
     }
 }

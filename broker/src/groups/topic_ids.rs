@@ -1,0 +1,101 @@
+//! Committed offsets belong to one topic *incarnation*: each carries the
+//! id of the topic it was committed to ([`Committed::topic_id`]), and an
+//! offset whose id is not the current topic's (the topic was deleted, and
+//! maybe re-created under the same name) is dropped, durably. This runs
+//! after a topic is created or deleted, and at start-up for every topic, so
+//! a crash between a topic's deletion and the clean-up of its offsets only
+//! delays the clean-up: a re-created topic never resumes at the deleted
+//! one's offsets.
+//!
+//! At start-up an offset without an id (committed before topics had ids)
+//! is given its topic's id; offsets of a topic that failed to load are kept
+//! (its files are still there); offsets of a topic that no longer exists
+//! are dropped.
+
+use super::store::{Committed, OffsetKey};
+use super::Coordinator;
+use crate::errors::BrokerError;
+use crate::topics::Topics;
+
+/// What to do with one committed offset.
+enum Verdict {
+    Keep,
+    Adopt(uuid::Uuid),
+    Drop,
+}
+
+fn verdict(topics: &Topics, topic: &str, committed: &Committed, at_start: bool) -> Verdict {
+    match (topics.get(topic).map(|t| t.id()), committed.topic_id) {
+        (Some(id), Some(mine)) if id == mine => Verdict::Keep,
+        (Some(id), None) if at_start => Verdict::Adopt(id),
+        (None, _) if topics.failed().iter().any(|(name, _)| name == topic) => Verdict::Keep,
+        _ => Verdict::Drop,
+    }
+}
+
+impl Coordinator {
+    /// Drops the committed offsets of `topic` that belong to an earlier
+    /// topic of that name (or to a deleted one). Blocking (fsync).
+    ///
+    /// # Errors
+    /// `Storage` when the offsets log cannot be written.
+    pub fn drop_stale_offsets(&self, topics: &Topics, topic: &str) -> Result<(), BrokerError> {
+        self.settle_topic_ids(topics, Some(topic), false)
+    }
+
+    /// At start-up: gives id-less offsets their topic's id and drops those
+    /// of deleted topics. Blocking (fsync).
+    ///
+    /// # Errors
+    /// `Storage` when the offsets log cannot be written.
+    pub fn adopt_topic_ids(&self, topics: &Topics) -> Result<(), BrokerError> {
+        self.settle_topic_ids(topics, None, true)
+    }
+
+    fn settle_topic_ids(
+        &self,
+        topics: &Topics,
+        only: Option<&str>,
+        at_start: bool,
+    ) -> Result<(), BrokerError> {
+        let mut groups = self.lock();
+        let mut changes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
+        for (name, group) in groups.iter() {
+            for ((topic, partition), (committed, _)) in &group.offsets {
+                if only.is_some_and(|t| t != topic) {
+                    continue;
+                }
+                let key = (name.clone(), topic.clone(), *partition);
+                match verdict(topics, topic, committed, at_start) {
+                    Verdict::Keep => {}
+                    Verdict::Adopt(id) => {
+                        changes.push((key, Some(Committed { topic_id: Some(id), ..committed.clone() })))
+                    }
+                    Verdict::Drop => {
+                        tracing::info!(group = %name, %topic, partition, offset = committed.offset, "dropping the committed offset of a deleted topic");
+                        changes.push((key, None));
+                    }
+                }
+            }
+        }
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let sync_to = self.store.append(&changes)?;
+        self.store.sync_to(sync_to)?;
+        for ((name, topic, partition), change) in changes {
+            let Some(group) = groups.get_mut(&name) else { continue };
+            match change {
+                Some(c) => {
+                    if let Some(entry) = group.offsets.get_mut(&(topic, partition)) {
+                        entry.0 = c;
+                    }
+                }
+                None => {
+                    group.offsets.remove(&(topic, partition));
+                }
+            }
+        }
+        Ok(())
+    }
+}
