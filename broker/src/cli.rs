@@ -434,7 +434,7 @@ fn verify(data_dir: &std::path::Path, json: bool) -> Result<(), CliError> {
         }
     }
     dirs.sort();
-    let offsets = data_dir.join("groups").join("offsets");
+    let offsets = crate::groups::store::generations::current_dir(&data_dir.join("groups"));
     if offsets.is_dir() {
         dirs.push(("(committed offsets)".into(), offsets));
     }

@@ -9,7 +9,7 @@
 //! live ones (compaction) as a new generation, switched to in one atomic step,
 //! so it never grows without bound and no crash loses it.
 
-mod generations;
+pub mod generations;
 
 use std::collections::HashMap;
 use std::path::Path;

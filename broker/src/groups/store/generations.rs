@@ -128,6 +128,14 @@ pub fn live_dir(groups: &Path) -> Result<Generation, StorageError> {
     Ok(live)
 }
 
+/// The live generation's directory as it is on disk, changing nothing (for
+/// offline tools such as `sluice verify`): the one `offsets.current` names,
+/// or the legacy `offsets`.
+pub fn current_dir(groups: &Path) -> PathBuf {
+    let name = read_pointer(groups).ok().flatten().map_or_else(|| LEGACY.to_owned(), dir_name);
+    groups.join(name)
+}
+
 /// The generation compaction builds after `live`.
 pub fn next(groups: &Path, live: &Generation) -> Generation {
     Generation::new(groups, live.number + 1)
