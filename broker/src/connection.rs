@@ -9,8 +9,11 @@
 //!   that the connection stops reading (backpressure);
 //! - while the responses queued for the writer (produced, not yet written
 //!   to the socket) exceed `max_queued_response_bytes`, the connection stops
-//!   reading too: a client that pipelines fetches and never reads holds at
-//!   most that many bytes plus the responses of requests already in flight;
+//!   reading, and requests in flight wait before they build their responses
+//!   (a fetch reads nothing until then): a client that pipelines fetches and
+//!   never reads makes the broker hold at most that many bytes plus the
+//!   responses started while there was room (at most
+//!   `max_in_flight_per_connection` of them);
 //! - a frame whose first byte arrived must be complete within
 //!   `request_read_timeout_ms`, or the connection is closed (slowloris);
 //! - a response that cannot be written within `connection_idle_ms` (the
@@ -58,7 +61,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
     let mut frames = FramedRead::new(read, codec);
     let mut timers = ReadTimers::new(idle, Duration::from_millis(config.request_read_timeout_ms));
     loop {
-        if !queue.wait_for_room(&broker).await {
+        if !queue.wait_for_room(&broker, Shutdown::Stop).await {
             break;
         }
         let next = tokio::select! {
@@ -100,10 +103,14 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
                 }
             }
             Dispatch::Pending(future) => {
-                let (queue, tx) = (Arc::clone(&queue), tx.clone());
+                let (queue, tx, broker) = (Arc::clone(&queue), tx.clone(), Arc::clone(&broker));
                 requests.spawn(async move {
-                    if let Some(chunks) = future.await {
-                        queue.send(&tx, chunks).await;
+                    // The future is lazy: a fetch reads nothing until polled,
+                    // so it waits for room before building its response.
+                    if queue.wait_for_room(&broker, Shutdown::Proceed).await {
+                        if let Some(chunks) = future.await {
+                            queue.send(&tx, chunks).await;
+                        }
                     }
                     drop(permit);
                 });
@@ -193,8 +200,9 @@ impl ResponseQueue {
     }
 
     /// Waits until the queued bytes are within the limit. `false` when the
-    /// writer is gone or the broker is shutting down: stop reading.
-    async fn wait_for_room(&self, broker: &Broker) -> bool {
+    /// writer is gone, or the broker is shutting down and `shutdown` says
+    /// to stop.
+    async fn wait_for_room(&self, broker: &Broker, shutdown: Shutdown) -> bool {
         loop {
             let drained = self.drained.notified();
             if self.gone.load(Ordering::Acquire) {
@@ -204,11 +212,20 @@ impl ResponseQueue {
                 return true;
             }
             tokio::select! {
-                _ = broker.shutdown.cancelled() => return false,
+                _ = broker.shutdown.cancelled() => return shutdown == Shutdown::Proceed,
                 _ = drained => {}
             }
         }
     }
+}
+
+/// What waiting for room does when the broker shuts down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shutdown {
+    /// Stop (the reader stops reading).
+    Stop,
+    /// Go ahead (a request in flight still gets its answer).
+    Proceed,
 }
 
 /// The frame codec, noting when the frame being received began.
@@ -279,7 +296,7 @@ impl ReadTimers {
             return Some("a frame was not completed within request_read_timeout_ms");
         }
         if self.idle_since.elapsed() >= self.idle {
-            if nothing_in_flight && partial_since.is_none() {
+            if nothing_in_flight {
                 return Some("idle connection");
             }
             self.idle_since = Instant::now(); // waiting on its own long polls
