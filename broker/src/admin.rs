@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
+use crate::server::AcceptBackoff;
 
 /// What the admin endpoints read.
 #[derive(Debug)]
@@ -81,13 +82,26 @@ pub async fn start(
     let listener = TcpListener::bind(addr).await?;
     let local = listener.local_addr()?;
     tokio::spawn(async move {
+        let mut backoff = AcceptBackoff::default();
         loop {
-            let (stream, _) = tokio::select! {
+            let accepted = tokio::select! {
                 _ = shutdown.cancelled() => return,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(_) => continue,
-                },
+                accepted = listener.accept() => accepted,
+            };
+            let stream = match accepted {
+                Ok((stream, _)) => {
+                    backoff.succeeded();
+                    stream
+                }
+                Err(e) => {
+                    // Out of file descriptors: pause instead of spinning.
+                    let pause = backoff.failed();
+                    tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "admin accept failed; backing off");
+                    tokio::select! {
+                        _ = shutdown.cancelled() => return,
+                        _ = tokio::time::sleep(pause) => continue,
+                    }
+                }
             };
             let state = Arc::clone(&state);
             tokio::spawn(async move {

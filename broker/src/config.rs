@@ -30,6 +30,13 @@ pub struct BrokerConfig {
     /// A connection with no request in flight and nothing received for
     /// this long is closed.
     pub connection_idle_ms: u64,
+    /// A request frame whose first byte arrived must be complete within
+    /// this long (ms), or the connection is closed (slowloris).
+    pub request_read_timeout_ms: u64,
+    /// Responses queued for one connection's socket (produced, not yet
+    /// written) above this many bytes stop the broker reading that
+    /// connection's requests until the client reads (backpressure).
+    pub max_queued_response_bytes: usize,
     /// Largest request frame.
     pub max_frame_bytes: usize,
     /// Create a topic on first produce or fetch (off by default).
@@ -42,6 +49,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Longest a fetch may long-poll, whatever it asks.
     pub max_fetch_wait_ms: u32,
+    /// Consumer groups the coordinator keeps at once (with members or
+    /// committed offsets); a new group past it is refused.
+    pub max_groups: usize,
     /// Settings every new topic starts from.
     pub topic_defaults: LogConfig,
 }
@@ -56,12 +66,15 @@ impl Default for BrokerConfig {
             max_connections: 4096,
             max_in_flight_per_connection: 128,
             connection_idle_ms: 10 * 60 * 1000,
+            request_read_timeout_ms: 30_000,
+            max_queued_response_bytes: 16 << 20,
             max_frame_bytes: sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES,
             auto_create_topics: false,
             default_partitions: 1,
             max_partitions: 10_000,
             retention_check_interval_ms: 5 * 60 * 1000,
             max_fetch_wait_ms: 30_000,
+            max_groups: 10_000,
             topic_defaults: LogConfig::default(),
         }
     }
@@ -125,6 +138,9 @@ impl BrokerConfig {
         }
         if self.retention_check_interval_ms == 0 || self.connection_idle_ms == 0 {
             return bad("retention_check_interval_ms and connection_idle_ms must be positive");
+        }
+        if self.request_read_timeout_ms == 0 || self.max_queued_response_bytes == 0 || self.max_groups == 0 {
+            return bad("request_read_timeout_ms, max_queued_response_bytes and max_groups must be positive");
         }
         self.topic_defaults.validate().map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
     }

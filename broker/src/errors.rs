@@ -99,6 +99,7 @@ impl BrokerError {
                 StorageError::CorruptBatch { .. } | StorageError::InvalidBatch(_) => ErrorCode::CorruptBatch,
                 StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
                 StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+                StorageError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
                 StorageError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
                 StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
                 StorageError::Closed => ErrorCode::BrokerNotAvailable,

@@ -96,6 +96,10 @@ error_codes! {
     UnknownGroup = 23, false, "the group does not exist";
     /// A group name is empty or too long.
     InvalidGroupId = 24, false, "group names are 1-249 bytes";
+    /// A record timestamp is outside the topic's accepted window around the broker's clock.
+    InvalidTimestamp = 25, false, "a record timestamp is outside the topic's accepted window around the broker's clock";
+    /// The broker keeps as many groups as `max_groups` allows.
+    TooManyGroups = 26, false, "the broker has reached max_groups: delete unused groups or raise the limit";
 }
 
 impl ErrorCode {

@@ -67,6 +67,13 @@ impl FrameCodec {
         self.max_frame_bytes
     }
 
+    /// Whether part of a frame has been consumed (its length prefix) and
+    /// the rest is still awaited. A server uses it, with the bytes still
+    /// buffered, to time out a frame that stalls halfway.
+    pub fn mid_frame(&self) -> bool {
+        matches!(self.state, State::Data(_))
+    }
+
     fn check(&self, size: usize) -> Result<(), FrameError> {
         if size > self.max_frame_bytes {
             return Err(FrameError::TooLarge { size, max: self.max_frame_bytes });

@@ -7,6 +7,17 @@
 //! `u32` element count then the elements. Decoding never allocates more than
 //! the bytes actually present: an array count is checked against the bytes
 //! that remain before anything is reserved.
+//!
+//! Decoding is also bounded in what it builds: an element in memory can be
+//! much larger than on the wire (an empty string is 2 bytes on the wire and a
+//! 24-byte `String`), so each [`Reader`] has an allocation budget of
+//! [`DECODE_AMPLIFICATION`] times the message's size plus
+//! [`DECODE_SLACK_BYTES`]. Every array charges `count × size_of::<T>()`
+//! before reserving, and every string its length; a message that would
+//! decode past its budget is refused with [`WireError::DecodeBudget`]. So
+//! whatever a peer sends, decoding one message of `n` bytes asks the
+//! allocator for at most `8 n + 64 KiB` bytes (the allocator's own rounding
+//! and headers come on top).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -48,6 +59,26 @@ pub enum WireError {
         /// The value found.
         value: u64,
     },
+    /// Decoding would build more than the message's allocation budget.
+    #[error("{field}: decoding needs {need} more bytes of memory but the message's budget has {left} left ({DECODE_AMPLIFICATION}× its size + {DECODE_SLACK_BYTES})")]
+    DecodeBudget {
+        /// Which field.
+        field: &'static str,
+        /// Bytes the field would allocate.
+        need: usize,
+        /// Bytes of budget left.
+        left: usize,
+    },
+    /// An array has more elements than its field allows.
+    #[error("{field}: {count} elements exceed the limit of {max}")]
+    TooManyElements {
+        /// Which array.
+        field: &'static str,
+        /// The declared element count.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
     /// Bytes were left over after the message was decoded.
     #[error("{trailing} unexpected trailing bytes after {what}")]
     TrailingBytes {
@@ -58,6 +89,13 @@ pub enum WireError {
     },
 }
 
+/// A message decodes into at most this many times its size in memory
+/// (plus [`DECODE_SLACK_BYTES`]).
+pub const DECODE_AMPLIFICATION: usize = 8;
+/// Allocation every message may use whatever its size, so small messages
+/// with many short fields always decode.
+pub const DECODE_SLACK_BYTES: usize = 64 << 10;
+
 /// A cursor over one received message. Slices handed out share the frame's
 /// allocation (`Bytes::slice`), so a record batch is never copied here.
 #[derive(Debug, Clone)]
@@ -66,12 +104,25 @@ pub struct Reader {
     buf: Bytes,
     /// Next byte to read.
     pos: usize,
+    /// Bytes decoding may still allocate (arrays and strings).
+    budget: usize,
 }
 
 impl Reader {
-    /// A reader positioned at the start of `buf`.
+    /// A reader positioned at the start of `buf`, with an allocation budget
+    /// of [`DECODE_AMPLIFICATION`] × its length + [`DECODE_SLACK_BYTES`].
     pub fn new(buf: Bytes) -> Self {
-        Self { buf, pos: 0 }
+        let budget = buf.len().saturating_mul(DECODE_AMPLIFICATION).saturating_add(DECODE_SLACK_BYTES);
+        Self { buf, pos: 0, budget }
+    }
+
+    /// Takes `need` bytes from the allocation budget.
+    fn charge(&mut self, field: &'static str, need: usize) -> Result<(), WireError> {
+        if need > self.budget {
+            return Err(WireError::DecodeBudget { field, need, left: self.budget });
+        }
+        self.budget -= need;
+        Ok(())
     }
 
     /// Bytes not yet read.
@@ -138,6 +189,7 @@ impl Reader {
     pub fn string(&mut self) -> Result<String, WireError> {
         let len = usize::from(self.u16()?);
         let offset = self.pos;
+        self.charge("string", len)?;
         let raw = self.take(len)?;
         std::str::from_utf8(raw).map(str::to_owned).map_err(|_| WireError::InvalidUtf8 { offset })
     }
@@ -161,11 +213,29 @@ impl Reader {
         mut element: impl FnMut(&mut Self) -> Result<T, WireError>,
     ) -> Result<Vec<T>, WireError> {
         let count = self.count(field, min_element_size)?;
+        self.charge(field, count.saturating_mul(std::mem::size_of::<T>()))?;
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
             out.push(element(self)?);
         }
         Ok(out)
+    }
+
+    /// Like [`vec`](Self::vec), refusing more than `max` elements (a bound
+    /// on the work one request can ask for).
+    pub fn vec_max<T>(
+        &mut self,
+        field: &'static str,
+        min_element_size: usize,
+        max: usize,
+        element: impl FnMut(&mut Self) -> Result<T, WireError>,
+    ) -> Result<Vec<T>, WireError> {
+        let mut peek = self.clone();
+        let count = peek.u32()? as usize;
+        if count > max {
+            return Err(WireError::TooManyElements { field, count, max });
+        }
+        self.vec(field, min_element_size, element)
     }
 
     /// Checks that the whole message was consumed.
@@ -357,6 +427,40 @@ mod tests {
             r.vec("things", 1, |r| r.u8()),
             Err(WireError::CountTooLarge { count: u32::MAX, .. })
         ));
+    }
+
+    #[test]
+    fn decoding_is_bounded_by_the_message_size() {
+        // 64 KiB of empty strings: 32 Ki `String`s (768 KiB) from 64 KiB.
+        let mut msg = (32u32 << 10).to_be_bytes().to_vec();
+        msg.resize(4 + (64 << 10), 0);
+        let mut r = Reader::new(msg.into());
+        assert!(matches!(
+            r.vec("names", 2, Reader::string),
+            Err(WireError::DecodeBudget { field: "names", .. })
+        ));
+        // The same names with some bytes each fit.
+        let mut w = Writer::new();
+        w.vec(&vec!["topic-name".to_owned(); 10_000], |w, s| w.string(s));
+        assert_eq!(Reader::new(w.into_bytes()).vec("names", 2, Reader::string).unwrap().len(), 10_000);
+        // Strings are charged their length.
+        let mut w = Writer::new();
+        w.string(&"x".repeat(100));
+        let mut r = Reader::new(w.into_bytes());
+        r.budget = 99;
+        assert!(matches!(r.string(), Err(WireError::DecodeBudget { need: 100, left: 99, .. })));
+    }
+
+    #[test]
+    fn vec_max_refuses_long_arrays_before_decoding() {
+        let mut w = Writer::new();
+        w.vec(&[1u32, 2, 3], |w, v| w.u32(*v));
+        let bytes = w.into_bytes();
+        assert_eq!(Reader::new(bytes.clone()).vec_max("v", 4, 3, Reader::u32).unwrap(), [1, 2, 3]);
+        assert_eq!(
+            Reader::new(bytes).vec_max("v", 4, 2, Reader::u32),
+            Err(WireError::TooManyElements { field: "v", count: 3, max: 2 })
+        );
     }
 
     #[test]

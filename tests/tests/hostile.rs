@@ -278,3 +278,179 @@ async fn clients_that_vanish_mid_request_do_not_leak_or_hang() {
     let stopped = tokio::time::timeout(Duration::from_secs(20), broker.stop()).await;
     assert!(stopped.is_ok(), "shutdown waits for long polls of vanished clients no longer than they allow");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_half_frame_is_closed_after_the_read_timeout() {
+    // The idle timeout stays at its 10 minutes: only request_read_timeout_ms can close these.
+    let broker = TestBroker::start(|c| c.request_read_timeout_ms = 300).await;
+    let mut idle = TcpStream::connect(broker.addr).await.unwrap();
+    let started = Instant::now();
+    let mut staller = TcpStream::connect(broker.addr).await.unwrap();
+    staller.write_all(&[0, 0, 0, 100, 1, 2, 3]).await.unwrap();
+    assert!(closed(&mut staller).await, "a frame stalled halfway holds its connection");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // A length prefix cut in half stalls the same way.
+    let mut staller = TcpStream::connect(broker.addr).await.unwrap();
+    staller.write_all(&[0, 0]).await.unwrap();
+    assert!(closed(&mut staller).await);
+    // A connection with nothing half-sent is idle, not stalled: it still works.
+    let ok = encode_request(1, "x", &sluice_protocol::api::ApiVersionsRequest).into_bytes();
+    idle.write_all(&frame(&ok)).await.unwrap();
+    assert_eq!(read_response(&mut idle).await.unwrap().0.error_code, ErrorCode::None);
+}
+
+/// Fetch requests the broker has answered so far.
+fn fetches_answered(broker: &TestBroker) -> u64 {
+    let labels = sluice_broker::metrics::ApiLabels { api: "Fetch".into() };
+    broker.server().broker().metrics.requests.get_or_create(&labels).get()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_never_reads_holds_bounded_response_bytes() {
+    const LIMIT: usize = 1 << 20;
+    let broker = TestBroker::start(|c| c.max_queued_response_bytes = LIMIT).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "big", 1, &[]).await.unwrap();
+    for i in 0..16 {
+        produce(&admin, "big", 0, Acks::Leader, batch(8, 32 << 10, i)).await.unwrap();
+        // 256 KiB each
+    }
+    // 1,000 pipelined fetches of 1 MiB each, and never a byte read back.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut hostile = socket.connect(broker.addr).await.unwrap();
+    let fetch = sluice_protocol::api::FetchRequest {
+        max_wait_ms: 0,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        partitions: vec![sluice_protocol::api::FetchPartition {
+            topic: "big".into(),
+            partition: 0,
+            offset: 0,
+            max_bytes: 1 << 20,
+        }],
+    };
+    let mut wire = Vec::new();
+    for i in 0..1000 {
+        wire.extend(frame(&encode_request(i, "hostile", &fetch).into_bytes()));
+    }
+    let writer = tokio::spawn(async move {
+        let _ = hostile.write_all(&wire).await; // blocks once the broker stops reading
+        hostile
+    });
+    // Wait until the broker stops answering (no new answer for 500 ms).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = (fetches_answered(&broker), Instant::now());
+    while last.1.elapsed() < Duration::from_millis(500) {
+        assert!(Instant::now() < deadline, "the broker kept answering a client that never reads");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let now = fetches_answered(&broker);
+        if now != last.0 {
+            last = (now, Instant::now());
+        }
+    }
+    // Each answer is ~1 MiB. Counting only (channel + in flight) would let
+    // 2 × max_in_flight_per_connection (256) answers pile up; the byte bound
+    // stops at the limit, the socket buffers and the answers already started.
+    let answered = fetches_answered(&broker);
+    let max_in_flight = broker.config.max_in_flight_per_connection as u64;
+    assert!(
+        answered < max_in_flight + 40,
+        "{answered} MiB-sized answers buffered for a client that never reads"
+    );
+    // Meanwhile other clients are served as usual.
+    let other = broker.connect().await;
+    let p = fetch_once(&other, "big", 0, 0, 0).await.unwrap();
+    assert!(p.error_code.is_ok() && !p.records.is_empty());
+    produce(&other, "big", 0, Acks::Durable, batch(1, 10, 99)).await.unwrap();
+    writer.abort();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn groups_are_bounded_and_a_heartbeat_storm_does_not_stall_other_groups() {
+    use sluice_protocol::api::{GroupHeartbeatRequest, OffsetFetchRequest};
+    let broker = TestBroker::start(|c| c.max_groups = 50).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 4, &[]).await.unwrap();
+    let join = |group: String| GroupHeartbeatRequest {
+        group,
+        member_id: String::new(),
+        member_epoch: 0,
+        client_host: "h".into(),
+        session_timeout_ms: 30_000,
+        topics: vec!["t".into()],
+        owned: vec![],
+    };
+    for i in 0..50 {
+        admin.call(&join(format!("g{i}"))).await.unwrap();
+    }
+    let err = admin.call(&join("one-too-many".into())).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::TooManyGroups), "{err}");
+    assert!(err.to_string().contains("max_groups"), "a clear message: {err}");
+    // Reading offsets of unknown groups creates none; existing groups still work.
+    admin.call(&OffsetFetchRequest { group: "nope".into(), partitions: vec![] }).await.unwrap();
+    admin.call(&join("g7".into())).await.unwrap();
+
+    // A storm: 4 connections pipelining joins into one group.
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut storm = Vec::new();
+    for c in 0..4 {
+        let (addr, stop) = (broker.addr.to_string(), Arc::clone(&stop));
+        let join = join("g0".into());
+        storm.push(tokio::spawn(async move {
+            let conn =
+                sluice_protocol::client::Connection::connect(&addr, &format!("storm{c}")).await.unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                let calls: Vec<_> = (0..32).map(|_| conn.call(&join)).collect();
+                for r in futures_util::future::join_all(calls).await {
+                    r.unwrap();
+                }
+            }
+        }));
+    }
+    // Another group's heartbeats stay prompt meanwhile.
+    let quiet = broker.connect().await;
+    let first = quiet.call(&join("g1".into())).await.unwrap();
+    let mut slowest = Duration::ZERO;
+    for _ in 0..50 {
+        let started = Instant::now();
+        let mut beat = join("g1".into());
+        beat.member_id = first.member_id.clone();
+        beat.member_epoch = first.member_epoch;
+        quiet.call(&beat).await.unwrap();
+        slowest = slowest.max(started.elapsed());
+    }
+    stop.store(true, Ordering::Relaxed);
+    for s in storm {
+        s.await.unwrap();
+    }
+    assert!(slowest < Duration::from_millis(500), "a heartbeat of a quiet group took {slowest:?}");
+}
+
+#[tokio::test]
+async fn timestamps_from_the_future_are_refused_with_a_typed_error() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 1, &[]).await.unwrap();
+    create_topic(&admin, "stamped", 1, &[("message_timestamp", "log_append")]).await.unwrap();
+    let now = sluice_broker::storage::now_ms();
+    let future_batch = |ts: i64| {
+        let mut b = sluice_protocol::batch::BatchBuilder::new();
+        b.append(ts, None, Some(b"from the future"), &[]);
+        b.build()
+    };
+    let two_hours = 2 * 3600 * 1000;
+    let err = produce(&admin, "t", 0, Acks::Durable, future_batch(now + two_hours)).await.unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidTimestamp), "{err}");
+    assert!(err.to_string().contains("message_timestamp_after_max_ms"), "{err}");
+    produce(&admin, "t", 0, Acks::Durable, future_batch(now + 60_000)).await.unwrap();
+    produce(&admin, "stamped", 0, Acks::Durable, future_batch(now + two_hours)).await.unwrap();
+    // The producer client surfaces it as the same typed error.
+    let producer =
+        sluice_producer::Producer::builder().bootstrap(broker.addr.to_string()).build().await.unwrap();
+    let err = producer
+        .send_and_wait(sluice_producer::Record::new("t", "v").partition(0).timestamp(now + two_hours))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some(ErrorCode::InvalidTimestamp), "{err}");
+}

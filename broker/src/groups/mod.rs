@@ -12,157 +12,47 @@
 //! member that holds the partition (or from anyone while the group has no
 //! members), written to the offsets log and fsynced before they are
 //! acknowledged.
+//!
+//! Locking: a short-lived map lock finds a group's [`Slot`]; the group's
+//! own lock guards its state, so a busy group never stalls another. No code
+//! holds the map lock while it takes a group lock (a group lock may be held
+//! while the map lock is taken, when a group is deleted). Heartbeats (which
+//! may recompute an assignment) run on blocking threads, one per group at a
+//! time: a heartbeat waits for its group's turn asynchronously
+//! ([`Slot::turn`]), so a storm on one group holds no thread and no worker.
+//! Fsyncs of the offsets log happen outside every lock. The coordinator keeps
+//! at most `max_groups` groups: a new one past that is refused with
+//! `TooManyGroups` after groups with neither members nor offsets are dropped.
 
+mod admin;
 pub mod assign;
+mod group;
 pub mod store;
 mod topic_ids;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_protocol::api::{
-    CommitOffset, DescribeGroupResponse, FetchedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse,
-    GroupListing, MemberDescription, OffsetChange, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, PartitionLag, PartitionResult, ResetOffsetsRequest, ResetSpec,
-    TopicPartitions, LEAVE_EPOCH, NO_OFFSET,
+    CommitOffset, FetchedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing,
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, PartitionResult,
+    LEAVE_EPOCH, NO_OFFSET,
 };
 use sluice_protocol::ErrorCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::errors::BrokerError;
 use crate::topics::Topics;
 use assign::Tp;
+use group::{group_tps, Group, Member};
 use store::{Committed, OffsetKey, OffsetStore};
 
 /// Shortest and longest session timeouts accepted.
 const SESSION_TIMEOUT_RANGE: (u32, u32) = (100, 300_000);
 /// Heartbeat interval handed to members while their group reconciles.
 const RECONCILING_HEARTBEAT_MS: u32 = 50;
-
-#[derive(Debug)]
-struct Member {
-    client_id: String,
-    host: String,
-    /// Moves when the member's assignment changes.
-    epoch: u32,
-    topics: BTreeSet<String>,
-    session_timeout: Duration,
-    last_seen: Instant,
-    /// Partitions the member may consume.
-    given: BTreeSet<Tp>,
-    /// Partitions taken from it that it has not released yet, with the
-    /// time after which they are reassigned anyway.
-    revoking: BTreeMap<Tp, Instant>,
-}
-
-#[derive(Debug, Default)]
-struct Group {
-    epoch: u32,
-    members: BTreeMap<String, Member>,
-    target: BTreeMap<Tp, String>,
-    /// The group epoch `target` was computed at, and the partition counts.
-    target_epoch: u32,
-    partition_counts: BTreeMap<String, u32>,
-    /// Committed offsets, with the offsets-log position that wrote each
-    /// (a later write never loses to an earlier one).
-    offsets: BTreeMap<Tp, (Committed, u64)>,
-}
-
-impl Group {
-    fn state(&self) -> &'static str {
-        if self.members.is_empty() {
-            "Empty"
-        } else if self.reconciling() {
-            "Reconciling"
-        } else {
-            "Stable"
-        }
-    }
-
-    /// A member still has to release a partition, or to be given one.
-    fn reconciling(&self) -> bool {
-        self.members.values().any(|m| !m.revoking.is_empty())
-            || self.target.iter().any(|(tp, m)| self.members.get(m).is_some_and(|mm| !mm.given.contains(tp)))
-    }
-
-    fn remove_member(&mut self, id: &str) -> bool {
-        let removed = self.members.remove(id).is_some();
-        if removed {
-            self.epoch += 1;
-        }
-        removed
-    }
-
-    fn expire(&mut self, now: Instant) {
-        let dead: Vec<String> = self
-            .members
-            .iter()
-            .filter(|(_, m)| now.duration_since(m.last_seen) > m.session_timeout)
-            .map(|(id, _)| id.clone())
-            .collect();
-        for id in dead {
-            tracing::info!(member = %id, "group member expired");
-            self.remove_member(&id);
-        }
-    }
-
-    fn held_by_other(&self, tp: &Tp, me: &str) -> bool {
-        self.members.iter().any(|(id, m)| id != me && (m.given.contains(tp) || m.revoking.contains_key(tp)))
-    }
-
-    fn refresh_target(&mut self, counts: BTreeMap<String, u32>) {
-        if counts != self.partition_counts {
-            self.partition_counts = counts;
-            self.epoch += 1;
-        }
-        if self.target_epoch == self.epoch && !self.target.is_empty() {
-            return;
-        }
-        let subscriptions = self.members.iter().map(|(id, m)| (id.clone(), m.topics.clone())).collect();
-        let current = self
-            .members
-            .iter()
-            .flat_map(|(id, m)| m.given.iter().map(move |tp| (tp.clone(), id.clone())))
-            .collect();
-        self.target = assign::assign(&subscriptions, &self.partition_counts, &current);
-        self.target_epoch = self.epoch;
-    }
-
-    /// Moves member `id` toward its target: revokes first, then gives what
-    /// no one else holds.
-    fn reconcile(&mut self, id: &str, now: Instant) {
-        let target: BTreeSet<Tp> =
-            self.target.iter().filter(|(_, m)| *m == id).map(|(tp, _)| tp.clone()).collect();
-        let Some(member) = self.members.get(id) else { return };
-        let to_revoke: Vec<Tp> = member.given.iter().filter(|tp| !target.contains(*tp)).cloned().collect();
-        let to_give: Vec<Tp> = target.iter().filter(|tp| !member.given.contains(*tp)).cloned().collect();
-        let to_give: Vec<Tp> = to_give.into_iter().filter(|tp| !self.held_by_other(tp, id)).collect();
-        let epoch = self.epoch;
-        let Some(member) = self.members.get_mut(id) else { return };
-        let deadline = now + member.session_timeout;
-        let changed = !to_revoke.is_empty() || !to_give.is_empty();
-        for tp in to_revoke {
-            member.given.remove(&tp);
-            member.revoking.insert(tp, deadline);
-        }
-        member.given.extend(to_give);
-        if changed {
-            member.epoch = epoch;
-        }
-    }
-}
-
-fn group_tps(tps: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
-    let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for (t, p) in tps {
-        by_topic.entry(t).or_default().push(*p);
-    }
-    by_topic
-        .into_iter()
-        .map(|(topic, partitions)| TopicPartitions { topic: topic.to_owned(), partitions })
-        .collect()
-}
 
 /// Checks a group name: 1 to 249 bytes.
 pub fn validate_group(name: &str) -> Result<(), BrokerError> {
@@ -178,12 +68,43 @@ pub fn validate_group(name: &str) -> Result<(), BrokerError> {
     Ok(())
 }
 
+/// One group: its state behind its own lock, and the turn heartbeats take.
+#[derive(Debug)]
+pub struct Slot {
+    /// The group's state. Held briefly, never across an fsync.
+    state: Mutex<Group>,
+    /// One permit: heartbeats of this group run one at a time, and wait for
+    /// their turn without holding a thread.
+    turn: Arc<Semaphore>,
+}
+
+impl Slot {
+    fn new(group: Group) -> Arc<Self> {
+        Arc::new(Self { state: Mutex::new(group), turn: Arc::new(Semaphore::new(1)) })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Group> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits (asynchronously) until no other heartbeat of this group runs.
+    pub async fn turn(&self) -> Option<OwnedSemaphorePermit> {
+        Arc::clone(&self.turn).acquire_owned().await.ok()
+    }
+}
+
 /// All groups and the offsets store.
 #[derive(Debug)]
 pub struct Coordinator {
-    groups: Mutex<HashMap<String, Group>>,
+    /// Group name to its slot. Held only to find, add or remove a slot.
+    groups: Mutex<HashMap<String, Arc<Slot>>>,
     store: OffsetStore,
     next_member: AtomicU64,
+}
+
+/// Why a group lookup found nothing to use.
+fn deleted(group: &str) -> BrokerError {
+    BrokerError::Group(ErrorCode::UnknownMemberId, format!("group `{group}` was deleted meanwhile: rejoin"))
 }
 
 impl Coordinator {
@@ -194,11 +115,74 @@ impl Coordinator {
         for ((group, topic, partition), committed) in offsets {
             groups.entry(group).or_default().offsets.insert((topic, partition), (committed, 0));
         }
+        let groups = groups.into_iter().map(|(name, g)| (name, Slot::new(g))).collect();
         Ok(Self { groups: Mutex::new(groups), store, next_member: AtomicU64::new(1) })
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<String, Group>> {
+    fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
         self.groups.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The group's slot, when it exists.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.map().get(name).cloned()
+    }
+
+    /// Every slot, taken under the map lock and used after it.
+    fn slots(&self) -> Vec<(String, Arc<Slot>)> {
+        self.map().iter().map(|(n, s)| (n.clone(), Arc::clone(s))).collect()
+    }
+
+    /// The group's slot, created when it does not exist and fewer than
+    /// `max_groups` exist (after dropping unused groups, when at the limit).
+    pub fn slot_or_create(&self, name: &str, max_groups: usize) -> Result<Arc<Slot>, BrokerError> {
+        validate_group(name)?;
+        if let Some(slot) = self.slot(name) {
+            return Ok(slot);
+        }
+        if self.map().len() >= max_groups {
+            self.drop_unused();
+        }
+        let mut map = self.map();
+        if let Some(slot) = map.get(name) {
+            return Ok(Arc::clone(slot));
+        }
+        if map.len() >= max_groups {
+            return Err(BrokerError::Group(
+                ErrorCode::TooManyGroups,
+                format!("cannot create group `{name}`: the broker keeps {} groups (max_groups = {max_groups}); delete unused groups or raise max_groups", map.len()),
+            ));
+        }
+        let slot = Slot::new(Group::default());
+        map.insert(name.to_owned(), Arc::clone(&slot));
+        Ok(slot)
+    }
+
+    /// Drops groups without members (after expiry) or offsets. A group busy
+    /// elsewhere is skipped (`try_lock`): this never waits on a group.
+    fn drop_unused(&self) {
+        let now = Instant::now();
+        for (name, slot) in self.slots() {
+            let Ok(mut g) = slot.state.try_lock() else { continue };
+            g.expire(now);
+            if g.is_unused() && !g.deleted {
+                g.deleted = true;
+                let mut map = self.map();
+                if map.get(&name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+                    map.remove(&name);
+                }
+            }
+        }
+    }
+
+    /// Groups the coordinator holds.
+    pub fn len(&self) -> usize {
+        self.map().len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// Partition counts of the topics some member subscribes to.
@@ -209,17 +193,23 @@ impl Coordinator {
             .collect()
     }
 
-    /// Joins, heartbeats or leaves.
+    /// Joins, heartbeats or leaves group `slot` (from
+    /// [`slot_or_create`](Self::slot_or_create)). Blocking: may recompute
+    /// the group's assignment; run it on a blocking thread, in the group's
+    /// [`turn`](Slot::turn).
     pub fn heartbeat(
         &self,
+        slot: &Slot,
         topics: &Topics,
         client_id: &str,
         req: GroupHeartbeatRequest,
     ) -> Result<GroupHeartbeatResponse, BrokerError> {
-        validate_group(&req.group)?;
         let now = Instant::now();
-        let mut groups = self.lock();
-        let group = groups.entry(req.group.clone()).or_default();
+        let mut group = slot.lock();
+        if group.deleted {
+            return Err(deleted(&req.group));
+        }
+        let group = &mut *group;
         group.expire(now);
         if req.member_epoch == LEAVE_EPOCH {
             if group.remove_member(&req.member_id) {
@@ -307,23 +297,27 @@ impl Coordinator {
     /// Removes expired members of every group (a periodic sweep).
     pub fn expire_all(&self) {
         let now = Instant::now();
-        for group in self.lock().values_mut() {
-            group.expire(now);
+        for (_, slot) in self.slots() {
+            slot.lock().expire(now);
         }
     }
 
-    /// Commits offsets durably. Blocking (waits for the fsync).
+    /// Commits offsets durably (creating the group, within `max_groups`).
+    /// Blocking (waits for the fsync, outside every lock).
     pub fn commit(
         &self,
         topics: &Topics,
         req: OffsetCommitRequest,
+        max_groups: usize,
     ) -> Result<OffsetCommitResponse, BrokerError> {
-        validate_group(&req.group)?;
+        let slot = self.slot_or_create(&req.group, max_groups)?;
         let mut results = Vec::with_capacity(req.offsets.len());
         let mut accepted: Vec<(Tp, Committed)> = Vec::new();
         let sync_to = {
-            let mut groups = self.lock();
-            let group = groups.entry(req.group.clone()).or_default();
+            let mut group = slot.lock();
+            if group.deleted {
+                return Err(deleted(&req.group));
+            }
             group.expire(Instant::now());
             let member = if req.member_id.is_empty() {
                 if !group.members.is_empty() {
@@ -375,8 +369,7 @@ impl Coordinator {
             self.store.append(&entries)?
         };
         self.store.sync_to(sync_to)?;
-        let mut groups = self.lock();
-        let group = groups.entry(req.group).or_default();
+        let mut group = slot.lock();
         for (tp, c) in accepted {
             let newer = group.offsets.get(&tp).is_none_or(|(_, at)| *at < sync_to);
             if newer {
@@ -388,8 +381,9 @@ impl Coordinator {
 
     /// Reads committed offsets.
     pub fn fetch_offsets(&self, req: &OffsetFetchRequest) -> OffsetFetchResponse {
-        let groups = self.lock();
-        let group = groups.get(&req.group);
+        let slot = self.slot(&req.group);
+        let guard = slot.as_ref().map(|s| s.lock());
+        let group = guard.as_deref();
         let found = |tp: &Tp| group.and_then(|g| g.offsets.get(tp)).map(|(c, _)| c.clone());
         let offsets = if req.partitions.is_empty() {
             group
@@ -418,13 +412,14 @@ impl Coordinator {
     /// Every group with members or offsets.
     pub fn list(&self) -> Vec<GroupListing> {
         let now = Instant::now();
-        let mut groups = self.lock();
-        let mut out: Vec<GroupListing> = groups
-            .iter_mut()
-            .filter_map(|(name, g)| {
+        let mut out: Vec<GroupListing> = self
+            .slots()
+            .into_iter()
+            .filter_map(|(name, slot)| {
+                let mut g = slot.lock();
                 g.expire(now);
-                (!g.members.is_empty() || !g.offsets.is_empty()).then(|| GroupListing {
-                    group: name.clone(),
+                (!g.is_unused() && !g.deleted).then(|| GroupListing {
+                    group: name,
                     state: g.state().into(),
                     members: g.members.len() as u32,
                 })
@@ -432,188 +427,6 @@ impl Coordinator {
             .collect();
         out.sort_by(|a, b| a.group.cmp(&b.group));
         out
-    }
-
-    /// State, members, and per-partition committed offset, log end and lag.
-    pub fn describe(&self, topics: &Topics, name: &str) -> Result<DescribeGroupResponse, BrokerError> {
-        let mut groups = self.lock();
-        let g = groups.get_mut(name).filter(|g| !g.members.is_empty() || !g.offsets.is_empty());
-        let g =
-            g.ok_or_else(|| BrokerError::Group(ErrorCode::UnknownGroup, format!("unknown group `{name}`")))?;
-        g.expire(Instant::now());
-        let members = g
-            .members
-            .iter()
-            .map(|(id, m)| MemberDescription {
-                member_id: id.clone(),
-                client_id: m.client_id.clone(),
-                host: m.host.clone(),
-                assignment: group_tps(&m.given),
-            })
-            .collect();
-        // Every partition of every topic the group subscribes to or has
-        // committed to (uncommitted partitions lag from the log start).
-        let names: BTreeSet<String> = g
-            .offsets
-            .keys()
-            .map(|(t, _)| t.clone())
-            .chain(g.members.values().flat_map(|m| m.topics.iter().cloned()))
-            .collect();
-        let mut tps: BTreeSet<Tp> = g.offsets.keys().cloned().collect();
-        for t in names {
-            if let Some(topic) = topics.get(&t) {
-                tps.extend((0..topic.partitions.len() as u32).map(|p| (t.clone(), p)));
-            }
-        }
-        let offsets = tps
-            .into_iter()
-            .filter_map(|tp| {
-                let partition = topics.get(&tp.0)?.partitions.get(tp.1 as usize)?.clone();
-                let end = partition.log.log_end_offset();
-                let committed = g.offsets.get(&tp).map(|(c, _)| c.offset);
-                let lag = end.saturating_sub(committed.unwrap_or_else(|| partition.log.log_start_offset()));
-                Some(PartitionLag {
-                    topic: tp.0,
-                    partition: tp.1,
-                    committed: committed.unwrap_or(NO_OFFSET),
-                    log_end_offset: end,
-                    lag,
-                })
-            })
-            .collect();
-        Ok(DescribeGroupResponse {
-            group: name.to_owned(),
-            state: g.state().into(),
-            epoch: g.epoch,
-            members,
-            offsets,
-        })
-    }
-
-    /// Moves committed offsets while the group has no members. Blocking.
-    pub fn reset_offsets(
-        &self,
-        topics: &Topics,
-        req: &ResetOffsetsRequest,
-    ) -> Result<Vec<OffsetChange>, BrokerError> {
-        validate_group(&req.group)?;
-        let topic = topics.get(&req.topic).ok_or_else(|| BrokerError::UnknownTopic(req.topic.clone()))?;
-        let partitions: Vec<u32> = if req.partitions.is_empty() {
-            (0..topic.partitions.len() as u32).collect()
-        } else {
-            req.partitions.clone()
-        };
-        let mut groups = self.lock();
-        let group = groups.entry(req.group.clone()).or_default();
-        group.expire(Instant::now());
-        if !group.members.is_empty() {
-            return Err(BrokerError::Group(
-                ErrorCode::GroupNotEmpty,
-                format!(
-                    "group `{}` has {} active member(s): stop its consumers before resetting offsets",
-                    req.group,
-                    group.members.len()
-                ),
-            ));
-        }
-        let mut changes = Vec::new();
-        for p in partitions {
-            let part = topic.partitions.get(p as usize).ok_or_else(|| BrokerError::UnknownPartition {
-                topic: req.topic.clone(),
-                partition: p,
-                count: topic.partitions.len() as u32,
-            })?;
-            let (start, end) = (part.log.log_start_offset(), part.log.high_watermark());
-            let previous = group.offsets.get(&(req.topic.clone(), p)).map(|(c, _)| c.offset);
-            let new = match req.spec {
-                ResetSpec::Earliest => start,
-                ResetSpec::Latest => end,
-                ResetSpec::Offset(o) => o.clamp(start, end),
-                ResetSpec::Timestamp(ts) => part.log.offset_for_timestamp(ts)?.map_or(end, |(o, _)| o),
-                ResetSpec::ShiftBy(n) => {
-                    let base = previous.unwrap_or(start) as i128 + i128::from(n);
-                    base.clamp(i128::from(start), i128::from(end)) as u64
-                }
-            };
-            changes.push(OffsetChange {
-                topic: req.topic.clone(),
-                partition: p,
-                previous: previous.unwrap_or(NO_OFFSET),
-                new,
-            });
-        }
-        if req.dry_run || changes.is_empty() {
-            return Ok(changes);
-        }
-        let entries: Vec<(OffsetKey, Option<Committed>)> = changes
-            .iter()
-            .map(|c| {
-                (
-                    (req.group.clone(), c.topic.clone(), c.partition),
-                    Some(Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) }),
-                )
-            })
-            .collect();
-        let sync_to = self.store.append(&entries)?;
-        self.store.sync_to(sync_to)?;
-        for c in &changes {
-            group.offsets.insert(
-                (c.topic.clone(), c.partition),
-                (Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) }, sync_to),
-            );
-        }
-        Ok(changes)
-    }
-
-    /// Deletes a group without members, and its offsets. Blocking.
-    pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
-        let mut groups = self.lock();
-        let group = groups
-            .get_mut(name)
-            .ok_or_else(|| BrokerError::Group(ErrorCode::UnknownGroup, format!("unknown group `{name}`")))?;
-        group.expire(Instant::now());
-        if !group.members.is_empty() {
-            return Err(BrokerError::Group(
-                ErrorCode::GroupNotEmpty,
-                format!("group `{name}` has active members"),
-            ));
-        }
-        let entries: Vec<(OffsetKey, Option<Committed>)> =
-            group.offsets.keys().map(|(t, p)| ((name.to_owned(), t.clone(), *p), None)).collect();
-        if !entries.is_empty() {
-            let sync_to = self.store.append(&entries)?;
-            self.store.sync_to(sync_to)?;
-        }
-        groups.remove(name);
-        Ok(())
-    }
-
-    /// After recovery: a committed offset past its partition's end (data
-    /// lost with `fsync = never`) is moved back to the end, so consumers
-    /// resume at the next record written instead of skipping it. Blocking.
-    pub fn clamp_to_log_ends(&self, topics: &Topics) -> Result<(), BrokerError> {
-        let mut groups = self.lock();
-        let mut fixes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
-        for (name, group) in groups.iter_mut() {
-            for ((topic, partition), (committed, _)) in group.offsets.iter_mut() {
-                let Some(end) = topics
-                    .get(topic)
-                    .and_then(|t| t.partitions.get(*partition as usize).map(|p| p.log.log_end_offset()))
-                else {
-                    continue;
-                };
-                if committed.offset > end {
-                    tracing::warn!(group = %name, %topic, partition, committed = committed.offset, log_end_offset = end, "committed offset past the log end after recovery; moved back");
-                    committed.offset = end;
-                    fixes.push(((name.clone(), topic.clone(), *partition), Some(committed.clone())));
-                }
-            }
-        }
-        if !fixes.is_empty() {
-            let end = self.store.append(&fixes)?;
-            self.store.sync_to(end)?;
-        }
-        Ok(())
     }
 
     /// Flushes and closes the offsets log. Blocking.

@@ -58,9 +58,12 @@ impl Coordinator {
         only: Option<&str>,
         at_start: bool,
     ) -> Result<(), BrokerError> {
-        let mut groups = self.lock();
-        let mut changes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
-        for (name, group) in groups.iter() {
+        // Judge under each group's lock, write and sync outside every lock,
+        // then apply only where the entry is still the one judged (a commit
+        // meanwhile wins, as it does in the log, where it comes later).
+        let mut changes: Vec<(OffsetKey, Committed, Option<Committed>)> = Vec::new();
+        for (name, slot) in self.slots() {
+            let group = slot.lock();
             for ((topic, partition), (committed, _)) in &group.offsets {
                 if only.is_some_and(|t| t != topic) {
                     continue;
@@ -69,11 +72,12 @@ impl Coordinator {
                 match verdict(topics, topic, committed, at_start) {
                     Verdict::Keep => {}
                     Verdict::Adopt(id) => {
-                        changes.push((key, Some(Committed { topic_id: Some(id), ..committed.clone() })))
+                        let adopted = Committed { topic_id: Some(id), ..committed.clone() };
+                        changes.push((key, committed.clone(), Some(adopted)));
                     }
                     Verdict::Drop => {
                         tracing::info!(group = %name, %topic, partition, offset = committed.offset, "dropping the committed offset of a deleted topic");
-                        changes.push((key, None));
+                        changes.push((key, committed.clone(), None));
                     }
                 }
             }
@@ -81,18 +85,25 @@ impl Coordinator {
         if changes.is_empty() {
             return Ok(());
         }
-        let sync_to = self.store.append(&changes)?;
+        let entries: Vec<(OffsetKey, Option<Committed>)> =
+            changes.iter().map(|(key, _, change)| (key.clone(), change.clone())).collect();
+        let sync_to = self.store.append(&entries)?;
         self.store.sync_to(sync_to)?;
-        for ((name, topic, partition), change) in changes {
-            let Some(group) = groups.get_mut(&name) else { continue };
+        for ((name, topic, partition), judged, change) in changes {
+            let Some(slot) = self.slot(&name) else { continue };
+            let mut group = slot.lock();
+            let tp = (topic, partition);
+            if group.offsets.get(&tp).is_none_or(|(current, _)| *current != judged) {
+                continue;
+            }
             match change {
                 Some(c) => {
-                    if let Some(entry) = group.offsets.get_mut(&(topic, partition)) {
+                    if let Some(entry) = group.offsets.get_mut(&tp) {
                         entry.0 = c;
                     }
                 }
                 None => {
-                    group.offsets.remove(&(topic, partition));
+                    group.offsets.remove(&tp);
                 }
             }
         }

@@ -109,13 +109,17 @@ pub fn status(broker: &Broker) -> StatusResponse {
     }
 }
 
-/// Describes the named topics, or all of them.
+/// Describes the named topics (each distinct name once, in the order first
+/// named: naming a large topic many times does not multiply the response),
+/// or all of them.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()
     } else {
+        let mut seen = std::collections::HashSet::with_capacity(req.topics.len());
         req.topics
             .iter()
+            .filter(|name| seen.insert(name.as_str()))
             .map(|name| match broker.topics.get(name) {
                 Some(t) => describe(&t),
                 None => TopicMetadata {

@@ -1,24 +1,53 @@
 //! Consumer-group handlers that touch the disk (commits, resets, deletes)
-//! run on blocking threads; the rest of the coordinator's work is in-memory
-//! and answered inline by `dispatch`.
+//! or may compute an assignment (heartbeats) run on blocking threads; the
+//! rest of the coordinator's work is brief and in-memory and answered by
+//! `dispatch` on the async workers. A heartbeat first waits for its group's
+//! turn asynchronously, so a storm of heartbeats on one group holds no
+//! thread while it waits and never delays another group's.
 
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    DeleteGroupRequest, DeleteGroupResponse, OffsetCommitRequest, OffsetCommitResponse, ResetOffsetsRequest,
-    ResetOffsetsResponse,
+    DeleteGroupRequest, DeleteGroupResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
+    OffsetCommitRequest, OffsetCommitResponse, ResetOffsetsRequest, ResetOffsetsResponse,
 };
+
+use sluice_protocol::api::LEAVE_EPOCH;
 
 use super::blocking;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
+
+/// Joins, heartbeats or leaves: in the group's turn, on a blocking thread.
+pub async fn heartbeat(
+    broker: Arc<Broker>,
+    client_id: String,
+    req: GroupHeartbeatRequest,
+) -> Result<GroupHeartbeatResponse, BrokerError> {
+    crate::groups::validate_group(&req.group)?;
+    let slot = match req.member_epoch {
+        LEAVE_EPOCH => match broker.groups.slot(&req.group) {
+            Some(slot) => slot,
+            None => {
+                return Ok(GroupHeartbeatResponse {
+                    member_id: req.member_id,
+                    member_epoch: LEAVE_EPOCH,
+                    ..Default::default()
+                })
+            }
+        },
+        _ => broker.groups.slot_or_create(&req.group, broker.config.max_groups)?,
+    };
+    let _turn = slot.turn().await;
+    blocking(move || broker.groups.heartbeat(&slot, &broker.topics, &client_id, req)).await
+}
 
 /// Commits offsets; answered once they are on stable storage.
 pub async fn commit(
     broker: Arc<Broker>,
     req: OffsetCommitRequest,
 ) -> Result<OffsetCommitResponse, BrokerError> {
-    blocking(move || broker.groups.commit(&broker.topics, req)).await
+    blocking(move || broker.groups.commit(&broker.topics, req, broker.config.max_groups)).await
 }
 
 /// Moves a memberless group's offsets.
@@ -26,8 +55,12 @@ pub async fn reset_offsets(
     broker: Arc<Broker>,
     req: ResetOffsetsRequest,
 ) -> Result<ResetOffsetsResponse, BrokerError> {
-    blocking(move || Ok(ResetOffsetsResponse { offsets: broker.groups.reset_offsets(&broker.topics, &req)? }))
-        .await
+    blocking(move || {
+        Ok(ResetOffsetsResponse {
+            offsets: broker.groups.reset_offsets(&broker.topics, &req, broker.config.max_groups)?,
+        })
+    })
+    .await
 }
 
 /// Deletes a memberless group.

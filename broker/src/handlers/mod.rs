@@ -143,7 +143,7 @@ fn route(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         RequestBody::ListOffsets(req) => pending(id, async move { offsets::list_offsets(&b, req) }),
         RequestBody::GroupHeartbeat(req) => {
             let client_id = header.client_id;
-            pending(id, async move { b.groups.heartbeat(&b.topics, &client_id, req) })
+            pending(id, groups::heartbeat(b, client_id, req))
         }
         RequestBody::OffsetCommit(req) => pending(id, groups::commit(b, req)),
         RequestBody::OffsetFetch(req) => pending(id, async move { Ok(b.groups.fetch_offsets(&req)) }),

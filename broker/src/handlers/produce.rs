@@ -31,6 +31,7 @@ fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appen
     batch
         .validate(broker.config.max_frame_bytes.max(config.max_message_bytes as usize) * 4)
         .map_err(BrokerError::CorruptBatch)?;
+    config.check_timestamps(batch.header(), now_ms())?;
     let info =
         partition.log.append(batch.as_bytes(), now_ms()).map_err(|e| broker.storage_error(&req.topic, e))?;
     if !info.duplicate {

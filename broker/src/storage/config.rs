@@ -6,6 +6,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use sluice_protocol::batch::BatchHeader;
+
+use super::StorageError;
 
 /// When appended data is flushed to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -97,6 +100,17 @@ pub struct LogConfig {
     /// its retries are no longer recognised. Must exceed the producers'
     /// delivery timeout (2 minutes by default).
     pub producer_expiry_ms: u64,
+    /// Idempotent producers remembered per partition; past it the least
+    /// recently active one is forgotten (see `storage::producers`).
+    pub max_producers_per_partition: u32,
+    /// `create` topics: refuse a batch whose first timestamp is more than
+    /// this far behind the broker's clock (ms; 0 = no limit, Kafka's
+    /// default too: old data may be loaded on purpose).
+    pub message_timestamp_before_max_ms: u64,
+    /// `create` topics: refuse a batch whose largest timestamp is more than
+    /// this far ahead of the broker's clock (ms; 0 = no limit). A record
+    /// from the future would pin its segment past retention.
+    pub message_timestamp_after_max_ms: u64,
 }
 
 /// Largest allowed `segment_bytes`.
@@ -115,6 +129,9 @@ impl Default for LogConfig {
             segment_preallocate_bytes: 32 << 20,
             message_timestamp: TimestampType::Create,
             producer_expiry_ms: 24 * 3600 * 1000,
+            max_producers_per_partition: 10_000,
+            message_timestamp_before_max_ms: 0,
+            message_timestamp_after_max_ms: 3600 * 1000,
         }
     }
 }
@@ -132,6 +149,48 @@ impl LogConfig {
         }
         if self.index_interval_bytes == 0 || self.segment_ms == 0 {
             return Err("index_interval_bytes and segment_ms must be positive".into());
+        }
+        if self.max_producers_per_partition == 0 {
+            return Err("max_producers_per_partition must be positive".into());
+        }
+        Ok(())
+    }
+
+    /// Checks a produced batch's timestamps against the broker's clock
+    /// `now_ms` (only for `create` topics: `log_append` ones are stamped
+    /// with the broker's clock anyway).
+    ///
+    /// The header's `first_timestamp` is checked against
+    /// `message_timestamp_before_max_ms` and its `max_timestamp` against
+    /// `message_timestamp_after_max_ms`. Records in a batch may be out of
+    /// order, so a record may be older than the first one, and the header's
+    /// maximum is not checked against the records: those per-record
+    /// timestamps are not checked. They cannot move retention or the time
+    /// index, which read only the header's `max_timestamp`; they can only
+    /// mislead the consumers that read them.
+    ///
+    /// # Errors
+    ///
+    /// [`StorageError::InvalidTimestamp`] naming the timestamp outside the
+    /// window.
+    pub fn check_timestamps(&self, header: &BatchHeader, now_ms: i64) -> Result<(), StorageError> {
+        if self.message_timestamp != TimestampType::Create {
+            return Ok(());
+        }
+        let window = |ms: u64| i64::try_from(ms).unwrap_or(i64::MAX);
+        let invalid = |timestamp: i64| StorageError::InvalidTimestamp {
+            timestamp,
+            now_ms,
+            before_max_ms: self.message_timestamp_before_max_ms,
+            after_max_ms: self.message_timestamp_after_max_ms,
+        };
+        let before = self.message_timestamp_before_max_ms;
+        if before > 0 && header.first_timestamp < now_ms.saturating_sub(window(before)) {
+            return Err(invalid(header.first_timestamp));
+        }
+        let after = self.message_timestamp_after_max_ms;
+        if after > 0 && header.max_timestamp > now_ms.saturating_add(window(after)) {
+            return Err(invalid(header.max_timestamp));
         }
         Ok(())
     }
@@ -158,6 +217,12 @@ impl LogConfig {
             }
             "segment_preallocate_bytes" => self.segment_preallocate_bytes = num(key, value)?,
             "producer_expiry_ms" => self.producer_expiry_ms = num(key, value)?,
+            "max_producers_per_partition" => {
+                self.max_producers_per_partition =
+                    u32::try_from(num(key, value)?).map_err(|_| "max_producers_per_partition too large")?
+            }
+            "message_timestamp_before_max_ms" => self.message_timestamp_before_max_ms = num(key, value)?,
+            "message_timestamp_after_max_ms" => self.message_timestamp_after_max_ms = num(key, value)?,
             "message_timestamp" => {
                 self.message_timestamp = match value {
                     "create" => TimestampType::Create,
@@ -182,6 +247,9 @@ impl LogConfig {
             ("index_interval_bytes", self.index_interval_bytes.to_string()),
             ("segment_preallocate_bytes", self.segment_preallocate_bytes.to_string()),
             ("producer_expiry_ms", self.producer_expiry_ms.to_string()),
+            ("max_producers_per_partition", self.max_producers_per_partition.to_string()),
+            ("message_timestamp_before_max_ms", self.message_timestamp_before_max_ms.to_string()),
+            ("message_timestamp_after_max_ms", self.message_timestamp_after_max_ms.to_string()),
             (
                 "message_timestamp",
                 match self.message_timestamp {
@@ -220,6 +288,40 @@ mod tests {
         assert!(c.set("nope", "1").is_err());
         assert!(c.set("segment_bytes", "12").is_err());
         assert!(c.set("retention_ms", "-1").is_err());
+    }
+
+    #[test]
+    fn timestamps_outside_the_window_are_refused_on_create_topics_only() {
+        let now = 1_700_000_000_000;
+        let header = |first: i64, max: i64| {
+            let mut b = sluice_protocol::batch::BatchBuilder::new();
+            b.append(first, None, Some(b"v"), &[]);
+            b.append(max, None, Some(b"v"), &[]);
+            BatchHeader::parse(&b.build()).unwrap()
+        };
+        let hour = 3_600_000;
+        let c = LogConfig::default();
+        assert!(
+            c.check_timestamps(&header(now - 365 * 24 * hour, now), now).is_ok(),
+            "no lower limit by default"
+        );
+        assert!(c.check_timestamps(&header(now, now + hour), now).is_ok(), "one hour ahead is the edge");
+        assert!(matches!(
+            c.check_timestamps(&header(now, now + 2 * hour), now),
+            Err(StorageError::InvalidTimestamp { timestamp, .. }) if timestamp == now + 2 * hour
+        ));
+        let c = LogConfig { message_timestamp_before_max_ms: hour as u64, ..LogConfig::default() };
+        assert!(matches!(
+            c.check_timestamps(&header(now - 2 * hour, now), now),
+            Err(StorageError::InvalidTimestamp { timestamp, .. }) if timestamp == now - 2 * hour
+        ));
+        let off = LogConfig { message_timestamp_after_max_ms: 0, ..LogConfig::default() };
+        assert!(off.check_timestamps(&header(now, i64::MAX), now).is_ok(), "0 = no limit");
+        let append = LogConfig { message_timestamp: TimestampType::LogAppend, ..LogConfig::default() };
+        assert!(
+            append.check_timestamps(&header(now, now + 2 * hour), now).is_ok(),
+            "the broker stamps these"
+        );
     }
 
     #[test]

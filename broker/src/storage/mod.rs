@@ -90,6 +90,19 @@ pub enum StorageError {
         /// The limit.
         max: usize,
     },
+    /// A `create` topic's batch carries a timestamp outside the window
+    /// `[now - message_timestamp_before_max_ms, now + message_timestamp_after_max_ms]`.
+    #[error("timestamp {timestamp} is outside the accepted window around the broker's clock {now_ms} (message_timestamp_before_max_ms = {before_max_ms}, message_timestamp_after_max_ms = {after_max_ms}; 0 = no limit)")]
+    InvalidTimestamp {
+        /// The offending timestamp (ms).
+        timestamp: i64,
+        /// The broker's clock (ms).
+        now_ms: i64,
+        /// How far behind the clock a timestamp may be (0 = no limit).
+        before_max_ms: u64,
+        /// How far ahead of the clock a timestamp may be (0 = no limit).
+        after_max_ms: u64,
+    },
     /// An idempotent producer's batch is out of sequence or fenced.
     #[error(transparent)]
     Sequence(#[from] SequenceError),

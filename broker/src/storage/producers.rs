@@ -4,6 +4,20 @@
 //! refused. A producer not heard from for `producer_expiry_ms` is
 //! forgotten (its next batch starts fresh, like an unknown producer's).
 //!
+//! The number of producers remembered is bounded too
+//! (`max_producers_per_partition`): a client inventing producer ids must not
+//! grow the broker's memory without bound. Past the limit the least recently
+//! active producers are forgotten, as if they had expired (Kafka bounds its
+//! producer-state cache by expiry the same way). Refusing new producers
+//! instead would let one careless client lock every new, well-behaved
+//! producer out of the partition until the inventor's ids expired (a day by
+//! default); forgetting the idlest costs only them their duplicate
+//! detection: a producer forgotten this way whose next batch is a retry of
+//! one already written gets it written again (at-least-once for that batch),
+//! and a live producer is only forgotten after `max_producers_per_partition`
+//! other producers were heard from since its last batch. Each eviction is
+//! logged. To amortize the scan, eviction goes down to 90% of the limit.
+//!
 //! When a segment is sealed the log writes a snapshot of this state as of
 //! the new segment's base offset (`<base>.producers`); opening the log loads
 //! the newest usable snapshot and replays only the batch headers after it,
@@ -22,6 +36,9 @@ use sluice_protocol::batch::BatchHeader;
 
 /// Batches remembered per producer (retries of older ones are refused).
 pub const REMEMBERED_BATCHES: usize = 5;
+/// Producers remembered while replaying the log at start-up (the topic's
+/// `max_producers_per_partition` applies from the first append on).
+pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
 
 /// Why an idempotent batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -118,8 +135,22 @@ impl ProducerStates {
     }
 
     /// Records an idempotent batch written at `base_offset` at broker time
-    /// `now_ms`; now and then forgets producers idle for `expiry_ms`.
+    /// `now_ms`; now and then forgets producers idle for `expiry_ms`; keeps
+    /// at most [`DEFAULT_MAX_PRODUCERS`].
     pub fn record(&mut self, h: &BatchHeader, base_offset: u64, now_ms: i64, expiry_ms: u64) {
+        self.record_with_limit(h, base_offset, now_ms, expiry_ms, DEFAULT_MAX_PRODUCERS);
+    }
+
+    /// As [`record`](Self::record), keeping at most `max_producers`: past
+    /// it the least recently active are forgotten (module docs say why).
+    pub fn record_with_limit(
+        &mut self,
+        h: &BatchHeader,
+        base_offset: u64,
+        now_ms: i64,
+        expiry_ms: u64,
+        max_producers: usize,
+    ) {
         let entry = self.producers.entry(h.producer_id).or_default();
         if h.producer_epoch != entry.epoch {
             entry.epoch = h.producer_epoch;
@@ -138,6 +169,31 @@ impl ProducerStates {
         if self.since_sweep >= SWEEP_EVERY {
             self.expire(now_ms, expiry_ms);
         }
+        self.evict_idlest(h.producer_id, max_producers.max(1));
+    }
+
+    /// Past `max` producers, forgets the least recently active (never
+    /// `keep`, the one just recorded) down to 90% of `max`.
+    fn evict_idlest(&mut self, keep: u64, max: usize) {
+        if self.producers.len() <= max {
+            return;
+        }
+        let excess = self.producers.len() - (max - max / 10);
+        let mut idlest: Vec<(i64, u64)> = self
+            .producers
+            .iter()
+            .filter(|(id, _)| **id != keep)
+            .map(|(id, e)| (e.last_seen_ms, *id))
+            .collect();
+        idlest.select_nth_unstable(excess - 1);
+        for (_, id) in &idlest[..excess] {
+            self.producers.remove(id);
+        }
+        tracing::warn!(
+            forgotten = excess,
+            max_producers_per_partition = max,
+            "too many idempotent producers on one partition: the least recently active were forgotten"
+        );
     }
 
     /// Forgets producers whose last batch is more than `expiry_ms` old.
@@ -275,6 +331,41 @@ mod tests {
             s.record(&header(u64::MAX, 0, seq, 1), 0, 5_000, 1_000);
         }
         assert_eq!(s.len(), 1, "the idle ones were swept");
+    }
+
+    #[test]
+    fn producers_past_the_limit_forget_the_idlest() {
+        let mut s = ProducerStates::default();
+        for id in 0..100u64 {
+            s.record_with_limit(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+        }
+        assert_eq!(s.len(), 100);
+        // Producer 0 stays active; 10,000 invented ids follow.
+        s.record_with_limit(&header(0, 0, 1, 1), 100, 1_000, u64::MAX, 100);
+        for id in 1_000..11_000u64 {
+            s.record_with_limit(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+            assert!(s.len() <= 100, "bounded at every step");
+            if id % 50 == 0 {
+                s.record_with_limit(
+                    &header(0, 0, 2 + (id as u32 - 1_000) / 50, 1),
+                    id,
+                    id as i64,
+                    u64::MAX,
+                    100,
+                );
+            }
+        }
+        assert!(s.len() >= 90, "evicts down to 90%, not everything");
+        let last = header(0, 0, 2 + 10_000 / 50 - 1, 1);
+        assert!(matches!(s.check(&last), Ok(Sequence::Duplicate(_))), "an active producer keeps its state");
+        assert_eq!(s.check(&header(5, 0, 3, 1)), Ok(Sequence::New), "an idle one was forgotten");
+        assert!(s.check(&header(10_999, 0, 5, 1)).is_err(), "the newest is remembered");
+        // The default bound applies to plain `record` (start-up replay).
+        let mut s = ProducerStates::default();
+        for id in 0..(DEFAULT_MAX_PRODUCERS as u64 + 10) {
+            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX);
+        }
+        assert!(s.len() <= DEFAULT_MAX_PRODUCERS);
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! and per-partition offsets and sizes.
 //!
 //! ```text
-//! request:  topics [name string]            (empty array = every topic)
+//! request:  topics [name string]            (empty array = every topic;
+//!                                            at most MAX_NAMED_TOPICS)
 //! response: topics [error_code u16 | name string | configs [key string | value string]
 //!                   | partitions [partition u32 | error_code u16 | log_start_offset u64
 //!                                 | log_end_offset u64 | high_watermark u64
@@ -12,10 +13,15 @@
 use super::{ApiKey, ConfigEntry, Message, Request};
 use crate::{ErrorCode, Reader, WireError, Writer};
 
+/// Most topics one metadata request may name (a bound on the work and the
+/// response one request can cause; the broker also answers each distinct
+/// name once). Ask for every topic with an empty list instead.
+pub const MAX_NAMED_TOPICS: usize = 10_000;
+
 /// Asks for topic metadata.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct MetadataRequest {
-    /// Topics to describe; empty means all.
+    /// Topics to describe; empty means all. At most [`MAX_NAMED_TOPICS`].
     pub topics: Vec<String>,
 }
 
@@ -64,7 +70,7 @@ impl Message for MetadataRequest {
         w.vec(&self.topics, |w, t| w.string(t));
     }
     fn decode(r: &mut Reader) -> Result<Self, WireError> {
-        Ok(Self { topics: r.vec("topics", 2, Reader::string)? })
+        Ok(Self { topics: r.vec_max("topics", 2, MAX_NAMED_TOPICS, Reader::string)? })
     }
 }
 

@@ -41,7 +41,7 @@ pub use groups::{
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
-pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata};
+pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, MAX_NAMED_TOPICS};
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
 pub use status::{FailedTopic, GroupStatus, StatusRequest, StatusResponse};
 

@@ -366,7 +366,13 @@ impl Log {
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
         state.active.append(batch, &header, log_append_time)?;
         if header.is_idempotent() {
-            state.producers.record(&header, base_offset, now_ms, config.producer_expiry_ms);
+            state.producers.record_with_limit(
+                &header,
+                base_offset,
+                now_ms,
+                config.producer_expiry_ms,
+                config.max_producers_per_partition as usize,
+            );
         }
         let next = state.active.next_offset();
         self.end.store(next, Ordering::Release);
