@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     pub retention_check_interval_ms: u64,
     /// Longest a fetch may long-poll, whatever it asks.
     pub max_fetch_wait_ms: u32,
+    /// Longest a request may wait for its answer (a durable produce's
+    /// `timeout_ms`), whatever the client asks.
+    pub max_request_timeout_ms: u32,
     /// Settings every new topic starts from.
     pub topic_defaults: LogConfig,
 }
@@ -62,6 +65,7 @@ impl Default for BrokerConfig {
             max_partitions: 10_000,
             retention_check_interval_ms: 5 * 60 * 1000,
             max_fetch_wait_ms: 30_000,
+            max_request_timeout_ms: 30_000,
             topic_defaults: LogConfig::default(),
         }
     }
@@ -126,6 +130,9 @@ impl BrokerConfig {
         if self.retention_check_interval_ms == 0 || self.connection_idle_ms == 0 {
             return bad("retention_check_interval_ms and connection_idle_ms must be positive");
         }
+        if self.max_request_timeout_ms == 0 {
+            return bad("max_request_timeout_ms must be positive");
+        }
         self.topic_defaults.validate().map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
     }
 }
@@ -155,6 +162,11 @@ mod tests {
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
         assert!(BrokerConfig::from_toml("nope = 1").is_err());
         assert!(BrokerConfig::from_toml("max_connections = 0").is_err());
+        assert!(BrokerConfig::from_toml("max_request_timeout_ms = 0").is_err());
+        assert_eq!(
+            BrokerConfig::from_toml("max_request_timeout_ms = 250").unwrap().max_request_timeout_ms,
+            250
+        );
         assert!(BrokerConfig::from_toml("[topic_defaults]\nfsync = \"sometimes\"").is_err());
     }
 }

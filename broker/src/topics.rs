@@ -70,7 +70,7 @@ impl Topic {
 
     /// The topic's settings (the same for every partition).
     pub fn config(&self) -> LogConfig {
-        self.partitions.first().map(|p| p.log.config()).unwrap_or_default()
+        self.partitions.first().map(|p| p.config()).unwrap_or_default()
     }
 }
 
@@ -300,7 +300,7 @@ impl Topics {
         fs::rename(&topic.dir, &gone).map_err(io("rename", &topic.dir))?;
         fs::File::open(&self.dir).and_then(|d| d.sync_all()).map_err(io("sync", &self.dir))?;
         for p in &topic.partitions {
-            let _ = p.log.close();
+            let _ = p.log().close();
         }
         fs::remove_dir_all(&gone).map_err(io("remove", &gone))
     }
@@ -322,7 +322,7 @@ impl Topics {
             &TopicFile { name: name.to_owned(), partitions, config: config.clone() },
         )?;
         for p in &topic.partitions {
-            p.log.set_config(config.clone());
+            p.set_config(config.clone());
         }
         Ok(config)
     }
@@ -346,7 +346,7 @@ impl Topics {
 }
 
 fn close_partition(p: &Arc<Partition>) -> Option<StorageError> {
-    let result = p.log.close();
+    let result = p.log().close();
     if let Err(e) = &result {
         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
     }
