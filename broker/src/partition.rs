@@ -279,7 +279,6 @@ impl Partition {
                     path: self.dir.clone(),
                     source: std::io::Error::other(e.to_string()),
                 };
-                let _held = lock(&self.syncing);
                 self.mark_failed(&e);
                 Err(e)
             }
