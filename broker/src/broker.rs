@@ -254,7 +254,7 @@ impl Broker {
         let now = now_ms();
         for topic in self.topics.list() {
             for p in &topic.partitions {
-                if let Err(e) = p.log.apply_retention(now) {
+                if let Err(e) = p.log().apply_retention(now) {
                     tracing::error!(topic = %topic.name, partition = p.index, error = %e, "retention failed");
                 }
             }

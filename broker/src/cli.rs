@@ -131,6 +131,9 @@ struct ServeArgs {
     /// Admin HTTP address (/metrics, /health, /ready); "" turns it off.
     #[arg(long, env = "SLUICE_ADMIN_LISTEN")]
     admin_listen: Option<String>,
+    /// Longest a request waits for its answer (ms), whatever the client asks.
+    #[arg(long, env = "SLUICE_MAX_REQUEST_TIMEOUT_MS")]
+    max_request_timeout_ms: Option<u32>,
     /// Log format: text, or json for log shippers.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -371,6 +374,9 @@ fn serve(args: ServeArgs) -> Result<(), CliError> {
     }
     if let Some(v) = args.admin_listen {
         config.admin_listen = v;
+    }
+    if let Some(v) = args.max_request_timeout_ms {
+        config.max_request_timeout_ms = v;
     }
     config.validate()?;
     runtime()?.block_on(async move {

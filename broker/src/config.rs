@@ -52,6 +52,9 @@ pub struct BrokerConfig {
     /// Consumer groups the coordinator keeps at once (with members or
     /// committed offsets); a new group past it is refused.
     pub max_groups: usize,
+    /// Longest a request may wait for its answer (a durable produce's
+    /// `timeout_ms`), whatever the client asks.
+    pub max_request_timeout_ms: u32,
     /// Settings every new topic starts from.
     pub topic_defaults: LogConfig,
 }
@@ -75,6 +78,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 5 * 60 * 1000,
             max_fetch_wait_ms: 30_000,
             max_groups: 10_000,
+            max_request_timeout_ms: 30_000,
             topic_defaults: LogConfig::default(),
         }
     }
@@ -142,6 +146,9 @@ impl BrokerConfig {
         if self.request_read_timeout_ms == 0 || self.max_queued_response_bytes == 0 || self.max_groups == 0 {
             return bad("request_read_timeout_ms, max_queued_response_bytes and max_groups must be positive");
         }
+        if self.max_request_timeout_ms == 0 {
+            return bad("max_request_timeout_ms must be positive");
+        }
         self.topic_defaults.validate().map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
     }
 }
@@ -171,6 +178,11 @@ mod tests {
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
         assert!(BrokerConfig::from_toml("nope = 1").is_err());
         assert!(BrokerConfig::from_toml("max_connections = 0").is_err());
+        assert!(BrokerConfig::from_toml("max_request_timeout_ms = 0").is_err());
+        assert_eq!(
+            BrokerConfig::from_toml("max_request_timeout_ms = 250").unwrap().max_request_timeout_ms,
+            250
+        );
         assert!(BrokerConfig::from_toml("[topic_defaults]\nfsync = \"sometimes\"").is_err());
     }
 }

@@ -82,6 +82,10 @@ pub struct Metrics {
     pub flush_seconds: Histogram,
     /// Appends covered by one flush (group-commit efficiency).
     pub appends_per_flush: Histogram,
+    /// Partition syncs that failed (each stops its partition until the log is reopened).
+    pub sync_failures: Counter,
+    /// Partitions stopped after a failed sync, not yet reopened.
+    pub failed_partitions: Gauge,
     /// Open client connections.
     pub connections: Gauge,
     /// Connections refused at max_connections.
@@ -137,6 +141,8 @@ impl Metrics {
             request_seconds: Family::new_with_constructor(latency_histogram),
             flush_seconds: latency_histogram(),
             appends_per_flush: Histogram::new(exponential_buckets(1.0, 2.0, 14)),
+            sync_failures: Counter::default(),
+            failed_partitions: Gauge::default(),
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             recovery_seconds: FloatGauge::default(),
@@ -167,6 +173,16 @@ impl Metrics {
             "appends_per_flush",
             "Appends made durable by one flush (group commit)",
             m.appends_per_flush.clone(),
+        );
+        registry.register(
+            "sync_failures",
+            "Partition syncs that failed (the partition stops acknowledging and reopens its log)",
+            m.sync_failures.clone(),
+        );
+        registry.register(
+            "failed_partitions",
+            "Partitions stopped after a failed sync, not yet reopened",
+            m.failed_partitions.clone(),
         );
         registry.register("connections", "Open client connections", m.connections.clone());
         registry.register(
@@ -270,7 +286,7 @@ impl Metrics {
         for topic in broker.topics.list() {
             for p in &topic.partitions {
                 let labels = PartitionLabels { topic: topic.name.to_string(), partition: p.index };
-                let s = p.log.stats();
+                let s = p.log().stats();
                 let gauge = |f: &Family<PartitionLabels, Gauge>, v: u64| {
                     f.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
                 };

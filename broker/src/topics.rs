@@ -78,7 +78,7 @@ impl Topic {
 
     /// The topic's settings (the same for every partition).
     pub fn config(&self) -> LogConfig {
-        self.partitions.first().map(|p| p.log.config()).unwrap_or_default()
+        self.partitions.first().map(|p| p.config()).unwrap_or_default()
     }
 }
 
@@ -334,7 +334,7 @@ impl Topics {
         topic.cancel.cancel();
         self.metrics.remove_topic(name, topic.partitions.len() as u32);
         for p in &topic.partitions {
-            let _ = p.log.close();
+            let _ = p.log().close();
         }
         Ok(durable::remove_durably(&gone)?)
     }
@@ -370,7 +370,7 @@ impl Topics {
             &TopicFile { name: name.to_owned(), id: Some(topic.id), partitions, config: config.clone() },
         )?;
         for p in &topic.partitions {
-            p.log.set_config(config.clone());
+            p.set_config(config.clone());
         }
         Ok(config)
     }
@@ -394,7 +394,7 @@ impl Topics {
 }
 
 fn close_partition(p: &Arc<Partition>) -> Option<StorageError> {
-    let result = p.log.close();
+    let result = p.log().close();
     if let Err(e) = &result {
         tracing::error!(topic = %p.topic, partition = p.index, error = %e, "close failed");
     }

@@ -60,9 +60,9 @@ impl Coordinator {
             .into_iter()
             .filter_map(|tp| {
                 let partition = topics.get(&tp.0)?.partitions.get(tp.1 as usize)?.clone();
-                let end = partition.log.log_end_offset();
+                let end = partition.log().log_end_offset();
                 let committed = g.offsets.get(&tp).map(|(c, _)| c.offset);
-                let lag = end.saturating_sub(committed.unwrap_or_else(|| partition.log.log_start_offset()));
+                let lag = end.saturating_sub(committed.unwrap_or_else(|| partition.log().log_start_offset()));
                 Some(PartitionLag {
                     topic: tp.0,
                     partition: tp.1,
@@ -118,13 +118,13 @@ impl Coordinator {
                 partition: p,
                 count: topic.partitions.len() as u32,
             })?;
-            let (start, end) = (part.log.log_start_offset(), part.log.high_watermark());
+            let (start, end) = (part.log().log_start_offset(), part.log().high_watermark());
             let previous = group.offsets.get(&(req.topic.clone(), p)).map(|(c, _)| c.offset);
             let new = match req.spec {
                 ResetSpec::Earliest => start,
                 ResetSpec::Latest => end,
                 ResetSpec::Offset(o) => o.clamp(start, end),
-                ResetSpec::Timestamp(ts) => part.log.offset_for_timestamp(ts)?.map_or(end, |(o, _)| o),
+                ResetSpec::Timestamp(ts) => part.log().offset_for_timestamp(ts)?.map_or(end, |(o, _)| o),
                 ResetSpec::ShiftBy(n) => {
                     let base = previous.unwrap_or(start) as i128 + i128::from(n);
                     base.clamp(i128::from(start), i128::from(end)) as u64
@@ -212,7 +212,7 @@ impl Coordinator {
             for ((topic, partition), (committed, _)) in group.offsets.iter_mut() {
                 let Some(end) = topics
                     .get(topic)
-                    .and_then(|t| t.partitions.get(*partition as usize).map(|p| p.log.log_end_offset()))
+                    .and_then(|t| t.partitions.get(*partition as usize).map(|p| p.log().log_end_offset()))
                 else {
                     continue;
                 };

@@ -347,7 +347,7 @@ impl Coordinator {
                         {
                             ErrorCode::StaleMemberEpoch
                         }
-                        Some(p) if offset > p.log.log_end_offset() => ErrorCode::OffsetOutOfRange,
+                        Some(p) if offset > p.log().log_end_offset() => ErrorCode::OffsetOutOfRange,
                         Some(_) => ErrorCode::None,
                     },
                 };

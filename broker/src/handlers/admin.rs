@@ -60,7 +60,7 @@ fn describe(topic: &Topic) -> TopicMetadata {
         .partitions
         .iter()
         .map(|p| {
-            let s = p.log.stats();
+            let s = p.log().stats();
             PartitionMetadata {
                 partition: p.index,
                 error_code: ErrorCode::None,
@@ -97,7 +97,11 @@ pub fn status(broker: &Broker) -> StatusResponse {
         fsync: broker.config.topic_defaults.fsync.to_string(),
         topics: topics.len() as u32,
         partitions: topics.iter().map(|t| t.partitions.len() as u32).sum(),
-        total_bytes: topics.iter().flat_map(|t| t.partitions.iter()).map(|p| p.log.stats().size_bytes).sum(),
+        total_bytes: topics
+            .iter()
+            .flat_map(|t| t.partitions.iter())
+            .map(|p| p.log().stats().size_bytes)
+            .sum(),
         connections: u32::try_from(broker.metrics.connections.get()).unwrap_or(0),
         groups,
         failed_topics: broker

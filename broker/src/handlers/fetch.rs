@@ -48,13 +48,14 @@ fn read_once(
                     return out;
                 }
             };
-            out.high_watermark = part.log.high_watermark();
-            out.log_start_offset = part.log.log_start_offset();
+            let log = part.log();
+            out.high_watermark = part.high_watermark().max(log.high_watermark());
+            out.log_start_offset = log.log_start_offset();
             let limit = (want.max_bytes as usize).min(budget);
             if limit == 0 && total > 0 {
                 return out;
             }
-            match part.log.read(want.offset, limit.max(1)) {
+            match log.read(want.offset, limit.max(1)) {
                 Ok(records) => {
                     budget = budget.saturating_sub(records.len());
                     total += records.len();

@@ -15,7 +15,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> Result<ListOffs
         .into_iter()
         .map(|p| {
             let found = broker.partition(&p.topic, p.partition).and_then(|part| {
-                let log = &part.log;
+                let log = part.log();
                 Ok(match p.spec {
                     OffsetSpec::Earliest => (log.log_start_offset(), -1),
                     OffsetSpec::Latest => (log.high_watermark(), -1),
