@@ -86,6 +86,10 @@ impl<const N: usize> EntryFile<N> {
         self.file.sync_handle()
     }
 
+    fn release_fd(&self) {
+        self.file.release_fd();
+    }
+
     /// Index of the last entry whose key (from `key`) is `<= target`.
     fn floor(&self, target: u64, key: impl Fn(&[u8; N]) -> u64) -> Option<usize> {
         let (mut lo, mut hi) = (0, self.len());
@@ -165,6 +169,11 @@ impl OffsetIndex {
     pub fn sync_handle(&self) -> io::Result<SyncHandle> {
         self.0.sync_handle()
     }
+
+    /// Closes the file's descriptor (see [`MappedFile::release_fd`]).
+    pub fn release_fd(&self) {
+        self.0.release_fd();
+    }
 }
 
 /// Timestamp → relative offset.
@@ -241,6 +250,11 @@ impl TimeIndex {
     /// A handle that writes the entries to stable storage later.
     pub fn sync_handle(&self) -> io::Result<SyncHandle> {
         self.0.sync_handle()
+    }
+
+    /// Closes the file's descriptor (see [`MappedFile::release_fd`]).
+    pub fn release_fd(&self) {
+        self.0.release_fd();
     }
 }
 

@@ -32,7 +32,7 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use memmap2::{MmapOptions, MmapRaw};
@@ -45,8 +45,11 @@ pub const MIN_RESERVE_STEP: usize = 64 * 1024;
 /// A file mapped over `capacity` bytes of address space.
 #[derive(Debug)]
 pub struct MappedFile {
-    /// The open file (kept for fallocate, set_len, sync).
-    file: File,
+    /// The open file, for fallocate, set_len, pwrite and sync. Released
+    /// once a sealed segment is flushed ([`MappedFile::release_fd`]): the
+    /// map needs no descriptor, and a partition then holds open files only
+    /// for its active segment. Reopened by path if needed again.
+    file: Mutex<Option<Arc<File>>>,
     /// Its path, for errors.
     path: PathBuf,
     /// The mapping, `capacity` bytes long.
@@ -82,7 +85,7 @@ impl MappedFile {
         let capacity = capacity.max(len).max(1);
         let map = MmapOptions::new().len(capacity).map_raw_read_only(&file)?;
         Ok(Self {
-            file,
+            file: Mutex::new(Some(Arc::new(file))),
             path: path.to_owned(),
             map,
             capacity,
@@ -98,6 +101,30 @@ impl MappedFile {
     /// The file's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The open file, reopened by path after [`release_fd`](Self::release_fd).
+    fn file(&self) -> io::Result<Arc<File>> {
+        let mut slot = self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(file) = slot.as_ref() {
+            return Ok(Arc::clone(file));
+        }
+        let file = Arc::new(OpenOptions::new().read(true).write(true).open(&self.path)?);
+        *slot = Some(Arc::clone(&file));
+        Ok(file)
+    }
+
+    /// Closes the descriptor (the map stays valid without it). For files
+    /// that are fully synced and no longer written: a sealed, flushed
+    /// segment. Whatever still needs it reopens it.
+    pub fn release_fd(&self) {
+        self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+    }
+
+    /// Whether the descriptor is open.
+    #[cfg(test)]
+    pub fn has_fd(&self) -> bool {
+        self.file.lock().unwrap_or_else(std::sync::PoisonError::into_inner).is_some()
     }
 
     /// Bytes of address space mapped.
@@ -140,7 +167,7 @@ impl MappedFile {
         if self.fallocate.load(Ordering::Relaxed) {
             let allocated = self.space.before_fallocate().and_then(|()| {
                 rustix::fs::fallocate(
-                    &self.file,
+                    &*self.file()?,
                     rustix::fs::FallocateFlags::empty(),
                     reserved as u64,
                     (target - reserved) as u64,
@@ -158,7 +185,7 @@ impl MappedFile {
             }
         }
         self.space.before_truncate()?;
-        self.file.set_len(target as u64)
+        self.file()?.set_len(target as u64)
     }
 
     /// Copies `data` to `position`, which must be at or past the published
@@ -174,7 +201,7 @@ impl MappedFile {
         self.reserve(end)?;
         // The kernel writes the page cache the map shows; readers only
         // borrow bytes below the published end, which these are not.
-        std::os::unix::fs::FileExt::write_all_at(&self.file, data, position as u64)
+        std::os::unix::fs::FileExt::write_all_at(&*self.file()?, data, position as u64)
     }
 
     /// Declares everything below `end` complete. Never moves backwards.
@@ -225,13 +252,13 @@ impl MappedFile {
             return Ok(());
         }
         self.space.before_sync()?;
-        self.file.sync_data()
+        self.file()?.sync_data()
     }
 
-    /// A handle that syncs this file later, outside the writer's lock (a
-    /// duplicate of its descriptor: same open file description).
+    /// A handle that syncs this file later, outside the writer's lock (the
+    /// same open file description).
     pub fn sync_handle(&self) -> io::Result<SyncHandle> {
-        Ok(SyncHandle { file: self.file.try_clone()?, path: self.path.clone(), space: self.space.clone() })
+        Ok(SyncHandle { file: self.file()?, path: self.path.clone(), space: self.space.clone() })
     }
 
     /// Shrinks or grows the file to `len`, never below the published end.
@@ -239,7 +266,7 @@ impl MappedFile {
     pub fn set_len(&self, len: usize) -> io::Result<()> {
         let len = len.max(self.published());
         self.space.before_truncate()?;
-        self.file.set_len(len as u64)?;
+        self.file()?.set_len(len as u64)?;
         self.reserved.store(len, Ordering::Release);
         Ok(())
     }
@@ -255,7 +282,7 @@ impl MappedFile {
 /// Syncs one file's data and length (see [`MappedFile::sync_handle`]).
 #[derive(Debug)]
 pub struct SyncHandle {
-    file: File,
+    file: Arc<File>,
     path: PathBuf,
     space: DiskSpace,
 }
@@ -350,6 +377,23 @@ mod tests {
         assert_eq!(f.slice(MIN_RESERVE_STEP + 10, MIN_RESERVE_STEP + 13), b"def");
         assert_eq!(std::fs::metadata(dir.path().join("f")).unwrap().len() as usize, f.reserved());
         assert!(!f.fallocate.load(Ordering::SeqCst), "fallocate is not asked again");
+    }
+
+    #[test]
+    fn a_released_descriptor_is_reopened_when_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = Arc::new(open(dir.path(), 1 << 16));
+        f.write(0, b"abc").unwrap();
+        f.publish(3);
+        let held = f.bytes(0, 3);
+        f.release_fd();
+        assert!(!f.has_fd());
+        assert_eq!(&held[..], b"abc", "the map needs no descriptor");
+        f.flush_range(0, 3).unwrap();
+        assert!(f.has_fd());
+        f.write(3, b"def").unwrap();
+        f.publish(6);
+        assert_eq!(f.slice(0, 6), b"abcdef");
     }
 
     #[test]

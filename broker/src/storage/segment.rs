@@ -357,6 +357,17 @@ impl Segment {
         self.flushed = self.flushed.max(end);
     }
 
+    /// Closes the descriptors of a sealed segment whose log is flushed:
+    /// reads go through the map, which needs none. A later write, cut or
+    /// sync reopens them.
+    pub fn release_fds(&self) {
+        if self.flushed >= self.size() {
+            self.log.release_fd();
+            self.index.release_fd();
+            self.time_index.release_fd();
+        }
+    }
+
     /// Seals the segment when it stops being active: a final time-index
     /// entry and the files cut to their contents. Syncs nothing: the log
     /// data stays in the unflushed range, and the returned handles let the

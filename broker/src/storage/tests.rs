@@ -761,3 +761,30 @@ proptest! {
         }
     }
 }
+
+/// Open descriptors of this process on files under `dir`.
+fn open_files_under(dir: &Path) -> usize {
+    fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.starts_with(dir))
+        .count()
+}
+
+#[test]
+fn flushed_sealed_segments_hold_no_open_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig { fsync: FsyncPolicy::Always, ..small_segments() };
+    let (log, _) = open(dir.path(), config.clone());
+    for tag in 0..200u8 {
+        log.append(&batch(tag), 0).unwrap();
+        log.flush().unwrap();
+    }
+    assert!(log.stats().segment_count > 10);
+    assert_eq!(open_files_under(dir.path()), 3, "only the active segment's log and indexes");
+    drop(log);
+    // After an unclean stop too, once the open-time flush is done.
+    let (log, _) = open(dir.path(), config);
+    assert_eq!(open_files_under(dir.path()), 3);
+    assert_eq!(read_all(&log, 0).len(), 200, "sealed segments still read through their maps");
+}

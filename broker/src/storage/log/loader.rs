@@ -210,6 +210,8 @@ impl Log {
             // before serving it.
             log.flush()?;
         }
+        // Sealed segments that are on disk need no open file.
+        super::lock(&log.state).sealed.values().for_each(Segment::release_fds);
         if clean {
             fs::remove_file(&marker).map_err(io_error("remove", &marker))?;
             sync_dir(dir)?;

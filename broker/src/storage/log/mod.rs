@@ -147,6 +147,9 @@ struct PendingSync {
     indexes: Vec<SyncHandle>,
     /// Producer state as of a roll: (offset, encoded snapshot).
     snapshot: Option<(u64, Vec<u8>)>,
+    /// Segments sealed since the last flush: once flushed they close their
+    /// descriptors.
+    sealed: Vec<u64>,
 }
 
 #[derive(Debug)]
@@ -420,9 +423,11 @@ impl Log {
         let next = state.active.next_offset();
         let fresh = Segment::create(&self.dir, next, &segment_options(config, &self.space))?;
         let old = std::mem::replace(&mut state.active, fresh);
-        state.sealed.insert(old.base_offset(), old);
+        let old_base = old.base_offset();
+        state.sealed.insert(old_base, old);
         state.pending.dir = true;
         state.pending.indexes.extend(indexes);
+        state.pending.sealed.push(old_base);
         // Producer state as of the new segment, so opening the log replays
         // only the segments after it.
         state.queue_snapshot(next);
@@ -497,6 +502,10 @@ impl Log {
                 } else if let Some(seg) = state.sealed.get_mut(&t.segment) {
                     seg.mark_flushed(t.end);
                 }
+            }
+            let sealed = pending.sealed.iter().chain(targets.iter().map(|t| &t.segment));
+            for seg in sealed.filter_map(|base| state.sealed.get(base)) {
+                seg.release_fds();
             }
         }
         self.durable.fetch_max(next, Ordering::AcqRel);
