@@ -1,0 +1,274 @@
+//! Crash loops on the power-loss file system (`sluice_tests::powerfs`): the
+//! real broker runs as a subprocess with its data directory on a FUSE mount
+//! that keeps only what was fsynced (bytes) and dir-synced (names). Power
+//! goes out at random moments and at targeted ones (during the first start,
+//! inside a segment roll, inside the committed-offsets compaction at
+//! start-up); after each, the broker must start without repair and give
+//! back everything it acknowledged before the cut.
+//!
+//! `SLUICE_POWERLOSS_ROUNDS=N` (default 2) sets the seeds per scenario.
+//! Skips, saying so, where FUSE cannot be mounted.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice_tests::powerfs::{CutTrigger, FsyncFault, Op, PowerFs};
+use sluice_tests::workload::{check_invariants, Acked, Workload, WorkloadOptions, COMMITTER_GROUP, TOPIC};
+use sluice_tests::{create_topic, ProcessBroker};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
+const PARTITIONS: u32 = 3;
+
+fn rounds() -> u64 {
+    std::env::var("SLUICE_POWERLOSS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+}
+
+/// Totals over every scenario of this test binary (printed by each).
+static POWER_LOSSES: AtomicU64 = AtomicU64::new(0);
+static RECORDS: AtomicU64 = AtomicU64::new(0);
+static COMMITS: AtomicU64 = AtomicU64::new(0);
+static RESTARTS: AtomicU64 = AtomicU64::new(0);
+
+/// One data directory on a power-loss mount, and what its broker acknowledged.
+struct Rig {
+    /// Unmounted before the temporary directory goes.
+    fs: PowerFs,
+    config: PathBuf,
+    data: PathBuf,
+    acked: Acked,
+    /// Whether creating [`TOPIC`] was acknowledged before a power cut.
+    topic_acked: bool,
+    scenario: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new(scenario: &str) -> Option<Self> {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let fs = PowerFs::mount_or_skip(&mnt, &format!("powerloss::{scenario}"))?;
+        let config = dir.path().join("sluice.toml");
+        std::fs::write(
+            &config,
+            "retention_check_interval_ms = 100\n[topic_defaults]\nfsync = \"always\"\nsegment_bytes = 16384\nretention_bytes = 131072\nretention_ms = 0\n",
+        )
+        .unwrap();
+        let data = mnt.join("data");
+        Some(Self {
+            fs,
+            config,
+            data,
+            acked: Acked::default(),
+            topic_acked: false,
+            scenario: scenario.into(),
+            _dir: dir,
+        })
+    }
+
+    /// Starts the broker (a start failure panics with its log) and makes
+    /// sure the topic exists.
+    async fn start(&mut self) -> ProcessBroker {
+        let broker = ProcessBroker::spawn(SLUICE, &self.data, &["--config", self.config.to_str().unwrap()]);
+        self.create_topic(&broker).await;
+        broker
+    }
+
+    async fn create_topic(&mut self, broker: &ProcessBroker) {
+        let created = create_topic(&broker.connect().await, TOPIC, PARTITIONS, &[]).await.is_ok();
+        self.topic_acked |= created && !self.fs.cut_happened();
+    }
+
+    fn workload(&self, broker: &ProcessBroker, seed: u64, cycle: u32, committer: bool) -> Workload {
+        let options = WorkloadOptions {
+            seed: seed * 1000 + u64::from(cycle),
+            tag: format!("s{seed}c{cycle}w"),
+            partitions: PARTITIONS,
+            committer,
+            churn: true,
+            gate: Some(self.fs.cut_flag()),
+        };
+        Workload::start(broker.addr, options)
+    }
+
+    /// Kills the broker, stops the clients, cuts the power (if no cut came
+    /// first, now), restarts and checks every invariant. Returns the
+    /// restarted broker.
+    async fn power_loss(
+        &mut self,
+        mut broker: ProcessBroker,
+        workload: Workload,
+        label: &str,
+    ) -> ProcessBroker {
+        self.fs.cut_now();
+        broker.kill9();
+        let old_log = broker.log_text();
+        drop(broker);
+        self.acked.extend(workload.stop().await);
+        self.fs.power_loss_and_remount().unwrap();
+        POWER_LOSSES.fetch_add(1, Ordering::Relaxed);
+        let label = format!("{}: {label}", self.scenario);
+        let restarted = ProcessBroker::spawn_admin_first(
+            SLUICE,
+            &self.data,
+            &["--config", self.config.to_str().unwrap()],
+        );
+        let restarted = wait_started(restarted, &label, &old_log);
+        RESTARTS.fetch_add(1, Ordering::Relaxed);
+        if !self.topic_acked {
+            // Its creation was cut short (legitimately lost): create it now.
+            self.create_topic(&restarted).await;
+        }
+        let checked = check_invariants(&restarted, &self.acked, PARTITIONS, &label).await;
+        RECORDS.fetch_add(checked.records as u64, Ordering::Relaxed);
+        COMMITS.fetch_add(checked.commits as u64, Ordering::Relaxed);
+        restarted
+    }
+}
+
+/// Waits until a restarting broker accepts clients; on failure prints the
+/// log of the run before the power loss too.
+fn wait_started(mut broker: ProcessBroker, label: &str, before: &str) -> ProcessBroker {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| broker.wait_listening()));
+    if let Err(e) = outcome {
+        eprintln!("{label}: the broker did not restart after the power loss.\n--- log before the power loss (tail) ---\n{}", tail(before, 40));
+        std::panic::resume_unwind(e);
+    }
+    broker
+}
+
+fn tail(log: &str, lines: usize) -> String {
+    let all: Vec<&str> = log.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+fn summary(scenario: &str) {
+    eprintln!(
+        "powerloss {scenario}: done; totals so far in this binary: {} power losses, {} acknowledged records checked, {} group partitions' commits checked, {} restarts (all without repair)",
+        POWER_LOSSES.load(Ordering::Relaxed),
+        RECORDS.load(Ordering::Relaxed),
+        COMMITS.load(Ordering::Relaxed),
+        RESTARTS.load(Ordering::Relaxed),
+    );
+}
+
+/// Polls `done` every 10 ms until it holds or `limit` passes; returns whether it held.
+async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    done()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_at_random_moments() {
+    for seed in 0..rounds() {
+        let Some(mut rig) = Rig::new("random") else { return };
+        let mut broker = rig.start().await;
+        let mut rng = StdRng::seed_from_u64(seed);
+        for cycle in 0..3 {
+            let workload = rig.workload(&broker, seed, cycle, false);
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1000))).await;
+            rig.fs.cut_now();
+            // The broker goes on for a moment: all of that is lost.
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
+            broker = rig.power_loss(broker, workload, &format!("seed {seed} cycle {cycle}")).await;
+        }
+    }
+    summary("random moments");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_during_the_first_start() {
+    for seed in 0..rounds() * 2 {
+        let Some(mut rig) = Rig::new("first start") else { return };
+        let mut rng = StdRng::seed_from_u64(100 + seed);
+        // The first start and the topic creation take about 60 mutating operations.
+        let then_ops = rng.gen_range(0..80);
+        rig.fs.arm_cut(CutTrigger { op: None, path_contains: None, then_ops });
+        let broker = rig.start().await;
+        let start_ops = rig.fs.stats().ops;
+        let workload = rig.workload(&broker, seed, 0, false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let label =
+            format!("seed {seed}, cut at operation {then_ops} (start and topic creation: {start_ops})");
+        let broker = rig.power_loss(broker, workload, &label).await;
+        // And the broker keeps working after it.
+        let workload = rig.workload(&broker, seed, 1, false);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        rig.power_loss(broker, workload, &format!("seed {seed}, after the first-start cut")).await;
+    }
+    summary("first start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_inside_a_segment_roll() {
+    for seed in 0..rounds() {
+        let Some(mut rig) = Rig::new("segment roll") else { return };
+        let mut broker = rig.start().await;
+        let mut rng = StdRng::seed_from_u64(200 + seed);
+        for cycle in 0..3 {
+            // Producer snapshots failing (tolerated by the broker) leave the
+            // roll's own directory sync as the only thing making the new
+            // segment's name durable.
+            if cycle % 2 == 1 {
+                rig.fs.fail_fsyncs(Some(FsyncFault {
+                    path_contains: Some(".producers".into()),
+                    count: u64::MAX,
+                }));
+            }
+            let workload = rig.workload(&broker, seed, cycle, false);
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+            let then_ops = rng.gen_range(0..40);
+            rig.fs.arm_cut(CutTrigger { op: Some(Op::Create), path_contains: Some(".log".into()), then_ops });
+            let flag = rig.fs.cut_flag();
+            let cut = wait_until(Duration::from_secs(10), || flag.load(Ordering::SeqCst)).await;
+            assert!(cut, "no segment rolled within 10 s");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let label = format!("seed {seed} cycle {cycle}, cut {then_ops} operations into a roll");
+            broker = rig.power_loss(broker, workload, &label).await;
+        }
+    }
+    summary("segment roll");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_inside_the_offsets_compaction_at_start() {
+    for seed in 0..rounds() {
+        let Some(mut rig) = Rig::new("offsets compaction") else { return };
+        let mut rng = StdRng::seed_from_u64(300 + seed);
+        let broker = rig.start().await;
+        // Grow the committed-offsets log past the compaction threshold
+        // (more than 1000 records, more than twice the live ones).
+        let workload = rig.workload(&broker, seed, 0, true);
+        let grown =
+            wait_until(Duration::from_secs(60), || workload.commits_so_far(COMMITTER_GROUP) > 1200).await;
+        assert!(grown, "the committer did not reach 1200 commits in 60 s");
+        let broker = rig.power_loss(broker, workload, &format!("seed {seed}, before compaction")).await;
+        // That restart compacted; grow it again, then cut inside the next compaction.
+        let workload = rig.workload(&broker, seed, 1, true);
+        let grown =
+            wait_until(Duration::from_secs(60), || workload.commits_so_far(COMMITTER_GROUP) > 1200).await;
+        assert!(grown, "the committer did not reach 1200 commits in 60 s");
+        let then_ops = rng.gen_range(0..40);
+        let mut broker = broker;
+        broker.kill9();
+        rig.acked.extend(workload.stop().await);
+        rig.fs.arm_cut(CutTrigger { op: None, path_contains: Some("offsets~".into()), then_ops });
+        let broker = rig.start().await;
+        assert!(broker.log_text().contains("compacted the committed-offsets log"), "{}", broker.log_text());
+        let workload = rig.workload(&broker, seed, 2, false);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let label = format!("seed {seed}, cut {then_ops} operations into the offsets compaction");
+        rig.power_loss(broker, workload, &label).await;
+    }
+    summary("offsets compaction");
+}
