@@ -378,8 +378,11 @@ async fn check_commits(
         let now = committed.get(p).copied().unwrap_or_else(|| {
             panic!("{label}: acknowledged commit of {group}/{p} lost\n{}", broker.log_text())
         });
+        // A group's members may commit a lower offset after a rebalance; the
+        // standalone committer only ever moves forward.
+        let earlier_acked = group != COMMITTER_GROUP && commits.iter().any(|(cp, co)| cp == p && *co == now);
         assert!(
-            now >= *acked_commit || commits.iter().any(|(cp, co)| cp == p && *co == now),
+            now >= *acked_commit || earlier_acked,
             "{label}: committed offset of {group}/{p} went back to {now} from {acked_commit}\n{}",
             broker.log_text()
         );

@@ -193,7 +193,7 @@ async fn power_loss_during_the_first_start() {
         let mut rng = StdRng::seed_from_u64(100 + seed);
         // The first start and the topic creation take about 60 mutating operations.
         let then_ops = rng.gen_range(0..80);
-        rig.fs.arm_cut(CutTrigger { op: None, path_contains: None, then_ops });
+        rig.fs.arm_cut(CutTrigger { op: None, path_contains: None, then_ops, crash: false });
         let broker = rig.start().await;
         let start_ops = rig.fs.stats().ops;
         let workload = rig.workload(&broker, seed, 0, false);
@@ -228,7 +228,12 @@ async fn power_loss_inside_a_segment_roll() {
             let workload = rig.workload(&broker, seed, cycle, false);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
             let then_ops = rng.gen_range(0..40);
-            rig.fs.arm_cut(CutTrigger { op: Some(Op::Create), path_contains: Some(".log".into()), then_ops });
+            rig.fs.arm_cut(CutTrigger {
+                op: Some(Op::Create),
+                path_contains: Some(".log".into()),
+                then_ops,
+                crash: false,
+            });
             let flag = rig.fs.cut_flag();
             let cut = wait_until(Duration::from_secs(10), || flag.load(Ordering::SeqCst)).await;
             assert!(cut, "no segment rolled within 10 s");
@@ -254,15 +259,14 @@ async fn power_loss_inside_the_offsets_compaction_at_start() {
         assert!(grown, "the committer did not reach 1200 commits in 60 s");
         let broker = rig.power_loss(broker, workload, &format!("seed {seed}, before compaction")).await;
         // That restart compacted; grow it again, then cut inside the next compaction.
-        let workload = rig.workload(&broker, seed, 1, true);
-        let grown =
-            wait_until(Duration::from_secs(60), || workload.commits_so_far(COMMITTER_GROUP) > 1200).await;
-        assert!(grown, "the committer did not reach 1200 commits in 60 s");
         let then_ops = rng.gen_range(0..40);
-        let mut broker = broker;
-        broker.kill9();
-        rig.acked.extend(workload.stop().await);
-        rig.fs.arm_cut(CutTrigger { op: None, path_contains: Some("offsets~".into()), then_ops });
+        grow_offsets_log_then_kill(&mut rig, broker, seed, 1).await;
+        rig.fs.arm_cut(CutTrigger {
+            op: None,
+            path_contains: Some("offsets~".into()),
+            then_ops,
+            crash: false,
+        });
         let broker = rig.start().await;
         assert!(broker.log_text().contains("compacted the committed-offsets log"), "{}", broker.log_text());
         let workload = rig.workload(&broker, seed, 2, false);
@@ -271,4 +275,40 @@ async fn power_loss_inside_the_offsets_compaction_at_start() {
         rig.power_loss(broker, workload, &label).await;
     }
     summary("offsets compaction");
+}
+
+/// Commits until the committed-offsets log is past the compaction
+/// threshold (more than 1000 records, more than twice the live ones), then
+/// `kill -9` (no power loss): the next start compacts.
+async fn grow_offsets_log_then_kill(rig: &mut Rig, mut broker: ProcessBroker, seed: u64, cycle: u32) {
+    let workload = rig.workload(&broker, seed, cycle, true);
+    let grown = wait_until(Duration::from_secs(60), || workload.commits_so_far(COMMITTER_GROUP) > 1200).await;
+    assert!(grown, "the committer did not reach 1200 commits in 60 s");
+    broker.kill9();
+    rig.acked.extend(workload.stop().await);
+}
+
+/// Known broker bug, enabled once fixed: the compaction swaps the logs with
+/// two renames (`offsets` → `offsets~old`, `offsets~compacting` →
+/// `offsets`); a crash between them leaves no `offsets`, and the next start
+/// opens an empty log: every committed offset is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "known bug: the offsets compaction's two renames are not atomic (issue #13)"]
+async fn crash_between_the_offsets_compaction_renames() {
+    let Some(mut rig) = Rig::new("offsets compaction renames") else { return };
+    let broker = rig.start().await;
+    grow_offsets_log_then_kill(&mut rig, broker, 0, 0).await;
+    let second_rename = CutTrigger {
+        op: Some(Op::Rename),
+        path_contains: Some("offsets~compacting ->".into()),
+        then_ops: 0,
+        crash: true,
+    };
+    rig.fs.arm_cut(second_rename);
+    let broker = rig.start().await;
+    assert!(rig.fs.cut_happened(), "the compaction did not run");
+    let workload = rig.workload(&broker, 0, 1, false);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    rig.power_loss(broker, workload, "crash between the two renames").await;
+    summary("offsets compaction renames");
 }

@@ -205,7 +205,7 @@ mod tests {
         }
         log.sync_to(log.log_end_offset()).unwrap();
         let end = log.log_end_offset();
-        assert_eq!(log.read(0, 1 << 20).unwrap().len() > 600, true, "read through the map");
+        assert!(log.read(0, 1 << 20).unwrap().len() > 600, "read through the map");
         log.append(&crate::batch(3, 200, 99), now_ms()).unwrap(); // not synced
         drop(log);
         fs.power_loss_and_remount().unwrap();

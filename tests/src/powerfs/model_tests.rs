@@ -101,7 +101,12 @@ fn rename_over_a_file_is_atomic_once_the_directory_is_synced() {
 fn a_cut_freezes_the_durable_state_at_its_moment() {
     let mut m = Model::new();
     let f = durable_file(&mut m, b"a");
-    m.arm_cut(CutTrigger { op: Some(Op::Fsync), path_contains: Some("/f".into()), then_ops: 0 });
+    m.arm_cut(CutTrigger {
+        op: Some(Op::Fsync),
+        path_contains: Some("/f".into()),
+        then_ops: 0,
+        crash: false,
+    });
     let flag = m.cut_flag();
     m.write(f, 1, b"b").unwrap();
     assert!(!flag.load(Ordering::SeqCst));
@@ -118,7 +123,7 @@ fn a_cut_freezes_the_durable_state_at_its_moment() {
 #[test]
 fn a_cut_can_wait_some_operations_after_its_trigger() {
     let mut m = Model::new();
-    m.arm_cut(CutTrigger { op: Some(Op::Create), path_contains: None, then_ops: 3 });
+    m.arm_cut(CutTrigger { op: Some(Op::Create), path_contains: None, then_ops: 3, crash: false });
     let f = m.create(ROOT, name("f"), 0o644).unwrap().ino; // the trigger, then 2 more ops happen
     m.write(f, 0, b"x").unwrap();
     m.fsync_dir(ROOT).unwrap();
@@ -209,4 +214,17 @@ fn directory_rules() {
     m.rmdir(ROOT, name("d")).unwrap();
     assert!(m.readdir(ROOT).unwrap().is_empty());
     assert_eq!(m.path(d), "/d");
+}
+
+#[test]
+fn a_crash_cut_keeps_everything_written_before_its_moment() {
+    let mut m = Model::new();
+    m.arm_cut(CutTrigger { op: Some(Op::Rename), path_contains: None, then_ops: 0, crash: true });
+    let f = m.create(ROOT, name("a"), 0o644).unwrap().ino;
+    m.write(f, 0, b"unsynced").unwrap();
+    m.rename(ROOT, name("a"), ROOT, name("b")).unwrap(); // the crash comes before this
+    m.power_loss();
+    let a = m.lookup(ROOT, name("a")).unwrap();
+    assert_eq!(m.read(a.ino, 0, 100).unwrap(), b"unsynced");
+    assert_eq!(m.lookup(ROOT, name("b")), Err(FsError::NotFound));
 }
