@@ -215,16 +215,13 @@ async fn power_loss_inside_a_segment_roll() {
         let Some(mut rig) = Rig::new("segment roll") else { return };
         let mut broker = rig.start().await;
         let mut rng = StdRng::seed_from_u64(200 + seed);
-        for cycle in 0..3 {
-            // Producer snapshots failing (tolerated by the broker) leave the
-            // roll's own directory sync as the only thing making the new
-            // segment's name durable.
-            if cycle % 2 == 1 {
-                rig.fs.fail_fsyncs(Some(FsyncFault {
-                    path_contains: Some(".producers".into()),
-                    count: u64::MAX,
-                }));
-            }
+        for cycle in 0..4 {
+            // Producer snapshots and recovery points failing to sync (both
+            // tolerated by the broker) leave the roll's own directory sync
+            // as the only thing making the new segment's name durable.
+            let masking = vec![".producers".to_string(), "recovery-point".to_string()];
+            let fault = (cycle % 2 == 1).then_some(FsyncFault { paths: masking, count: u64::MAX });
+            rig.fs.fail_fsyncs(fault);
             let workload = rig.workload(&broker, seed, cycle, false);
             tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
             let then_ops = rng.gen_range(0..40);

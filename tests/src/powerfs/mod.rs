@@ -214,7 +214,7 @@ mod tests {
         drop(log);
 
         let f = std::fs::File::create(fs.path().join("seg")).unwrap();
-        fs.fail_fsyncs(Some(FsyncFault { path_contains: Some("seg".into()), count: 1 }));
+        fs.fail_fsyncs(Some(FsyncFault { paths: vec!["seg".into()], count: 1 }));
         assert_eq!(f.sync_data().unwrap_err().raw_os_error(), Some(rustix::io::Errno::IO.raw_os_error()));
         f.sync_data().unwrap();
         fs.set_fallocate_unsupported(true);

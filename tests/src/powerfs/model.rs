@@ -103,12 +103,12 @@ pub struct CutTrigger {
     pub crash: bool,
 }
 
-/// Fail the next `count` file or directory fsyncs on paths containing
-/// `path_contains` (any when `None`) with EIO.
+/// Fail the next `count` file or directory fsyncs on paths containing any
+/// of `paths` (every path when empty) with EIO.
 #[derive(Debug, Clone, Default)]
 pub struct FsyncFault {
-    /// A substring of the synced path.
-    pub path_contains: Option<String>,
+    /// Substrings of the synced paths that fail.
+    pub paths: Vec<String>,
     /// How many fsyncs still fail (`u64::MAX`: all).
     pub count: u64,
 }

@@ -137,7 +137,7 @@ fn a_cut_can_wait_some_operations_after_its_trigger() {
 fn a_failed_fsync_loses_its_writes_for_good() {
     let mut m = Model::new();
     let f = durable_file(&mut m, b"aaaa");
-    m.fail_fsyncs(Some(FsyncFault { path_contains: None, count: 1 }));
+    m.fail_fsyncs(Some(FsyncFault { paths: vec![], count: 1 }));
     m.write(f, 0, b"bb").unwrap();
     assert_eq!(m.fsync(f), Err(FsError::Io));
     m.write(f, 4, b"cc").unwrap();
@@ -153,7 +153,7 @@ fn fsync_faults_match_paths_and_directories() {
     let mut m = Model::new();
     let d = m.mkdir(ROOT, name("groups"), 0o755).unwrap().ino;
     let f = m.create(ROOT, name("f"), 0o644).unwrap().ino;
-    m.fail_fsyncs(Some(FsyncFault { path_contains: Some("groups".into()), count: u64::MAX }));
+    m.fail_fsyncs(Some(FsyncFault { paths: vec!["groups".into()], count: u64::MAX }));
     m.fsync(f).unwrap();
     assert_eq!(m.fsync_dir(d), Err(FsError::Io));
     assert_eq!(m.fsync_dir(d), Err(FsError::Io));

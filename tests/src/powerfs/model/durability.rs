@@ -68,10 +68,14 @@ impl Model {
     /// Whether an injected fault fails this sync of `ino` (consuming it).
     fn sync_fails(&mut self, ino: Ino) -> bool {
         let Some(fault) = &self.fsync_fault else { return false };
-        if fault.count == 0
-            || fault.path_contains.as_ref().is_some_and(|s| !self.path(ino).contains(s.as_str()))
-        {
+        if fault.count == 0 {
             return false;
+        }
+        if !fault.paths.is_empty() {
+            let path = self.path(ino);
+            if !fault.paths.iter().any(|s| path.contains(s.as_str())) {
+                return false;
+            }
         }
         if let Some(f) = &mut self.fsync_fault {
             f.count = f.count.saturating_sub(u64::from(f.count != u64::MAX));
