@@ -6,7 +6,7 @@
 //! start-up); after each, the broker must start without repair and give
 //! back everything it acknowledged before the cut.
 //!
-//! `SLUICE_POWERLOSS_ROUNDS=N` (default 2) sets the seeds per scenario.
+//! `SLUICE_POWERLOSS_ROUNDS=N` (default 4) sets the seeds per scenario.
 //! Skips, saying so, where FUSE cannot be mounted.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -24,7 +24,7 @@ const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 const PARTITIONS: u32 = 3;
 
 fn rounds() -> u64 {
-    std::env::var("SLUICE_POWERLOSS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2)
+    std::env::var("SLUICE_POWERLOSS_ROUNDS").ok().and_then(|s| s.parse().ok()).unwrap_or(4)
 }
 
 /// Totals over every scenario of this test binary (printed by each).
@@ -32,6 +32,9 @@ static POWER_LOSSES: AtomicU64 = AtomicU64::new(0);
 static RECORDS: AtomicU64 = AtomicU64::new(0);
 static COMMITS: AtomicU64 = AtomicU64::new(0);
 static RESTARTS: AtomicU64 = AtomicU64::new(0);
+static FSYNCS: AtomicU64 = AtomicU64::new(0);
+static DIR_SYNCS: AtomicU64 = AtomicU64::new(0);
+static FAILED_FSYNCS: AtomicU64 = AtomicU64::new(0);
 
 /// One data directory on a power-loss mount, and what its broker acknowledged.
 struct Rig {
@@ -130,6 +133,15 @@ impl Rig {
     }
 }
 
+impl Drop for Rig {
+    fn drop(&mut self) {
+        let stats = self.fs.stats();
+        FSYNCS.fetch_add(stats.fsyncs, Ordering::Relaxed);
+        DIR_SYNCS.fetch_add(stats.dir_syncs, Ordering::Relaxed);
+        FAILED_FSYNCS.fetch_add(stats.failed_fsyncs, Ordering::Relaxed);
+    }
+}
+
 /// Waits until a restarting broker accepts clients; on failure prints the
 /// log of the run before the power loss too.
 fn wait_started(mut broker: ProcessBroker, label: &str, before: &str) -> ProcessBroker {
@@ -148,11 +160,14 @@ fn tail(log: &str, lines: usize) -> String {
 
 fn summary(scenario: &str) {
     eprintln!(
-        "powerloss {scenario}: done; totals so far in this binary: {} power losses, {} acknowledged records checked, {} group partitions' commits checked, {} restarts (all without repair)",
+        "powerloss {scenario}: done; totals so far in this binary: {} power losses, {} acknowledged records checked, {} group partitions' commits checked, {} restarts (all without repair); {} file fsyncs, {} directory fsyncs, {} failed on purpose",
         POWER_LOSSES.load(Ordering::Relaxed),
         RECORDS.load(Ordering::Relaxed),
         COMMITS.load(Ordering::Relaxed),
         RESTARTS.load(Ordering::Relaxed),
+        FSYNCS.load(Ordering::Relaxed),
+        DIR_SYNCS.load(Ordering::Relaxed),
+        FAILED_FSYNCS.load(Ordering::Relaxed),
     );
 }
 
@@ -272,6 +287,28 @@ async fn power_loss_inside_the_offsets_compaction_at_start() {
         rig.power_loss(broker, workload, &label).await;
     }
     summary("offsets compaction");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_after_failed_fsyncs() {
+    for seed in 0..rounds() {
+        let Some(mut rig) = Rig::new("failed fsyncs") else { return };
+        let mut broker = rig.start().await;
+        let mut rng = StdRng::seed_from_u64(400 + seed);
+        for cycle in 0..3 {
+            let workload = rig.workload(&broker, seed, cycle, false);
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
+            // The next syncs of one partition's files fail (a flush or a seal).
+            let partition = rng.gen_range(0..PARTITIONS);
+            let count = rng.gen_range(1..4);
+            let paths = vec![format!("/topics/{TOPIC}/{partition}/")];
+            rig.fs.fail_fsyncs(Some(FsyncFault { paths, count }));
+            tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
+            let label = format!("seed {seed} cycle {cycle}, {count} failed fsyncs in partition {partition}");
+            broker = rig.power_loss(broker, workload, &label).await;
+        }
+    }
+    summary("failed fsyncs");
 }
 
 /// Commits until the committed-offsets log is past the compaction
