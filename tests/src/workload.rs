@@ -27,7 +27,7 @@ use rand::{Rng, SeedableRng};
 use sluice_consumer::Consumer;
 use sluice_producer::{Producer, Record};
 use sluice_protocol::api::{
-    CommitOffset, DeleteTopicRequest, OffsetCommitRequest, OffsetFetchRequest, NO_OFFSET,
+    CommitOffset, DeleteTopicRequest, MetadataRequest, OffsetCommitRequest, OffsetFetchRequest, NO_OFFSET,
 };
 use sluice_protocol::client::Connection;
 use sluice_protocol::ErrorCode;
@@ -342,6 +342,7 @@ pub async fn check_invariants(
         checked.commits += check_commits(&conn, broker, group, commits, &ends, label).await;
     }
     check_resume(&conn, broker, &ends, label).await;
+    checked.topics += check_every_topic_whole(&conn, broker, label).await;
     for (topic, exists) in &acked.topics {
         let code = fetch_once(&conn, topic, 0, 0, 0).await.unwrap().error_code;
         let want = if *exists { ErrorCode::None } else { ErrorCode::UnknownTopic };
@@ -354,6 +355,34 @@ pub async fn check_invariants(
         checked.topics += 1;
     }
     checked
+}
+
+/// Every topic the broker lists has every partition, each readable at its
+/// start (a topic is created and deleted all or nothing). Returns the
+/// number of topics checked.
+async fn check_every_topic_whole(conn: &Connection, broker: &ProcessBroker, label: &str) -> usize {
+    let meta = conn.call(&MetadataRequest { topics: vec![] }).await.unwrap();
+    for topic in &meta.topics {
+        assert!(
+            topic.error_code.is_ok(),
+            "{label}: topic {} listed with {:?}\n{}",
+            topic.name,
+            topic.error_code,
+            broker.log_text()
+        );
+        assert!(!topic.partitions.is_empty(), "{label}: topic {} listed without partitions", topic.name);
+        for p in 0..topic.partitions.len() as u32 {
+            let code = fetch_once(conn, &topic.name, p, 0, 0).await.map(|r| r.error_code);
+            let readable = matches!(code, Ok(c) if c.is_ok() || c == ErrorCode::OffsetOutOfRange);
+            assert!(
+                readable,
+                "{label}: partition {}/{p} of a listed topic: {code:?}\n{}",
+                topic.name,
+                broker.log_text()
+            );
+        }
+    }
+    meta.topics.len()
 }
 
 /// The group's committed offsets: the last acknowledged one per partition
