@@ -99,6 +99,26 @@ impl Rig {
         Workload::start(broker.addr, options)
     }
 
+    /// Mounts, starts the broker, and seeds the scenario's generator.
+    async fn boot(scenario: &str, seed: u64) -> Option<(Self, ProcessBroker, StdRng)> {
+        let mut rig = Self::new(scenario)?;
+        let broker = rig.start().await;
+        Some((rig, broker, StdRng::seed_from_u64(seed)))
+    }
+
+    /// Starts the workload and lets it run for a random time in `pause_ms`.
+    async fn run_for(
+        &self,
+        broker: &ProcessBroker,
+        (seed, cycle): (u64, u32),
+        rng: &mut StdRng,
+        pause_ms: std::ops::Range<u64>,
+    ) -> Workload {
+        let workload = self.workload(broker, seed, cycle, false);
+        tokio::time::sleep(Duration::from_millis(rng.gen_range(pause_ms))).await;
+        workload
+    }
+
     /// Kills the broker, stops the clients, cuts the power (if no cut came
     /// first, now), restarts and checks every invariant. Returns the
     /// restarted broker.
@@ -187,12 +207,9 @@ async fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_at_random_moments() {
     for seed in 0..rounds() {
-        let Some(mut rig) = Rig::new("random") else { return };
-        let mut broker = rig.start().await;
-        let mut rng = StdRng::seed_from_u64(seed);
+        let Some((mut rig, mut broker, mut rng)) = Rig::boot("random", seed).await else { return };
         for cycle in 0..3 {
-            let workload = rig.workload(&broker, seed, cycle, false);
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(200..1000))).await;
+            let workload = rig.run_for(&broker, (seed, cycle), &mut rng, 200..1000).await;
             rig.fs.cut_now();
             // The broker goes on for a moment: all of that is lost.
             tokio::time::sleep(Duration::from_millis(rng.gen_range(0..200))).await;
@@ -228,9 +245,9 @@ async fn power_loss_during_the_first_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_inside_a_segment_roll() {
     for seed in 0..rounds() {
-        let Some(mut rig) = Rig::new("segment roll") else { return };
-        let mut broker = rig.start().await;
-        let mut rng = StdRng::seed_from_u64(200 + seed);
+        let Some((mut rig, mut broker, mut rng)) = Rig::boot("segment roll", 200 + seed).await else {
+            return;
+        };
         for cycle in 0..4 {
             // Producer snapshots and recovery points failing to sync (both
             // tolerated by the broker) leave the roll's own directory sync
@@ -238,8 +255,7 @@ async fn power_loss_inside_a_segment_roll() {
             let masking = vec![".producers".to_string(), "recovery-point".to_string()];
             let fault = (cycle % 2 == 1).then_some(FsyncFault { paths: masking, count: u64::MAX });
             rig.fs.fail_fsyncs(fault);
-            let workload = rig.workload(&broker, seed, cycle, false);
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+            let workload = rig.run_for(&broker, (seed, cycle), &mut rng, 50..300).await;
             let then_ops = rng.gen_range(0..40);
             rig.fs.arm_cut(CutTrigger {
                 op: Some(Op::Create),
@@ -293,12 +309,11 @@ async fn power_loss_inside_the_offsets_compaction_at_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_after_failed_fsyncs() {
     for seed in 0..rounds() {
-        let Some(mut rig) = Rig::new("failed fsyncs") else { return };
-        let mut broker = rig.start().await;
-        let mut rng = StdRng::seed_from_u64(400 + seed);
+        let Some((mut rig, mut broker, mut rng)) = Rig::boot("failed fsyncs", 400 + seed).await else {
+            return;
+        };
         for cycle in 0..3 {
-            let workload = rig.workload(&broker, seed, cycle, false);
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(100..500))).await;
+            let workload = rig.run_for(&broker, (seed, cycle), &mut rng, 100..500).await;
             // The next syncs of one partition's files fail (a flush or a seal).
             let partition = rng.gen_range(0..PARTITIONS);
             let count = rng.gen_range(1..4);
@@ -315,12 +330,9 @@ async fn power_loss_after_failed_fsyncs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn power_loss_inside_topic_create_and_delete() {
     for seed in 0..rounds() {
-        let Some(mut rig) = Rig::new("topic churn") else { return };
-        let mut broker = rig.start().await;
-        let mut rng = StdRng::seed_from_u64(500 + seed);
+        let Some((mut rig, mut broker, mut rng)) = Rig::boot("topic churn", 500 + seed).await else { return };
         for cycle in 0..3 {
-            let workload = rig.workload(&broker, seed, cycle, false);
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(50..300))).await;
+            let workload = rig.run_for(&broker, (seed, cycle), &mut rng, 50..300).await;
             let then_ops = rng.gen_range(0..30);
             // Odd cycles: a process crash at that operation instead (what was
             // written before it kept, synced or not).
