@@ -123,6 +123,11 @@ impl PowerFs {
         self.model().arm_cut(trigger);
     }
 
+    /// Arms an fsync fault that starts at a chosen moment (see [`CutTrigger`]).
+    pub fn arm_fault(&self, trigger: CutTrigger, fault: FsyncFault) {
+        self.model().arm_fault(trigger, fault);
+    }
+
     /// Whether the power has been cut since the last power loss: anything
     /// acknowledged while this is still false must survive it.
     pub fn cut_happened(&self) -> bool {

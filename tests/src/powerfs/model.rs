@@ -227,6 +227,8 @@ pub struct Model {
     trigger: Option<CutTrigger>,
     /// Operations left before the armed cut, once its trigger matched.
     countdown: Option<u64>,
+    /// Installed (instead of a cut) when the armed trigger fires.
+    fault_on_trigger: Option<FsyncFault>,
     fsync_fault: Option<FsyncFault>,
     fallocate_unsupported: bool,
     stats: Stats,
@@ -255,6 +257,7 @@ impl Model {
             cut: Arc::new(AtomicBool::new(false)),
             trigger: None,
             countdown: None,
+            fault_on_trigger: None,
             fsync_fault: None,
             fallocate_unsupported: false,
             stats: Stats::default(),

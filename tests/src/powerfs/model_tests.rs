@@ -228,3 +228,16 @@ fn a_crash_cut_keeps_everything_written_before_its_moment() {
     assert_eq!(m.read(a.ino, 0, 100).unwrap(), b"unsynced");
     assert_eq!(m.lookup(ROOT, name("b")), Err(FsError::NotFound));
 }
+
+#[test]
+fn a_fault_can_start_at_a_chosen_moment() {
+    let mut m = Model::new();
+    let f = durable_file(&mut m, b"a");
+    let at_rename = CutTrigger { op: Some(Op::Rename), ..CutTrigger::default() };
+    m.arm_fault(at_rename, FsyncFault { paths: vec![], count: 1 });
+    m.fsync(f).unwrap();
+    m.rename(ROOT, name("f"), ROOT, name("g")).unwrap();
+    assert_eq!(m.fsync(f), Err(FsError::Io));
+    m.fsync(f).unwrap();
+    assert!(!m.cut_flag().load(Ordering::SeqCst), "a fault, not a cut");
+}

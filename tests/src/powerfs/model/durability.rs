@@ -9,6 +9,14 @@ impl Model {
     pub fn arm_cut(&mut self, trigger: CutTrigger) {
         self.trigger = Some(trigger);
         self.countdown = None;
+        self.fault_on_trigger = None;
+    }
+
+    /// Arms `fault` to start failing fsyncs at the moment `trigger` names
+    /// (its `crash` is ignored), instead of cutting the power there.
+    pub fn arm_fault(&mut self, trigger: CutTrigger, fault: FsyncFault) {
+        self.arm_cut(trigger);
+        self.fault_on_trigger = Some(fault);
     }
 
     /// Cuts the power now: freezes the durable state (no-op if already cut).
@@ -56,10 +64,17 @@ impl Model {
             }
         }
         match self.countdown {
-            Some(0) => {
-                let crash = self.trigger.as_ref().is_some_and(|t| t.crash);
-                self.freeze(crash);
-            }
+            Some(0) => match self.fault_on_trigger.take() {
+                Some(fault) => {
+                    self.fsync_fault = Some(fault);
+                    self.trigger = None;
+                    self.countdown = None;
+                }
+                None => {
+                    let crash = self.trigger.as_ref().is_some_and(|t| t.crash);
+                    self.freeze(crash);
+                }
+            },
             Some(n) => self.countdown = Some(n - 1),
             None => {}
         }
