@@ -3,6 +3,9 @@
 //! client helpers. Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod powerfs;
+pub mod workload;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

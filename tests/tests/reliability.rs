@@ -3,20 +3,18 @@
 //! `SLUICE_CRASH_SEEDS=N` runs more by hand.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use rand::{Rng, SeedableRng};
 use sluice_broker::groups::store::{decode_key, decode_value};
-use sluice_consumer::Consumer;
-use sluice_producer::{Producer, Record};
-use sluice_protocol::api::{CommitOffset, OffsetCommitRequest, OffsetFetchRequest, NO_OFFSET};
+use sluice_protocol::api::{CommitOffset, OffsetCommitRequest, OffsetFetchRequest};
 use sluice_protocol::batch::{split_batches, BatchHeader, RecordBatch, HEADER_LEN};
 use sluice_protocol::ErrorCode;
-use sluice_tests::{create_topic, fetch_once, read_partition, ProcessBroker};
+use sluice_tests::workload::{self, Acked, Workload, WorkloadOptions, GROUP};
+use sluice_tests::{create_topic, fetch_once, ProcessBroker};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 const PARTITIONS: u32 = 3;
@@ -35,172 +33,20 @@ fn config_file(dir: &Path, fsync: &str) -> PathBuf {
     path
 }
 
-/// What the clients were told before the crash.
-#[derive(Debug, Default)]
-struct Acked {
-    /// (partition, offset) → value.
-    records: BTreeMap<(u32, u64), Bytes>,
-    /// Commits acknowledged, in order: (partition, offset).
-    commits: Vec<(u32, u64)>,
-}
-
-/// Producers (idempotent, durable) and a consumer group that commits after
-/// processing (a second member joins half-way: a rebalance), until the
-/// broker is killed at a seeded random moment.
+/// The shared workload (producers and a committing group) until the broker
+/// is killed at a seeded random moment.
 async fn run_until_killed(broker: &mut ProcessBroker, seed: u64) -> Acked {
-    let addr = broker.addr.to_string();
-    let acked = Arc::new(Mutex::new(Acked::default()));
-    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut tasks = Vec::new();
-    for w in 0..2u64 {
-        let (addr, acked) = (addr.clone(), Arc::clone(&acked));
-        tasks.push(tokio::spawn(async move {
-            let Ok(p) = Producer::builder()
-                .bootstrap(addr)
-                .linger(Duration::from_millis(1))
-                .batch_bytes(4096usize)
-                .retries(3u32)
-                .delivery_timeout(Duration::from_secs(3))
-                .build()
-                .await
-            else {
-                return;
-            };
-            let mut rng = rand::rngs::StdRng::seed_from_u64(seed * 31 + w);
-            for i in 0..1_000_000u64 {
-                let value = Bytes::from(format!("{w}-{i}-{}", "x".repeat(rng.gen_range(0..300))));
-                let Ok(f) =
-                    p.send(Record::new("t", value.clone()).key(format!("{}", rng.gen_range(0..100)))).await
-                else {
-                    return;
-                };
-                match f.await {
-                    Ok(m) => {
-                        acked.lock().unwrap().records.insert((m.partition, m.offset), value);
-                    }
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
-    for member in 0..2u64 {
-        let (addr, acked) = (addr.clone(), Arc::clone(&acked));
-        let delay = rng.gen_range(0..300);
-        tasks.push(tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_millis(delay * member)).await;
-            let Ok(c) = Consumer::builder()
-                .bootstrap(addr)
-                .group("g")
-                .subscribe(["t"])
-                .session_timeout(Duration::from_millis(1000))
-                .fetch_max_wait(Duration::from_millis(50))
-                .enable_auto_commit(false)
-                .build()
-                .await
-            else {
-                return;
-            };
-            loop {
-                let Ok(records) = c.poll(Duration::from_millis(50)).await else { return };
-                let mut last: HashMap<u32, u64> = HashMap::new();
-                for r in &records {
-                    last.insert(r.partition, r.offset + 1);
-                }
-                // "Processing" done: commit exactly what was processed.
-                let offsets: Vec<_> = last.iter().map(|(p, o)| (("t".to_string(), *p), *o)).collect();
-                match c.commit_offsets(offsets.clone()).await {
-                    Ok(()) => {
-                        acked.lock().unwrap().commits.extend(offsets.iter().map(|((_, p), o)| (*p, *o)))
-                    }
-                    Err(sluice_consumer::ConsumerError::Commit { .. }) => {}
-                    Err(_) => return,
-                }
-            }
-        }));
-    }
-    tokio::time::sleep(Duration::from_millis(rng.gen_range(300..1200))).await;
+    let mut workload = Workload::start(broker.addr, WorkloadOptions::new(seed, PARTITIONS));
+    tokio::time::sleep(Duration::from_millis(workload.rng.gen_range(300..1200))).await;
     broker.kill9();
     // Nothing can be acknowledged once the broker is dead; stop the clients.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    for t in &tasks {
-        t.abort();
-    }
-    for t in tasks {
-        let _ = t.await;
-    }
-    let mut guard = acked.lock().unwrap();
-    std::mem::take(&mut *guard)
+    workload.stop().await
 }
 
 /// Checks every invariant after a restart; returns (records checked, commits checked).
 async fn check_invariants(broker: &ProcessBroker, acked: &Acked, label: &str) -> (usize, usize) {
-    let conn = broker.connect().await;
-    let mut seen_values = HashSet::new();
-    let mut checked = 0;
-    let mut ends = HashMap::new();
-    for p in 0..PARTITIONS {
-        let start = fetch_once(&conn, "t", p, 0, 0).await.unwrap().log_start_offset;
-        let mut stored: HashMap<u64, Bytes> = HashMap::new();
-        let mut expected = start;
-        for batch in read_partition(&conn, "t", p, start).await {
-            assert_eq!(batch.header().base_offset, expected, "{label}: offsets dense in partition {p}");
-            expected = batch.header().next_offset();
-            for r in batch.records().unwrap().to_owned_records().unwrap() {
-                let v = r.value.unwrap();
-                assert!(
-                    seen_values.insert(v.clone()),
-                    "{label}: duplicate record {v:?} (idempotence broken)"
-                );
-                stored.insert(r.offset, v);
-            }
-        }
-        ends.insert(p, expected);
-        for ((ap, offset), value) in acked.records.range((p, start)..(p + 1, 0)) {
-            assert_eq!(*ap, p);
-            let got = stored.get(offset).unwrap_or_else(|| {
-                panic!("{label}: acknowledged record {p}/{offset} lost\n{}", broker.log_text())
-            });
-            assert_eq!(got, value, "{label}: record {p}/{offset} changed");
-            checked += 1;
-        }
-    }
-    let committed = conn.call(&OffsetFetchRequest { group: "g".into(), partitions: vec![] }).await.unwrap();
-    let committed: HashMap<u32, u64> =
-        committed.offsets.iter().filter(|o| o.offset != NO_OFFSET).map(|o| (o.partition, o.offset)).collect();
-    let mut last_acked: HashMap<u32, u64> = HashMap::new();
-    for (p, o) in &acked.commits {
-        last_acked.insert(*p, *o);
-    }
-    for (p, acked_commit) in &last_acked {
-        let now = committed
-            .get(p)
-            .copied()
-            .unwrap_or_else(|| panic!("{label}: acknowledged commit of partition {p} lost"));
-        assert!(
-            now >= *acked_commit || acked.commits.iter().any(|(cp, co)| cp == p && *co == now),
-            "{label}: committed offset of {p} went back to {now} from {acked_commit}"
-        );
-        assert!(now <= ends[p], "{label}: committed offset {now} beyond log end {}", ends[p]);
-    }
-    // A consumer resumes at the committed offset.
-    if let Some((&p, &from)) = committed.iter().find(|(p, o)| **o < ends[*p]) {
-        let c = Consumer::builder()
-            .bootstrap(broker.addr.to_string())
-            .group("g")
-            .assign([("t", p)])
-            .enable_auto_commit(false)
-            .build()
-            .await
-            .unwrap();
-        let first = c.poll(Duration::from_secs(10)).await.unwrap();
-        let start = fetch_once(&conn, "t", p, 0, 0).await.unwrap().log_start_offset;
-        assert_eq!(
-            first.first().map(|r| r.offset),
-            Some(from.max(start)),
-            "{label}: consumer resumes at the committed offset"
-        );
-    }
-    (checked, last_acked.len())
+    let checked = workload::check_invariants(broker, acked, PARTITIONS, label).await;
+    (checked.records, checked.commits)
 }
 
 async fn start(dir: &Path, fsync: &str) -> ProcessBroker {
@@ -276,7 +122,7 @@ fn damage_after(dir: &Path, keep_through: Option<u64>, how: Damage, rng: &mut im
 
 /// The offsets-log offset of the last record carrying an acknowledged commit.
 fn last_acked_commit_offset(dir: &Path, acked: &Acked) -> Option<u64> {
-    let wanted: HashSet<(u32, u64)> = acked.commits.iter().copied().collect();
+    let wanted: HashSet<(u32, u64)> = acked.commits_of(GROUP).iter().copied().collect();
     let mut found = None;
     let mut logs: Vec<PathBuf> = std::fs::read_dir(dir)
         .ok()?
@@ -322,8 +168,12 @@ async fn simulated_power_loss_loses_nothing_acknowledged() {
                 // and records served to consumers (below the high watermark,
                 // flushed in `always` and `interval` modes).
                 let produced = acked.records.range((p, 0)..(p + 1, 0)).next_back().map(|((_, o), _)| *o);
-                let consumed =
-                    acked.commits.iter().filter(|(cp, _)| *cp == p).map(|(_, o)| o.saturating_sub(1)).max();
+                let consumed = acked
+                    .commits_of(GROUP)
+                    .iter()
+                    .filter(|(cp, _)| *cp == p)
+                    .map(|(_, o)| o.saturating_sub(1))
+                    .max();
                 let keep = produced.max(consumed);
                 damage_after(&data.join("topics/t").join(p.to_string()), keep, how, &mut rng);
             }
