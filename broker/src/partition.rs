@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::errors::BrokerError;
 use crate::metrics::{Metrics, PartitionCounters};
-use crate::storage::{AppendInfo, DiskSpace, FsyncPolicy, Log, LogConfig, StorageError};
+use crate::storage::{AppendInfo, FsyncPolicy, Log, LogConfig, StorageError};
 
 /// First wait before reopening a failed log again.
 const REOPEN_BACKOFF_MIN: Duration = Duration::from_millis(50);
@@ -464,11 +464,11 @@ impl Partition {
         }
         // Appends that passed the failed check before it was set finish first.
         drop(write(&self.log));
-        let (dir, config) = (self.dir.clone(), self.config());
-        // Partitions' logs are opened on the real disk (topics.rs).
-        let opened = tokio::task::spawn_blocking(move || Log::open(&dir, config, DiskSpace::Real))
-            .await
-            .map_err(|e| StorageError::Io {
+        // Cut back to where the failed log was durable: the failing disk may
+        // have refused the `failed-sync` marker too.
+        let failed = self.log();
+        let opened =
+            tokio::task::spawn_blocking(move || failed.reopen()).await.map_err(|e| StorageError::Io {
                 op: "open",
                 path: self.dir.clone(),
                 source: std::io::Error::other(e.to_string()),

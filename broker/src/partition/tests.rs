@@ -13,6 +13,7 @@ use sluice_protocol::batch::{BatchBuilder, RecordBatch};
 use sluice_protocol::ErrorCode;
 
 use super::*;
+use crate::storage::DiskSpace;
 
 fn batch(records: usize) -> RecordBatch {
     let mut b = BatchBuilder::new();

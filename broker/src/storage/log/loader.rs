@@ -23,7 +23,7 @@ use super::{
 };
 use crate::storage::files::{FileName, SegmentFile};
 use crate::storage::segment::SegmentOptions;
-use crate::storage::{DiskSpace, LogConfig, StorageError};
+use crate::storage::{DiskSpace, FsyncPolicy, LogConfig, StorageError};
 
 /// What a partition directory holds.
 #[derive(Debug, Default)]
@@ -149,6 +149,30 @@ impl Log {
         config: LogConfig,
         space: DiskSpace,
     ) -> Result<(Self, RecoveryReport), StorageError> {
+        Self::open_cut(dir, config, space, None)
+    }
+
+    /// Opens this failed log's directory again, cut back to the offset it
+    /// was durable up to when its sync failed (unless its policy is
+    /// `never`: readers may hold bytes past it, and nothing was promised).
+    /// Unlike a plain [`open`](Self::open), it does not depend on the
+    /// `failed-sync` marker having reached the disk: the failing disk may
+    /// have refused that write too.
+    ///
+    /// # Errors
+    /// As [`open`](Self::open).
+    pub fn reopen(&self) -> Result<(Self, RecoveryReport), StorageError> {
+        let config = self.config();
+        let cut = (!matches!(config.fsync, FsyncPolicy::Never)).then(|| self.durable_offset());
+        Self::open_cut(&self.dir, config, self.space.clone(), cut)
+    }
+
+    fn open_cut(
+        dir: &Path,
+        config: LogConfig,
+        space: DiskSpace,
+        cut: Option<u64>,
+    ) -> Result<(Self, RecoveryReport), StorageError> {
         durable::create_dir_durably(dir)?;
         let opts = segment_options(&config, &space);
         let Listing { bases, mut snapshots } = list(dir)?;
@@ -196,7 +220,11 @@ impl Log {
             flush.last_checkpoint = None;
             Log::checkpoint(dir, &mut flush, checkpointed)?;
         }
-        if let Some(durable_offset) = read_failed_sync(dir) {
+        let cut = match (read_failed_sync(dir), cut) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        if let Some(durable_offset) = cut {
             if log.log_end_offset() > durable_offset {
                 log.truncate_to(durable_offset)?;
             }
