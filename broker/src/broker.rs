@@ -64,12 +64,8 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, BrokerError> {
         .write(true)
         .open(&path)
         .map_err(io("open"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        BrokerError::Internal(format!(
-            "data directory {} is in use by another sluice process",
-            data_dir.display()
-        ))
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| BrokerError::DataDirLocked { path: data_dir.to_owned() })?;
     Ok(file)
 }
 
@@ -93,13 +89,13 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
         }
         Ok(text) => {
             let meta: Meta = serde_json::from_str(&text)
-                .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
+                .map_err(|source| BrokerError::BadSettingsFile { path: path.clone(), source })?;
             if meta.format_version != FORMAT_VERSION {
-                return Err(BrokerError::Internal(format!(
-                    "{} has format version {}; this broker reads version {FORMAT_VERSION}",
-                    path.display(),
-                    meta.format_version
-                )));
+                return Err(BrokerError::FormatMismatch {
+                    path,
+                    found: meta.format_version,
+                    expected: FORMAT_VERSION,
+                });
             }
             Ok(())
         }

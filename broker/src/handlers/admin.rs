@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
+    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
     DeleteTopicRequest, DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse,
     PartitionMetadata, StatusResponse, TopicMetadata,
 };
@@ -16,6 +16,11 @@ use crate::topics::Topic;
 
 fn pairs(configs: Vec<ConfigEntry>) -> Vec<(String, String)> {
     configs.into_iter().map(|c| (c.key, c.value)).collect()
+}
+
+/// The api versions the broker speaks.
+pub fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse { apis: supported_apis() }
 }
 
 /// Creates a topic.

@@ -8,11 +8,11 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    DeleteGroupRequest, DeleteGroupResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
-    OffsetCommitRequest, OffsetCommitResponse, ResetOffsetsRequest, ResetOffsetsResponse,
+    DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
+    GroupHeartbeatRequest, GroupHeartbeatResponse, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ResetOffsetsRequest, ResetOffsetsResponse,
+    LEAVE_EPOCH,
 };
-
-use sluice_protocol::api::LEAVE_EPOCH;
 
 use super::blocking;
 use crate::broker::Broker;
@@ -48,6 +48,24 @@ pub async fn commit(
     req: OffsetCommitRequest,
 ) -> Result<OffsetCommitResponse, BrokerError> {
     blocking(move || broker.groups.commit(&broker.topics, req, broker.config.max_groups)).await
+}
+
+/// Reads committed offsets (in memory: answered on the async worker).
+pub async fn fetch_offsets(broker: Arc<Broker>, req: OffsetFetchRequest) -> Result<OffsetFetchResponse, BrokerError> {
+    Ok(broker.groups.fetch_offsets(&req))
+}
+
+/// Lists the groups with members or offsets (in memory).
+pub async fn list(broker: Arc<Broker>) -> Result<ListGroupsResponse, BrokerError> {
+    Ok(ListGroupsResponse { groups: broker.groups.list() })
+}
+
+/// Describes a group: members, committed offsets and lag (in memory).
+pub async fn describe(
+    broker: Arc<Broker>,
+    req: DescribeGroupRequest,
+) -> Result<DescribeGroupResponse, BrokerError> {
+    broker.groups.describe(&broker.topics, &req.group)
 }
 
 /// Moves a memberless group's offsets.
