@@ -213,11 +213,19 @@ mod tests {
             (GroupError::UnknownMember { group: group(), member: "m".into() }, ErrorCode::UnknownMemberId),
             (GroupError::MemberRequired { group: group() }, ErrorCode::UnknownMemberId),
             (
-                GroupError::StaleMemberEpoch { group: group(), member: "m".into(), topic: "t".into(), partition: 0 },
+                GroupError::StaleMemberEpoch {
+                    group: group(),
+                    member: "m".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                },
                 ErrorCode::StaleMemberEpoch,
             ),
             (GroupError::NotEmpty { group: group(), members: 1, action: "x" }, ErrorCode::GroupNotEmpty),
-            (GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 }, ErrorCode::TooManyGroups),
+            (
+                GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 },
+                ErrorCode::TooManyGroups,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(BrokerError::from(e).code(), code);

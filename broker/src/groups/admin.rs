@@ -6,10 +6,6 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_protocol::api::{
-    DescribeGroupResponse, MemberDescription, OffsetChange, PartitionLag, ResetOffsetsRequest, ResetSpec,
-    NO_OFFSET,
-};
 use super::assign::Tp;
 use super::group::{group_tps, Group};
 use super::store::{Committed, OffsetKey};
@@ -17,6 +13,10 @@ use super::{offset_entries, validate_group, Coordinator, GroupError};
 use crate::errors::BrokerError;
 use crate::partition::Partition;
 use crate::topics::{Topic, Topics};
+use sluice_protocol::api::{
+    DescribeGroupResponse, MemberDescription, OffsetChange, PartitionLag, ResetOffsetsRequest, ResetSpec,
+    NO_OFFSET,
+};
 
 fn unknown(name: &str) -> BrokerError {
     GroupError::UnknownGroup { group: name.to_owned() }.into()
@@ -48,9 +48,14 @@ fn reset_target(part: &Partition, spec: &ResetSpec, previous: Option<u64>) -> Re
 
 /// The changes `req` makes to `group`'s offsets of `topic`: every partition
 /// the request names (all when it names none).
-fn plan_reset(group: &Group, topic: &Topic, req: &ResetOffsetsRequest) -> Result<Vec<OffsetChange>, BrokerError> {
+fn plan_reset(
+    group: &Group,
+    topic: &Topic,
+    req: &ResetOffsetsRequest,
+) -> Result<Vec<OffsetChange>, BrokerError> {
     let count = topic.partitions.len() as u32;
-    let partitions: Vec<u32> = if req.partitions.is_empty() { (0..count).collect() } else { req.partitions.clone() };
+    let partitions: Vec<u32> =
+        if req.partitions.is_empty() { (0..count).collect() } else { req.partitions.clone() };
     partitions
         .into_iter()
         .map(|p| {
@@ -154,7 +159,11 @@ impl Coordinator {
         if req.dry_run || changes.is_empty() {
             return Ok(changes);
         }
-        let committed = |c: &OffsetChange| Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) };
+        let committed = |c: &OffsetChange| Committed {
+            offset: c.new,
+            metadata: String::new(),
+            topic_id: Some(topic.id()),
+        };
         let offsets: Vec<(Tp, Committed)> =
             changes.iter().map(|c| ((c.topic.clone(), c.partition), committed(c))).collect();
         let sync_to = self.store.append(&offset_entries(&req.group, &offsets))?;

@@ -156,10 +156,10 @@ impl Group {
                 false => Err(GroupError::MemberRequired { group: group.to_owned() }),
             };
         }
-        self.members
-            .get_key_value(member_id)
-            .map(Some)
-            .ok_or_else(|| GroupError::UnknownMember { group: group.to_owned(), member: member_id.to_owned() })
+        self.members.get_key_value(member_id).map(Some).ok_or_else(|| GroupError::UnknownMember {
+            group: group.to_owned(),
+            member: member_id.to_owned(),
+        })
     }
 
     pub(super) fn refresh_target(&mut self, counts: BTreeMap<String, u32>) {
@@ -237,7 +237,11 @@ impl Group {
         if self.remove_member(member_id) {
             tracing::info!(%group, member = %member_id, "member left");
         }
-        GroupHeartbeatResponse { member_id: member_id.to_owned(), member_epoch: LEAVE_EPOCH, ..Default::default() }
+        GroupHeartbeatResponse {
+            member_id: member_id.to_owned(),
+            member_epoch: LEAVE_EPOCH,
+            ..Default::default()
+        }
     }
 
     /// The heartbeating member's id: a joining member (empty id) is added
@@ -252,7 +256,9 @@ impl Group {
         if !req.member_id.is_empty() {
             return match self.members.contains_key(&req.member_id) {
                 true => Ok(req.member_id.clone()),
-                false => Err(GroupError::UnknownMember { group: req.group.clone(), member: req.member_id.clone() }),
+                false => {
+                    Err(GroupError::UnknownMember { group: req.group.clone(), member: req.member_id.clone() })
+                }
             };
         }
         let id = new_id();
@@ -295,8 +301,10 @@ impl Group {
     /// its target.
     fn rebalance(&mut self, id: &str, counts: &dyn PartitionCounts, now: Instant) {
         let subscribed: BTreeSet<&String> = self.members.values().flat_map(|m| m.topics.iter()).collect();
-        let counts =
-            subscribed.into_iter().filter_map(|t| counts.partition_count(t).map(|n| (t.clone(), n))).collect();
+        let counts = subscribed
+            .into_iter()
+            .filter_map(|t| counts.partition_count(t).map(|n| (t.clone(), n)))
+            .collect();
         self.refresh_target(counts);
         for m in self.members.values_mut() {
             m.revoking.retain(|_, deadline| now < *deadline);

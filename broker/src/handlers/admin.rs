@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicRequest, DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse,
-    PartitionMetadata, StatusResponse, TopicMetadata,
+    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry,
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, FailedTopic,
+    GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata, StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 

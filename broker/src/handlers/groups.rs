@@ -51,7 +51,10 @@ pub async fn commit(
 }
 
 /// Reads committed offsets (in memory: answered on the async worker).
-pub async fn fetch_offsets(broker: Arc<Broker>, req: OffsetFetchRequest) -> Result<OffsetFetchResponse, BrokerError> {
+pub async fn fetch_offsets(
+    broker: Arc<Broker>,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, BrokerError> {
     Ok(broker.groups.fetch_offsets(&req))
 }
 

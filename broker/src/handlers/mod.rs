@@ -14,9 +14,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sluice_protocol::api::{
-    encode_error, encode_response, ApiKey, Message, RequestBody, RequestHeader,
-};
+use sluice_protocol::api::{encode_error, encode_response, ApiKey, Message, RequestBody, RequestHeader};
 use sluice_protocol::{ErrorCode, Reader};
 
 use crate::broker::Broker;
