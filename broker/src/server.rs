@@ -38,6 +38,10 @@ pub struct Server {
 
 impl Server {
     /// Opens the data directory, binds the listener and starts serving.
+    ///
+    /// # Errors
+    /// `Listen` when the client or admin address cannot be bound; what
+    /// [`Broker::open`] refuses.
     pub async fn start(config: BrokerConfig) -> Result<(Self, LoadReport), BrokerError> {
         let listen = config.listen.clone();
         let shutdown = CancellationToken::new();
@@ -90,6 +94,9 @@ impl Server {
 
     /// Waits for the server to stop after [`shutdown`](Self::shutdown):
     /// connections drained, partitions flushed and closed cleanly.
+    ///
+    /// # Errors
+    /// What closing the broker reports ([`Broker::close`]).
     pub async fn wait(self) -> Result<(), BrokerError> {
         self.task.await.map_err(|e| BrokerError::Internal(e.to_string()))?
     }

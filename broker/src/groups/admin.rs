@@ -77,6 +77,10 @@ fn plan_reset(
 
 impl Coordinator {
     /// State, members, and per-partition committed offset, log end and lag.
+    ///
+    /// # Errors
+    /// `Group` (`UnknownGroup`) when the group has neither members nor
+    /// offsets, or was deleted.
     pub fn describe(&self, topics: &Topics, name: &str) -> Result<DescribeGroupResponse, BrokerError> {
         let slot = self.slot(name).ok_or_else(|| unknown(name))?;
         let mut g = slot.lock();
@@ -174,6 +178,10 @@ impl Coordinator {
     }
 
     /// Deletes a group without members, and its offsets. Blocking.
+    ///
+    /// # Errors
+    /// `Group` when the group is unknown or has members; `Storage` when
+    /// the offsets log fails.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let slot = self.slot(name).ok_or_else(|| unknown(name))?;
         let mut group = slot.lock();
@@ -205,6 +213,9 @@ impl Coordinator {
     /// After recovery: a committed offset past its partition's end (data
     /// lost with `fsync = never`) is moved back to the end, so consumers
     /// resume at the next record written instead of skipping it. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the corrections cannot be written to the offsets log.
     pub fn clamp_to_log_ends(&self, topics: &Topics) -> Result<(), BrokerError> {
         let mut fixes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
         for (name, slot) in self.slots() {

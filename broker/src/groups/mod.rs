@@ -155,6 +155,9 @@ pub struct Coordinator {
 
 impl Coordinator {
     /// Opens the offsets store and rebuilds the groups from it. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the offsets log cannot be opened or recovered.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, BrokerError> {
         let (store, offsets) = OffsetStore::open(data_dir)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -181,6 +184,9 @@ impl Coordinator {
 
     /// The group's slot, created when it does not exist and fewer than
     /// `max_groups` exist (after dropping unused groups, when at the limit).
+    ///
+    /// # Errors
+    /// `Group`: `InvalidGroupId` for a bad name, `TooManyGroups` at the limit.
     pub fn slot_or_create(&self, name: &str, max_groups: usize) -> Result<Arc<Slot>, BrokerError> {
         validate_group(name)?;
         if let Some(slot) = self.slot(name) {
@@ -351,6 +357,9 @@ impl Coordinator {
     }
 
     /// Flushes and closes the offsets log. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the final flush fails.
     pub fn close(&self) -> Result<(), BrokerError> {
         Ok(self.store.close()?)
     }

@@ -24,6 +24,9 @@ pub fn api_versions() -> ApiVersionsResponse {
 }
 
 /// Creates a topic.
+///
+/// # Errors
+/// What [`Broker::create_topic`] refuses.
 pub async fn create_topic(
     broker: Arc<Broker>,
     req: CreateTopicRequest,
@@ -35,6 +38,9 @@ pub async fn create_topic(
 }
 
 /// Deletes a topic.
+///
+/// # Errors
+/// `UnknownTopic`, or `Storage` when its files cannot be removed.
 pub async fn delete_topic(
     broker: Arc<Broker>,
     req: DeleteTopicRequest,
@@ -47,6 +53,10 @@ pub async fn delete_topic(
 }
 
 /// Changes a live topic's settings.
+///
+/// # Errors
+/// `UnknownTopic`, `InvalidConfig`, or `Storage` when `topic.json`
+/// cannot be written.
 pub async fn alter_topic(
     broker: Arc<Broker>,
     req: AlterTopicRequest,
@@ -121,6 +131,9 @@ pub fn status(broker: &Broker) -> StatusResponse {
 /// Describes the named topics (each distinct name once, in the order first
 /// named: naming a large topic many times does not multiply the response),
 /// or all of them.
+///
+/// # Errors
+/// None: an unknown topic is answered in its entry.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()
