@@ -237,7 +237,7 @@ impl Coordinator {
     }
 
     /// Joins, heartbeats or leaves group `slot` (from
-    /// [`slot_or_create`](Self::slot_or_create)): [`Group::heartbeat`] under
+    /// [`slot_or_create`](Self::slot_or_create)): `Group::heartbeat` under
     /// the group's lock. Blocking: may recompute the group's assignment; run
     /// it on a blocking thread, in the group's [`turn`](Slot::turn).
     ///
