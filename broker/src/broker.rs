@@ -64,12 +64,8 @@ fn lock_data_dir(data_dir: &Path) -> Result<std::fs::File, BrokerError> {
         .write(true)
         .open(&path)
         .map_err(io("open"))?;
-    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive).map_err(|_| {
-        BrokerError::Internal(format!(
-            "data directory {} is in use by another sluice process",
-            data_dir.display()
-        ))
-    })?;
+    rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive)
+        .map_err(|_| BrokerError::DataDirLocked { path: data_dir.to_owned() })?;
     Ok(file)
 }
 
@@ -93,13 +89,13 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
         }
         Ok(text) => {
             let meta: Meta = serde_json::from_str(&text)
-                .map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))?;
+                .map_err(|source| BrokerError::BadSettingsFile { path: path.clone(), source })?;
             if meta.format_version != FORMAT_VERSION {
-                return Err(BrokerError::Internal(format!(
-                    "{} has format version {}; this broker reads version {FORMAT_VERSION}",
-                    path.display(),
-                    meta.format_version
-                )));
+                return Err(BrokerError::FormatMismatch {
+                    path,
+                    found: meta.format_version,
+                    expected: FORMAT_VERSION,
+                });
             }
             Ok(())
         }
@@ -111,6 +107,12 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
 impl Broker {
     /// Opens the data directory (recovering what needs it) and starts the
     /// background tasks.
+    ///
+    /// # Errors
+    /// `InvalidConfig`; `DataDirLocked` when another broker uses the data
+    /// directory; `FormatMismatch` or `BadSettingsFile` for a `meta.json`
+    /// this broker cannot read; `Storage` when the directory, the offsets
+    /// log or a topic listing cannot be opened.
     pub async fn open(
         config: BrokerConfig,
         shutdown: CancellationToken,
@@ -159,6 +161,10 @@ impl Broker {
 
     /// The partition `index` of `topic` (auto-creating the topic when the
     /// broker allows it).
+    ///
+    /// # Errors
+    /// `UnknownTopic` (when not auto-created), `UnknownPartition`, or what
+    /// [`create_topic`](Self::create_topic) refuses.
     pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
         let t = match self.topics.get(topic) {
             Some(t) => t,
@@ -193,6 +199,11 @@ impl Broker {
 
     /// Creates a topic with the broker's defaults overridden by `configs`.
     /// Blocking (creates files).
+    ///
+    /// # Errors
+    /// `InvalidPartitions`, `InvalidTopicName`, `InvalidConfig`,
+    /// `TopicAlreadyExists`, `OpenFileLimit`, or `Storage` when its files
+    /// cannot be created.
     pub fn create_topic(
         &self,
         name: &str,
@@ -219,6 +230,10 @@ impl Broker {
 
     /// Deletes a topic, then its committed offsets (a crash in between is
     /// settled on the next start, see `groups::topic_ids`). Blocking.
+    ///
+    /// # Errors
+    /// `UnknownTopic`, or `Storage` when its files or its offsets cannot be
+    /// removed.
     pub fn delete_topic(&self, name: &str) -> Result<(), BrokerError> {
         self.topics.delete(name)?;
         tracing::info!(topic = name, "topic deleted");
@@ -263,6 +278,9 @@ impl Broker {
 
     /// Stops background tasks, flushes and closes every partition (writing
     /// clean-shutdown markers). Call after connections have drained.
+    ///
+    /// # Errors
+    /// `Storage` when a partition or the offsets log fails its final flush.
     pub async fn close(self: &Arc<Self>) -> Result<(), BrokerError> {
         self.shutdown.cancel();
         self.tasks.close();

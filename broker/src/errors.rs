@@ -1,9 +1,14 @@
 //! The broker's error type and the one place that maps internal errors to
-//! wire error codes.
+//! wire error codes. The mapping matches every variant of every layer's
+//! error (no catch-all arm), so a new variant does not compile until it is
+//! given its code here.
+
+use std::path::PathBuf;
 
 use sluice_protocol::batch::BatchError;
 use sluice_protocol::ErrorCode;
 
+use crate::groups::GroupError;
 use crate::storage::{SequenceError, StorageError};
 
 /// Why a request failed.
@@ -69,9 +74,53 @@ pub enum BrokerError {
     /// The broker is stopping.
     #[error("the broker is shutting down")]
     ShuttingDown,
-    /// A consumer-group error, with its code and explanation.
-    #[error("{1}")]
-    Group(ErrorCode, String),
+    /// A consumer-group request was refused.
+    #[error(transparent)]
+    Group(#[from] GroupError),
+    /// Another process holds the data directory's lock.
+    #[error("data directory {} is in use by another sluice process", path.display())]
+    DataDirLocked {
+        /// The data directory.
+        path: PathBuf,
+    },
+    /// The data directory was written in a format this broker does not read.
+    #[error("{} has format version {found}; this broker reads version {expected}", path.display())]
+    FormatMismatch {
+        /// The `meta.json` file.
+        path: PathBuf,
+        /// The version it holds.
+        found: u32,
+        /// The version this broker reads.
+        expected: u32,
+    },
+    /// A settings file (`meta.json`, `topic.json`) does not parse.
+    #[error("{}: {source}", path.display())]
+    BadSettingsFile {
+        /// The file.
+        path: PathBuf,
+        /// Why it does not parse.
+        #[source]
+        source: serde_json::Error,
+    },
+    /// A topic directory's `topic.json` names another topic.
+    #[error("{} names topic `{named}`, not its directory's `{dir}`", path.display())]
+    TopicDirMismatch {
+        /// The `topic.json` file.
+        path: PathBuf,
+        /// The topic it names.
+        named: String,
+        /// The directory's name.
+        dir: String,
+    },
+    /// A listener could not be opened (the address is taken or invalid).
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address asked for.
+        addr: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// A bug or an unexpected failure; the log has details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -92,21 +141,52 @@ impl BrokerError {
             BrokerError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             BrokerError::Timeout(_) => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,
-            BrokerError::Group(code, _) => *code,
-            BrokerError::Internal(_) => ErrorCode::Unknown,
-            BrokerError::Storage(e) => match e {
-                StorageError::NoSpace { .. } => ErrorCode::NotEnoughSpace,
-                StorageError::CorruptBatch { .. } | StorageError::InvalidBatch(_) => ErrorCode::CorruptBatch,
-                StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
-                StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
-                StorageError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
-                StorageError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
-                StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
-                StorageError::Closed => ErrorCode::BrokerNotAvailable,
-                StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageError,
-                _ => ErrorCode::Unknown,
-            },
+            BrokerError::Group(e) => group_code(e),
+            BrokerError::Storage(e) => storage_code(e),
+            // Start-up failures: no client hears of them.
+            BrokerError::DataDirLocked { .. }
+            | BrokerError::FormatMismatch { .. }
+            | BrokerError::BadSettingsFile { .. }
+            | BrokerError::TopicDirMismatch { .. }
+            | BrokerError::Listen { .. }
+            | BrokerError::Internal(_) => ErrorCode::Unknown,
         }
+    }
+}
+
+fn storage_code(e: &StorageError) -> ErrorCode {
+    match e {
+        StorageError::NoSpace { .. } => ErrorCode::NotEnoughSpace,
+        StorageError::CorruptBatch { .. } | StorageError::InvalidBatch(_) => ErrorCode::CorruptBatch,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::BatchTooLarge { .. } => ErrorCode::BatchTooLarge,
+        StorageError::InvalidTimestamp { .. } => ErrorCode::InvalidTimestamp,
+        StorageError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
+        StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
+        StorageError::Closed => ErrorCode::BrokerNotAvailable,
+        StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageError,
+        StorageError::ReadersActive { .. } => ErrorCode::Unknown,
+    }
+}
+
+impl GroupError {
+    /// The wire code for this error (a commit's per-partition results use
+    /// it without a `BrokerError`).
+    pub fn code(&self) -> ErrorCode {
+        group_code(self)
+    }
+}
+
+fn group_code(e: &GroupError) -> ErrorCode {
+    match e {
+        GroupError::InvalidGroupId { .. } => ErrorCode::InvalidGroupId,
+        GroupError::UnknownGroup { .. } => ErrorCode::UnknownGroup,
+        GroupError::Deleted { .. } | GroupError::UnknownMember { .. } | GroupError::MemberRequired { .. } => {
+            ErrorCode::UnknownMemberId
+        }
+        GroupError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
+        GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
+        GroupError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
     }
 }
 
@@ -121,5 +201,46 @@ mod tests {
         let range = StorageError::OffsetOutOfRange { offset: 9, log_start_offset: 0, log_end_offset: 3 };
         assert_eq!(BrokerError::from(range).code(), ErrorCode::OffsetOutOfRange);
         assert_eq!(BrokerError::CorruptBatch(BatchError::Empty).code(), ErrorCode::CorruptBatch);
+    }
+
+    #[test]
+    fn group_errors_map_to_their_codes() {
+        let group = || "g".to_owned();
+        let cases = [
+            (GroupError::InvalidGroupId { name: String::new() }, ErrorCode::InvalidGroupId),
+            (GroupError::UnknownGroup { group: group() }, ErrorCode::UnknownGroup),
+            (GroupError::Deleted { group: group() }, ErrorCode::UnknownMemberId),
+            (GroupError::UnknownMember { group: group(), member: "m".into() }, ErrorCode::UnknownMemberId),
+            (GroupError::MemberRequired { group: group() }, ErrorCode::UnknownMemberId),
+            (
+                GroupError::StaleMemberEpoch {
+                    group: group(),
+                    member: "m".into(),
+                    topic: "t".into(),
+                    partition: 0,
+                },
+                ErrorCode::StaleMemberEpoch,
+            ),
+            (GroupError::NotEmpty { group: group(), members: 1, action: "x" }, ErrorCode::GroupNotEmpty),
+            (
+                GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 },
+                ErrorCode::TooManyGroups,
+            ),
+        ];
+        for (e, code) in cases {
+            assert_eq!(BrokerError::from(e).code(), code);
+        }
+    }
+
+    #[test]
+    fn messages_keep_their_wording() {
+        let locked = BrokerError::DataDirLocked { path: "/d".into() };
+        assert_eq!(locked.to_string(), "data directory /d is in use by another sluice process");
+        let format = BrokerError::FormatMismatch { path: "/d/meta.json".into(), found: 0, expected: 1 };
+        assert_eq!(format.to_string(), "/d/meta.json has format version 0; this broker reads version 1");
+        let listen = BrokerError::Listen { addr: "x:1".into(), source: std::io::ErrorKind::AddrInUse.into() };
+        assert!(listen.to_string().starts_with("listen on x:1: "), "{listen}");
+        let member = BrokerError::from(GroupError::UnknownMember { group: "g".into(), member: "m".into() });
+        assert_eq!(member.to_string(), "group `g` has no member `m`: rejoin");
     }
 }

@@ -21,7 +21,6 @@ use crate::config::BrokerConfig;
 use crate::connection;
 use crate::errors::BrokerError;
 use crate::metrics::Metrics;
-use crate::storage::StorageError;
 use crate::topics::LoadReport;
 
 /// A running server.
@@ -39,6 +38,10 @@ pub struct Server {
 
 impl Server {
     /// Opens the data directory, binds the listener and starts serving.
+    ///
+    /// # Errors
+    /// `Listen` when the client or admin address cannot be bound; what
+    /// [`Broker::open`] refuses.
     pub async fn start(config: BrokerConfig) -> Result<(Self, LoadReport), BrokerError> {
         let listen = config.listen.clone();
         let shutdown = CancellationToken::new();
@@ -53,13 +56,7 @@ impl Server {
         } else {
             let addr = admin::start(&config.admin_listen, Arc::clone(&state), shutdown.clone())
                 .await
-                .map_err(|source| {
-                    BrokerError::Storage(StorageError::Io {
-                        op: "listen on",
-                        path: config.admin_listen.clone().into(),
-                        source,
-                    })
-                })?;
+                .map_err(|source| BrokerError::Listen { addr: config.admin_listen.clone(), source })?;
             tracing::info!(%addr, "admin listening (/metrics, /health, /ready)");
             Some(addr)
         };
@@ -67,10 +64,9 @@ impl Server {
         let (broker, report) = Broker::open(config, shutdown, Arc::clone(&metrics)).await?;
         metrics.recovery_seconds.set(opening.elapsed().as_secs_f64());
         let _ = state.broker.set(Arc::clone(&broker));
-        let listener = TcpListener::bind(&listen).await.map_err(|source| {
-            BrokerError::Storage(StorageError::Io { op: "listen on", path: listen.clone().into(), source })
-        })?;
-        let addr = listener.local_addr().map_err(|e| BrokerError::Internal(e.to_string()))?;
+        let listen_error = |source| BrokerError::Listen { addr: listen.clone(), source };
+        let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
+        let addr = listener.local_addr().map_err(listen_error)?;
         let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener));
         state.ready.store(true, std::sync::atomic::Ordering::Release);
         Ok((Self { broker, addr, task, admin }, report))
@@ -98,6 +94,9 @@ impl Server {
 
     /// Waits for the server to stop after [`shutdown`](Self::shutdown):
     /// connections drained, partitions flushed and closed cleanly.
+    ///
+    /// # Errors
+    /// What closing the broker reports ([`Broker::close`]).
     pub async fn wait(self) -> Result<(), BrokerError> {
         self.task.await.map_err(|e| BrokerError::Internal(e.to_string()))?
     }

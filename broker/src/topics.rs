@@ -33,6 +33,9 @@ pub const MAX_TOPIC_NAME: usize = 249;
 
 /// Checks the topic naming rules: 1-249 characters of `[A-Za-z0-9._-]`,
 /// not `.` or `..`.
+///
+/// # Errors
+/// `InvalidTopicName`, saying which rule the name breaks.
 pub fn validate_topic_name(name: &str) -> Result<(), BrokerError> {
     let err = |reason| Err(BrokerError::InvalidTopicName { name: name.chars().take(300).collect(), reason });
     if name.is_empty() || name.len() > MAX_TOPIC_NAME {
@@ -354,6 +357,10 @@ impl Topics {
     }
 
     /// Changes a topic's settings (persisted, applied live). Blocking.
+    ///
+    /// # Errors
+    /// `UnknownTopic`, `InvalidConfig`, or `Storage` when `topic.json`
+    /// cannot be written.
     pub fn alter(&self, name: &str, entries: &[(String, String)]) -> Result<LogConfig, BrokerError> {
         let _admin = self.admin.lock().map_err(|_| poisoned("admin lock"))?;
         let topic = self.get(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
@@ -377,6 +384,10 @@ impl Topics {
 
     /// Flushes and closes every partition (clean-shutdown markers), on a
     /// few threads so the syncs overlap. Blocking.
+    ///
+    /// # Errors
+    /// The first partition's failure to flush (every partition is still
+    /// closed).
     pub fn close_all(&self) -> Result<(), BrokerError> {
         let partitions: Vec<Arc<Partition>> =
             self.list().iter().flat_map(|t| t.partitions.iter().cloned()).collect();

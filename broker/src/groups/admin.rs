@@ -6,25 +6,81 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::assign::Tp;
+use super::group::{group_tps, Group};
+use super::store::{Committed, OffsetKey};
+use super::{offset_entries, validate_group, Coordinator, GroupError};
+use crate::errors::BrokerError;
+use crate::partition::Partition;
+use crate::topics::{Topic, Topics};
 use sluice_protocol::api::{
     DescribeGroupResponse, MemberDescription, OffsetChange, PartitionLag, ResetOffsetsRequest, ResetSpec,
     NO_OFFSET,
 };
-use sluice_protocol::ErrorCode;
-
-use super::assign::Tp;
-use super::group::group_tps;
-use super::store::{Committed, OffsetKey};
-use super::{validate_group, Coordinator};
-use crate::errors::BrokerError;
-use crate::topics::Topics;
 
 fn unknown(name: &str) -> BrokerError {
-    BrokerError::Group(ErrorCode::UnknownGroup, format!("unknown group `{name}`"))
+    GroupError::UnknownGroup { group: name.to_owned() }.into()
+}
+
+/// Refuses to change a group that has members.
+fn ensure_empty(group: &Group, name: &str, action: &'static str) -> Result<(), GroupError> {
+    match group.members.len() {
+        0 => Ok(()),
+        members => Err(GroupError::NotEmpty { group: name.to_owned(), members, action }),
+    }
+}
+
+/// The offset `spec` moves partition `part` to, from `previous` (the
+/// committed offset, if any), within the log's range.
+fn reset_target(part: &Partition, spec: &ResetSpec, previous: Option<u64>) -> Result<u64, BrokerError> {
+    let (start, end) = (part.log().log_start_offset(), part.log().high_watermark());
+    Ok(match *spec {
+        ResetSpec::Earliest => start,
+        ResetSpec::Latest => end,
+        ResetSpec::Offset(o) => o.clamp(start, end),
+        ResetSpec::Timestamp(ts) => part.log().offset_for_timestamp(ts)?.map_or(end, |(o, _)| o),
+        ResetSpec::ShiftBy(n) => {
+            let base = previous.unwrap_or(start) as i128 + i128::from(n);
+            base.clamp(i128::from(start), i128::from(end)) as u64
+        }
+    })
+}
+
+/// The changes `req` makes to `group`'s offsets of `topic`: every partition
+/// the request names (all when it names none).
+fn plan_reset(
+    group: &Group,
+    topic: &Topic,
+    req: &ResetOffsetsRequest,
+) -> Result<Vec<OffsetChange>, BrokerError> {
+    let count = topic.partitions.len() as u32;
+    let partitions: Vec<u32> =
+        if req.partitions.is_empty() { (0..count).collect() } else { req.partitions.clone() };
+    partitions
+        .into_iter()
+        .map(|p| {
+            let part = topic.partitions.get(p as usize).ok_or_else(|| BrokerError::UnknownPartition {
+                topic: req.topic.clone(),
+                partition: p,
+                count,
+            })?;
+            let previous = group.offsets.get(&(req.topic.clone(), p)).map(|(c, _)| c.offset);
+            Ok(OffsetChange {
+                topic: req.topic.clone(),
+                partition: p,
+                previous: previous.unwrap_or(NO_OFFSET),
+                new: reset_target(part, &req.spec, previous)?,
+            })
+        })
+        .collect()
 }
 
 impl Coordinator {
     /// State, members, and per-partition committed offset, log end and lag.
+    ///
+    /// # Errors
+    /// `Group` (`UnknownGroup`) when the group has neither members nor
+    /// offsets, or was deleted.
     pub fn describe(&self, topics: &Topics, name: &str) -> Result<DescribeGroupResponse, BrokerError> {
         let slot = self.slot(name).ok_or_else(|| unknown(name))?;
         let mut g = slot.lock();
@@ -82,6 +138,12 @@ impl Coordinator {
     }
 
     /// Moves committed offsets while the group has no members. Blocking.
+    ///
+    /// # Errors
+    /// `UnknownTopic` or `UnknownPartition` for what the request names;
+    /// `Group` when the name is invalid, the group cannot be created, was
+    /// deleted meanwhile or has members; `Storage` when the log or the
+    /// offsets log fails.
     pub fn reset_offsets(
         &self,
         topics: &Topics,
@@ -90,85 +152,36 @@ impl Coordinator {
     ) -> Result<Vec<OffsetChange>, BrokerError> {
         validate_group(&req.group)?;
         let topic = topics.get(&req.topic).ok_or_else(|| BrokerError::UnknownTopic(req.topic.clone()))?;
-        let partitions: Vec<u32> = if req.partitions.is_empty() {
-            (0..topic.partitions.len() as u32).collect()
-        } else {
-            req.partitions.clone()
-        };
         let slot = self.slot_or_create(&req.group, max_groups)?;
         let mut group = slot.lock();
         if group.deleted {
             return Err(unknown(&req.group));
         }
         group.expire(Instant::now());
-        if !group.members.is_empty() {
-            return Err(BrokerError::Group(
-                ErrorCode::GroupNotEmpty,
-                format!(
-                    "group `{}` has {} active member(s): stop its consumers before resetting offsets",
-                    req.group,
-                    group.members.len()
-                ),
-            ));
-        }
-        let mut changes = Vec::new();
-        for p in partitions {
-            let part = topic.partitions.get(p as usize).ok_or_else(|| BrokerError::UnknownPartition {
-                topic: req.topic.clone(),
-                partition: p,
-                count: topic.partitions.len() as u32,
-            })?;
-            let (start, end) = (part.log().log_start_offset(), part.log().high_watermark());
-            let previous = group.offsets.get(&(req.topic.clone(), p)).map(|(c, _)| c.offset);
-            let new = match req.spec {
-                ResetSpec::Earliest => start,
-                ResetSpec::Latest => end,
-                ResetSpec::Offset(o) => o.clamp(start, end),
-                ResetSpec::Timestamp(ts) => part.log().offset_for_timestamp(ts)?.map_or(end, |(o, _)| o),
-                ResetSpec::ShiftBy(n) => {
-                    let base = previous.unwrap_or(start) as i128 + i128::from(n);
-                    base.clamp(i128::from(start), i128::from(end)) as u64
-                }
-            };
-            changes.push(OffsetChange {
-                topic: req.topic.clone(),
-                partition: p,
-                previous: previous.unwrap_or(NO_OFFSET),
-                new,
-            });
-        }
+        ensure_empty(&group, &req.group, "resetting offsets")?;
+        let changes = plan_reset(&group, &topic, req)?;
         if req.dry_run || changes.is_empty() {
             return Ok(changes);
         }
-        let entries: Vec<(OffsetKey, Option<Committed>)> = changes
-            .iter()
-            .map(|c| {
-                (
-                    (req.group.clone(), c.topic.clone(), c.partition),
-                    Some(Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) }),
-                )
-            })
-            .collect();
-        let sync_to = self.store.append(&entries)?;
+        let committed = |c: &OffsetChange| Committed {
+            offset: c.new,
+            metadata: String::new(),
+            topic_id: Some(topic.id()),
+        };
+        let offsets: Vec<(Tp, Committed)> =
+            changes.iter().map(|c| ((c.topic.clone(), c.partition), committed(c))).collect();
+        let sync_to = self.store.append(&offset_entries(&req.group, &offsets))?;
         drop(group);
         self.store.sync_to(sync_to)?;
-        let mut group = slot.lock();
-        for c in &changes {
-            let tp = (c.topic.clone(), c.partition);
-            if group.offsets.get(&tp).is_none_or(|(_, at)| *at < sync_to) {
-                group.offsets.insert(
-                    tp,
-                    (
-                        Committed { offset: c.new, metadata: String::new(), topic_id: Some(topic.id()) },
-                        sync_to,
-                    ),
-                );
-            }
-        }
+        slot.lock().apply_synced(offsets, sync_to);
         Ok(changes)
     }
 
     /// Deletes a group without members, and its offsets. Blocking.
+    ///
+    /// # Errors
+    /// `Group` when the group is unknown or has members; `Storage` when
+    /// the offsets log fails.
     pub fn delete(&self, name: &str) -> Result<(), BrokerError> {
         let slot = self.slot(name).ok_or_else(|| unknown(name))?;
         let mut group = slot.lock();
@@ -176,12 +189,7 @@ impl Coordinator {
             return Err(unknown(name));
         }
         group.expire(Instant::now());
-        if !group.members.is_empty() {
-            return Err(BrokerError::Group(
-                ErrorCode::GroupNotEmpty,
-                format!("group `{name}` has active members"),
-            ));
-        }
+        ensure_empty(&group, name, "deleting it")?;
         let entries: Vec<(OffsetKey, Option<Committed>)> =
             group.offsets.keys().map(|(t, p)| ((name.to_owned(), t.clone(), *p), None)).collect();
         // Tombstones are appended under the group's lock (so they precede
@@ -205,6 +213,9 @@ impl Coordinator {
     /// After recovery: a committed offset past its partition's end (data
     /// lost with `fsync = never`) is moved back to the end, so consumers
     /// resume at the next record written instead of skipping it. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the corrections cannot be written to the offsets log.
     pub fn clamp_to_log_ends(&self, topics: &Topics) -> Result<(), BrokerError> {
         let mut fixes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
         for (name, slot) in self.slots() {

@@ -26,19 +26,20 @@
 
 mod admin;
 pub mod assign;
+mod error;
 mod group;
 pub mod store;
 mod topic_ids;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use sluice_protocol::api::{
     CommitOffset, FetchedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing,
     OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, PartitionResult,
-    LEAVE_EPOCH, NO_OFFSET,
+    NO_OFFSET,
 };
 use sluice_protocol::ErrorCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -46,26 +47,39 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::errors::BrokerError;
 use crate::topics::Topics;
 use assign::Tp;
-use group::{group_tps, Group, Member};
+use group::{Group, Member};
 use store::{Committed, OffsetKey, OffsetStore};
 
-/// Shortest and longest session timeouts accepted.
-const SESSION_TIMEOUT_RANGE: (u32, u32) = (100, 300_000);
-/// Heartbeat interval handed to members while their group reconciles.
-const RECONCILING_HEARTBEAT_MS: u32 = 50;
+pub use error::GroupError;
 
 /// Checks a group name: 1 to 249 bytes.
-pub fn validate_group(name: &str) -> Result<(), BrokerError> {
+///
+/// # Errors
+/// `InvalidGroupId` (with the name's first 300 characters) otherwise.
+pub fn validate_group(name: &str) -> Result<(), GroupError> {
     if name.is_empty() || name.len() > 249 {
-        return Err(BrokerError::Group(
-            ErrorCode::InvalidGroupId,
-            format!(
-                "invalid group name `{}`: must be 1-249 bytes",
-                name.chars().take(300).collect::<String>()
-            ),
-        ));
+        return Err(GroupError::InvalidGroupId { name: name.chars().take(300).collect() });
     }
     Ok(())
+}
+
+/// The partition count of each topic: all the coordinator's assignment
+/// needs to know about topics (so its state machine runs without them).
+pub trait PartitionCounts {
+    /// The topic's partition count, or `None` when it does not exist.
+    fn partition_count(&self, topic: &str) -> Option<u32>;
+}
+
+impl PartitionCounts for Topics {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.get(topic).map(|t| t.partitions.len() as u32)
+    }
+}
+
+impl PartitionCounts for BTreeMap<String, u32> {
+    fn partition_count(&self, topic: &str) -> Option<u32> {
+        self.get(topic).copied()
+    }
 }
 
 /// One group: its state behind its own lock, and the turn heartbeats take.
@@ -93,6 +107,43 @@ impl Slot {
     }
 }
 
+/// Checks each offset of a commit by `member` (`None`: into a group
+/// without members): its partition exists, the member holds it, and it is
+/// not past the log end. Returns every partition's result and the accepted
+/// offsets.
+fn check_commits(
+    topics: &Topics,
+    group: &str,
+    member: Option<(&String, &Member)>,
+    offsets: Vec<CommitOffset>,
+) -> (Vec<PartitionResult>, Vec<(Tp, Committed)>) {
+    let mut results = Vec::with_capacity(offsets.len());
+    let mut accepted = Vec::new();
+    for CommitOffset { topic, partition, offset, metadata } in offsets {
+        let tp = (topic, partition);
+        let held = |tp: &Tp| member.map_or(Ok(()), |(id, m)| m.check_holds(group, id, tp));
+        let code = match topics.get(&tp.0) {
+            None => ErrorCode::UnknownTopic,
+            Some(t) => match (t.partitions.get(partition as usize), held(&tp)) {
+                (None, _) => ErrorCode::UnknownPartition,
+                (Some(_), Err(e)) => e.code(),
+                (Some(p), Ok(())) if offset > p.log().log_end_offset() => ErrorCode::OffsetOutOfRange,
+                (Some(_), Ok(())) => {
+                    accepted.push((tp.clone(), Committed { offset, metadata, topic_id: Some(t.id()) }));
+                    ErrorCode::None
+                }
+            },
+        };
+        results.push(PartitionResult { topic: tp.0, partition: tp.1, error_code: code });
+    }
+    (results, accepted)
+}
+
+/// Offsets-log entries that write `offsets` of `group`.
+fn offset_entries(group: &str, offsets: &[(Tp, Committed)]) -> Vec<(OffsetKey, Option<Committed>)> {
+    offsets.iter().map(|(tp, c)| ((group.to_owned(), tp.0.clone(), tp.1), Some(c.clone()))).collect()
+}
+
 /// All groups and the offsets store.
 #[derive(Debug)]
 pub struct Coordinator {
@@ -102,13 +153,11 @@ pub struct Coordinator {
     next_member: AtomicU64,
 }
 
-/// Why a group lookup found nothing to use.
-fn deleted(group: &str) -> BrokerError {
-    BrokerError::Group(ErrorCode::UnknownMemberId, format!("group `{group}` was deleted meanwhile: rejoin"))
-}
-
 impl Coordinator {
     /// Opens the offsets store and rebuilds the groups from it. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the offsets log cannot be opened or recovered.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, BrokerError> {
         let (store, offsets) = OffsetStore::open(data_dir)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
@@ -135,6 +184,9 @@ impl Coordinator {
 
     /// The group's slot, created when it does not exist and fewer than
     /// `max_groups` exist (after dropping unused groups, when at the limit).
+    ///
+    /// # Errors
+    /// `Group`: `InvalidGroupId` for a bad name, `TooManyGroups` at the limit.
     pub fn slot_or_create(&self, name: &str, max_groups: usize) -> Result<Arc<Slot>, BrokerError> {
         validate_group(name)?;
         if let Some(slot) = self.slot(name) {
@@ -148,10 +200,9 @@ impl Coordinator {
             return Ok(Arc::clone(slot));
         }
         if map.len() >= max_groups {
-            return Err(BrokerError::Group(
-                ErrorCode::TooManyGroups,
-                format!("cannot create group `{name}`: the broker keeps {} groups (max_groups = {max_groups}); delete unused groups or raise max_groups", map.len()),
-            ));
+            return Err(
+                GroupError::TooManyGroups { group: name.to_owned(), groups: map.len(), max_groups }.into()
+            );
         }
         let slot = Slot::new(Group::default());
         map.insert(name.to_owned(), Arc::clone(&slot));
@@ -185,113 +236,31 @@ impl Coordinator {
         self.len() == 0
     }
 
-    /// Partition counts of the topics some member subscribes to.
-    fn counts(topics: &Topics, subscribed: &BTreeSet<String>) -> BTreeMap<String, u32> {
-        subscribed
-            .iter()
-            .filter_map(|t| topics.get(t).map(|topic| (t.clone(), topic.partitions.len() as u32)))
-            .collect()
-    }
-
     /// Joins, heartbeats or leaves group `slot` (from
-    /// [`slot_or_create`](Self::slot_or_create)). Blocking: may recompute
-    /// the group's assignment; run it on a blocking thread, in the group's
-    /// [`turn`](Slot::turn).
+    /// [`slot_or_create`](Self::slot_or_create)): `Group::heartbeat` under
+    /// the group's lock. Blocking: may recompute the group's assignment; run
+    /// it on a blocking thread, in the group's [`turn`](Slot::turn).
+    ///
+    /// # Errors
+    /// `Group` when the group was deleted meanwhile or the member is not
+    /// one of the group's (it must rejoin).
     pub fn heartbeat(
         &self,
         slot: &Slot,
-        topics: &Topics,
+        counts: &dyn PartitionCounts,
         client_id: &str,
         req: GroupHeartbeatRequest,
     ) -> Result<GroupHeartbeatResponse, BrokerError> {
         let now = Instant::now();
         let mut group = slot.lock();
         if group.deleted {
-            return Err(deleted(&req.group));
+            return Err(GroupError::Deleted { group: req.group }.into());
         }
-        let group = &mut *group;
-        group.expire(now);
-        if req.member_epoch == LEAVE_EPOCH {
-            if group.remove_member(&req.member_id) {
-                tracing::info!(group = %req.group, member = %req.member_id, "member left");
-            }
-            return Ok(GroupHeartbeatResponse {
-                member_id: req.member_id,
-                member_epoch: LEAVE_EPOCH,
-                ..Default::default()
-            });
-        }
-        let timeout = Duration::from_millis(u64::from(
-            req.session_timeout_ms.clamp(SESSION_TIMEOUT_RANGE.0, SESSION_TIMEOUT_RANGE.1),
-        ));
-        let topics_wanted: BTreeSet<String> = req.topics.iter().cloned().collect();
-        let member_id = if req.member_id.is_empty() {
-            let id = format!(
-                "{}-{}",
-                if client_id.is_empty() { "member" } else { client_id },
-                self.next_member.fetch_add(1, Ordering::Relaxed)
-            );
-            group.members.insert(
-                id.clone(),
-                Member {
-                    client_id: client_id.to_owned(),
-                    host: req.client_host.clone(),
-                    epoch: 0,
-                    topics: topics_wanted.clone(),
-                    session_timeout: timeout,
-                    last_seen: now,
-                    given: BTreeSet::new(),
-                    revoking: BTreeMap::new(),
-                },
-            );
-            group.epoch += 1;
-            tracing::info!(group = %req.group, member = %id, "member joined");
-            id
-        } else if group.members.contains_key(&req.member_id) {
-            req.member_id.clone()
-        } else {
-            return Err(BrokerError::Group(
-                ErrorCode::UnknownMemberId,
-                format!("group `{}` has no member `{}`: rejoin", req.group, req.member_id),
-            ));
+        let new_id = || {
+            let prefix = if client_id.is_empty() { "member" } else { client_id };
+            format!("{prefix}-{}", self.next_member.fetch_add(1, Ordering::Relaxed))
         };
-        let owned: BTreeSet<Tp> =
-            req.owned.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p))).collect();
-        let mut subscription_changed = false;
-        if let Some(m) = group.members.get_mut(&member_id) {
-            m.last_seen = now;
-            m.session_timeout = timeout;
-            if m.topics != topics_wanted {
-                m.topics = topics_wanted;
-                subscription_changed = true;
-            }
-            // Released (or timed out) revocations free their partitions.
-            m.revoking.retain(|tp, deadline| owned.contains(tp) && now < *deadline);
-        }
-        if subscription_changed {
-            group.epoch += 1;
-        }
-        let subscribed: BTreeSet<String> =
-            group.members.values().flat_map(|m| m.topics.iter().cloned()).collect();
-        group.refresh_target(Self::counts(topics, &subscribed));
-        // Release timed-out revocations of other members too.
-        for m in group.members.values_mut() {
-            m.revoking.retain(|_, deadline| now < *deadline);
-        }
-        group.reconcile(&member_id, now);
-        let m =
-            group.members.get(&member_id).ok_or_else(|| BrokerError::Internal("member vanished".into()))?;
-        // Members only learn of revocations and new partitions when they
-        // heartbeat: while the group reconciles they heartbeat quickly, so a
-        // rebalance takes a few round trips, not a few heartbeat intervals.
-        let steady = (m.session_timeout.as_millis() / 3).clamp(20, 3000) as u32;
-        let interval = if group.reconciling() { steady.min(RECONCILING_HEARTBEAT_MS) } else { steady };
-        Ok(GroupHeartbeatResponse {
-            member_id,
-            member_epoch: m.epoch,
-            heartbeat_interval_ms: interval,
-            assignment: group_tps(&m.given),
-        })
+        Ok(group.heartbeat(&req, client_id, counts, new_id, now)?)
     }
 
     /// Removes expired members of every group (a periodic sweep).
@@ -303,7 +272,14 @@ impl Coordinator {
     }
 
     /// Commits offsets durably (creating the group, within `max_groups`).
-    /// Blocking (waits for the fsync, outside every lock).
+    /// Blocking (waits for the fsync, outside every lock). Each partition
+    /// gets its own result code (unknown topic or partition, not held by
+    /// the member, past the log end).
+    ///
+    /// # Errors
+    /// `Group` when the group cannot be created, was deleted meanwhile, or
+    /// the member is not one of its members (or none is named while it has
+    /// members); `Storage` when the offsets log fails.
     pub fn commit(
         &self,
         topics: &Topics,
@@ -311,71 +287,22 @@ impl Coordinator {
         max_groups: usize,
     ) -> Result<OffsetCommitResponse, BrokerError> {
         let slot = self.slot_or_create(&req.group, max_groups)?;
-        let mut results = Vec::with_capacity(req.offsets.len());
-        let mut accepted: Vec<(Tp, Committed)> = Vec::new();
-        let sync_to = {
+        let (results, accepted, sync_to) = {
             let mut group = slot.lock();
             if group.deleted {
-                return Err(deleted(&req.group));
+                return Err(GroupError::Deleted { group: req.group }.into());
             }
             group.expire(Instant::now());
-            let member = if req.member_id.is_empty() {
-                if !group.members.is_empty() {
-                    return Err(BrokerError::Group(
-                        ErrorCode::UnknownMemberId,
-                        format!("group `{}` has active members: join it to commit", req.group),
-                    ));
-                }
-                None
-            } else {
-                Some(group.members.get(&req.member_id).ok_or_else(|| {
-                    BrokerError::Group(
-                        ErrorCode::UnknownMemberId,
-                        format!("group `{}` has no member `{}`: rejoin", req.group, req.member_id),
-                    )
-                })?)
-            };
-            for CommitOffset { topic, partition, offset, metadata } in req.offsets {
-                let tp = (topic, partition);
-                let code = match topics.get(&tp.0) {
-                    None => ErrorCode::UnknownTopic,
-                    Some(t) => match t.partitions.get(partition as usize) {
-                        None => ErrorCode::UnknownPartition,
-                        Some(_)
-                            if member
-                                .is_some_and(|m| !m.given.contains(&tp) && !m.revoking.contains_key(&tp)) =>
-                        {
-                            ErrorCode::StaleMemberEpoch
-                        }
-                        Some(p) if offset > p.log().log_end_offset() => ErrorCode::OffsetOutOfRange,
-                        Some(_) => ErrorCode::None,
-                    },
-                };
-                if code.is_ok() {
-                    accepted.push((
-                        tp.clone(),
-                        Committed { offset, metadata, topic_id: topics.get(&tp.0).map(|t| t.id()) },
-                    ));
-                }
-                results.push(PartitionResult { topic: tp.0, partition: tp.1, error_code: code });
-            }
+            let member = group.committer(&req.group, &req.member_id)?;
+            let (results, accepted) = check_commits(topics, &req.group, member, req.offsets);
             if accepted.is_empty() {
                 return Ok(OffsetCommitResponse { results });
             }
-            let entries: Vec<(OffsetKey, Option<Committed>)> = accepted
-                .iter()
-                .map(|(tp, c)| ((req.group.clone(), tp.0.clone(), tp.1), Some(c.clone())))
-                .collect();
-            self.store.append(&entries)?
+            let sync_to = self.store.append(&offset_entries(&req.group, &accepted))?;
+            (results, accepted, sync_to)
         };
         self.store.sync_to(sync_to)?;
-        let mut group = slot.lock();
-        for (tp, c) in accepted {
-            let newer = group.offsets.get(&tp).is_none_or(|(_, at)| *at < sync_to);
-            if newer {
-                group.offsets.insert(tp, (c, sync_to));
-            }
-        }
+        slot.lock().apply_synced(accepted, sync_to);
         Ok(OffsetCommitResponse { results })
     }
 
@@ -430,6 +357,9 @@ impl Coordinator {
     }
 
     /// Flushes and closes the offsets log. Blocking.
+    ///
+    /// # Errors
+    /// `Storage` when the final flush fails.
     pub fn close(&self) -> Result<(), BrokerError> {
         Ok(self.store.close()?)
     }

@@ -143,6 +143,9 @@ enum Step {
 impl OffsetStore {
     /// Opens (recovering, and compacting when worthwhile) the offsets log,
     /// first settling any compaction a crash interrupted. Blocking.
+    ///
+    /// # Errors
+    /// When the log cannot be opened, recovered or compacted.
     pub fn open(data_dir: &Path) -> Result<(Self, HashMap<OffsetKey, Committed>), StorageError> {
         Self::open_with(data_dir, |_| false)
     }
@@ -205,12 +208,18 @@ impl OffsetStore {
     }
 
     /// Appends entries (`None` deletes); returns the offset to sync to.
+    ///
+    /// # Errors
+    /// When the log refuses the batch (full disk, a failed earlier sync).
     pub fn append(&self, entries: &[(OffsetKey, Option<Committed>)]) -> Result<u64, StorageError> {
         let info = self.log.append(&batch(entries), now_ms())?;
         Ok(info.last_offset + 1)
     }
 
     /// Makes everything up to `offset` durable (group commit). Blocking.
+    ///
+    /// # Errors
+    /// When the sync fails (the log then refuses writes until reopened).
     pub fn sync_to(&self, offset: u64) -> Result<(), StorageError> {
         self.log.sync_to(offset)
     }
@@ -221,6 +230,9 @@ impl OffsetStore {
     }
 
     /// Flushes and closes the log. Blocking.
+    ///
+    /// # Errors
+    /// When the final flush fails.
     pub fn close(&self) -> Result<(), StorageError> {
         self.log.close()
     }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    AlterTopicRequest, AlterTopicResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
-    DeleteTopicRequest, DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse,
-    PartitionMetadata, StatusResponse, TopicMetadata,
+    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry,
+    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, FailedTopic,
+    GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata, StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -18,7 +18,15 @@ fn pairs(configs: Vec<ConfigEntry>) -> Vec<(String, String)> {
     configs.into_iter().map(|c| (c.key, c.value)).collect()
 }
 
+/// The api versions the broker speaks.
+pub fn api_versions() -> ApiVersionsResponse {
+    ApiVersionsResponse { apis: supported_apis() }
+}
+
 /// Creates a topic.
+///
+/// # Errors
+/// What [`Broker::create_topic`] refuses.
 pub async fn create_topic(
     broker: Arc<Broker>,
     req: CreateTopicRequest,
@@ -30,6 +38,9 @@ pub async fn create_topic(
 }
 
 /// Deletes a topic.
+///
+/// # Errors
+/// `UnknownTopic`, or `Storage` when its files cannot be removed.
 pub async fn delete_topic(
     broker: Arc<Broker>,
     req: DeleteTopicRequest,
@@ -42,6 +53,10 @@ pub async fn delete_topic(
 }
 
 /// Changes a live topic's settings.
+///
+/// # Errors
+/// `UnknownTopic`, `InvalidConfig`, or `Storage` when `topic.json`
+/// cannot be written.
 pub async fn alter_topic(
     broker: Arc<Broker>,
     req: AlterTopicRequest,
@@ -116,6 +131,9 @@ pub fn status(broker: &Broker) -> StatusResponse {
 /// Describes the named topics (each distinct name once, in the order first
 /// named: naming a large topic many times does not multiply the response),
 /// or all of them.
+///
+/// # Errors
+/// None: an unknown topic is answered in its entry.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()

@@ -83,6 +83,9 @@ fn read_once(
 }
 
 /// Handles a fetch request.
+///
+/// # Errors
+/// None: failures are answered per partition.
 pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Result<FetchResponse, BrokerError> {
     let parts: Vec<_> = req.partitions.iter().map(|p| broker.partition(&p.topic, p.partition)).collect();
     let mut watches: Vec<watch::Receiver<u64>> =

@@ -8,17 +8,21 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    DeleteGroupRequest, DeleteGroupResponse, GroupHeartbeatRequest, GroupHeartbeatResponse,
-    OffsetCommitRequest, OffsetCommitResponse, ResetOffsetsRequest, ResetOffsetsResponse,
+    DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
+    GroupHeartbeatRequest, GroupHeartbeatResponse, ListGroupsResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, ResetOffsetsRequest, ResetOffsetsResponse,
+    LEAVE_EPOCH,
 };
-
-use sluice_protocol::api::LEAVE_EPOCH;
 
 use super::blocking;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 
 /// Joins, heartbeats or leaves: in the group's turn, on a blocking thread.
+///
+/// # Errors
+/// What [`Coordinator::heartbeat`](crate::groups::Coordinator::heartbeat)
+/// refuses, and a bad group name or too many groups.
 pub async fn heartbeat(
     broker: Arc<Broker>,
     client_id: String,
@@ -43,6 +47,9 @@ pub async fn heartbeat(
 }
 
 /// Commits offsets; answered once they are on stable storage.
+///
+/// # Errors
+/// What [`Coordinator::commit`](crate::groups::Coordinator::commit) refuses.
 pub async fn commit(
     broker: Arc<Broker>,
     req: OffsetCommitRequest,
@@ -50,7 +57,40 @@ pub async fn commit(
     blocking(move || broker.groups.commit(&broker.topics, req, broker.config.max_groups)).await
 }
 
+/// Reads committed offsets (in memory: answered on the async worker).
+///
+/// # Errors
+/// None: a group or partition without an offset reads `NO_OFFSET`.
+pub async fn fetch_offsets(
+    broker: Arc<Broker>,
+    req: OffsetFetchRequest,
+) -> Result<OffsetFetchResponse, BrokerError> {
+    Ok(broker.groups.fetch_offsets(&req))
+}
+
+/// Lists the groups with members or offsets (in memory).
+///
+/// # Errors
+/// None.
+pub async fn list(broker: Arc<Broker>) -> Result<ListGroupsResponse, BrokerError> {
+    Ok(ListGroupsResponse { groups: broker.groups.list() })
+}
+
+/// Describes a group: members, committed offsets and lag (in memory).
+///
+/// # Errors
+/// `Group` (`UnknownGroup`) for a group without members or offsets.
+pub async fn describe(
+    broker: Arc<Broker>,
+    req: DescribeGroupRequest,
+) -> Result<DescribeGroupResponse, BrokerError> {
+    broker.groups.describe(&broker.topics, &req.group)
+}
+
 /// Moves a memberless group's offsets.
+///
+/// # Errors
+/// What [`Coordinator::reset_offsets`](crate::groups::Coordinator::reset_offsets) refuses.
 pub async fn reset_offsets(
     broker: Arc<Broker>,
     req: ResetOffsetsRequest,
@@ -64,6 +104,10 @@ pub async fn reset_offsets(
 }
 
 /// Deletes a memberless group.
+///
+/// # Errors
+/// `Group` when the group is unknown or has members; `Storage` when the
+/// offsets log fails.
 pub async fn delete(
     broker: Arc<Broker>,
     req: DeleteGroupRequest,

@@ -9,6 +9,9 @@ use crate::broker::Broker;
 use crate::errors::BrokerError;
 
 /// Looks up offsets; failures are per partition.
+///
+/// # Errors
+/// None: failures are answered per partition.
 pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> Result<ListOffsetsResponse, BrokerError> {
     let partitions = req
         .partitions

@@ -76,13 +76,13 @@ pub fn write_topic_file(dir: &Path, file: &TopicFile) -> Result<(), BrokerError>
 /// Reads `<dir>/topic.json`.
 ///
 /// # Errors
-/// `Storage` when it cannot be read, `Internal` when it does not parse.
+/// `Storage` when it cannot be read, `BadSettingsFile` when it does not parse.
 pub fn read_topic_file(dir: &Path) -> Result<TopicFile, BrokerError> {
     let path = dir.join(TOPIC_FILE);
     let text = std::fs::read_to_string(&path).map_err(|source| {
         BrokerError::Storage(crate::storage::StorageError::Io { op: "read", path: path.clone(), source })
     })?;
-    serde_json::from_str(&text).map_err(|e| BrokerError::Internal(format!("{}: {e}", path.display())))
+    serde_json::from_str(&text).map_err(|source| BrokerError::BadSettingsFile { path, source })
 }
 
 #[cfg(test)]

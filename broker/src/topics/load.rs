@@ -41,11 +41,11 @@ pub type Failed = BTreeMap<String, String>;
 fn read_found(path: &Path, dir_name: &str) -> Result<Found, BrokerError> {
     let mut file = layout::read_topic_file(path)?;
     if file.name != dir_name {
-        return Err(BrokerError::Internal(format!(
-            "{} names topic `{}`, not its directory's `{dir_name}`",
-            path.join(layout::TOPIC_FILE).display(),
-            file.name
-        )));
+        return Err(BrokerError::TopicDirMismatch {
+            path: path.join(layout::TOPIC_FILE),
+            named: file.name,
+            dir: dir_name.to_owned(),
+        });
     }
     if file.id.is_none() {
         file.id = Some(Uuid::new_v4());

@@ -107,9 +107,10 @@ macro_rules! api_keys {
             }
         }
 
-        /// Any request body, as the broker receives it.
+        /// Any request body, as the broker receives it. Exhaustive on
+        /// purpose: the broker's router matches every api, so a new one does
+        /// not compile until it has a handler.
         #[derive(Debug, Clone, PartialEq)]
-        #[non_exhaustive]
         pub enum RequestBody { $( #[doc = concat!("A [`", stringify!($req), "`].")] $name($req), )* }
 
         impl RequestBody {
