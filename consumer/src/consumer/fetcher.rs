@@ -209,3 +209,71 @@ fn decode(tp: &TopicPartition, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerR
     }
     Ok((out, next))
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use sluice_protocol::batch::{set_base_offset, BatchBuilder};
+
+    use super::*;
+
+    /// Batches of `counts` records each, from offset `base` on, back to back.
+    fn batches(base: u64, counts: &[u64]) -> Bytes {
+        let mut out = BytesMut::new();
+        let mut offset = base;
+        for &count in counts {
+            let mut b = BatchBuilder::new();
+            for i in 0..count {
+                b.append(0, None, Some(format!("v{}", offset + i).as_bytes()), &[]);
+            }
+            let mut bytes = BytesMut::from(&b.build()[..]);
+            set_base_offset(&mut bytes, offset);
+            out.extend_from_slice(&bytes);
+            offset += count;
+        }
+        out.freeze()
+    }
+
+    #[test]
+    fn codes_that_retrying_cannot_fix_are_reported_at_once() {
+        assert!(reported(ErrorCode::CorruptBatch, 1));
+        assert!(!reported(ErrorCode::RequestTimedOut, 1));
+        assert!(!reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER - 1));
+        assert!(reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER));
+    }
+
+    #[test]
+    fn out_of_range_resets_to_the_policys_end() {
+        let part = FetchPartitionResponse {
+            topic: "t".into(),
+            partition: 0,
+            error_code: ErrorCode::OffsetOutOfRange,
+            high_watermark: 90,
+            log_start_offset: 10,
+            records: Bytes::new(),
+        };
+        assert_eq!(reset_point(OffsetReset::Earliest, &part), 10);
+        assert_eq!(reset_point(OffsetReset::Latest, &part), 90);
+    }
+
+    #[test]
+    fn decoding_skips_records_before_the_fetch_offset() {
+        let tp = TopicPartition::new("t", 3);
+        let (records, next) = decode(&tp, 12, batches(10, &[4, 3])).expect("valid batches");
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [12, 13, 14, 15, 16]);
+        assert_eq!(next, 17);
+        assert!(records.iter().all(|r| &*r.topic == "t" && r.partition == 3));
+        assert_eq!(records[0].value.as_deref(), Some(&b"v12"[..]));
+    }
+
+    #[test]
+    fn a_batch_failing_its_crc_names_the_partition_and_fetch_offset() {
+        let tp = TopicPartition::new("t", 0);
+        let mut bytes = BytesMut::from(&batches(6, &[3])[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let error = decode(&tp, 6, bytes.freeze()).expect_err("corrupt");
+        assert!(matches!(error, ConsumerError::CorruptBatch { partition: 0, offset: 6, .. }), "{error:?}");
+        assert_eq!(error.position(), Some(("t", 0, 6)));
+    }
+}
