@@ -118,8 +118,7 @@ mod tests {
 
     #[test]
     fn orders_by_topic_then_partition_and_displays_with_a_slash() {
-        let mut v =
-            vec![TopicPartition::new("b", 0), TopicPartition::new("a", 2), TopicPartition::new("a", 1)];
+        let mut v = [TopicPartition::new("b", 0), TopicPartition::new("a", 2), TopicPartition::new("a", 1)];
         v.sort();
         let shown: Vec<String> = v.iter().map(ToString::to_string).collect();
         assert_eq!(shown, ["a/1", "a/2", "b/0"]);
