@@ -33,7 +33,7 @@ pub enum ConsumerError {
         topic: String,
         /// Partition.
         partition: u32,
-        /// The offset fetched (the partition's position).
+        /// The offset fetched (the partition's next offset).
         offset: u64,
         /// The broker's error code.
         code: ErrorCode,
@@ -57,7 +57,9 @@ pub enum ConsumerError {
 }
 
 impl ConsumerError {
-    /// The topic, partition and offset a fetch failure is about.
+    /// The topic, partition and (logical) offset a fetch failure is about.
+    /// (Named `position` before the offset/position vocabulary was settled;
+    /// kept, as callers and tests use it.)
     pub fn position(&self) -> Option<(&str, u32, u64)> {
         match self {
             ConsumerError::Fetch { topic, partition, offset, .. }

@@ -31,3 +31,6 @@ mod error;
 
 pub use consumer::{AssignmentEvent, Consumer, ConsumerBuilder, ConsumerRecord, OffsetReset};
 pub use error::ConsumerError;
+/// The partition name `assign` and `commit_offsets` take (as do
+/// `(topic, partition)` pairs).
+pub use sluice_protocol::TopicPartition;

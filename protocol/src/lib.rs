@@ -9,10 +9,12 @@
 pub mod batch;
 pub mod error_code;
 pub mod frame;
+pub mod topic_partition;
 pub mod wire;
 
 pub use error_code::ErrorCode;
 pub use frame::{FrameCodec, FrameError};
+pub use topic_partition::{TopicPartition, TopicPartitions};
 pub use wire::{Reader, WireError, Writer};
 pub mod api;
 #[cfg(feature = "client")]

@@ -26,20 +26,20 @@ use bytes::{BufMut, Bytes, BytesMut};
 #[non_exhaustive]
 pub enum WireError {
     /// The message ended before a field was complete.
-    #[error("unexpected end of message at byte {offset}: need {need} bytes, have {have}")]
+    #[error("unexpected end of message at byte {position}: need {need} bytes, have {have}")]
     UnexpectedEof {
-        /// Position of the field in the message.
-        offset: usize,
+        /// Byte position of the field in the message.
+        position: usize,
         /// Bytes the field needs.
         need: usize,
         /// Bytes left in the message.
         have: usize,
     },
     /// A string field is not UTF-8.
-    #[error("string at byte {offset} is not valid UTF-8")]
+    #[error("string at byte {position} is not valid UTF-8")]
     InvalidUtf8 {
-        /// Position of the string's first byte.
-        offset: usize,
+        /// Byte position of the string's first byte.
+        position: usize,
     },
     /// An array declares more elements than the remaining bytes could hold.
     #[error("{field}: {count} elements declared but only {remaining} bytes remain")]
@@ -138,7 +138,7 @@ impl Reader {
     fn take(&mut self, need: usize) -> Result<&[u8], WireError> {
         let have = self.remaining();
         if need > have {
-            return Err(WireError::UnexpectedEof { offset: self.pos, need, have });
+            return Err(WireError::UnexpectedEof { position: self.pos, need, have });
         }
         let start = self.pos;
         self.pos += need;
@@ -188,10 +188,10 @@ impl Reader {
     /// Reads a `u16`-length-prefixed UTF-8 string.
     pub fn string(&mut self) -> Result<String, WireError> {
         let len = usize::from(self.u16()?);
-        let offset = self.pos;
+        let position = self.pos;
         self.charge("string", len)?;
         let raw = self.take(len)?;
-        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| WireError::InvalidUtf8 { offset })
+        std::str::from_utf8(raw).map(str::to_owned).map_err(|_| WireError::InvalidUtf8 { position })
     }
 
     /// Reads an array's `u32` element count, refusing counts that the
@@ -417,7 +417,7 @@ mod tests {
     fn eof_reports_position_and_sizes() {
         let mut r = Reader::new(Bytes::from_static(&[0, 1, 2]));
         r.u8().unwrap();
-        assert_eq!(r.u32(), Err(WireError::UnexpectedEof { offset: 1, need: 4, have: 2 }));
+        assert_eq!(r.u32(), Err(WireError::UnexpectedEof { position: 1, need: 4, have: 2 }));
     }
 
     #[test]
@@ -466,7 +466,7 @@ mod tests {
     #[test]
     fn bad_utf8_and_trailing_bytes_are_errors() {
         let mut r = Reader::new(Bytes::from_static(&[0, 2, 0xC3, 0x28, 1]));
-        assert_eq!(r.string(), Err(WireError::InvalidUtf8 { offset: 2 }));
+        assert_eq!(r.string(), Err(WireError::InvalidUtf8 { position: 2 }));
         assert!(r.finish("x").is_err());
     }
 

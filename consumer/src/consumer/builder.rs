@@ -1,14 +1,18 @@
 //! The consumer's settings and `build`, which connects and starts the
-//! tasks.
+//! tasks on the consumer's [`TaskTracker`], each stopped by its shutdown
+//! token.
 
-use std::sync::atomic::AtomicBool;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use sluice_protocol::client::Connection;
+use sluice_protocol::TopicPartition;
 use tokio::sync::{broadcast, mpsc, Notify};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
-use super::{Consumer, Inner, OffsetReset, State, Tp};
+use super::{Consumer, Inner, OffsetReset, State};
 use crate::error::ConsumerError;
 
 /// Builds a [`Consumer`].
@@ -18,7 +22,7 @@ pub struct ConsumerBuilder {
     pub(super) client_id: String,
     pub(super) group: Option<String>,
     pub(super) topics: Vec<String>,
-    pub(super) assignment: Vec<(String, u32)>,
+    pub(super) assignment: Vec<TopicPartition>,
     pub(super) offset_reset: OffsetReset,
     pub(super) auto_commit: bool,
     pub(super) auto_commit_interval: Duration,
@@ -77,9 +81,10 @@ impl ConsumerBuilder {
         self.topics = topics.into_iter().map(Into::into).collect();
         self
     }
-    /// Partitions to read without group membership.
-    pub fn assign<S: Into<String>>(mut self, partitions: impl IntoIterator<Item = (S, u32)>) -> Self {
-        self.assignment = partitions.into_iter().map(|(t, p)| (t.into(), p)).collect();
+    /// Partitions to read without group membership (a [`TopicPartition`]
+    /// or a `(topic, partition)` pair each).
+    pub fn assign<T: Into<TopicPartition>>(mut self, partitions: impl IntoIterator<Item = T>) -> Self {
+        self.assignment = partitions.into_iter().map(Into::into).collect();
         self
     }
     /// Start of partitions without a committed offset (default earliest).
@@ -131,6 +136,13 @@ impl ConsumerBuilder {
     }
 
     /// Connects, joins the group (when subscribing) and starts fetching.
+    ///
+    /// # Errors
+    ///
+    /// [`ConsumerError::Config`] for settings that cannot work (subscribing
+    /// without a group, nothing to consume); [`ConsumerError::Client`] when
+    /// the broker cannot be reached or cannot say where assigned partitions
+    /// start.
     pub async fn build(self) -> Result<Consumer, ConsumerError> {
         if !self.topics.is_empty() && self.group.is_none() {
             return Err(ConsumerError::Config(
@@ -148,28 +160,31 @@ impl ConsumerBuilder {
         let mut config = self;
         config.fetch_backoff_max = config.fetch_backoff_max.max(config.fetch_backoff);
         let inner = Arc::new(Inner {
-            deferred: Mutex::new(None),
             config,
             conn: tokio::sync::Mutex::new(conn),
             state: Mutex::new(State::default()),
             chunks: tokio::sync::Mutex::new(rx),
             wake_fetcher: Notify::new(),
             wake_heartbeat: Notify::new(),
-            closed: AtomicBool::new(false),
+            shutdown: CancellationToken::new(),
             events,
         });
-        let mut tasks = Vec::new();
+        let tasks = TaskTracker::new();
         if inner.config.topics.is_empty() {
-            let tps: Vec<Tp> =
-                inner.config.assignment.iter().map(|(t, p)| (Arc::<str>::from(t.as_str()), *p)).collect();
-            inner.add_partitions(tps).await?;
+            inner.start_partitions(inner.config.assignment.clone()).await?;
         } else {
-            tasks.push(tokio::spawn(Arc::clone(&inner).run_heartbeats()));
+            spawn(&tasks, &inner.shutdown, Arc::clone(&inner).run_heartbeats());
         }
-        tasks.push(tokio::spawn(Arc::clone(&inner).run_fetcher(tx)));
+        spawn(&tasks, &inner.shutdown, Arc::clone(&inner).run_fetcher(tx));
         if inner.config.group.is_some() && inner.config.auto_commit {
-            tasks.push(tokio::spawn(Arc::clone(&inner).run_auto_commit()));
+            spawn(&tasks, &inner.shutdown, Arc::clone(&inner).run_auto_commit());
         }
-        Ok(Consumer { inner, tasks: Mutex::new(tasks) })
+        Ok(Consumer { inner, tasks })
     }
+}
+
+/// Runs `task` on `tasks` until it ends or `shutdown` is cancelled.
+fn spawn(tasks: &TaskTracker, shutdown: &CancellationToken, task: impl Future<Output = ()> + Send + 'static) {
+    let shutdown = shutdown.clone();
+    tasks.spawn(async move { shutdown.run_until_cancelled(task).await });
 }

@@ -3,7 +3,7 @@
 //! through the bounded prefetch channel.
 //!
 //! A partition whose fetch fails (an error code from the broker, or a
-//! batch that fails its CRC here) keeps its position and is left out of
+//! batch that fails its CRC here) keeps its next offset and is left out of
 //! fetches for a backoff that doubles per consecutive failure (with
 //! jitter, up to `fetch_backoff_max`); other partitions keep flowing. The
 //! application learns of it through `poll`: at once for a code that
@@ -11,19 +11,24 @@
 //! [`REPORT_RETRIABLE_AFTER`] failures in a row for a retriable one. A
 //! `seek` (to skip past a corrupt batch) or a successful fetch clears the
 //! partition's failures.
+//!
+//! The bookkeeping (targets, backoff, failure counts) is in
+//! [`State`](super::state::State); whether a failure is reported is
+//! [`reported`]. The task runs until the consumer's shutdown token is
+//! cancelled.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::api::{FetchPartition, FetchRequest};
+use sluice_protocol::api::{FetchPartition, FetchPartitionResponse, FetchRequest};
 use sluice_protocol::batch::split_batches;
 use sluice_protocol::client::retry_backoff;
-use sluice_protocol::ErrorCode;
+use sluice_protocol::{ErrorCode, TopicPartition};
 use tokio::sync::mpsc;
 
-use super::{Chunk, ConsumerRecord, Inner, OffsetReset, Tp};
+use super::state::{Chunk, Target};
+use super::{ConsumerRecord, Inner, OffsetReset};
 use crate::error::ConsumerError;
 
 /// Consecutive failures of a retriable code before `poll` reports them.
@@ -33,33 +38,13 @@ pub const REPORT_RETRIABLE_AFTER: u32 = 5;
 /// wakes the fetcher sooner).
 const IDLE_WAIT: Duration = Duration::from_millis(100);
 
-/// One partition to fetch: where, and the epoch its result belongs to.
-struct Target {
-    tp: Tp,
-    position: u64,
-    epoch: u64,
-}
-
 impl Inner {
-    /// Partitions to fetch now, and when the next backing-off one is due.
-    fn targets(&self, now: Instant) -> (Vec<Target>, Option<Instant>) {
-        let state = self.state();
-        let mut targets = Vec::new();
-        let mut next_retry: Option<Instant> = None;
-        for (tp, s) in &state.parts {
-            match s.retry_at.filter(|at| *at > now) {
-                Some(at) => next_retry = Some(next_retry.map_or(at, |n| n.min(at))),
-                None => targets.push(Target { tp: tp.clone(), position: s.position, epoch: s.epoch }),
-            }
-        }
-        (targets, next_retry)
-    }
-
+    /// Fetches until shutdown (or until `poll`'s end of the channel is gone).
     pub(super) async fn run_fetcher(self: Arc<Self>, tx: mpsc::Sender<Chunk>) {
         let mut request_failures = 0u32;
-        while !self.closed.load(Ordering::Acquire) {
+        loop {
             let now = Instant::now();
-            let (targets, next_retry) = self.targets(now);
+            let (targets, next_retry) = self.state().targets(now);
             let until_retry = next_retry.map(|at| at.saturating_duration_since(now));
             if targets.is_empty() {
                 tokio::select! {
@@ -92,46 +77,10 @@ impl Inner {
             };
             request_failures = 0;
             for (part, t) in resp.partitions.into_iter().zip(targets) {
-                let chunk = match part.error_code {
-                    ErrorCode::None if part.records.is_empty() => {
-                        self.fetched(&t, None);
-                        continue;
+                if let Some(chunk) = self.take_result(t, part) {
+                    if tx.send(chunk).await.is_err() {
+                        return;
                     }
-                    ErrorCode::None => match decode(&t.tp, t.position, part.records) {
-                        Ok((records, next)) => {
-                            self.fetched(&t, Some(next));
-                            Chunk::Records { tp: t.tp, epoch: t.epoch, records }
-                        }
-                        Err(error) => match self.failed(&t, ErrorCode::CorruptBatch, error) {
-                            Some(chunk) => chunk,
-                            None => continue,
-                        },
-                    },
-                    ErrorCode::OffsetOutOfRange => {
-                        let to = match self.config.offset_reset {
-                            OffsetReset::Earliest => part.log_start_offset,
-                            OffsetReset::Latest => part.high_watermark,
-                        };
-                        tracing::warn!(topic = %t.tp.0, partition = t.tp.1, position = t.position, to, "offset out of range; resetting");
-                        self.seek_internal(&t.tp, to, Some(t.epoch));
-                        continue;
-                    }
-                    code => {
-                        let error = ConsumerError::Fetch {
-                            topic: t.tp.0.to_string(),
-                            partition: t.tp.1,
-                            offset: t.position,
-                            code,
-                            failures: 0, // set by `failed`
-                        };
-                        match self.failed(&t, code, error) {
-                            Some(chunk) => chunk,
-                            None => continue,
-                        }
-                    }
-                };
-                if tx.send(chunk).await.is_err() {
-                    return;
                 }
             }
         }
@@ -146,55 +95,87 @@ impl Inner {
             partitions: targets
                 .iter()
                 .map(|t| FetchPartition {
-                    topic: t.tp.0.to_string(),
-                    partition: t.tp.1,
-                    offset: t.position,
+                    topic: t.tp.topic.clone(),
+                    partition: t.tp.partition,
+                    offset: t.offset,
                     max_bytes: per_partition,
                 })
                 .collect(),
         }
     }
 
-    /// A fetch of `t` succeeded: clear its failures, move its position to
-    /// `next` (when records came).
-    fn fetched(&self, t: &Target, next: Option<u64>) {
-        let mut s = self.state();
-        if let Some(ps) = s.parts.get_mut(&t.tp).filter(|ps| ps.epoch == t.epoch) {
-            ps.failures = 0;
-            ps.retry_at = None;
-            if let Some(next) = next {
-                ps.position = ps.position.max(next);
+    /// One partition's fetch result: records for `poll`, a failure to
+    /// report, or nothing to hand over (no records, a reset, a failure
+    /// still being retried quietly).
+    fn take_result(&self, t: Target, part: FetchPartitionResponse) -> Option<Chunk> {
+        match part.error_code {
+            ErrorCode::None if part.records.is_empty() => {
+                self.state().fetched(&t, None);
+                None
+            }
+            ErrorCode::None => match decode(&t.tp, t.offset, part.records) {
+                Ok((records, next)) => {
+                    self.state().fetched(&t, Some(next));
+                    Some(Chunk::Records { tp: t.tp, epoch: t.epoch, records })
+                }
+                Err(error) => self.failed(t, ErrorCode::CorruptBatch, error),
+            },
+            ErrorCode::OffsetOutOfRange => {
+                let to = reset_point(self.config.offset_reset, &part);
+                tracing::warn!(topic = %t.tp.topic, partition = t.tp.partition, offset = t.offset, to, "offset out of range; resetting");
+                self.seek(&t.tp, to, Some(t.epoch));
+                None
+            }
+            code => {
+                let error = ConsumerError::Fetch {
+                    topic: t.tp.topic.clone(),
+                    partition: t.tp.partition,
+                    offset: t.offset,
+                    code,
+                    failures: 0, // set by `failed`
+                };
+                self.failed(t, code, error)
             }
         }
     }
 
     /// A fetch of `t` failed with `code`: back the partition off, and
     /// return `error` for `poll` when the application should hear of it.
-    fn failed(&self, t: &Target, code: ErrorCode, mut error: ConsumerError) -> Option<Chunk> {
-        let failures = {
-            let mut s = self.state();
-            let ps = s.parts.get_mut(&t.tp).filter(|ps| ps.epoch == t.epoch)?;
-            ps.failures = ps.failures.saturating_add(1);
-            let wait = retry_backoff(self.config.fetch_backoff, self.config.fetch_backoff_max, ps.failures);
-            ps.retry_at = Some(Instant::now() + wait);
-            ps.failures
-        };
-        tracing::warn!(topic = %t.tp.0, partition = t.tp.1, offset = t.position, ?code, failures, error = %error, "fetch failed; backing off");
-        if code.is_retriable() && failures < REPORT_RETRIABLE_AFTER {
+    fn failed(&self, t: Target, code: ErrorCode, mut error: ConsumerError) -> Option<Chunk> {
+        let (base, max) = (self.config.fetch_backoff, self.config.fetch_backoff_max);
+        let failures = self.state().failed(&t, Instant::now(), |n| retry_backoff(base, max, n))?;
+        tracing::warn!(topic = %t.tp.topic, partition = t.tp.partition, offset = t.offset, ?code, failures, error = %error, "fetch failed; backing off");
+        if !reported(code, failures) {
             return None;
         }
         if let ConsumerError::Fetch { failures: f, .. } = &mut error {
             *f = failures;
         }
-        Some(Chunk::Failed { tp: t.tp.clone(), epoch: t.epoch, error })
+        Some(Chunk::Failed { tp: t.tp, epoch: t.epoch, error })
+    }
+}
+
+/// Whether the application hears of a partition's `failures`-th failure
+/// in a row with `code`: at once when retrying cannot fix it, after
+/// [`REPORT_RETRIABLE_AFTER`] in a row when it might.
+fn reported(code: ErrorCode, failures: u32) -> bool {
+    !code.is_retriable() || failures >= REPORT_RETRIABLE_AFTER
+}
+
+/// Where a partition fetched out of range starts again.
+fn reset_point(reset: OffsetReset, part: &FetchPartitionResponse) -> u64 {
+    match reset {
+        OffsetReset::Earliest => part.log_start_offset,
+        OffsetReset::Latest => part.high_watermark,
     }
 }
 
 /// Records at or after `from`, CRC checked and decompressed.
-fn decode(tp: &Tp, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerRecord>, u64), ConsumerError> {
+fn decode(tp: &TopicPartition, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerRecord>, u64), ConsumerError> {
+    let topic: Arc<str> = Arc::from(tp.topic.as_str());
     let corrupt = |reason: String| ConsumerError::CorruptBatch {
-        topic: tp.0.to_string(),
-        partition: tp.1,
+        topic: tp.topic.clone(),
+        partition: tp.partition,
         offset: from,
         reason,
     };
@@ -216,8 +197,8 @@ fn decode(tp: &Tp, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerRecord>, u64)
             }
             let owned = records.to_owned_record(&r);
             out.push(ConsumerRecord {
-                topic: Arc::clone(&tp.0),
-                partition: tp.1,
+                topic: Arc::clone(&topic),
+                partition: tp.partition,
                 offset: owned.offset,
                 timestamp: owned.timestamp,
                 key: owned.key,
@@ -227,4 +208,72 @@ fn decode(tp: &Tp, from: u64, bytes: Bytes) -> Result<(Vec<ConsumerRecord>, u64)
         }
     }
     Ok((out, next))
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::BytesMut;
+    use sluice_protocol::batch::{set_base_offset, BatchBuilder};
+
+    use super::*;
+
+    /// Batches of `counts` records each, from offset `base` on, back to back.
+    fn batches(base: u64, counts: &[u64]) -> Bytes {
+        let mut out = BytesMut::new();
+        let mut offset = base;
+        for &count in counts {
+            let mut b = BatchBuilder::new();
+            for i in 0..count {
+                b.append(0, None, Some(format!("v{}", offset + i).as_bytes()), &[]);
+            }
+            let mut bytes = BytesMut::from(&b.build()[..]);
+            set_base_offset(&mut bytes, offset);
+            out.extend_from_slice(&bytes);
+            offset += count;
+        }
+        out.freeze()
+    }
+
+    #[test]
+    fn codes_that_retrying_cannot_fix_are_reported_at_once() {
+        assert!(reported(ErrorCode::CorruptBatch, 1));
+        assert!(!reported(ErrorCode::RequestTimedOut, 1));
+        assert!(!reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER - 1));
+        assert!(reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER));
+    }
+
+    #[test]
+    fn out_of_range_resets_to_the_policys_end() {
+        let part = FetchPartitionResponse {
+            topic: "t".into(),
+            partition: 0,
+            error_code: ErrorCode::OffsetOutOfRange,
+            high_watermark: 90,
+            log_start_offset: 10,
+            records: Bytes::new(),
+        };
+        assert_eq!(reset_point(OffsetReset::Earliest, &part), 10);
+        assert_eq!(reset_point(OffsetReset::Latest, &part), 90);
+    }
+
+    #[test]
+    fn decoding_skips_records_before_the_fetch_offset() {
+        let tp = TopicPartition::new("t", 3);
+        let (records, next) = decode(&tp, 12, batches(10, &[4, 3])).expect("valid batches");
+        assert_eq!(records.iter().map(|r| r.offset).collect::<Vec<_>>(), [12, 13, 14, 15, 16]);
+        assert_eq!(next, 17);
+        assert!(records.iter().all(|r| &*r.topic == "t" && r.partition == 3));
+        assert_eq!(records[0].value.as_deref(), Some(&b"v12"[..]));
+    }
+
+    #[test]
+    fn a_batch_failing_its_crc_names_the_partition_and_fetch_offset() {
+        let tp = TopicPartition::new("t", 0);
+        let mut bytes = BytesMut::from(&batches(6, &[3])[..]);
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let error = decode(&tp, 6, bytes.freeze()).expect_err("corrupt");
+        assert!(matches!(error, ConsumerError::CorruptBatch { partition: 0, offset: 6, .. }), "{error:?}");
+        assert_eq!(error.position(), Some(("t", 0, 6)));
+    }
 }

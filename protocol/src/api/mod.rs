@@ -16,12 +16,18 @@
 mod alter_topic;
 mod api_versions;
 mod create_topic;
+mod delete_group;
 mod delete_topic;
+mod describe_group;
 mod fetch;
-mod groups;
+mod group_heartbeat;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_fetch;
 mod produce;
+mod reset_offsets;
 mod status;
 #[cfg(test)]
 mod tests;
@@ -29,21 +35,24 @@ mod tests;
 pub use alter_topic::{AlterTopicRequest, AlterTopicResponse};
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
 pub use create_topic::{ConfigEntry, CreateTopicRequest, CreateTopicResponse};
+pub use delete_group::{DeleteGroupRequest, DeleteGroupResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
+pub use describe_group::{DescribeGroupRequest, DescribeGroupResponse, MemberDescription, PartitionLag};
 pub use fetch::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
-pub use groups::{
-    CommitOffset, DeleteGroupRequest, DeleteGroupResponse, DescribeGroupRequest, DescribeGroupResponse,
-    FetchedOffset, GroupHeartbeatRequest, GroupHeartbeatResponse, GroupListing, ListGroupsRequest,
-    ListGroupsResponse, MemberDescription, OffsetChange, OffsetCommitRequest, OffsetCommitResponse,
-    OffsetFetchRequest, OffsetFetchResponse, PartitionLag, PartitionResult, ResetOffsetsRequest,
-    ResetOffsetsResponse, ResetSpec, TopicPartition, TopicPartitions, LEAVE_EPOCH, NO_OFFSET,
-};
+pub use group_heartbeat::{GroupHeartbeatRequest, GroupHeartbeatResponse, LEAVE_EPOCH};
+pub use list_groups::{GroupListing, ListGroupsRequest, ListGroupsResponse};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
 pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, MAX_NAMED_TOPICS};
+pub use offset_commit::{CommitOffset, OffsetCommitRequest, OffsetCommitResponse, PartitionResult};
+pub use offset_fetch::{FetchedOffset, OffsetFetchRequest, OffsetFetchResponse, NO_OFFSET};
 pub use produce::{Acks, ProduceRequest, ProduceResponse};
+pub use reset_offsets::{OffsetChange, ResetOffsetsRequest, ResetOffsetsResponse, ResetSpec};
 pub use status::{FailedTopic, GroupStatus, StatusRequest, StatusResponse};
+// The partition names the group apis carry (kept here so `api::TopicPartition`
+// still names them).
+pub use crate::topic_partition::{TopicPartition, TopicPartitions};
 
 use bytes::Bytes;
 

@@ -1,19 +1,19 @@
 //! The record batch: one format on the wire and on disk (docs/format.md).
 //!
 //! ```text
-//! offset  size  field
-//!      0     8  base_offset        u64   stamped by the broker; not under the CRC
-//!      8     4  batch_length       u32   bytes after this field
-//!     12     4  crc                u32   CRC-32 (IEEE) of bytes 16..end
-//!     16     2  attributes         u16   bits 0-2 codec, bit 3 log-append time
-//!     18     4  last_offset_delta  u32   record_count - 1
-//!     22     8  first_timestamp    i64   ms since the epoch
-//!     30     8  max_timestamp      i64
-//!     38     8  producer_id        u64   u64::MAX = none
-//!     46     2  producer_epoch     u16
-//!     48     4  base_sequence      u32   u32::MAX = none
-//!     52     4  record_count       u32
-//!     56     -  records            (compressed as a whole when the codec says so)
+//! position  size  field
+//!        0     8  base_offset        u64   stamped by the broker; not under the CRC
+//!        8     4  batch_length       u32   bytes after this field
+//!       12     4  crc                u32   CRC-32 (IEEE) of bytes 16..end
+//!       16     2  attributes         u16   bits 0-2 codec, bit 3 log-append time
+//!       18     4  last_offset_delta  u32   record_count - 1
+//!       22     8  first_timestamp    i64   ms since the epoch
+//!       30     8  max_timestamp      i64
+//!       38     8  producer_id        u64   u64::MAX = none
+//!       46     2  producer_epoch     u16
+//!       48     4  base_sequence      u32   u32::MAX = none
+//!       52     4  record_count       u32
+//!       56     -  records            (compressed as a whole when the codec says so)
 //! ```
 //!
 //! A producer builds a batch with [`BatchBuilder`]; the broker checks it with

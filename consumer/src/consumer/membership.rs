@@ -1,0 +1,141 @@
+//! Group membership: the heartbeat task of a subscribed consumer, and
+//! leaving the group on `close`.
+//!
+//! Each heartbeat reports the partitions this member still owns and gets
+//! back its target assignment. Partitions that left the target are revoked
+//! first (after the auto-commit of what was processed, so the next owner
+//! starts there) and reported as released at once by heartbeating again;
+//! partitions new to the target are then started ([`super::offsets`]). A
+//! broker that no longer knows the member (`UNKNOWN_MEMBER_ID`, e.g. after
+//! a session expiry) makes it rejoin with nothing owned.
+//!
+//! The decisions (what to revoke and add, what fencing loses) are
+//! [`State::follow`](super::state::State::follow) and
+//! [`State::fenced`](super::state::State::fenced); this module does the I/O
+//! around them. The task runs until the consumer's shutdown token is
+//! cancelled.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse, LEAVE_EPOCH};
+use sluice_protocol::client::ClientError;
+use sluice_protocol::{ErrorCode, TopicPartition, TopicPartitions};
+
+use super::{names, AssignmentEvent, Inner, Progress};
+use crate::error::ConsumerError;
+
+/// The heartbeat interval until the broker names one.
+const FIRST_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The shortest heartbeat interval taken from the broker.
+const MIN_INTERVAL_MS: u32 = 10;
+
+impl Inner {
+    /// Heartbeats until shutdown, following the group's assignment.
+    pub(super) async fn run_heartbeats(self: Arc<Self>) {
+        let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "unknown".into());
+        let mut interval = FIRST_INTERVAL;
+        loop {
+            let request = self.heartbeat_request(&host);
+            let result = match self.conn().await {
+                Ok(conn) => conn.call(&request).await.map_err(ConsumerError::from),
+                Err(e) => Err(e),
+            };
+            let again_now = match result {
+                Ok(resp) => {
+                    interval =
+                        Duration::from_millis(u64::from(resp.heartbeat_interval_ms.max(MIN_INTERVAL_MS)));
+                    self.follow(resp).await
+                }
+                Err(ConsumerError::Client(ClientError::Server {
+                    code: ErrorCode::UnknownMemberId, ..
+                })) => {
+                    self.fenced();
+                    true
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "heartbeat failed; retrying");
+                    false
+                }
+            };
+            if !again_now {
+                tokio::select! {
+                    _ = tokio::time::sleep(interval) => {}
+                    _ = self.wake_heartbeat.notified() => {}
+                }
+            }
+        }
+    }
+
+    /// This member's heartbeat, reporting what it owns now.
+    fn heartbeat_request(&self, host: &str) -> GroupHeartbeatRequest {
+        let state = self.state();
+        GroupHeartbeatRequest {
+            group: self.config.group.clone().unwrap_or_default(),
+            member_id: state.member_id.clone(),
+            member_epoch: state.member_epoch,
+            client_host: host.to_owned(),
+            session_timeout_ms: self.config.session_timeout.as_millis().min(u128::from(u32::MAX)) as u32,
+            topics: self.config.topics.clone(),
+            owned: state.owned(),
+        }
+    }
+
+    /// Moves to the assignment in `resp`: revokes, then starts the added
+    /// partitions. True when partitions were released (heartbeat again now
+    /// to tell the group).
+    async fn follow(&self, resp: GroupHeartbeatResponse) -> bool {
+        let target: BTreeSet<TopicPartition> =
+            resp.assignment.iter().flat_map(TopicPartitions::split).collect();
+        let (revoked, added) = self.state().follow(resp.member_id, resp.member_epoch, &target);
+        let released = !revoked.is_empty();
+        if released {
+            if self.config.auto_commit {
+                if let Err(e) = self.commit(Progress::Processed, Some(&revoked)).await {
+                    tracing::warn!(error = %e, "commit before revocation failed");
+                }
+            }
+            self.state().revoke(&revoked);
+            let _ = self.events.send(AssignmentEvent::Revoked(names(&revoked)));
+        }
+        if let Err(e) = self.start_partitions(added).await {
+            tracing::warn!(error = %e, "could not start assigned partitions");
+        }
+        released
+    }
+
+    /// The group no longer knows this member: every partition is lost
+    /// (without a commit: the group may have moved them already).
+    fn fenced(&self) {
+        let lost = self.state().fenced();
+        if !lost.is_empty() {
+            let _ = self.events.send(AssignmentEvent::Revoked(names(&lost)));
+        }
+    }
+
+    /// Leaves the group (a subscribed member that joined), so its
+    /// partitions move at once; failures are ignored (the session expires).
+    pub(super) async fn leave(&self) {
+        let Some(group) = self.config.group.clone().filter(|_| !self.config.topics.is_empty()) else {
+            return;
+        };
+        let member_id = self.state().member_id.clone();
+        if member_id.is_empty() {
+            return;
+        }
+        let request = GroupHeartbeatRequest {
+            group,
+            member_id,
+            member_epoch: LEAVE_EPOCH,
+            client_host: String::new(),
+            session_timeout_ms: 0,
+            topics: Vec::new(),
+            owned: Vec::new(),
+        };
+        if let Ok(conn) = self.conn().await {
+            let _ = conn.call(&request).await;
+        }
+    }
+}
