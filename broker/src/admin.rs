@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
 use crate::metrics::Metrics;
-use crate::server::AcceptBackoff;
+use crate::accept::AcceptBackoff;
 
 /// What the admin endpoints read.
 #[derive(Debug)]
