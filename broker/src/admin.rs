@@ -20,9 +20,9 @@ use sluice_protocol::api::NO_OFFSET;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptBackoff;
 use crate::broker::Broker;
 use crate::metrics::{GroupOffsetSnapshot, GroupSnapshot, Metrics, PartitionSnapshot, Snapshot};
-use crate::accept::AcceptBackoff;
 
 /// What the admin endpoints read.
 #[derive(Debug)]

@@ -280,11 +280,7 @@ impl Metrics {
             "Consumer-group lag: log end offset minus committed offset",
             self.group_lag.clone(),
         );
-        r.register(
-            "group_committed_offset",
-            "Consumer-group committed offset",
-            self.group_committed.clone(),
-        );
+        r.register("group_committed_offset", "Consumer-group committed offset", self.group_committed.clone());
         r.register("group_members", "Active members of a consumer group", self.group_members.clone());
     }
 
@@ -358,10 +354,16 @@ impl Metrics {
         self.group_committed.clear();
         self.group_members.clear();
         for g in &state.groups {
-            gauge(&self.group_members.get_or_create(&GroupLabels { group: g.group.clone() }), u64::from(g.members));
+            gauge(
+                &self.group_members.get_or_create(&GroupLabels { group: g.group.clone() }),
+                u64::from(g.members),
+            );
             for o in &g.offsets {
-                let labels =
-                    GroupPartitionLabels { group: g.group.clone(), topic: o.topic.clone(), partition: o.partition };
+                let labels = GroupPartitionLabels {
+                    group: g.group.clone(),
+                    topic: o.topic.clone(),
+                    partition: o.partition,
+                };
                 gauge(&self.group_lag.get_or_create(&labels), o.lag);
                 if let Some(committed) = o.committed {
                     gauge(&self.group_committed.get_or_create(&labels), committed);

@@ -67,10 +67,8 @@ struct Crate {
 fn crates() -> Vec<Crate> {
     let root = root();
     let manifest = std::fs::read_to_string(root.join("Cargo.toml")).unwrap();
-    let members = manifest
-        .lines()
-        .find(|l| l.trim_start().starts_with("members"))
-        .expect("workspace members");
+    let members =
+        manifest.lines().find(|l| l.trim_start().starts_with("members")).expect("workspace members");
     members
         .split('"')
         .skip(1)
@@ -531,7 +529,8 @@ fn check_lengths(source: &Source, problems: &mut Vec<String>) {
     }
     for (name, first, len) in source.functions() {
         if len > MAX_FN_LINES {
-            problems.push(format!("{}:{first}: fn {name} is {len} lines (at most {MAX_FN_LINES})", source.rel));
+            problems
+                .push(format!("{}:{first}: fn {name} is {len} lines (at most {MAX_FN_LINES})", source.rel));
         }
     }
 }
@@ -550,12 +549,18 @@ fn files_functions_and_imports_have_the_agreed_shape() {
             eprintln!("allow-list entry {pat:?} ({owner}) matches nothing: remove it");
         }
     }
-    assert!(failing.is_empty(), "{} shape problem(s):\n{}", failing.len(), failing.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n"));
+    assert!(
+        failing.is_empty(),
+        "{} shape problem(s):\n{}",
+        failing.len(),
+        failing.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
+    );
 }
 
 #[test]
 fn the_checks_see_what_they_must() {
-    let code = code_only("fn a() { let s = \"}\"; let c = '}'; // }\n /* } */ }\nfn b<'a>(x: &'a [u8; 4]) {}\n");
+    let code =
+        code_only("fn a() { let s = \"}\"; let c = '}'; // }\n /* } */ }\nfn b<'a>(x: &'a [u8; 4]) {}\n");
     assert_eq!(code.matches('}').count(), 2, "braces in literals and comments are blanked: {code}");
     let paths = expand_paths("crate::{a::{b, c::D}, e as f, self};", 7, Vec::new());
     assert_eq!(paths, [vec!["a", "b"], vec!["a", "c", "D"], vec!["e"], vec![]]);

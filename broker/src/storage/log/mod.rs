@@ -25,29 +25,30 @@
 //! offset in `failed-sync`, and the next [`Log::open`] of the directory cuts
 //! it back to that offset.
 //!
-//! Opening and recovery live in `loader`, retention and truncation in
-//! `retention`.
+//! Opening and recovery live in `loader`, reads (by offset and by
+//! timestamp) in `read`, retention and truncation in `retention`.
 
 mod loader;
 mod producer_load;
+mod read;
 mod retention;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
-use sluice_protocol::batch::{BatchError, BatchHeader, RecordBatch};
+use sluice_protocol::batch::{BatchError, BatchHeader};
 
 use super::durable::{self, sync_dir};
 use super::files;
-use super::mmap::{DiskSpace, MappedFile, SyncHandle};
+use super::mmap::{DiskSpace, SyncHandle};
 use super::producers::{ProducerStates, Sequence};
-use super::segment::{read_batches, Segment, SegmentOptions};
+use super::segment::{Segment, SegmentOptions};
 use super::{io_error, FsyncPolicy, LogConfig, StorageError, TimestampType};
+use read::ByteRange;
 
 /// The recovery point is checkpointed after a flush at most this often.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -121,19 +122,6 @@ pub struct RetentionReport {
     pub deleted_bytes: usize,
     /// The new log start offset.
     pub log_start_offset: u64,
-}
-
-/// A byte range of a segment's log.
-#[derive(Debug)]
-struct ByteRange {
-    /// Base offset of the segment.
-    segment: u64,
-    /// Its log file.
-    file: Arc<MappedFile>,
-    /// First byte.
-    start: usize,
-    /// Byte after the last.
-    end: usize,
 }
 
 /// Durability work a roll leaves for the next flush, so that no fsync runs
@@ -434,31 +422,6 @@ impl Log {
         Ok(())
     }
 
-    /// Reads whole batches starting with the one that holds `offset`, up to
-    /// `max_bytes` (at least one batch), from one segment, below the high
-    /// watermark. Empty at the high watermark; `OffsetOutOfRange` outside
-    /// `[log_start_offset, high_watermark]`; `CorruptBatch` when the first
-    /// batch fails its CRC.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        let hw = self.high_watermark();
-        let ByteRange { file, segment: base, start, end } = {
-            let state = lock(&self.state);
-            let log_start_offset = state.log_start_offset();
-            if offset < log_start_offset || offset > hw {
-                return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset: hw });
-            }
-            if offset == hw {
-                return Ok(Bytes::new());
-            }
-            let seg = state.segment_for(offset);
-            let start = seg.position_of(offset);
-            let end = if hw < seg.next_offset() { seg.position_of(hw) } else { seg.size() };
-            let (file, _) = seg.reader();
-            ByteRange { file, segment: seg.base_offset(), start, end }
-        };
-        read_batches(&file, base, start, end, max_bytes)
-    }
-
     /// Makes every offset below `offset` durable, sharing the flush with
     /// concurrent callers (group commit). Blocks: call from a blocking thread.
     pub fn sync_to(&self, offset: u64) -> Result<(), StorageError> {
@@ -600,59 +563,6 @@ impl Log {
         flush.checkpointed = offset;
         flush.last_checkpoint = Some(Instant::now());
         Ok(())
-    }
-
-    /// The first record with a timestamp at or after `timestamp`, as
-    /// `(offset, timestamp)`, below the high watermark; `None` when every
-    /// record is older.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, StorageError> {
-        let hw = self.high_watermark();
-        let candidates: Vec<ByteRange> = {
-            let state = lock(&self.state);
-            state
-                .segments()
-                .filter(|s| s.max_timestamp() >= timestamp && s.base_offset() < hw)
-                .map(|s| {
-                    let end = if hw < s.next_offset() { s.position_of(hw) } else { s.size() };
-                    let start = s.position_for_timestamp(timestamp);
-                    ByteRange { segment: s.base_offset(), file: s.reader().0, start, end }
-                })
-                .collect()
-        };
-        for ByteRange { segment: base, file, start, end } in candidates {
-            let mut pos = start;
-            while pos < end {
-                let bytes = read_batches(&file, base, pos, end, 1)?;
-                if bytes.is_empty() {
-                    break;
-                }
-                pos += bytes.len();
-                let batch = RecordBatch::new(bytes).map_err(|source| StorageError::CorruptBatch {
-                    segment: base,
-                    position: pos,
-                    source,
-                })?;
-                if batch.header().max_timestamp < timestamp {
-                    continue;
-                }
-                let records = batch.records().map_err(|source| StorageError::CorruptBatch {
-                    segment: base,
-                    position: pos,
-                    source,
-                })?;
-                for r in records.iter() {
-                    let r = r.map_err(|source| StorageError::CorruptBatch {
-                        segment: base,
-                        position: pos,
-                        source,
-                    })?;
-                    if r.timestamp >= timestamp {
-                        return Ok(Some((r.offset, r.timestamp)));
-                    }
-                }
-            }
-        }
-        Ok(None)
     }
 
     /// Offsets, sizes and segment count.
