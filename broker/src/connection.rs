@@ -96,8 +96,8 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
         match dispatch(&broker, frame) {
             Dispatch::Done(response) => {
                 drop(permit);
-                if let Some(chunks) = response {
-                    if !queue.send(&tx, chunks).await {
+                if let Some(response) = response {
+                    if !queue.send(&tx, response.chunks).await {
                         break;
                     }
                 }
@@ -108,16 +108,16 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
                     // The future is lazy: a fetch reads nothing until polled,
                     // so it waits for room before building its response.
                     if queue.wait_for_room(&broker, Shutdown::Proceed).await {
-                        if let Some(chunks) = future.await {
-                            queue.send(&tx, chunks).await;
+                        if let Some(response) = future.await {
+                            queue.send(&tx, response.chunks).await;
                         }
                     }
                     drop(permit);
                 });
             }
-            Dispatch::Close(chunks) => {
+            Dispatch::Close(response) => {
                 tracing::warn!(%peer, "malformed request header; closing connection");
-                queue.send(&tx, chunks).await;
+                queue.send(&tx, response.chunks).await;
                 break;
             }
         }

@@ -40,7 +40,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use sluice_protocol::batch::{BatchError, BatchHeader};
+use sluice_protocol::batch::{BatchError, BatchHeader, RecordBatch};
 
 use super::durable::{self, sync_dir};
 use super::files;
@@ -308,9 +308,14 @@ impl Log {
         }
     }
 
-    /// Appends one batch (already validated by the caller: CRC, records).
-    /// Stamps its base offset, rolls the segment when due, and deduplicates
-    /// idempotent retries. Durability comes from [`sync_to`](Self::sync_to).
+    /// Appends one batch given as bytes: parses its header and checks its
+    /// length, record count and size first (callers holding raw bytes: the
+    /// offsets store, tests). The CRC and the records are the caller's to
+    /// check. See [`append_batch`](Self::append_batch).
+    ///
+    /// # Errors
+    /// As [`append_batch`](Self::append_batch), and `InvalidBatch` or
+    /// `BatchTooLarge` for a batch that fails those checks.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
         let header = BatchHeader::parse(batch).map_err(StorageError::InvalidBatch)?;
         if header.total_len() != batch.len() {
@@ -325,20 +330,37 @@ impl Log {
                 actual: header.last_offset_delta.saturating_add(1),
             }));
         }
-        let config = self.config();
-        if batch.len() > config.max_message_bytes as usize {
-            return Err(StorageError::BatchTooLarge {
-                size: batch.len(),
-                max: config.max_message_bytes as usize,
-            });
+        let max = self.config().max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max });
         }
+        self.append_parsed(batch, &header, now_ms)
+    }
+
+    /// Appends one batch that the caller validated (`RecordBatch::validate`:
+    /// CRC, record count, records; and its size against
+    /// `max_message_bytes`), without checking it again. Stamps its base
+    /// offset, rolls the segment when due (see [`roll_due`](Self::roll_due)),
+    /// and deduplicates idempotent retries. Durability comes from
+    /// [`sync_to`](Self::sync_to).
+    ///
+    /// # Errors
+    /// `Closed` after [`close`](Self::close), `Failed` after a failed sync,
+    /// `Sequence` for an idempotent batch out of sequence, `BatchTooLarge`
+    /// when it does not fit a segment, and I/O errors of a roll.
+    pub fn append_batch(&self, batch: &RecordBatch, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_parsed(batch.as_bytes(), batch.header(), now_ms)
+    }
+
+    fn append_parsed(&self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        let config = self.config();
         let mut state = lock(&self.state);
         if state.closed {
             return Err(StorageError::Closed);
         }
         self.check_failed()?;
         if header.is_idempotent() {
-            if let Sequence::Duplicate(base) = state.producers.check(&header)? {
+            if let Sequence::Duplicate(base) = state.producers.check(header)? {
                 let last = base + u64::from(header.last_offset_delta);
                 return Ok(AppendInfo {
                     base_offset: base,
@@ -349,16 +371,16 @@ impl Log {
                 });
             }
         }
-        let rolled = self.maybe_roll(&mut state, &config, &header, batch.len())?;
+        let rolled = self.maybe_roll(&mut state, &config, header, batch.len())?;
         if batch.len() > state.active.capacity() {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
         }
         let base_offset = state.active.next_offset();
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
-        state.active.append(batch, &header, log_append_time)?;
+        state.active.append(batch, header, log_append_time)?;
         if header.is_idempotent() {
             state.producers.record_with_limit(
-                &header,
+                header,
                 base_offset,
                 now_ms,
                 config.producer_expiry_ms,
@@ -377,18 +399,31 @@ impl Log {
         header: &BatchHeader,
         len: usize,
     ) -> Result<bool, StorageError> {
-        let active = &state.active;
-        if active.is_empty() {
-            return Ok(false);
-        }
-        let full = active.size() + len > (config.segment_bytes as usize).min(active.capacity());
-        let old = active.opened().elapsed() >= Duration::from_millis(config.segment_ms);
-        let relative_end = active.next_offset() - active.base_offset() + u64::from(header.record_count);
-        let due = full || old || relative_end > u64::from(u32::MAX);
+        let due = Self::roll_due_locked(state, config, len, header.record_count);
         if due {
             self.roll_locked(state, config)?;
         }
         Ok(due)
+    }
+
+    /// Whether appending a batch of `len` bytes and `records` records now
+    /// would roll the segment (which creates files): callers on an async
+    /// runtime then append off its workers. A guess that another append may
+    /// make stale; it costs one uncontended lock.
+    pub fn roll_due(&self, len: usize, records: u32) -> bool {
+        let config = self.config();
+        Self::roll_due_locked(&lock(&self.state), &config, len, records)
+    }
+
+    fn roll_due_locked(state: &State, config: &LogConfig, len: usize, records: u32) -> bool {
+        let active = &state.active;
+        if active.is_empty() {
+            return false;
+        }
+        let full = active.size() + len > (config.segment_bytes as usize).min(active.capacity());
+        let old = active.opened().elapsed() >= Duration::from_millis(config.segment_ms);
+        let relative_end = active.next_offset() - active.base_offset() + u64::from(records);
+        full || old || relative_end > u64::from(u32::MAX)
     }
 
     /// Seals the active segment and starts a new one at the log end offset.
