@@ -352,7 +352,12 @@ impl Log {
         self.append_parsed(batch.as_bytes(), batch.header(), now_ms)
     }
 
-    fn append_parsed(&self, batch: &[u8], header: &BatchHeader, now_ms: i64) -> Result<AppendInfo, StorageError> {
+    fn append_parsed(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
         let mut state = lock(&self.state);
         if state.closed {
