@@ -262,14 +262,14 @@ impl Source {
             let item = &code[rest..];
             let Some(end) = item.find(['{', ';']) else { continue };
             let head: Vec<&str> = item[..end].split_whitespace().collect();
-            let is_mod = head.iter().any(|&w| w == "mod");
+            let is_mod = head.contains(&"mod");
             if item[end..].starts_with(';') {
                 if is_mod {
                     self.test_children.push(head.last().unwrap().to_string());
                 }
                 continue;
             }
-            if is_mod || head.iter().any(|&w| w == "fn") {
+            if is_mod || head.contains(&"fn") {
                 self.test_regions.push((at, matching_brace(code, rest + end)));
             }
         }
@@ -401,7 +401,7 @@ fn expand_paths(code: &str, mut at: usize, base: Vec<String>) -> Vec<Vec<String>
 type Edges = BTreeMap<(String, String), String>;
 
 /// The sibling-level import edges of one crate's library.
-fn import_edges(krate: &Crate, sources: &[(Vec<String>, Source)]) -> Edges {
+fn import_edges(sources: &[(Vec<String>, Source)]) -> Edges {
     let modules: BTreeSet<&Vec<String>> = sources.iter().map(|(m, _)| m).collect();
     let mut edges = Edges::new();
     for (module, source) in sources {
@@ -434,7 +434,6 @@ fn import_edges(krate: &Crate, sources: &[(Vec<String>, Source)]) -> Edges {
             }
         }
     }
-    let _ = krate;
     edges
 }
 
@@ -511,7 +510,7 @@ fn problems() -> Vec<String> {
                 modules.push((module, source));
             }
         }
-        for (scc, text) in cycles(&import_edges(&krate, &modules)) {
+        for (scc, text) in cycles(&import_edges(&modules)) {
             let names: Vec<&str> = scc.iter().map(String::as_str).collect();
             problems.push(format!("cycle in {}: {}{text}", krate.name, names.join(" <-> ")));
         }
