@@ -16,12 +16,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use sluice_protocol::api::NO_OFFSET;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
+use crate::accept::AcceptBackoff;
 use crate::broker::Broker;
-use crate::metrics::Metrics;
-use crate::server::AcceptBackoff;
+use crate::metrics::{GroupOffsetSnapshot, GroupSnapshot, Metrics, PartitionSnapshot, Snapshot};
 
 /// What the admin endpoints read.
 #[derive(Debug)]
@@ -48,7 +49,7 @@ fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => reply(
             StatusCode::OK,
             "text/plain; version=0.0.4; charset=utf-8",
-            state.metrics.render(state.broker.get().map(Arc::as_ref)),
+            state.metrics.render(state.broker.get().map(|b| snapshot(b)).as_ref()),
         ),
         "/health" => reply(StatusCode::OK, "text/plain", "ok\n"),
         "/ready" if state.ready.load(Ordering::Acquire) => {
@@ -57,6 +58,46 @@ fn route(state: &AdminState, path: &str) -> Response<Full<Bytes>> {
         "/ready" => reply(StatusCode::SERVICE_UNAVAILABLE, "text/plain", "recovering\n"),
         _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found: try /metrics, /health or /ready\n"),
     }
+}
+
+/// What the state gauges show: every partition's offsets and sizes, every
+/// group's members, committed offsets and lag, read now.
+fn snapshot(broker: &Broker) -> Snapshot {
+    let partitions = broker
+        .topics
+        .list()
+        .iter()
+        .flat_map(|topic| {
+            topic.partitions.iter().map(|p| PartitionSnapshot {
+                topic: topic.name.to_string(),
+                partition: p.index,
+                stats: p.log().stats(),
+            })
+        })
+        .collect();
+    let groups = broker
+        .groups
+        .list()
+        .into_iter()
+        .map(|listing| {
+            let described = broker.groups.describe(&broker.topics, &listing.group);
+            let offsets = described.map(|d| d.offsets).unwrap_or_default();
+            GroupSnapshot {
+                offsets: offsets
+                    .into_iter()
+                    .map(|o| GroupOffsetSnapshot {
+                        topic: o.topic,
+                        partition: o.partition,
+                        lag: o.lag,
+                        committed: (o.committed != NO_OFFSET).then_some(o.committed),
+                    })
+                    .collect(),
+                group: listing.group,
+                members: listing.members,
+            }
+        })
+        .collect();
+    Snapshot { uptime: broker.started.elapsed(), partitions, groups }
 }
 
 /// `/ready`'s body once serving: `ready`, then each topic on disk that

@@ -93,39 +93,56 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, broker: Arc<Broker>, _pe
         };
         timers.frame_received();
         let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else { break };
-        match dispatch(&broker, frame) {
-            Dispatch::Done(response) => {
-                drop(permit);
-                if let Some(chunks) = response {
-                    if !queue.send(&tx, chunks).await {
-                        break;
-                    }
-                }
-            }
-            Dispatch::Pending(future) => {
-                let (queue, tx, broker) = (Arc::clone(&queue), tx.clone(), Arc::clone(&broker));
-                requests.spawn(async move {
-                    // The future is lazy: a fetch reads nothing until polled,
-                    // so it waits for room before building its response.
-                    if queue.wait_for_room(&broker, Shutdown::Proceed).await {
-                        if let Some(chunks) = future.await {
-                            queue.send(&tx, chunks).await;
-                        }
-                    }
-                    drop(permit);
-                });
-            }
-            Dispatch::Close(chunks) => {
-                tracing::warn!(%peer, "malformed request header; closing connection");
-                queue.send(&tx, chunks).await;
-                break;
-            }
+        if !respond(dispatch(&broker, frame), permit, &queue, &tx, &requests, &broker, peer).await {
+            break;
         }
     }
     requests.close();
     requests.wait().await;
     drop(tx);
     let _ = writer.await;
+}
+
+/// Hands a request's response to the writer: at once, or from a task of
+/// `requests` when it is still being worked on (its in-flight `permit` held
+/// until then). `false` when the connection must close.
+async fn respond(
+    dispatched: Dispatch,
+    permit: OwnedSemaphorePermit,
+    queue: &Arc<ResponseQueue>,
+    tx: &mpsc::Sender<Chunks>,
+    requests: &TaskTracker,
+    broker: &Arc<Broker>,
+    peer: SocketAddr,
+) -> bool {
+    match dispatched {
+        Dispatch::Done(response) => {
+            drop(permit);
+            match response {
+                Some(response) => queue.send(tx, response.chunks).await,
+                None => true,
+            }
+        }
+        Dispatch::Pending(future) => {
+            let (queue, tx, broker) = (Arc::clone(queue), tx.clone(), Arc::clone(broker));
+            requests.spawn(async move {
+                // The future is lazy: a fetch reads nothing until polled,
+                // so it waits for room before building its response.
+                if queue.wait_for_room(&broker, Shutdown::Proceed).await {
+                    if let Some(response) = future.await {
+                        queue.send(&tx, response.chunks).await;
+                    }
+                }
+                drop(permit);
+            });
+            true
+        }
+        Dispatch::Close(response) => {
+            tracing::warn!(%peer, "malformed request header; closing connection");
+            queue.send(tx, response.chunks).await;
+            false
+        }
+    }
 }
 
 /// Writes queued responses in order; gives up (closing the connection) when

@@ -2,6 +2,7 @@
 //! partition, [`storage`]), the TCP server ([`server`], [`connection`],
 //! [`handlers`]) and the `sluice` command line ([`cli`]).
 
+mod accept;
 pub mod admin;
 pub mod broker;
 pub mod cli;

@@ -14,7 +14,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
-use crate::broker::Broker;
+use crate::storage::LogStats;
 
 /// Labels of a partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -60,6 +60,52 @@ pub struct GroupLabels {
 }
 
 type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// The broker's state at a scrape, for the state gauges.
+#[derive(Debug, Clone, Default)]
+pub struct Snapshot {
+    /// Time since the broker started.
+    pub uptime: Duration,
+    /// Every partition served.
+    pub partitions: Vec<PartitionSnapshot>,
+    /// Every consumer group.
+    pub groups: Vec<GroupSnapshot>,
+}
+
+/// One partition at a scrape.
+#[derive(Debug, Clone)]
+pub struct PartitionSnapshot {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// Its log's offsets and sizes.
+    pub stats: LogStats,
+}
+
+/// One consumer group at a scrape.
+#[derive(Debug, Clone)]
+pub struct GroupSnapshot {
+    /// Group.
+    pub group: String,
+    /// Active members.
+    pub members: u32,
+    /// Its committed offsets and lag, per partition.
+    pub offsets: Vec<GroupOffsetSnapshot>,
+}
+
+/// A group's position on one partition at a scrape.
+#[derive(Debug, Clone)]
+pub struct GroupOffsetSnapshot {
+    /// Topic.
+    pub topic: String,
+    /// Partition.
+    pub partition: u32,
+    /// Log end offset minus committed offset.
+    pub lag: u64,
+    /// The committed offset, if the group committed one.
+    pub committed: Option<u64>,
+}
 
 /// Every metric the broker exports.
 #[derive(Debug)]
@@ -129,8 +175,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Creates and registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sluice");
-        let m = Self {
+        let mut m = Self {
             messages_in: Family::default(),
             bytes_in: Family::default(),
             messages_out: Family::default(),
@@ -155,79 +200,88 @@ impl Metrics {
             group_lag: Family::default(),
             group_committed: Family::default(),
             group_members: Family::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("sluice"),
         };
-        registry.register("messages_in", "Records appended", m.messages_in.clone());
-        registry.register("bytes_in", "Bytes of record batches appended", m.bytes_in.clone());
-        registry.register("messages_out", "Records served to fetches", m.messages_out.clone());
-        registry.register("bytes_out", "Bytes of record batches served to fetches", m.bytes_out.clone());
-        registry.register("requests", "Requests handled", m.requests.clone());
-        registry.register("errors", "Error responses by code", m.errors.clone());
-        registry.register(
-            "request_seconds",
-            "Request handling time, decode to response",
-            m.request_seconds.clone(),
-        );
-        registry.register("flush_seconds", "Partition flush (fdatasync) time", m.flush_seconds.clone());
-        registry.register(
-            "appends_per_flush",
-            "Appends made durable by one flush (group commit)",
-            m.appends_per_flush.clone(),
-        );
-        registry.register(
-            "sync_failures",
-            "Partition syncs that failed (the partition stops acknowledging and reopens its log)",
-            m.sync_failures.clone(),
-        );
-        registry.register(
-            "failed_partitions",
-            "Partitions stopped after a failed sync, not yet reopened",
-            m.failed_partitions.clone(),
-        );
-        registry.register("connections", "Open client connections", m.connections.clone());
-        registry.register(
-            "connections_refused",
-            "Connections refused at max_connections",
-            m.connections_refused.clone(),
-        );
-        registry.register(
-            "recovery_seconds",
-            "Time to open the data directory at start-up",
-            m.recovery_seconds.clone(),
-        );
-        registry.register("uptime_seconds", "Time since the broker started", m.uptime_seconds.clone());
-        registry.register("log_start_offset", "First offset stored", m.log_start_offset.clone());
-        registry.register("log_end_offset", "Offset of the next record", m.log_end_offset.clone());
-        registry.register("high_watermark", "Offsets below this are served", m.high_watermark.clone());
-        registry.register("partition_bytes", "Bytes on disk", m.partition_bytes.clone());
-        registry.register("segments", "Segments of a partition", m.segments.clone());
-        registry.register(
-            "group_lag",
-            "Consumer-group lag: log end offset minus committed offset",
-            m.group_lag.clone(),
-        );
-        registry.register(
-            "group_committed_offset",
-            "Consumer-group committed offset",
-            m.group_committed.clone(),
-        );
-        registry.register("group_members", "Active members of a consumer group", m.group_members.clone());
-        let per_api = sluice_protocol::api::ApiKey::ALL
+        m.register_traffic();
+        m.register_health();
+        m.register_state();
+        m.per_api = sluice_protocol::api::ApiKey::ALL
             .iter()
             .map(|k| k.name())
             .chain(["Unknown"])
             .map(|name| {
                 let labels = ApiLabels { api: name.to_owned() };
-                (
-                    name,
-                    (
-                        m.requests.get_or_create(&labels).clone(),
-                        m.request_seconds.get_or_create(&labels).clone(),
-                    ),
-                )
+                let count = m.requests.get_or_create(&labels).clone();
+                (name, (count, m.request_seconds.get_or_create(&labels).clone()))
             })
             .collect();
-        Self { registry, per_api, ..m }
+        m
+    }
+
+    /// Registers what flows through: records, bytes, requests, errors.
+    fn register_traffic(&mut self) {
+        let r = &mut self.registry;
+        r.register("messages_in", "Records appended", self.messages_in.clone());
+        r.register("bytes_in", "Bytes of record batches appended", self.bytes_in.clone());
+        r.register("messages_out", "Records served to fetches", self.messages_out.clone());
+        r.register("bytes_out", "Bytes of record batches served to fetches", self.bytes_out.clone());
+        r.register("requests", "Requests handled", self.requests.clone());
+        r.register("errors", "Error responses by code", self.errors.clone());
+        r.register(
+            "request_seconds",
+            "Request handling time, decode to response",
+            self.request_seconds.clone(),
+        );
+    }
+
+    /// Registers flushes, sync failures, connections, recovery and uptime.
+    fn register_health(&mut self) {
+        let r = &mut self.registry;
+        r.register("flush_seconds", "Partition flush (fdatasync) time", self.flush_seconds.clone());
+        r.register(
+            "appends_per_flush",
+            "Appends made durable by one flush (group commit)",
+            self.appends_per_flush.clone(),
+        );
+        r.register(
+            "sync_failures",
+            "Partition syncs that failed (the partition stops acknowledging and reopens its log)",
+            self.sync_failures.clone(),
+        );
+        r.register(
+            "failed_partitions",
+            "Partitions stopped after a failed sync, not yet reopened",
+            self.failed_partitions.clone(),
+        );
+        r.register("connections", "Open client connections", self.connections.clone());
+        r.register(
+            "connections_refused",
+            "Connections refused at max_connections",
+            self.connections_refused.clone(),
+        );
+        r.register(
+            "recovery_seconds",
+            "Time to open the data directory at start-up",
+            self.recovery_seconds.clone(),
+        );
+        r.register("uptime_seconds", "Time since the broker started", self.uptime_seconds.clone());
+    }
+
+    /// Registers the gauges set from a [`Snapshot`] at each scrape.
+    fn register_state(&mut self) {
+        let r = &mut self.registry;
+        r.register("log_start_offset", "First offset stored", self.log_start_offset.clone());
+        r.register("log_end_offset", "Offset of the next record", self.log_end_offset.clone());
+        r.register("high_watermark", "Offsets below this are served", self.high_watermark.clone());
+        r.register("partition_bytes", "Bytes on disk", self.partition_bytes.clone());
+        r.register("segments", "Segments of a partition", self.segments.clone());
+        r.register(
+            "group_lag",
+            "Consumer-group lag: log end offset minus committed offset",
+            self.group_lag.clone(),
+        );
+        r.register("group_committed_offset", "Consumer-group committed offset", self.group_committed.clone());
+        r.register("group_members", "Active members of a consumer group", self.group_members.clone());
     }
 
     /// The cached counters of one partition.
@@ -262,18 +316,22 @@ impl Metrics {
         }
     }
 
-    /// The text exposition, with state gauges refreshed from `broker`.
-    pub fn render(&self, broker: Option<&Broker>) -> String {
-        if let Some(b) = broker {
-            self.refresh(b);
+    /// The text exposition, with the state gauges set from `state` (left
+    /// as they were without one: the broker is still opening).
+    pub fn render(&self, state: Option<&Snapshot>) -> String {
+        if let Some(state) = state {
+            self.refresh(state);
         }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
     }
 
-    fn refresh(&self, broker: &Broker) {
-        self.uptime_seconds.set(broker.started.elapsed().as_secs_f64());
+    fn refresh(&self, state: &Snapshot) {
+        self.uptime_seconds.set(state.uptime.as_secs_f64());
+        let gauge = |g: &Gauge, v: u64| {
+            g.set(i64::try_from(v).unwrap_or(i64::MAX));
+        };
         for f in [
             &self.log_start_offset,
             &self.log_end_offset,
@@ -283,39 +341,32 @@ impl Metrics {
         ] {
             f.clear();
         }
-        for topic in broker.topics.list() {
-            for p in &topic.partitions {
-                let labels = PartitionLabels { topic: topic.name.to_string(), partition: p.index };
-                let s = p.log().stats();
-                let gauge = |f: &Family<PartitionLabels, Gauge>, v: u64| {
-                    f.get_or_create(&labels).set(i64::try_from(v).unwrap_or(i64::MAX));
-                };
-                gauge(&self.log_start_offset, s.log_start_offset);
-                gauge(&self.log_end_offset, s.log_end_offset);
-                gauge(&self.high_watermark, s.high_watermark);
-                gauge(&self.partition_bytes, s.size_bytes);
-                gauge(&self.segments, u64::from(s.segment_count));
-            }
+        for p in &state.partitions {
+            let labels = PartitionLabels { topic: p.topic.clone(), partition: p.partition };
+            let s = &p.stats;
+            gauge(&self.log_start_offset.get_or_create(&labels), s.log_start_offset);
+            gauge(&self.log_end_offset.get_or_create(&labels), s.log_end_offset);
+            gauge(&self.high_watermark.get_or_create(&labels), s.high_watermark);
+            gauge(&self.partition_bytes.get_or_create(&labels), s.size_bytes);
+            gauge(&self.segments.get_or_create(&labels), u64::from(s.segment_count));
         }
         self.group_lag.clear();
         self.group_committed.clear();
         self.group_members.clear();
-        for listing in broker.groups.list() {
-            self.group_members
-                .get_or_create(&GroupLabels { group: listing.group.clone() })
-                .set(i64::from(listing.members));
-            let Ok(d) = broker.groups.describe(&broker.topics, &listing.group) else { continue };
-            for o in d.offsets {
+        for g in &state.groups {
+            gauge(
+                &self.group_members.get_or_create(&GroupLabels { group: g.group.clone() }),
+                u64::from(g.members),
+            );
+            for o in &g.offsets {
                 let labels = GroupPartitionLabels {
-                    group: listing.group.clone(),
-                    topic: o.topic,
+                    group: g.group.clone(),
+                    topic: o.topic.clone(),
                     partition: o.partition,
                 };
-                self.group_lag.get_or_create(&labels).set(i64::try_from(o.lag).unwrap_or(i64::MAX));
-                if o.committed != sluice_protocol::api::NO_OFFSET {
-                    self.group_committed
-                        .get_or_create(&labels)
-                        .set(i64::try_from(o.committed).unwrap_or(i64::MAX));
+                gauge(&self.group_lag.get_or_create(&labels), o.lag);
+                if let Some(committed) = o.committed {
+                    gauge(&self.group_committed.get_or_create(&labels), committed);
                 }
             }
         }

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use sluice_protocol::batch::RecordBatch;
 use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
@@ -57,11 +58,35 @@ pub struct Durability {
 pub struct Appended {
     /// Offsets and time stamps of the batch.
     pub info: AppendInfo,
+    /// The log start offset after the append.
+    pub log_start_offset: u64,
     /// The durability generation it was appended in.
     generation: u64,
-    /// The policy it was appended under: `never` answers durable produces
-    /// at once.
-    pub fsync: FsyncPolicy,
+    /// The policy it was appended under.
+    fsync: FsyncPolicy,
+}
+
+impl Appended {
+    /// Whether a durable acknowledgement of this batch waits for a flush
+    /// ([`Partition::wait_durable`]). Not under `fsync = never`: there an
+    /// append is all a durable produce gets, as that policy's docs say.
+    pub fn awaits_flush(&self) -> bool {
+        self.fsync != FsyncPolicy::Never
+    }
+}
+
+/// Runs blocking work (creating files, fsyncs) that must stay in request
+/// order from an async task without stalling the tasks queued behind it:
+/// on a multi-threaded runtime the worker first hands them to another
+/// thread (`tokio::task::block_in_place`); elsewhere (a current-thread
+/// runtime, a blocking thread, no runtime) it just runs. Work that may run
+/// out of order goes to `spawn_blocking` instead.
+pub fn blocking_in_place<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(h) if h.runtime_flavor() == RuntimeFlavor::MultiThread => tokio::task::block_in_place(f),
+        _ => f(),
+    }
 }
 
 /// Faults a unit test injects.
@@ -197,10 +222,33 @@ impl Partition {
         });
     }
 
-    /// Appends one validated batch and applies the fsync policy: `always`
+    /// Appends a produced batch: checks it once (size against
+    /// `max_message_bytes`, structure, CRC and every record, decompressing
+    /// at most 4 × the larger of `max_frame_bytes` and `max_message_bytes`;
+    /// timestamps against `now_ms`), appends it, counts it, and applies the
+    /// fsync policy (see [`append_checked`](Self::append_checked)). An
+    /// append that rolls the segment runs off the async workers.
+    ///
+    /// # Errors
+    /// `CorruptBatch` for a batch that fails its checks; the storage errors
+    /// `BatchTooLarge`, `InvalidTimestamp`, `Failed` (the log is failed),
+    /// `Closed`, `Sequence` and I/O errors of a roll.
+    pub fn append(&self, batch: Bytes, max_frame_bytes: usize, now_ms: i64) -> Result<Appended, BrokerError> {
+        let config = self.config();
+        let max = config.max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max }.into());
+        }
+        let batch = RecordBatch::new(batch).map_err(BrokerError::CorruptBatch)?;
+        batch.validate(max_frame_bytes.max(max) * 4).map_err(BrokerError::CorruptBatch)?;
+        config.check_timestamps(batch.header(), now_ms)?;
+        Ok(self.append_checked(&batch, now_ms)?)
+    }
+
+    /// Appends one checked batch and applies the fsync policy: `always`
     /// wakes the flusher, `never` publishes the high watermark at once,
     /// `interval` waits for the timer. Refused while the log is failed.
-    pub fn append(&self, batch: &RecordBatch, now_ms: i64) -> Result<Appended, StorageError> {
+    fn append_checked(&self, batch: &RecordBatch, now_ms: i64) -> Result<Appended, StorageError> {
         // Held through the append: a reopen waits for appends that passed
         // the check below before the failure was published.
         let log = read(&self.log);
@@ -208,7 +256,11 @@ impl Partition {
         if d.failed {
             return Err(self.failed_error(d.failed_at));
         }
-        let info = log.append(batch.as_bytes(), now_ms)?;
+        let info = if log.roll_due(batch.as_bytes().len(), batch.header().record_count) {
+            blocking_in_place(|| log.append_batch(batch, now_ms))?
+        } else {
+            log.append_batch(batch, now_ms)?
+        };
         let fsync = log.config().fsync;
         if !info.duplicate {
             self.counters.messages_in.inc_by(u64::from(batch.header().record_count));
@@ -227,7 +279,7 @@ impl Partition {
                 self.flush_wanted.notify_one();
             }
         }
-        Ok(Appended { info, generation: d.generation, fsync })
+        Ok(Appended { info, log_start_offset: log.log_start_offset(), generation: d.generation, fsync })
     }
 
     /// Waits until the batch `appended` is on stable storage, at most

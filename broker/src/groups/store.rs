@@ -18,7 +18,7 @@ use std::sync::Arc;
 use sluice_protocol::batch::{split_batches, BatchBuilder, HeaderRef};
 use uuid::Uuid;
 
-use crate::broker::now_ms;
+use crate::storage::now_ms;
 use crate::storage::{DiskSpace, FsyncPolicy, Log, LogConfig, StorageError};
 use generations::Generation;
 

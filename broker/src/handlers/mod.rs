@@ -1,7 +1,11 @@
 //! Request handlers, one module per api. [`dispatch`] decodes a frame and
 //! routes it: work that must happen in request order (a produce's append)
-//! runs inline; anything that waits (durability, long polls, file system
-//! work) becomes a future the connection runs concurrently.
+//! runs inline, on the connection's task; anything that waits (durability,
+//! long polls, file system work) becomes a future that the connection
+//! spawns and runs concurrently. Blocking work never runs on an async
+//! worker as is: in-order work (an auto-created topic, a segment roll) runs
+//! in place with the worker's other tasks handed off
+//! ([`blocking_in_place`]), the rest on a blocking thread.
 
 mod admin;
 mod fetch;
@@ -19,34 +23,45 @@ use sluice_protocol::{ErrorCode, Reader};
 
 use crate::broker::Broker;
 use crate::errors::BrokerError;
+use crate::partition::{blocking_in_place, Partition};
 
 /// A response frame's payload as chunks (written with one `writev`).
 pub type Chunks = Vec<Bytes>;
 
+/// An encoded response and the error code it carries (for the metrics:
+/// nothing parses the encoded bytes again).
+#[derive(Debug)]
+pub struct Response {
+    /// The frame's payload.
+    pub chunks: Chunks,
+    /// The error code in its header.
+    pub code: ErrorCode,
+}
+
 /// A response still being worked on.
-pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Chunks>> + Send>>;
+pub type PendingResponse = Pin<Box<dyn Future<Output = Option<Response>> + Send>>;
 
 /// What the connection does with a request. (Holds a future: no `Debug`.)
 #[allow(missing_debug_implementations)]
 pub enum Dispatch {
     /// Answer now (or send nothing, for `acks = none`).
-    Done(Option<Chunks>),
+    Done(Option<Response>),
     /// Answer when the future completes.
     Pending(PendingResponse),
     /// Send this error, then close the connection (the frame could not be
     /// attributed to a request).
-    Close(Chunks),
+    Close(Response),
 }
 
-fn ok<M: Message>(correlation_id: u32, body: &M) -> Chunks {
-    encode_response(correlation_id, body).into_chunks()
+fn ok<M: Message>(correlation_id: u32, body: &M) -> Response {
+    Response { chunks: encode_response(correlation_id, body).into_chunks(), code: ErrorCode::None }
 }
 
-fn error(correlation_id: u32, code: ErrorCode, message: &str) -> Chunks {
-    encode_error(correlation_id, code, message).into_chunks()
+fn error(correlation_id: u32, code: ErrorCode, message: &str) -> Response {
+    Response { chunks: encode_error(correlation_id, code, message).into_chunks(), code }
 }
 
-fn respond(correlation_id: u32, result: Result<impl Message, BrokerError>) -> Chunks {
+fn respond(correlation_id: u32, result: Result<impl Message, BrokerError>) -> Response {
     match result {
         Ok(body) => ok(correlation_id, &body),
         Err(e) => error(correlation_id, e.code(), &e.to_string()),
@@ -67,12 +82,15 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(f).await.map_err(|e| BrokerError::Internal(e.to_string()))?
 }
 
-/// The error code a response frame payload carries (bytes 4..6).
-fn response_code(chunks: &Chunks) -> ErrorCode {
-    chunks
-        .first()
-        .and_then(|c| c.get(4..6))
-        .map_or(ErrorCode::None, |b| ErrorCode::from_u16(u16::from_be_bytes([b[0], b[1]])))
+/// The partition `index` of `topic`, looked up at once when the topic
+/// exists; auto-creating it (directories, fsyncs) runs in place with the
+/// worker's other tasks handed off, so requests stay in order.
+fn partition(broker: &Broker, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
+    let found = broker.topics.get(topic).and_then(|t| t.partitions.get(index as usize).cloned());
+    match found {
+        Some(p) => Ok(p),
+        None => blocking_in_place(|| broker.partition(topic, index)),
+    }
 }
 
 /// Decodes one request frame and starts handling it; records the request's
@@ -87,23 +105,23 @@ pub fn dispatch(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         return route(broker, frame);
     }
     let metrics = Arc::clone(&broker.metrics);
-    let record = move |chunks: &Option<Chunks>| {
-        let code = chunks.as_ref().map_or(ErrorCode::None, response_code);
+    let record = move |response: Option<&Response>| {
+        let code = response.map_or(ErrorCode::None, |r| r.code);
         metrics.request(api, started.elapsed(), (!code.is_ok()).then(|| code.name()));
     };
     match route(broker, frame) {
         Dispatch::Done(response) => {
-            record(&response);
+            record(response.as_ref());
             Dispatch::Done(response)
         }
         Dispatch::Pending(future) => Dispatch::Pending(Box::pin(async move {
             let response = future.await;
-            record(&response);
+            record(response.as_ref());
             response
         })),
-        Dispatch::Close(chunks) => {
-            record(&Some(chunks.clone()));
-            Dispatch::Close(chunks)
+        Dispatch::Close(response) => {
+            record(Some(&response));
+            Dispatch::Close(response)
         }
     }
 }

@@ -17,7 +17,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> Result<ListOffs
         .partitions
         .into_iter()
         .map(|p| {
-            let found = broker.partition(&p.topic, p.partition).and_then(|part| {
+            let found = super::partition(broker, &p.topic, p.partition).and_then(|part| {
                 let log = part.log();
                 Ok(match p.spec {
                     OffsetSpec::Earliest => (log.log_start_offset(), -1),

@@ -1,39 +1,36 @@
-//! Produce: validate the batch (CRC, structure, size) before it touches the
-//! log, append it inline so requests on a connection are appended in order,
-//! then answer per `acks`: `none` sends nothing, `leader` answers after the
-//! append, `durable` after the flush that covers the batch (`always` and
-//! `interval` topics; a `never` topic answers after the append, its docs say
-//! so). A durable produce waits at most its `timeout_ms`, clamped to the
+//! Produce: the partition checks the batch once (size, structure, CRC,
+//! records, timestamps) and appends it, inline so requests on a connection
+//! are appended in order; then the answer follows `acks`: `none` sends
+//! nothing, `leader` answers after the append, `durable` after the flush
+//! that covers the batch when the partition says one is awaited
+//! ([`Appended::awaits_flush`]: `always` and `interval` topics; a `never`
+//! topic answers after the append, its docs say so). A durable produce waits at most its `timeout_ms`, clamped to the
 //! broker's `max_request_timeout_ms`.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_protocol::api::{Acks, ProduceRequest, ProduceResponse};
-use sluice_protocol::batch::RecordBatch;
 
 use super::{error, ok, respond, Dispatch};
 use crate::broker::{now_ms, Broker};
 use crate::errors::BrokerError;
 use crate::partition::{Appended, Partition};
-use crate::storage::{FsyncPolicy, StorageError};
+
+/// A storage error of `topic`, as the broker answers it (a log closed by
+/// a deleted topic is `UnknownTopic`).
+fn storage_error(broker: &Broker, topic: &str, e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::Storage(e) => broker.storage_error(topic, e),
+        other => other,
+    }
+}
 
 fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appended), BrokerError> {
-    let partition = broker.partition(&req.topic, req.partition)?;
-    let config = partition.config();
-    if req.batch.len() > config.max_message_bytes as usize {
-        return Err(StorageError::BatchTooLarge {
-            size: req.batch.len(),
-            max: config.max_message_bytes as usize,
-        }
-        .into());
-    }
-    let batch = RecordBatch::new(req.batch).map_err(BrokerError::CorruptBatch)?;
-    batch
-        .validate(broker.config.max_frame_bytes.max(config.max_message_bytes as usize) * 4)
-        .map_err(BrokerError::CorruptBatch)?;
-    config.check_timestamps(batch.header(), now_ms())?;
-    let appended = partition.append(&batch, now_ms()).map_err(|e| broker.storage_error(&req.topic, e))?;
+    let partition = super::partition(broker, &req.topic, req.partition)?;
+    let appended = partition
+        .append(req.batch, broker.config.max_frame_bytes, now_ms())
+        .map_err(|e| storage_error(broker, &req.topic, e))?;
     Ok((partition, appended))
 }
 
@@ -47,7 +44,6 @@ fn timeout(broker: &Broker, timeout_ms: u32) -> Duration {
 pub fn handle(broker: &Arc<Broker>, correlation_id: u32, req: ProduceRequest) -> Dispatch {
     let acks = req.acks;
     let timeout = timeout(broker, req.timeout_ms);
-    let topic = req.topic.clone();
     let (partition, appended) = match append(broker, req) {
         Ok(done) => done,
         Err(_) if acks == Acks::None => return Dispatch::Done(None),
@@ -56,23 +52,18 @@ pub fn handle(broker: &Arc<Broker>, correlation_id: u32, req: ProduceRequest) ->
     let response = ProduceResponse {
         base_offset: appended.info.base_offset,
         log_append_time: appended.info.log_append_time.unwrap_or(-1),
-        log_start_offset: partition.log().log_start_offset(),
+        log_start_offset: appended.log_start_offset,
     };
     match acks {
         Acks::None => Dispatch::Done(None),
-        Acks::Leader => Dispatch::Done(Some(ok(correlation_id, &response))),
-        Acks::Durable if appended.fsync == FsyncPolicy::Never => {
-            Dispatch::Done(Some(ok(correlation_id, &response)))
-        }
-        Acks::Durable => {
+        Acks::Durable if appended.awaits_flush() => {
             let broker = Arc::clone(broker);
             Dispatch::Pending(Box::pin(async move {
-                let durable = partition.wait_durable(&appended, timeout).await.map_err(|e| match e {
-                    BrokerError::Storage(e) => broker.storage_error(&topic, e),
-                    other => other,
-                });
+                let durable = partition.wait_durable(&appended, timeout).await;
+                let durable = durable.map_err(|e| storage_error(&broker, &partition.topic, e));
                 Some(respond(correlation_id, durable.map(|()| response)))
             }))
         }
+        Acks::Leader | Acks::Durable => Dispatch::Done(Some(ok(correlation_id, &response))),
     }
 }

@@ -47,14 +47,14 @@ const WAIT: Duration = Duration::from_secs(5);
 async fn failed_sync_stops_acknowledging_then_reopens_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), FsyncPolicy::Always);
-    let first = p.append(&batch(3), 0).unwrap();
+    let first = p.append_checked(&batch(3), 0).unwrap();
     p.wait_durable(&first, WAIT).await.unwrap();
     assert_eq!(p.high_watermark(), 3);
     let failed_log = p.log();
 
     p.faults.fail_reopens.store(true, Ordering::SeqCst);
     p.faults.fail_syncs.store(1, Ordering::SeqCst);
-    let second = p.append(&batch(2), 0).unwrap();
+    let second = p.append_checked(&batch(2), 0).unwrap();
     // The pending durable produce fails with the typed, retriable error.
     let err = p.wait_durable(&second, WAIT).await.unwrap_err();
     assert_eq!(err.code(), ErrorCode::StorageError, "{err}");
@@ -65,7 +65,7 @@ async fn failed_sync_stops_acknowledging_then_reopens_the_log() {
     // Later produces fail at once, even though the failed log's next flush
     // would return Ok: it is never trusted again.
     failed_log.flush().unwrap();
-    let refused = p.append(&batch(1), 0).unwrap_err();
+    let refused = p.append_checked(&batch(1), 0).unwrap_err();
     assert!(matches!(refused, StorageError::Failed { durable_offset: 3, .. }), "{refused:?}");
     // Reads keep working below the high watermark, which did not move.
     assert_eq!(p.high_watermark(), 3);
@@ -79,7 +79,7 @@ async fn failed_sync_stops_acknowledging_then_reopens_the_log() {
     assert!(!Arc::ptr_eq(&p.log(), &failed_log));
     assert_eq!(p.metrics.failed_partitions.get(), 0);
     assert!(p.high_watermark() >= 3);
-    let third = p.append(&batch(1), 0).unwrap();
+    let third = p.append_checked(&batch(1), 0).unwrap();
     p.wait_durable(&third, WAIT).await.unwrap();
     assert_eq!(p.high_watermark(), third.info.last_offset + 1);
     p.cancel.cancel();
@@ -89,10 +89,10 @@ async fn failed_sync_stops_acknowledging_then_reopens_the_log() {
 async fn a_batch_made_durable_before_a_later_failure_is_acknowledged() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), FsyncPolicy::Always);
-    let first = p.append(&batch(1), 0).unwrap();
+    let first = p.append_checked(&batch(1), 0).unwrap();
     eventually("first flushed", || p.high_watermark() == 1).await;
     p.faults.fail_syncs.store(1, Ordering::SeqCst);
-    let second = p.append(&batch(1), 0).unwrap();
+    let second = p.append_checked(&batch(1), 0).unwrap();
     assert!(p.wait_durable(&second, WAIT).await.is_err());
     // Its generation failed, but it was below the durable offset at the failure.
     p.wait_durable(&first, WAIT).await.unwrap();
@@ -103,14 +103,14 @@ async fn a_batch_made_durable_before_a_later_failure_is_acknowledged() {
 async fn switching_always_to_interval_takes_effect_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), FsyncPolicy::Always);
-    let first = p.append(&batch(1), 0).unwrap();
+    let first = p.append_checked(&batch(1), 0).unwrap();
     p.wait_durable(&first, WAIT).await.unwrap();
     // The flusher is now idle in `always` mode (waiting to be asked).
     tokio::time::sleep(Duration::from_millis(20)).await;
     let interval = LogConfig { fsync: FsyncPolicy::Interval(Duration::from_millis(20)), ..p.config() };
     let q = Arc::clone(&p);
     tokio::task::spawn_blocking(move || q.set_config(interval)).await.unwrap();
-    let second = p.append(&batch(1), 0).unwrap();
+    let second = p.append_checked(&batch(1), 0).unwrap();
     p.wait_durable(&second, WAIT).await.unwrap();
     assert_eq!(p.high_watermark(), 2);
     p.cancel.cancel();
@@ -121,11 +121,11 @@ async fn switching_never_to_always_keeps_the_high_watermark() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), FsyncPolicy::Never);
     for _ in 0..3 {
-        p.append(&batch(2), 0).unwrap();
+        p.append_checked(&batch(2), 0).unwrap();
     }
     assert_eq!(p.high_watermark(), 6);
     for fsync in [FsyncPolicy::Always, FsyncPolicy::Never, FsyncPolicy::Interval(Duration::from_secs(3600))] {
-        p.append(&batch(1), 0).unwrap();
+        p.append_checked(&batch(1), 0).unwrap();
         let before = p.high_watermark();
         let end = p.log().log_end_offset();
         let q = Arc::clone(&p);
@@ -144,7 +144,7 @@ async fn switching_never_to_always_keeps_the_high_watermark() {
 async fn a_stopping_partition_flushes_its_pending_durable_produces() {
     let dir = tempfile::tempdir().unwrap();
     let p = partition(dir.path(), FsyncPolicy::Interval(Duration::from_secs(3600)));
-    let appended = p.append(&batch(1), 0).unwrap();
+    let appended = p.append_checked(&batch(1), 0).unwrap();
     let q = Arc::clone(&p);
     let waiter = tokio::spawn(async move { q.wait_durable(&appended, Duration::from_secs(3600)).await });
     tokio::time::sleep(Duration::from_millis(20)).await;

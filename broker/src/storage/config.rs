@@ -195,70 +195,136 @@ impl LogConfig {
         Ok(())
     }
 
-    /// Sets one key from text (topic config entries); the keys are the
-    /// field names above.
+    /// Sets one key from text (topic config entries; the keys are
+    /// [`CONFIG_KEYS`]), then checks the whole config.
+    ///
+    /// # Errors
+    /// An unknown key, a value that does not parse, or a config that fails
+    /// [`validate`](Self::validate), as a message for the user.
     pub fn set(&mut self, key: &str, value: &str) -> Result<(), String> {
-        fn num(key: &str, v: &str) -> Result<u64, String> {
-            v.parse().map_err(|_| format!("{key}: `{v}` is not a non-negative integer"))
-        }
-        match key {
-            "segment_bytes" => self.segment_bytes = num(key, value)?,
-            "segment_ms" => self.segment_ms = num(key, value)?,
-            "retention_ms" => self.retention_ms = num(key, value)?,
-            "retention_bytes" => self.retention_bytes = num(key, value)?,
-            "fsync" => self.fsync = value.parse()?,
-            "max_message_bytes" => {
-                self.max_message_bytes =
-                    u32::try_from(num(key, value)?).map_err(|_| "max_message_bytes too large")?
-            }
-            "index_interval_bytes" => {
-                self.index_interval_bytes =
-                    u32::try_from(num(key, value)?).map_err(|_| "index_interval_bytes too large")?
-            }
-            "segment_preallocate_bytes" => self.segment_preallocate_bytes = num(key, value)?,
-            "producer_expiry_ms" => self.producer_expiry_ms = num(key, value)?,
-            "max_producers_per_partition" => {
-                self.max_producers_per_partition =
-                    u32::try_from(num(key, value)?).map_err(|_| "max_producers_per_partition too large")?
-            }
-            "message_timestamp_before_max_ms" => self.message_timestamp_before_max_ms = num(key, value)?,
-            "message_timestamp_after_max_ms" => self.message_timestamp_after_max_ms = num(key, value)?,
-            "message_timestamp" => {
-                self.message_timestamp = match value {
-                    "create" => TimestampType::Create,
-                    "log_append" => TimestampType::LogAppend,
-                    _ => return Err(format!("message_timestamp: `{value}` is not create or log_append")),
-                }
-            }
-            _ => return Err(format!("unknown topic config `{key}`")),
-        }
+        let key = config_key(key).ok_or_else(|| format!("unknown topic config `{key}`"))?;
+        (key.set)(self, value)?;
         self.validate()
     }
 
-    /// Every key and its value as text (the inverse of [`set`](Self::set)).
+    /// Every key and its value as text, in [`CONFIG_KEYS`] order (the
+    /// inverse of [`set`](Self::set)).
     pub fn entries(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("segment_bytes", self.segment_bytes.to_string()),
-            ("segment_ms", self.segment_ms.to_string()),
-            ("retention_ms", self.retention_ms.to_string()),
-            ("retention_bytes", self.retention_bytes.to_string()),
-            ("fsync", self.fsync.to_string()),
-            ("max_message_bytes", self.max_message_bytes.to_string()),
-            ("index_interval_bytes", self.index_interval_bytes.to_string()),
-            ("segment_preallocate_bytes", self.segment_preallocate_bytes.to_string()),
-            ("producer_expiry_ms", self.producer_expiry_ms.to_string()),
-            ("max_producers_per_partition", self.max_producers_per_partition.to_string()),
-            ("message_timestamp_before_max_ms", self.message_timestamp_before_max_ms.to_string()),
-            ("message_timestamp_after_max_ms", self.message_timestamp_after_max_ms.to_string()),
-            (
-                "message_timestamp",
-                match self.message_timestamp {
-                    TimestampType::Create => "create".into(),
-                    TimestampType::LogAppend => "log_append".into(),
-                },
-            ),
-        ]
+        CONFIG_KEYS.iter().map(|k| (k.name, (k.get)(self))).collect()
     }
+}
+
+impl fmt::Display for TimestampType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimestampType::Create => "create",
+            TimestampType::LogAppend => "log_append",
+        })
+    }
+}
+
+impl FromStr for TimestampType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "create" => Ok(Self::Create),
+            "log_append" => Ok(Self::LogAppend),
+            _ => Err(format!("message_timestamp: `{s}` is not create or log_append")),
+        }
+    }
+}
+
+/// One topic config key. Its name is also its field in `topic.json` (the
+/// serde name of the [`LogConfig`] field; a test holds them equal) and its
+/// key for `sluice topic create/alter --config KEY=VALUE`; `topic describe`
+/// lists [`LogConfig::entries`]. Its default is [`LogConfig::default`]'s.
+#[derive(Debug, Clone, Copy)]
+pub struct ConfigKey {
+    /// The key.
+    pub name: &'static str,
+    /// What it sets, for help text.
+    pub description: &'static str,
+    /// Its value in a config, as text.
+    pub get: fn(&LogConfig) -> String,
+    /// Sets it from text (without validating the whole config).
+    pub set: fn(&mut LogConfig, &str) -> Result<(), String>,
+}
+
+impl ConfigKey {
+    /// Its default value, as text.
+    pub fn default_value(&self) -> String {
+        (self.get)(&LogConfig::default())
+    }
+}
+
+/// A number in the range of its field.
+fn number<T: TryFrom<u64>>(key: &str, v: &str) -> Result<T, String> {
+    let n: u64 = v.parse().map_err(|_| format!("{key}: `{v}` is not a non-negative integer"))?;
+    T::try_from(n).map_err(|_| format!("{key} too large"))
+}
+
+/// A [`ConfigKey`] for the [`LogConfig`] field of the same name, read with
+/// `number` or with the field type's `FromStr` (`text`).
+macro_rules! config_key {
+    ($field:ident, number, $description:expr) => {
+        ConfigKey {
+            name: stringify!($field),
+            description: $description,
+            get: |c| c.$field.to_string(),
+            set: |c, v| Ok(c.$field = number(stringify!($field), v)?),
+        }
+    };
+    ($field:ident, text, $description:expr) => {
+        ConfigKey {
+            name: stringify!($field),
+            description: $description,
+            get: |c| c.$field.to_string(),
+            set: |c, v| Ok(c.$field = v.parse()?),
+        }
+    };
+}
+
+/// Every topic config key, in the order `topic describe` lists them.
+/// Adding a key: a [`LogConfig`] field, its default, and a line here.
+pub const CONFIG_KEYS: &[ConfigKey] = &[
+    config_key!(segment_bytes, number, "Roll to a new segment past this size (bytes)"),
+    config_key!(segment_ms, number, "Roll a non-empty segment this old (ms)"),
+    config_key!(retention_ms, number, "Delete sealed segments older than this (ms; 0 = forever)"),
+    config_key!(
+        retention_bytes,
+        number,
+        "Delete the oldest sealed segments past this size (bytes; 0 = no limit)"
+    ),
+    config_key!(fsync, text, "Durability: always | interval:MS | never"),
+    config_key!(max_message_bytes, number, "Largest batch accepted (bytes)"),
+    config_key!(index_interval_bytes, number, "Bytes of log between sparse index entries"),
+    config_key!(
+        segment_preallocate_bytes,
+        number,
+        "Largest step of disk reservation ahead of the write position"
+    ),
+    config_key!(producer_expiry_ms, number, "Forget an idle idempotent producer after this long (ms)"),
+    config_key!(max_producers_per_partition, number, "Idempotent producers remembered per partition"),
+    config_key!(
+        message_timestamp_before_max_ms,
+        number,
+        "create topics: refuse batches older than this (ms; 0 = no limit)"
+    ),
+    config_key!(
+        message_timestamp_after_max_ms,
+        number,
+        "create topics: refuse batches further ahead than this (ms; 0 = no limit)"
+    ),
+    config_key!(
+        message_timestamp,
+        text,
+        "Record timestamps: create (the producer's) | log_append (the broker's)"
+    ),
+];
+
+/// The key named `name`.
+pub fn config_key(name: &str) -> Option<&'static ConfigKey> {
+    CONFIG_KEYS.iter().find(|k| k.name == name)
 }
 
 #[cfg(test)]
@@ -330,5 +396,37 @@ mod tests {
         let json = serde_json::to_string(&c).unwrap();
         assert!(json.contains("\"fsync\":\"interval:100\""));
         assert_eq!(serde_json::from_str::<LogConfig>(&json).unwrap(), c);
+    }
+
+    #[test]
+    fn the_key_table_names_every_topic_json_field_and_round_trips() {
+        let json = serde_json::to_value(LogConfig::default()).unwrap();
+        let fields: Vec<&str> = json.as_object().unwrap().keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = CONFIG_KEYS.iter().map(|k| k.name).collect();
+        names.sort_unstable();
+        let mut fields = fields;
+        fields.sort_unstable();
+        assert_eq!(names, fields, "CONFIG_KEYS and topic.json name the same keys");
+        let changed = LogConfig {
+            fsync: FsyncPolicy::Interval(Duration::from_millis(7)),
+            message_timestamp: TimestampType::LogAppend,
+            retention_ms: 5,
+            max_message_bytes: 999,
+            ..LogConfig::default()
+        };
+        let mut parsed = LogConfig::default();
+        for (k, v) in changed.entries() {
+            parsed.set(k, &v).unwrap();
+        }
+        assert_eq!(parsed, changed);
+        assert_eq!(config_key("fsync").unwrap().default_value(), "always");
+        assert_eq!(LogConfig::default().set("nope", "1").unwrap_err(), "unknown topic config `nope`");
+        let mut c = LogConfig::default();
+        assert_eq!(c.set("max_message_bytes", "5000000000").unwrap_err(), "max_message_bytes too large");
+        assert_eq!(c.set("segment_ms", "x").unwrap_err(), "segment_ms: `x` is not a non-negative integer");
+        assert_eq!(
+            c.set("message_timestamp", "x").unwrap_err(),
+            "message_timestamp: `x` is not create or log_append"
+        );
     }
 }

@@ -19,7 +19,7 @@ mod producers;
 mod segment;
 pub mod verify;
 
-pub use config::{FsyncPolicy, LogConfig, TimestampType};
+pub use config::{config_key, ConfigKey, FsyncPolicy, LogConfig, TimestampType, CONFIG_KEYS};
 pub use disk::{DiskSpace, Faults};
 pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};
 pub use producers::SequenceError;

@@ -25,29 +25,32 @@
 //! offset in `failed-sync`, and the next [`Log::open`] of the directory cuts
 //! it back to that offset.
 //!
-//! Opening and recovery live in `loader`, retention and truncation in
-//! `retention`.
+//! Opening and recovery live in `loader`, reads (by offset and by
+//! timestamp) in `read`, rolling segments in `roll`, retention and
+//! truncation in `retention`.
 
 mod loader;
 mod producer_load;
+mod read;
 mod retention;
+mod roll;
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use sluice_protocol::batch::{BatchError, BatchHeader, RecordBatch};
 
 use super::durable::{self, sync_dir};
 use super::files;
-use super::mmap::{DiskSpace, MappedFile, SyncHandle};
+use super::mmap::{DiskSpace, SyncHandle};
 use super::producers::{ProducerStates, Sequence};
-use super::segment::{read_batches, Segment, SegmentOptions};
+use super::segment::{Segment, SegmentOptions};
 use super::{io_error, FsyncPolicy, LogConfig, StorageError, TimestampType};
+use read::ByteRange;
 
 /// The recovery point is checkpointed after a flush at most this often.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -121,19 +124,6 @@ pub struct RetentionReport {
     pub deleted_bytes: usize,
     /// The new log start offset.
     pub log_start_offset: u64,
-}
-
-/// A byte range of a segment's log.
-#[derive(Debug)]
-struct ByteRange {
-    /// Base offset of the segment.
-    segment: u64,
-    /// Its log file.
-    file: Arc<MappedFile>,
-    /// First byte.
-    start: usize,
-    /// Byte after the last.
-    end: usize,
 }
 
 /// Durability work a roll leaves for the next flush, so that no fsync runs
@@ -320,9 +310,14 @@ impl Log {
         }
     }
 
-    /// Appends one batch (already validated by the caller: CRC, records).
-    /// Stamps its base offset, rolls the segment when due, and deduplicates
-    /// idempotent retries. Durability comes from [`sync_to`](Self::sync_to).
+    /// Appends one batch given as bytes: parses its header and checks its
+    /// length, record count and size first (callers holding raw bytes: the
+    /// offsets store, tests). The CRC and the records are the caller's to
+    /// check. See [`append_batch`](Self::append_batch).
+    ///
+    /// # Errors
+    /// As [`append_batch`](Self::append_batch), and `InvalidBatch` or
+    /// `BatchTooLarge` for a batch that fails those checks.
     pub fn append(&self, batch: &[u8], now_ms: i64) -> Result<AppendInfo, StorageError> {
         let header = BatchHeader::parse(batch).map_err(StorageError::InvalidBatch)?;
         if header.total_len() != batch.len() {
@@ -337,20 +332,42 @@ impl Log {
                 actual: header.last_offset_delta.saturating_add(1),
             }));
         }
-        let config = self.config();
-        if batch.len() > config.max_message_bytes as usize {
-            return Err(StorageError::BatchTooLarge {
-                size: batch.len(),
-                max: config.max_message_bytes as usize,
-            });
+        let max = self.config().max_message_bytes as usize;
+        if batch.len() > max {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max });
         }
+        self.append_parsed(batch, &header, now_ms)
+    }
+
+    /// Appends one batch that the caller validated (`RecordBatch::validate`:
+    /// CRC, record count, records; and its size against
+    /// `max_message_bytes`), without checking it again. Stamps its base
+    /// offset, rolls the segment when due (see [`roll_due`](Self::roll_due)),
+    /// and deduplicates idempotent retries. Durability comes from
+    /// [`sync_to`](Self::sync_to).
+    ///
+    /// # Errors
+    /// `Closed` after [`close`](Self::close), `Failed` after a failed sync,
+    /// `Sequence` for an idempotent batch out of sequence, `BatchTooLarge`
+    /// when it does not fit a segment, and I/O errors of a roll.
+    pub fn append_batch(&self, batch: &RecordBatch, now_ms: i64) -> Result<AppendInfo, StorageError> {
+        self.append_parsed(batch.as_bytes(), batch.header(), now_ms)
+    }
+
+    fn append_parsed(
+        &self,
+        batch: &[u8],
+        header: &BatchHeader,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let config = self.config();
         let mut state = lock(&self.state);
         if state.closed {
             return Err(StorageError::Closed);
         }
         self.check_failed()?;
         if header.is_idempotent() {
-            if let Sequence::Duplicate(base) = state.producers.check(&header)? {
+            if let Sequence::Duplicate(base) = state.producers.check(header)? {
                 let last = base + u64::from(header.last_offset_delta);
                 return Ok(AppendInfo {
                     base_offset: base,
@@ -361,16 +378,16 @@ impl Log {
                 });
             }
         }
-        let rolled = self.maybe_roll(&mut state, &config, &header, batch.len())?;
+        let rolled = self.maybe_roll(&mut state, &config, header, batch.len())?;
         if batch.len() > state.active.capacity() {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
         }
         let base_offset = state.active.next_offset();
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
-        state.active.append(batch, &header, log_append_time)?;
+        state.active.append(batch, header, log_append_time)?;
         if header.is_idempotent() {
             state.producers.record_with_limit(
-                &header,
+                header,
                 base_offset,
                 now_ms,
                 config.producer_expiry_ms,
@@ -380,83 +397,6 @@ impl Log {
         let next = state.active.next_offset();
         self.end.store(next, Ordering::Release);
         Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time, duplicate: false, rolled })
-    }
-
-    fn maybe_roll(
-        &self,
-        state: &mut State,
-        config: &LogConfig,
-        header: &BatchHeader,
-        len: usize,
-    ) -> Result<bool, StorageError> {
-        let active = &state.active;
-        if active.is_empty() {
-            return Ok(false);
-        }
-        let full = active.size() + len > (config.segment_bytes as usize).min(active.capacity());
-        let old = active.opened().elapsed() >= Duration::from_millis(config.segment_ms);
-        let relative_end = active.next_offset() - active.base_offset() + u64::from(header.record_count);
-        let due = full || old || relative_end > u64::from(u32::MAX);
-        if due {
-            self.roll_locked(state, config)?;
-        }
-        Ok(due)
-    }
-
-    /// Seals the active segment and starts a new one at the log end offset.
-    pub fn roll(&self) -> Result<(), StorageError> {
-        let config = self.config();
-        let mut state = lock(&self.state);
-        self.check_failed()?;
-        if state.active.is_empty() {
-            return Ok(());
-        }
-        self.roll_locked(&mut state, &config)
-    }
-
-    /// Seals the active segment, then starts a new one at the log end.
-    /// Sealing first means a failure (no space for the final time-index
-    /// entry, a failed truncate) leaves the active segment active and
-    /// nothing lost. Syncs nothing (see [`PendingSync`]).
-    fn roll_locked(&self, state: &mut State, config: &LogConfig) -> Result<(), StorageError> {
-        let indexes = state.active.seal()?;
-        let next = state.active.next_offset();
-        let fresh = Segment::create(&self.dir, next, &segment_options(config, &self.space))?;
-        let old = std::mem::replace(&mut state.active, fresh);
-        let old_base = old.base_offset();
-        state.sealed.insert(old_base, old);
-        state.pending.dir = true;
-        state.pending.indexes.extend(indexes);
-        state.pending.sealed.push(old_base);
-        // Producer state as of the new segment, so opening the log replays
-        // only the segments after it.
-        state.queue_snapshot(next);
-        Ok(())
-    }
-
-    /// Reads whole batches starting with the one that holds `offset`, up to
-    /// `max_bytes` (at least one batch), from one segment, below the high
-    /// watermark. Empty at the high watermark; `OffsetOutOfRange` outside
-    /// `[log_start_offset, high_watermark]`; `CorruptBatch` when the first
-    /// batch fails its CRC.
-    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
-        let hw = self.high_watermark();
-        let ByteRange { file, segment: base, start, end } = {
-            let state = lock(&self.state);
-            let log_start_offset = state.log_start_offset();
-            if offset < log_start_offset || offset > hw {
-                return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset: hw });
-            }
-            if offset == hw {
-                return Ok(Bytes::new());
-            }
-            let seg = state.segment_for(offset);
-            let start = seg.position_of(offset);
-            let end = if hw < seg.next_offset() { seg.position_of(hw) } else { seg.size() };
-            let (file, _) = seg.reader();
-            ByteRange { file, segment: seg.base_offset(), start, end }
-        };
-        read_batches(&file, base, start, end, max_bytes)
     }
 
     /// Makes every offset below `offset` durable, sharing the flush with
@@ -600,59 +540,6 @@ impl Log {
         flush.checkpointed = offset;
         flush.last_checkpoint = Some(Instant::now());
         Ok(())
-    }
-
-    /// The first record with a timestamp at or after `timestamp`, as
-    /// `(offset, timestamp)`, below the high watermark; `None` when every
-    /// record is older.
-    pub fn offset_for_timestamp(&self, timestamp: i64) -> Result<Option<(u64, i64)>, StorageError> {
-        let hw = self.high_watermark();
-        let candidates: Vec<ByteRange> = {
-            let state = lock(&self.state);
-            state
-                .segments()
-                .filter(|s| s.max_timestamp() >= timestamp && s.base_offset() < hw)
-                .map(|s| {
-                    let end = if hw < s.next_offset() { s.position_of(hw) } else { s.size() };
-                    let start = s.position_for_timestamp(timestamp);
-                    ByteRange { segment: s.base_offset(), file: s.reader().0, start, end }
-                })
-                .collect()
-        };
-        for ByteRange { segment: base, file, start, end } in candidates {
-            let mut pos = start;
-            while pos < end {
-                let bytes = read_batches(&file, base, pos, end, 1)?;
-                if bytes.is_empty() {
-                    break;
-                }
-                pos += bytes.len();
-                let batch = RecordBatch::new(bytes).map_err(|source| StorageError::CorruptBatch {
-                    segment: base,
-                    position: pos,
-                    source,
-                })?;
-                if batch.header().max_timestamp < timestamp {
-                    continue;
-                }
-                let records = batch.records().map_err(|source| StorageError::CorruptBatch {
-                    segment: base,
-                    position: pos,
-                    source,
-                })?;
-                for r in records.iter() {
-                    let r = r.map_err(|source| StorageError::CorruptBatch {
-                        segment: base,
-                        position: pos,
-                        source,
-                    })?;
-                    if r.timestamp >= timestamp {
-                        return Ok(Some((r.offset, r.timestamp)));
-                    }
-                }
-            }
-        }
-        Ok(None)
     }
 
     /// Offsets, sizes and segment count.
