@@ -74,6 +74,33 @@ fn init_logging(format: LogFormat) {
 /// A bad config file or flag, or the broker failing to start or stop.
 pub fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
+    let config = config(args)?;
+    runtime()?.block_on(async move {
+        let fsync = config.topic_defaults.fsync;
+        let data_dir = config.data_dir.clone();
+        let (server, report) = Server::start(config).await?;
+        tracing::info!(
+            addr = %server.local_addr(),
+            data_dir = %data_dir.display(),
+            fsync = %fsync,
+            topics = report.topics,
+            partitions = report.partitions,
+            recovered_partitions = report.recovered,
+            truncated_bytes = report.truncated_bytes,
+            recovery_ms = report.duration.as_millis() as u64,
+            failed_topics = report.failed.len(),
+            "sluice listening"
+        );
+        shutdown_signal().await;
+        tracing::info!("shutdown requested");
+        server.shutdown();
+        server.wait().await?;
+        Ok(())
+    })
+}
+
+/// The config file (or the defaults) with the flags laid over it.
+fn config(args: ServeArgs) -> Result<BrokerConfig, CliError> {
     let mut config = match &args.config {
         Some(path) => BrokerConfig::from_file(path)?,
         None => BrokerConfig::default(),
@@ -100,28 +127,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         config.max_request_timeout_ms = v;
     }
     config.validate()?;
-    runtime()?.block_on(async move {
-        let fsync = config.topic_defaults.fsync;
-        let data_dir = config.data_dir.clone();
-        let (server, report) = Server::start(config).await?;
-        tracing::info!(
-            addr = %server.local_addr(),
-            data_dir = %data_dir.display(),
-            fsync = %fsync,
-            topics = report.topics,
-            partitions = report.partitions,
-            recovered_partitions = report.recovered,
-            truncated_bytes = report.truncated_bytes,
-            recovery_ms = report.duration.as_millis() as u64,
-            failed_topics = report.failed.len(),
-            "sluice listening"
-        );
-        shutdown_signal().await;
-        tracing::info!("shutdown requested");
-        server.shutdown();
-        server.wait().await?;
-        Ok(())
-    })
+    Ok(config)
 }
 
 async fn shutdown_signal() {
