@@ -4,8 +4,8 @@
 //!
 //! The codec opens no socket and no file. Two features add I/O on top of
 //! it: `io`, the vectored frame writer over any async byte stream
-//! ([`io`], shared by the broker and the client), and `client`, the
-//! connection the producer, the consumer and the CLI share ([`client`]).
+//! (module `io`, shared by the broker and the client), and `client`, the
+//! connection the producer, the consumer and the CLI share (module `client`).
 //! The broker, the producer, the consumer and the CLI all speak through
 //! these types; docs/format.md draws every byte.
 
