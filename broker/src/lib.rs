@@ -1,14 +1,14 @@
 //! The Sluice broker: the storage engine (memory-mapped segment logs per
 //! partition, [`storage`]), the TCP server ([`server`], [`connection`],
-//! [`handlers`]) and the `sluice` command line ([`cli`]).
+//! [`handlers`]) and, with the `cli` feature (on by default), the `sluice`
+//! command line (`cli`). Without that feature the library needs neither
+//! the client crates nor clap nor a log subscriber.
 
 mod accept;
 pub mod admin;
 pub mod broker;
+#[cfg(feature = "cli")]
 pub mod cli;
-mod cli_consume;
-mod cli_group;
-mod cli_produce;
 pub mod config;
 pub mod connection;
 pub mod errors;

@@ -1,4 +1,4 @@
-//! The `sluice` binary: see [`sluice_broker::cli`].
+//! The `sluice` binary (needs the `cli` feature): see [`sluice_broker::cli`].
 
 fn main() -> std::process::ExitCode {
     sluice_broker::cli::main()

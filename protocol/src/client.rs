@@ -31,7 +31,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::codec::FramedRead;
 
 use crate::api::{encode_request, ErrorBody, Message, Request, ResponseHeader};
-use crate::frame::{length_prefix, FrameCodec, DEFAULT_MAX_FRAME_BYTES};
+use crate::frame::{FrameCodec, DEFAULT_MAX_FRAME_BYTES};
+use crate::io::write_frame;
 use crate::{ErrorCode, FrameError, Reader, WireError};
 
 /// Default time a call waits for its response.
@@ -138,41 +139,6 @@ pub struct Connection {
     max_request_bytes: usize,
     /// The broker's address.
     addr: SocketAddr,
-}
-
-/// Writes one frame given as chunks, with vectored writes.
-pub async fn write_frame(w: &mut OwnedWriteHalf, chunks: &[Bytes]) -> io::Result<()> {
-    let len: usize = chunks.iter().map(Bytes::len).sum();
-    let prefix = length_prefix(len);
-    let mut parts: Vec<&[u8]> = Vec::with_capacity(chunks.len() + 1);
-    parts.push(&prefix);
-    parts.extend(chunks.iter().map(|c| c.as_ref()));
-    write_all_vectored(w, &mut parts).await
-}
-
-/// `write_all` over several buffers, one `writev` per round.
-pub async fn write_all_vectored(w: &mut OwnedWriteHalf, parts: &mut [&[u8]]) -> io::Result<()> {
-    let mut parts = &mut parts[..];
-    while !parts.is_empty() {
-        let slices: Vec<io::IoSlice<'_>> = parts.iter().map(|p| io::IoSlice::new(p)).collect();
-        let mut n = w.write_vectored(&slices).await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 {
-            if n >= parts[0].len() {
-                n -= parts[0].len();
-                parts = &mut parts[1..];
-            } else {
-                parts[0] = &parts[0][n..];
-                n = 0;
-            }
-        }
-        while parts.first().is_some_and(|p| p.is_empty()) {
-            parts = &mut parts[1..];
-        }
-    }
-    Ok(())
 }
 
 impl Connection {

@@ -2,9 +2,12 @@
 //! `tokio_util` codec), the record-batch format shared by the wire and the
 //! disk, request and response types, and the stable error codes.
 //!
-//! Nothing here opens a socket or a file. The broker, the producer, the
-//! consumer and the CLI all speak through these types; docs/format.md draws
-//! every byte.
+//! The codec opens no socket and no file. Two features add I/O on top of
+//! it: `io`, the vectored frame writer over any async byte stream
+//! (module `io`, shared by the broker and the client), and `client`, the
+//! connection the producer, the consumer and the CLI share (module `client`).
+//! The broker, the producer, the consumer and the CLI all speak through
+//! these types; docs/format.md draws every byte.
 
 pub mod batch;
 pub mod error_code;
@@ -19,3 +22,5 @@ pub use wire::{Reader, WireError, Writer};
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
+#[cfg(feature = "io")]
+pub mod io;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use sluice_consumer::{Consumer, OffsetReset};
 
-use crate::cli::CliError;
+use super::common::{connect, CliError, CLIENT_ID};
 
 /// `sluice consume` arguments.
 #[derive(Debug, Args)]
@@ -47,22 +47,14 @@ pub struct ConsumeArgs {
     no_commit: bool,
 }
 
-/// Runs the consume command.
-pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
-    let reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
-    let mut builder = Consumer::builder()
-        .bootstrap(broker)
-        .client_id("sluice-cli")
-        .auto_offset_reset(reset)
-        .enable_auto_commit(false);
-    if let Some(g) = &args.group {
-        builder = builder.group(g.clone());
-    }
-    let partitions: Vec<u32> = match args.partition {
+/// The partitions to assign by hand: `--partition`, else every partition
+/// of the topic without `--group`, else none (the group assigns them).
+async fn partitions(broker: &str, args: &ConsumeArgs) -> Result<Vec<u32>, CliError> {
+    Ok(match args.partition {
         Some(p) => vec![p],
         None if args.group.is_some() => Vec::new(),
         None => {
-            let probe = sluice_protocol::client::Connection::connect(broker, "sluice-cli").await?;
+            let probe = connect(broker).await?;
             let meta = probe
                 .call(&sluice_protocol::api::MetadataRequest { topics: vec![args.topic.clone()] })
                 .await?;
@@ -70,7 +62,25 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
             let topic = topic.ok_or_else(|| CliError::Usage(format!("unknown topic `{}`", args.topic)))?;
             (0..topic.partitions.len() as u32).collect()
         }
-    };
+    })
+}
+
+/// Runs the consume command.
+///
+/// # Errors
+/// An unknown topic, the consumer failing (joining, fetching, committing),
+/// or stdout failing.
+pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
+    let reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
+    let mut builder = Consumer::builder()
+        .bootstrap(broker)
+        .client_id(CLIENT_ID)
+        .auto_offset_reset(reset)
+        .enable_auto_commit(false);
+    if let Some(g) = &args.group {
+        builder = builder.group(g.clone());
+    }
+    let partitions = partitions(broker, &args).await?;
     builder = if partitions.is_empty() {
         builder.subscribe([args.topic.clone()])
     } else {

@@ -7,32 +7,88 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::time::Instant;
 
+use clap::Args;
 use sluice_producer::{Acks, Compression, DeliveryFuture, Producer, Record};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::CliError;
+use super::common::{CliError, CLIENT_ID};
 
-/// What to send and how.
-#[derive(Debug)]
-pub struct Options {
-    pub topic: String,
-    pub key_separator: Option<String>,
-    pub partition: Option<u32>,
-    pub acks: Acks,
-    pub compression: Compression,
-    pub print_offsets: bool,
+/// When the broker acknowledges.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum AcksArg {
+    /// No acknowledgement.
+    None,
+    /// After the append.
+    Leader,
+    /// After the flush (default).
+    Durable,
+}
+
+/// Batch compression.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum CompressionArg {
+    /// None (default).
+    None,
+    /// lz4.
+    Lz4,
+    /// zstd.
+    Zstd,
+}
+
+/// `sluice produce` arguments.
+#[derive(Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to write to.
+    topic: String,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, value_name = "SEP")]
+    key_separator: Option<String>,
+    /// Write every record to this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// When the broker acknowledges.
+    #[arg(long, value_enum, default_value = "durable")]
+    acks: AcksArg,
+    /// Batch compression.
+    #[arg(long, value_enum, default_value = "none")]
+    compression: CompressionArg,
+    /// Print `partition offset` for each acknowledged record, in input order.
+    #[arg(long)]
+    print_offsets: bool,
+}
+
+impl ProduceArgs {
+    fn acks(&self) -> Acks {
+        match self.acks {
+            AcksArg::None => Acks::None,
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::Durable => Acks::Durable,
+        }
+    }
+
+    fn compression(&self) -> Compression {
+        match self.compression {
+            CompressionArg::None => Compression::None,
+            CompressionArg::Lz4 => Compression::Lz4,
+            CompressionArg::Zstd => Compression::Zstd,
+        }
+    }
 }
 
 /// Futures kept before the oldest is awaited (bounds memory on long input).
 const WINDOW: usize = 100_000;
 
 /// Reads stdin and produces it.
-pub async fn run(broker: &str, opts: Options) -> Result<(), CliError> {
+///
+/// # Errors
+/// The producer failing to start, stdin or stdout failing, or a record
+/// not acknowledged (after every other record was tried).
+pub async fn run(broker: &str, opts: ProduceArgs) -> Result<(), CliError> {
     let producer = Producer::builder()
         .bootstrap(broker)
-        .client_id("sluice-cli")
-        .acks(opts.acks)
-        .compression(opts.compression)
+        .client_id(CLIENT_ID)
+        .acks(opts.acks())
+        .compression(opts.compression())
         .build()
         .await?;
     let started = Instant::now();

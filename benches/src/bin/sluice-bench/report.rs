@@ -1,0 +1,220 @@
+//! One run's result: the JSON object `--json` prints (every parameter,
+//! throughput, latency percentiles, and what the scenario adds) and the
+//! one-line summary printed otherwise.
+//!
+//! The structs list their fields in alphabetical order, and scenario-only
+//! fields are left out when absent: the report's keys and their order are
+//! those it has always had.
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::args::{Args, Scenario};
+use crate::progress::plot;
+
+/// A run's result.
+#[derive(Debug, Serialize)]
+pub struct Report {
+    /// Payload bytes moved (`messages` × `--message-size`).
+    pub bytes: u64,
+    /// consume: how long the group took to settle before the clock started.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub group_settle_ms: Option<u64>,
+    /// consume: what the latency measures.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency: Option<&'static str>,
+    /// Latency percentiles (µs).
+    pub latency_us: Latency,
+    /// Payload megabytes (10^6) per second.
+    pub mb_per_sec: f64,
+    /// Messages sent (produce) or read (consume, e2e).
+    pub messages: u64,
+    /// Messages per second.
+    pub msgs_per_sec: f64,
+    /// The run's parameters.
+    pub parameters: Parameters,
+    /// e2e: messages the producers sent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub produced: Option<u64>,
+    /// `produce`, `consume` or `e2e`.
+    pub scenario: &'static str,
+    /// Timed seconds.
+    pub seconds: f64,
+}
+
+/// Latency percentiles, in µs.
+#[derive(Debug, Serialize)]
+pub struct Latency {
+    /// The largest.
+    pub max: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    #[serde(rename = "p99.9")]
+    pub p99_9: u64,
+}
+
+/// The parameters of a run, as the report records them.
+#[derive(Debug, Serialize)]
+pub struct Parameters {
+    acks: String,
+    batch_bytes: usize,
+    compression: String,
+    consumers: usize,
+    fetch_bytes: Option<u32>,
+    fsync: String,
+    linger_ms: u64,
+    message_size: usize,
+    partitions: u32,
+    producers: usize,
+    rate: u64,
+    warmup_s: u64,
+}
+
+impl Parameters {
+    fn new(args: &Args) -> Self {
+        Self {
+            acks: format!("{:?}", args.acks).to_lowercase(),
+            batch_bytes: args.batch_bytes,
+            compression: format!("{:?}", args.compression).to_lowercase(),
+            consumers: args.consumers,
+            fetch_bytes: args.fetch_bytes,
+            fsync: args.fsync_label(),
+            linger_ms: args.linger,
+            message_size: args.message_size,
+            partitions: args.partitions,
+            producers: args.producers,
+            rate: args.rate,
+            warmup_s: args.warmup,
+        }
+    }
+}
+
+/// What a scenario adds to its report.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// consume: see [`Report::group_settle_ms`].
+    pub group_settle_ms: Option<u64>,
+    /// consume: see [`Report::latency`].
+    pub latency: Option<&'static str>,
+    /// e2e: see [`Report::produced`].
+    pub produced: Option<u64>,
+}
+
+/// One run's report; writes `--plot`.
+pub fn report(
+    args: &Args,
+    scenario: &'static str,
+    messages: u64,
+    secs: f64,
+    throughput: &[(f64, f64)],
+    latency: &Histogram<u64>,
+    extra: Extra,
+) -> anyhow::Result<Report> {
+    if let Some(path) = &args.plot {
+        plot(path, scenario, throughput, latency)?;
+    }
+    let bytes = messages * args.message_size as u64;
+    let q = |quantile| latency.value_at_quantile(quantile);
+    Ok(Report {
+        bytes,
+        group_settle_ms: extra.group_settle_ms,
+        latency: extra.latency,
+        latency_us: Latency { max: latency.max(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999) },
+        mb_per_sec: bytes as f64 / secs / 1e6,
+        messages,
+        msgs_per_sec: messages as f64 / secs,
+        parameters: Parameters::new(args),
+        produced: extra.produced,
+        scenario,
+        seconds: secs,
+    })
+}
+
+/// A rate as the summary prints it: 0 when it is not a number (JSON
+/// has none for those either: they print as `null`).
+fn rate(x: f64) -> f64 {
+    if x.is_finite() {
+        x
+    } else {
+        0.0
+    }
+}
+
+impl Report {
+    /// Prints the report: one JSON object with `--json`, else one line.
+    ///
+    /// # Errors
+    /// The report does not serialize (it always does).
+    pub fn print(&self, args: &Args) -> anyhow::Result<()> {
+        if args.json {
+            println!("{}", serde_json::to_string(self)?);
+            return Ok(());
+        }
+        let (l, msgs, mb) = (&self.latency_us, rate(self.msgs_per_sec), rate(self.mb_per_sec));
+        match args.scenario {
+            Scenario::E2e => println!(
+                "e2e: {} {} B messages, {} producer(s), {} consumer(s), acks={:?}, fsync={}{}: {msgs:.0} msgs/s, {mb:.1} MB/s; end-to-end latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                self.messages, args.message_size, args.producers, args.consumers, args.acks, args.fsync_label(),
+                if args.rate > 0 { format!(", rate cap {}/s", args.rate) } else { String::new() },
+                l.p50, l.p90, l.p99, l.p99_9, l.max,
+            ),
+            Scenario::Consume => println!(
+                "{} {} B messages read by {} consumer(s): {msgs:.0} msgs/s, {mb:.1} MB/s; poll latency p50 {} µs, p99 {} µs, max {} µs",
+                self.messages, args.message_size, args.consumers, l.p50, l.p99, l.max,
+            ),
+            Scenario::Produce => println!(
+                "{} {} B messages from {} producer(s), acks={:?}, fsync={}: {msgs:.0} msgs/s, {mb:.1} MB/s; latency p50 {} µs, p90 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
+                self.messages, args.message_size, args.producers, args.acks, args.fsync_label(),
+                l.p50, l.p90, l.p99, l.p99_9, l.max,
+            ),
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_json_report_keeps_its_keys_in_order() {
+        let report = Report {
+            bytes: 1,
+            group_settle_ms: None,
+            latency: None,
+            latency_us: Latency { max: 5, p50: 1, p90: 2, p99: 3, p99_9: 4 },
+            mb_per_sec: 0.5,
+            messages: 1,
+            msgs_per_sec: f64::INFINITY,
+            parameters: Parameters {
+                acks: "durable".into(),
+                batch_bytes: 2,
+                compression: "none".into(),
+                consumers: 1,
+                fetch_bytes: None,
+                fsync: "always".into(),
+                linger_ms: 5,
+                message_size: 1,
+                partitions: 1,
+                producers: 1,
+                rate: 0,
+                warmup_s: 0,
+            },
+            produced: Some(1),
+            scenario: "e2e",
+            seconds: 2.0,
+        };
+        let text = serde_json::to_string(&report).unwrap();
+        // What `json!` printed: keys sorted, absent extras left out, a
+        // rate that is not a number as null.
+        let sorted = serde_json::to_value(&report).unwrap().to_string();
+        assert_eq!(text, sorted);
+        assert!(text.starts_with(r#"{"bytes":1,"latency_us":{"max":5,"p50":1,"p90":2,"p99":3,"p99.9":4},"#));
+        assert!(text.contains(r#""msgs_per_sec":null"#) && !text.contains("group_settle_ms"), "{text}");
+    }
+}

@@ -1,0 +1,255 @@
+//! `sluice topic create | list | describe | delete | alter`.
+
+use std::collections::BTreeMap;
+
+use clap::{Args, Subcommand};
+use serde::Serialize;
+use sluice_protocol::api::{
+    AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, TopicMetadata,
+};
+use sluice_protocol::client::{ClientError, Connection};
+use sluice_protocol::ErrorCode;
+
+use super::common::{connect, print_json, print_table, CliError};
+use crate::storage::FsyncPolicy;
+
+/// Topic settings settable from the command line.
+#[derive(Debug, Args, Default)]
+pub struct TopicSettings {
+    /// Delete data older than this (ms; 0 = forever).
+    #[arg(long)]
+    retention_ms: Option<u64>,
+    /// Keep at most this many bytes per partition (0 = no limit).
+    #[arg(long)]
+    retention_bytes: Option<u64>,
+    /// Segment size in bytes.
+    #[arg(long)]
+    segment_bytes: Option<u64>,
+    /// Roll segments this old (ms).
+    #[arg(long)]
+    segment_ms: Option<u64>,
+    /// Durability: always | interval:MS | never.
+    #[arg(long)]
+    fsync: Option<FsyncPolicy>,
+    /// Largest batch accepted (bytes).
+    #[arg(long)]
+    max_message_bytes: Option<u32>,
+    /// Any other topic config, as KEY=VALUE (repeatable).
+    #[arg(long = "config", value_name = "KEY=VALUE")]
+    other: Vec<String>,
+}
+
+impl TopicSettings {
+    fn entries(&self) -> Result<Vec<ConfigEntry>, CliError> {
+        let mut out = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                out.push(ConfigEntry::new(k, v));
+            }
+        };
+        put("retention_ms", self.retention_ms.map(|v| v.to_string()));
+        put("retention_bytes", self.retention_bytes.map(|v| v.to_string()));
+        put("segment_bytes", self.segment_bytes.map(|v| v.to_string()));
+        put("segment_ms", self.segment_ms.map(|v| v.to_string()));
+        put("fsync", self.fsync.map(|v| v.to_string()));
+        put("max_message_bytes", self.max_message_bytes.map(|v| v.to_string()));
+        for kv in &self.other {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| CliError::Usage(format!("--config expects KEY=VALUE, got `{kv}`")))?;
+            out.push(ConfigEntry::new(k, v));
+        }
+        Ok(out)
+    }
+}
+
+/// Topic commands.
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// Topic name.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+    /// List topics.
+    List,
+    /// Show a topic's partitions, offsets, sizes and config.
+    Describe {
+        /// Topic name.
+        name: String,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// Topic name.
+        name: String,
+    },
+    /// Change a topic's live settings.
+    Alter {
+        /// Topic name.
+        name: String,
+        #[command(flatten)]
+        settings: TopicSettings,
+    },
+}
+
+/// A row of `topic list --json`.
+#[derive(Serialize)]
+struct TopicSummary<'a> {
+    name: &'a str,
+    partitions: usize,
+    log_end_offset: u64,
+    size_bytes: u64,
+}
+
+/// A partition in `topic describe --json`.
+#[derive(Serialize)]
+struct PartitionView {
+    partition: u32,
+    log_start_offset: u64,
+    log_end_offset: u64,
+    high_watermark: u64,
+    size_bytes: u64,
+    segment_count: u32,
+}
+
+/// `topic describe --json`.
+#[derive(Serialize)]
+struct TopicView<'a> {
+    name: &'a str,
+    config: BTreeMap<&'a str, &'a str>,
+    partitions: Vec<PartitionView>,
+}
+
+fn view(t: &TopicMetadata) -> TopicView<'_> {
+    TopicView {
+        name: &t.name,
+        config: t.configs.iter().map(|c| (c.key.as_str(), c.value.as_str())).collect(),
+        partitions: t
+            .partitions
+            .iter()
+            .map(|p| PartitionView {
+                partition: p.partition,
+                log_start_offset: p.log_start_offset,
+                log_end_offset: p.log_end_offset,
+                high_watermark: p.high_watermark,
+                size_bytes: p.size_bytes,
+                segment_count: p.segment_count,
+            })
+            .collect(),
+    }
+}
+
+/// Runs a topic command.
+///
+/// # Errors
+/// The broker's refusal (an unknown topic, a bad name or setting), or a
+/// connection failure.
+pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError> {
+    let conn = connect(addr).await?;
+    match cmd {
+        TopicCommand::Create { name, partitions, settings } => {
+            create(&conn, name, partitions, &settings).await
+        }
+        TopicCommand::Delete { name } => delete(&conn, name).await,
+        TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
+        TopicCommand::List => list(&conn, json).await,
+        TopicCommand::Describe { name } => describe(&conn, name, json).await,
+    }
+}
+
+async fn create(
+    conn: &Connection,
+    name: String,
+    partitions: u32,
+    settings: &TopicSettings,
+) -> Result<(), CliError> {
+    conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? }).await?;
+    println!("created topic {name} with {partitions} partition(s)");
+    Ok(())
+}
+
+async fn delete(conn: &Connection, name: String) -> Result<(), CliError> {
+    conn.call(&DeleteTopicRequest { name: name.clone() }).await?;
+    println!("deleted topic {name}");
+    Ok(())
+}
+
+async fn alter(conn: &Connection, name: String, settings: &TopicSettings) -> Result<(), CliError> {
+    let configs = settings.entries()?;
+    if configs.is_empty() {
+        return Err(CliError::Usage("nothing to change: give at least one setting".into()));
+    }
+    conn.call(&AlterTopicRequest { name: name.clone(), configs }).await?;
+    println!("altered topic {name}");
+    Ok(())
+}
+
+async fn list(conn: &Connection, json: bool) -> Result<(), CliError> {
+    let meta = conn.call(&MetadataRequest::default()).await?;
+    let rows: Vec<TopicSummary<'_>> = meta
+        .topics
+        .iter()
+        .map(|t| TopicSummary {
+            name: &t.name,
+            partitions: t.partitions.len(),
+            log_end_offset: t.partitions.iter().map(|p| p.log_end_offset).sum(),
+            size_bytes: t.partitions.iter().map(|p| p.size_bytes).sum(),
+        })
+        .collect();
+    if json {
+        return print_json(&rows);
+    }
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.name.to_owned(),
+                r.partitions.to_string(),
+                r.log_end_offset.to_string(),
+                r.size_bytes.to_string(),
+            ]
+        })
+        .collect();
+    print_table(&["TOPIC", "PARTITIONS", "MESSAGES", "BYTES"], &cells);
+    Ok(())
+}
+
+async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), CliError> {
+    let meta = conn.call(&MetadataRequest { topics: vec![name.clone()] }).await?;
+    let topic = meta.topics.first().filter(|t| t.error_code == ErrorCode::None).ok_or_else(|| {
+        CliError::Client(ClientError::Server {
+            code: ErrorCode::UnknownTopic,
+            message: format!("unknown topic `{name}`"),
+        })
+    })?;
+    let v = view(topic);
+    if json {
+        return print_json(&v);
+    }
+    println!("topic {}", v.name);
+    let config: Vec<String> = v.config.iter().map(|(k, val)| format!("{k}={val}")).collect();
+    println!("config {}", config.join(" "));
+    let rows: Vec<Vec<String>> = v
+        .partitions
+        .iter()
+        .map(|p| {
+            [
+                u64::from(p.partition),
+                p.log_start_offset,
+                p.log_end_offset,
+                p.high_watermark,
+                p.size_bytes,
+                u64::from(p.segment_count),
+            ]
+            .map(|n| n.to_string())
+            .to_vec()
+        })
+        .collect();
+    print_table(&["PARTITION", "START", "END", "HIGH_WATERMARK", "BYTES", "SEGMENTS"], &rows);
+    Ok(())
+}
