@@ -8,8 +8,10 @@ use std::path::PathBuf;
 use sluice_protocol::batch::BatchError;
 use sluice_protocol::ErrorCode;
 
-use crate::groups::GroupError;
+mod group;
+
 use crate::storage::{SequenceError, StorageError};
+pub use group::GroupError;
 
 /// Why a request failed.
 #[derive(Debug, thiserror::Error)]

@@ -29,24 +29,11 @@ const MAX_FN_LINES: usize = 80;
 /// The marker that exempts a file from the length limits.
 const MARKER: &str = "shape:";
 
-/// Known problems being fixed on other branches of issue #14, so this test
-/// passes on each branch meanwhile. Each entry names its owner; a merge that
-/// fixes one removes it (the test prints entries that no longer match).
-/// Matched as substrings of the problem's first line.
-const ALLOWED: &[(&str, &str)] = &[
-    // cli: being moved to broker/src/cli/ (helpers in one module) on another branch.
-    ("broker/src/cli.rs: 6", "cli: split into broker/src/cli/ on another branch"),
-    ("cycle in sluice-broker: cli", "cli: the cli*.rs circle is being moved to cli/ on another branch"),
-    ("broker/src/cli", "cli: long functions being split on the cli branch"),
-    // consumer: being split like the producer crate on another branch.
-    ("consumer/src/consumer.rs", "consumer: being split on the consumer branch"),
-    // groups: the coordinator's long functions are being split on another branch.
-    ("broker/src/groups/", "groups: long functions being split on the coordinator branch"),
-    // Found by this test, in no #14 brief this branch knows of: each needs an owner.
-    ("protocol/src/api/groups.rs: 6", "owner wanted: protocol's group apis, one file per api"),
-    ("benches/src/bin/sluice-bench.rs", "owner wanted: sluice-bench's report structs (#14, libraries)"),
-    ("consumer/src/consumer/", "consumer: being split on the consumer branch"),
-];
+/// Known problems allowed for now, each with the owner fixing it: empty
+/// since the branches of issue #14 merged. A merge that fixes one removes
+/// it (the test prints entries that no longer match). Matched as
+/// substrings of the problem's first line.
+const ALLOWED: &[(&str, &str)] = &[];
 
 /// The first line of a problem (what the allow-list matches).
 fn headline(problem: &str) -> &str {

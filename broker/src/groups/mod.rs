@@ -26,7 +26,6 @@
 
 mod admin;
 pub mod assign;
-mod error;
 mod group;
 pub mod store;
 mod topic_ids;
@@ -50,7 +49,7 @@ use assign::Tp;
 use group::{Group, Member};
 use store::{Committed, OffsetKey, OffsetStore};
 
-pub use error::GroupError;
+pub use crate::errors::GroupError;
 
 /// Checks a group name: 1 to 249 bytes.
 ///

@@ -1,6 +1,8 @@
 //! The group coordinator's error type: one variant per way a group request
-//! is refused, with the fields that explain it. Its wire codes are mapped
-//! with every other error's, in `crate::errors`.
+//! is refused, with the fields that explain it. It lives beside
+//! `BrokerError` (which wraps it) so that `errors` depends on no module
+//! above it; `groups` re-exports it. Its wire codes are mapped with every
+//! other error's, in `crate::errors`.
 
 /// Why the coordinator refused a group request.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
