@@ -64,7 +64,7 @@ fn plan_reset(
                 partition: p,
                 count,
             })?;
-            let previous = group.offsets.get(&(req.topic.clone(), p)).map(|(c, _)| c.offset);
+            let previous = group.offsets.get(&Tp::new(req.topic.clone(), p)).map(|(c, _)| c.offset);
             Ok(OffsetChange {
                 topic: req.topic.clone(),
                 partition: p,
@@ -103,25 +103,25 @@ impl Coordinator {
         let names: BTreeSet<String> = g
             .offsets
             .keys()
-            .map(|(t, _)| t.clone())
+            .map(|tp| tp.topic.clone())
             .chain(g.members.values().flat_map(|m| m.topics.iter().cloned()))
             .collect();
         let mut tps: BTreeSet<Tp> = g.offsets.keys().cloned().collect();
         for t in names {
             if let Some(topic) = topics.get(&t) {
-                tps.extend((0..topic.partitions.len() as u32).map(|p| (t.clone(), p)));
+                tps.extend((0..topic.partitions.len() as u32).map(|p| Tp::new(t.clone(), p)));
             }
         }
         let offsets = tps
             .into_iter()
             .filter_map(|tp| {
-                let partition = topics.get(&tp.0)?.partitions.get(tp.1 as usize)?.clone();
+                let partition = topics.get(&tp.topic)?.partitions.get(tp.partition as usize)?.clone();
                 let end = partition.log().log_end_offset();
                 let committed = g.offsets.get(&tp).map(|(c, _)| c.offset);
                 let lag = end.saturating_sub(committed.unwrap_or_else(|| partition.log().log_start_offset()));
                 Some(PartitionLag {
-                    topic: tp.0,
-                    partition: tp.1,
+                    topic: tp.topic,
+                    partition: tp.partition,
                     committed: committed.unwrap_or(NO_OFFSET),
                     log_end_offset: end,
                     lag,
@@ -169,7 +169,7 @@ impl Coordinator {
             topic_id: Some(topic.id()),
         };
         let offsets: Vec<(Tp, Committed)> =
-            changes.iter().map(|c| ((c.topic.clone(), c.partition), committed(c))).collect();
+            changes.iter().map(|c| (Tp::new(c.topic.clone(), c.partition), committed(c))).collect();
         let sync_to = self.store.append(&offset_entries(&req.group, &offsets))?;
         drop(group);
         self.store.sync_to(sync_to)?;
@@ -190,8 +190,11 @@ impl Coordinator {
         }
         group.expire(Instant::now());
         ensure_empty(&group, name, "deleting it")?;
-        let entries: Vec<(OffsetKey, Option<Committed>)> =
-            group.offsets.keys().map(|(t, p)| ((name.to_owned(), t.clone(), *p), None)).collect();
+        let entries: Vec<(OffsetKey, Option<Committed>)> = group
+            .offsets
+            .keys()
+            .map(|tp| ((name.to_owned(), tp.topic.clone(), tp.partition), None))
+            .collect();
         // Tombstones are appended under the group's lock (so they precede
         // any later commit to a group of the same name) and synced after it.
         let sync_to = if entries.is_empty() { None } else { Some(self.store.append(&entries)?) };
@@ -220,7 +223,7 @@ impl Coordinator {
         let mut fixes: Vec<(OffsetKey, Option<Committed>)> = Vec::new();
         for (name, slot) in self.slots() {
             let mut group = slot.lock();
-            for ((topic, partition), (committed, _)) in group.offsets.iter_mut() {
+            for (Tp { topic, partition }, (committed, _)) in group.offsets.iter_mut() {
                 let Some(end) = topics
                     .get(topic)
                     .and_then(|t| t.partitions.get(*partition as usize).map(|p| p.log().log_end_offset()))

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 /// A partition: topic name and index.
-pub type Tp = (String, u32);
+pub type Tp = sluice_protocol::TopicPartition;
 
 /// Computes the target assignment.
 ///
@@ -29,7 +29,7 @@ pub fn assign(
             continue;
         }
         for p in 0..*count {
-            let tp = (topic.clone(), p);
+            let tp = Tp::new(topic.clone(), p);
             match current.get(&tp) {
                 Some(owner) if eligible(owner, topic) => load.entry(owner.as_str()).or_default().push(tp),
                 _ => free.push(tp),
@@ -39,7 +39,7 @@ pub fn assign(
     for tp in free {
         let least = load
             .iter()
-            .filter(|(m, _)| eligible(m, &tp.0))
+            .filter(|(m, _)| eligible(m, &tp.topic))
             .min_by_key(|(m, tps)| (tps.len(), **m))
             .map(|(m, _)| *m);
         if let Some(m) = least {
@@ -53,7 +53,10 @@ pub fn assign(
             .iter()
             .filter(|(m, tps)| **m != min_member && tps.len() > min_len + 1)
             .filter_map(|(m, tps)| {
-                tps.iter().rev().find(|tp| eligible(min_member, &tp.0)).map(|tp| (*m, tps.len(), tp.clone()))
+                tps.iter()
+                    .rev()
+                    .find(|tp| eligible(min_member, &tp.topic))
+                    .map(|tp| (*m, tps.len(), tp.clone()))
             })
             .max_by_key(|(m, len, _)| (*len, std::cmp::Reverse(*m)));
         let Some((donor, _, tp)) = donor else { break };
@@ -108,7 +111,7 @@ mod tests {
         m.extend(members(&["b"], &["x", "y"]));
         let a = assign(&m, &parts, &BTreeMap::new());
         assert_eq!(a.len(), 6);
-        assert!(a.iter().all(|((t, _), owner)| t != "y" || owner == "b"));
+        assert!(a.iter().all(|(tp, owner)| tp.topic != "y" || owner == "b"));
         assert_eq!(counts(&a), [("a".to_string(), 3), ("b".to_string(), 3)].into());
     }
 

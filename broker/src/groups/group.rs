@@ -60,8 +60,8 @@ impl Member {
         Err(GroupError::StaleMemberEpoch {
             group: group.to_owned(),
             member: id.to_owned(),
-            topic: tp.0.clone(),
-            partition: tp.1,
+            topic: tp.topic.clone(),
+            partition: tp.partition,
         })
     }
 }
@@ -282,8 +282,11 @@ impl Group {
     /// moves the group epoch) and the revoked partitions it released (no
     /// longer in `req.owned`) or kept past their deadline.
     fn record_beat(&mut self, id: &str, req: &GroupHeartbeatRequest, now: Instant) {
-        let owned: BTreeSet<Tp> =
-            req.owned.iter().flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p))).collect();
+        let owned: BTreeSet<Tp> = req
+            .owned
+            .iter()
+            .flat_map(|t| t.partitions.iter().map(|p| Tp::new(t.topic.clone(), *p)))
+            .collect();
         let topics: BTreeSet<String> = req.topics.iter().cloned().collect();
         let Some(m) = self.members.get_mut(id) else { return };
         m.last_seen = now;
@@ -333,8 +336,8 @@ impl Group {
 
 pub(super) fn group_tps(tps: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
     let mut by_topic: BTreeMap<&str, Vec<u32>> = BTreeMap::new();
-    for (t, p) in tps {
-        by_topic.entry(t).or_default().push(*p);
+    for Tp { topic, partition } in tps {
+        by_topic.entry(topic).or_default().push(*partition);
     }
     by_topic
         .into_iter()

@@ -119,9 +119,9 @@ fn check_commits(
     let mut results = Vec::with_capacity(offsets.len());
     let mut accepted = Vec::new();
     for CommitOffset { topic, partition, offset, metadata } in offsets {
-        let tp = (topic, partition);
+        let tp = Tp::new(topic, partition);
         let held = |tp: &Tp| member.map_or(Ok(()), |(id, m)| m.check_holds(group, id, tp));
-        let code = match topics.get(&tp.0) {
+        let code = match topics.get(&tp.topic) {
             None => ErrorCode::UnknownTopic,
             Some(t) => match (t.partitions.get(partition as usize), held(&tp)) {
                 (None, _) => ErrorCode::UnknownPartition,
@@ -133,14 +133,17 @@ fn check_commits(
                 }
             },
         };
-        results.push(PartitionResult { topic: tp.0, partition: tp.1, error_code: code });
+        results.push(PartitionResult { topic: tp.topic, partition: tp.partition, error_code: code });
     }
     (results, accepted)
 }
 
 /// Offsets-log entries that write `offsets` of `group`.
 fn offset_entries(group: &str, offsets: &[(Tp, Committed)]) -> Vec<(OffsetKey, Option<Committed>)> {
-    offsets.iter().map(|(tp, c)| ((group.to_owned(), tp.0.clone(), tp.1), Some(c.clone()))).collect()
+    offsets
+        .iter()
+        .map(|(tp, c)| ((group.to_owned(), tp.topic.clone(), tp.partition), Some(c.clone())))
+        .collect()
 }
 
 /// All groups and the offsets store.
@@ -161,7 +164,7 @@ impl Coordinator {
         let (store, offsets) = OffsetStore::open(data_dir)?;
         let mut groups: HashMap<String, Group> = HashMap::new();
         for ((group, topic, partition), committed) in offsets {
-            groups.entry(group).or_default().offsets.insert((topic, partition), (committed, 0));
+            groups.entry(group).or_default().offsets.insert(Tp::new(topic, partition), (committed, 0));
         }
         let groups = groups.into_iter().map(|(name, g)| (name, Slot::new(g))).collect();
         Ok(Self { groups: Mutex::new(groups), store, next_member: AtomicU64::new(1) })
@@ -318,13 +321,17 @@ impl Coordinator {
         } else {
             req.partitions
                 .iter()
-                .map(|p| ((p.topic.clone(), p.partition), found(&(p.topic.clone(), p.partition))))
+                .map(|p| {
+                    let tp = Tp::new(p.topic.clone(), p.partition);
+                    let committed = found(&tp);
+                    (tp, committed)
+                })
                 .collect::<Vec<_>>()
         };
         OffsetFetchResponse {
             offsets: offsets
                 .into_iter()
-                .map(|((topic, partition), c)| FetchedOffset {
+                .map(|(Tp { topic, partition }, c)| FetchedOffset {
                     topic,
                     partition,
                     offset: c.as_ref().map_or(NO_OFFSET, |c| c.offset),

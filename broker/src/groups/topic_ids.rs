@@ -12,6 +12,7 @@
 //! (its files are still there); offsets of a topic that no longer exists
 //! are dropped.
 
+use super::assign::Tp;
 use super::store::{Committed, OffsetKey};
 use super::Coordinator;
 use crate::errors::BrokerError;
@@ -64,7 +65,7 @@ impl Coordinator {
         let mut changes: Vec<(OffsetKey, Committed, Option<Committed>)> = Vec::new();
         for (name, slot) in self.slots() {
             let group = slot.lock();
-            for ((topic, partition), (committed, _)) in &group.offsets {
+            for (Tp { topic, partition }, (committed, _)) in &group.offsets {
                 if only.is_some_and(|t| t != topic) {
                     continue;
                 }
@@ -92,7 +93,7 @@ impl Coordinator {
         for ((name, topic, partition), judged, change) in changes {
             let Some(slot) = self.slot(&name) else { continue };
             let mut group = slot.lock();
-            let tp = (topic, partition);
+            let tp = Tp::new(topic, partition);
             if group.offsets.get(&tp).is_none_or(|(current, _)| *current != judged) {
                 continue;
             }

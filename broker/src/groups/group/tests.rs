@@ -22,7 +22,7 @@ struct Rig {
 }
 
 fn tp(topic: &str, partition: u32) -> Tp {
-    (topic.to_owned(), partition)
+    Tp::new(topic, partition)
 }
 
 fn owned_list(owned: &BTreeSet<Tp>) -> Vec<TopicPartitions> {
@@ -316,8 +316,8 @@ fn a_member_may_commit_only_what_it_holds() {
         GroupError::StaleMemberEpoch {
             group: "g".into(),
             member: a.clone(),
-            topic: revoked.0.clone(),
-            partition: revoked.1
+            topic: revoked.topic.clone(),
+            partition: revoked.partition
         }
     );
     assert_eq!(err.code(), sluice_protocol::ErrorCode::StaleMemberEpoch);
