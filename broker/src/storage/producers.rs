@@ -36,9 +36,6 @@ use sluice_protocol::batch::BatchHeader;
 
 /// Batches remembered per producer (retries of older ones are refused).
 pub const REMEMBERED_BATCHES: usize = 5;
-/// Producers remembered while replaying the log at start-up (the topic's
-/// `max_producers_per_partition` applies from the first append on).
-pub const DEFAULT_MAX_PRODUCERS: usize = 10_000;
 
 /// Why an idempotent batch was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -136,14 +133,10 @@ impl ProducerStates {
 
     /// Records an idempotent batch written at `base_offset` at broker time
     /// `now_ms`; now and then forgets producers idle for `expiry_ms`; keeps
-    /// at most [`DEFAULT_MAX_PRODUCERS`].
-    pub fn record(&mut self, h: &BatchHeader, base_offset: u64, now_ms: i64, expiry_ms: u64) {
-        self.record_with_limit(h, base_offset, now_ms, expiry_ms, DEFAULT_MAX_PRODUCERS);
-    }
-
-    /// As [`record`](Self::record), keeping at most `max_producers`: past
-    /// it the least recently active are forgotten (module docs say why).
-    pub fn record_with_limit(
+    /// at most `max_producers`: past it the least recently active are
+    /// forgotten (module docs say why). The same limit applies when the log
+    /// is replayed at start-up.
+    pub fn record(
         &mut self,
         h: &BatchHeader,
         base_offset: u64,
@@ -289,15 +282,15 @@ mod tests {
         let mut s = ProducerStates::default();
         let a = header(1, 0, 0, 3);
         assert_eq!(s.check(&a), Ok(Sequence::New));
-        s.record(&a, 100, 0, u64::MAX);
+        s.record(&a, 100, 0, u64::MAX, usize::MAX);
         assert_eq!(s.check(&a), Ok(Sequence::Duplicate(100)), "retry of the same batch");
         let b = header(1, 0, 3, 2);
         assert_eq!(s.check(&b), Ok(Sequence::New));
-        s.record(&b, 103, 0, u64::MAX);
+        s.record(&b, 103, 0, u64::MAX, usize::MAX);
         assert_eq!(s.check(&a), Ok(Sequence::Duplicate(100)), "older remembered batch");
         assert!(matches!(s.check(&header(1, 0, 9, 1)), Err(SequenceError::OutOfOrder { expected: 5, .. })));
         assert_eq!(s.check(&header(1, 1, 0, 1)), Ok(Sequence::New), "new epoch");
-        s.record(&header(1, 1, 0, 1), 105, 0, u64::MAX);
+        s.record(&header(1, 1, 0, 1), 105, 0, u64::MAX, usize::MAX);
         assert!(matches!(s.check(&a), Err(SequenceError::InvalidEpoch { current: 1, .. })));
         assert_eq!(s.check(&header(2, 0, 77, 1)), Ok(Sequence::New), "unknown producer");
     }
@@ -307,7 +300,7 @@ mod tests {
         let mut s = ProducerStates::default();
         let batches: Vec<_> = (0..10).map(|i| header(1, 0, i, 1)).collect();
         for (i, h) in batches.iter().enumerate() {
-            s.record(h, i as u64, 0, u64::MAX);
+            s.record(h, i as u64, 0, u64::MAX, usize::MAX);
         }
         assert_eq!(s.check(&batches[9]), Ok(Sequence::Duplicate(9)));
         assert!(s.check(&batches[0]).is_err(), "too old to be recognised: refused, not rewritten");
@@ -316,8 +309,8 @@ mod tests {
     #[test]
     fn idle_producers_are_forgotten() {
         let mut s = ProducerStates::default();
-        s.record(&header(1, 0, 0, 1), 0, 1_000, 60_000);
-        s.record(&header(2, 0, 0, 1), 1, 50_000, 60_000);
+        s.record(&header(1, 0, 0, 1), 0, 1_000, 60_000, usize::MAX);
+        s.record(&header(2, 0, 0, 1), 1, 50_000, 60_000, usize::MAX);
         s.expire(70_000, 60_000);
         assert_eq!(s.len(), 1, "producer 1 was idle for 69 s");
         assert_eq!(s.check(&header(1, 0, 5, 1)), Ok(Sequence::New), "forgotten: starts fresh");
@@ -325,10 +318,10 @@ mod tests {
         // Sweeps also happen on their own as batches are recorded.
         let mut s = ProducerStates::default();
         for id in 0..u64::from(SWEEP_EVERY) {
-            s.record(&header(id, 0, 0, 1), id, 0, 1_000);
+            s.record(&header(id, 0, 0, 1), id, 0, 1_000, usize::MAX);
         }
         for seq in 0..SWEEP_EVERY {
-            s.record(&header(u64::MAX, 0, seq, 1), 0, 5_000, 1_000);
+            s.record(&header(u64::MAX, 0, seq, 1), 0, 5_000, 1_000, usize::MAX);
         }
         assert_eq!(s.len(), 1, "the idle ones were swept");
     }
@@ -337,22 +330,16 @@ mod tests {
     fn producers_past_the_limit_forget_the_idlest() {
         let mut s = ProducerStates::default();
         for id in 0..100u64 {
-            s.record_with_limit(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
         }
         assert_eq!(s.len(), 100);
         // Producer 0 stays active; 10,000 invented ids follow.
-        s.record_with_limit(&header(0, 0, 1, 1), 100, 1_000, u64::MAX, 100);
+        s.record(&header(0, 0, 1, 1), 100, 1_000, u64::MAX, 100);
         for id in 1_000..11_000u64 {
-            s.record_with_limit(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
             assert!(s.len() <= 100, "bounded at every step");
             if id % 50 == 0 {
-                s.record_with_limit(
-                    &header(0, 0, 2 + (id as u32 - 1_000) / 50, 1),
-                    id,
-                    id as i64,
-                    u64::MAX,
-                    100,
-                );
+                s.record(&header(0, 0, 2 + (id as u32 - 1_000) / 50, 1), id, id as i64, u64::MAX, 100);
             }
         }
         assert!(s.len() >= 90, "evicts down to 90%, not everything");
@@ -360,12 +347,6 @@ mod tests {
         assert!(matches!(s.check(&last), Ok(Sequence::Duplicate(_))), "an active producer keeps its state");
         assert_eq!(s.check(&header(5, 0, 3, 1)), Ok(Sequence::New), "an idle one was forgotten");
         assert!(s.check(&header(10_999, 0, 5, 1)).is_err(), "the newest is remembered");
-        // The default bound applies to plain `record` (start-up replay).
-        let mut s = ProducerStates::default();
-        for id in 0..(DEFAULT_MAX_PRODUCERS as u64 + 10) {
-            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX);
-        }
-        assert!(s.len() <= DEFAULT_MAX_PRODUCERS);
     }
 
     #[test]
@@ -373,7 +354,13 @@ mod tests {
         let mut s = ProducerStates::default();
         for id in 0..20u64 {
             for seq in 0..(id as u32 % 8) {
-                s.record(&header(id, (id % 3) as u16, seq * 2, 2), id * 100 + u64::from(seq), 7, u64::MAX);
+                s.record(
+                    &header(id, (id % 3) as u16, seq * 2, 2),
+                    id * 100 + u64::from(seq),
+                    7,
+                    u64::MAX,
+                    usize::MAX,
+                );
             }
         }
         s.since_sweep = 0;

@@ -443,7 +443,7 @@ fn snapshots_past_the_log_end_are_discarded() {
     // on open, never loaded: its producer 77 stays unknown.
     let mut bogus = super::producers::ProducerStates::default();
     let header = BatchHeader::parse(&idem(77, 0, 0)).unwrap();
-    bogus.record(&header, 5, 0, u64::MAX);
+    bogus.record(&header, 5, 0, u64::MAX, usize::MAX);
     fs::write(files::snapshot_path(dir.path(), 1_000_000), bogus.encode(1_000_000)).unwrap();
     let (log, report) = open(dir.path(), small_segments());
     assert_eq!(report.producer_snapshot, Some(cut + 2), "the one the clean close wrote");

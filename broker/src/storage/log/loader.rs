@@ -196,7 +196,7 @@ impl Log {
         let pending = PendingSync { dir: created, ..PendingSync::default() };
         let mut state =
             State { sealed, active, producers: ProducerStates::default(), snapshots, pending, closed: false };
-        let load = state.load_producers(dir, config.producer_expiry_ms);
+        let load = state.load_producers(dir, &config);
         (report.producer_snapshot, report.producer_batches_replayed) = (load.snapshot, load.replayed);
         // The checkpoint must not claim offsets the log no longer has: a
         // later recovery would skip CRC checks below it.

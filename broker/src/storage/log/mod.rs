@@ -386,7 +386,7 @@ impl Log {
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
         state.active.append(batch, header, log_append_time)?;
         if header.is_idempotent() {
-            state.producers.record_with_limit(
+            state.producers.record(
                 header,
                 base_offset,
                 now_ms,

@@ -4,7 +4,7 @@
 use std::fs;
 use std::path::Path;
 
-use super::{files, io_error, sync_dir, ProducerStates, State, StorageError};
+use super::{files, io_error, sync_dir, LogConfig, ProducerStates, State, StorageError};
 
 /// Deletes the snapshots past `end` (durably, before anything is appended
 /// at those offsets again).
@@ -37,7 +37,8 @@ pub(super) struct ProducerLoad {
 /// log end, plus the batches from its offset on (reading the headers of the
 /// segments that hold them); every header of the log when no snapshot is
 /// usable. Producers idle for `expiry_ms` are dropped.
-fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoad {
+fn read_producer_state(dir: &Path, state: &State, config: &LogConfig) -> ProducerLoad {
+    let (expiry_ms, max_producers) = (config.producer_expiry_ms, config.max_producers_per_partition as usize);
     let now_ms = crate::storage::now_ms();
     let end = state.active.next_offset();
     let mut unreadable = Vec::new();
@@ -64,7 +65,7 @@ fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoa
             if h.is_idempotent() && h.base_offset >= start {
                 // Replayed producers count as seen now: expiry never comes
                 // sooner than it would have without the restart.
-                producers.record(h, h.base_offset, now_ms, expiry_ms);
+                producers.record(h, h.base_offset, now_ms, expiry_ms, max_producers);
             }
         });
     }
@@ -75,8 +76,8 @@ fn read_producer_state(dir: &Path, state: &State, expiry_ms: u64) -> ProducerLoa
 impl State {
     /// Loads the producer state (see [`read_producer_state`]) and deletes
     /// the snapshots that could not be read, so a fresh one replaces them.
-    pub(super) fn load_producers(&mut self, dir: &Path, expiry_ms: u64) -> ProducerLoad {
-        let mut load = read_producer_state(dir, self, expiry_ms);
+    pub(super) fn load_producers(&mut self, dir: &Path, config: &LogConfig) -> ProducerLoad {
+        let mut load = read_producer_state(dir, self, config);
         self.producers = std::mem::take(&mut load.producers);
         for base in &load.unreadable {
             let _ = fs::remove_file(files::snapshot_path(dir, *base));

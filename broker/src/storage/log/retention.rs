@@ -69,7 +69,7 @@ impl Log {
         // appended at those offsets again; a crash before this is handled
         // by `open`, which drops them the same way.
         remove_snapshots(&self.dir, &mut state.snapshots, end)?;
-        state.load_producers(&self.dir, config.producer_expiry_ms);
+        state.load_producers(&self.dir, &config);
         self.end.store(end, Ordering::Release);
         self.durable.fetch_min(end, Ordering::AcqRel);
         write_atomically(&self.dir, files::RECOVERY_POINT, format!("{}\n", self.durable_offset()).as_bytes())
