@@ -7,10 +7,10 @@ use serde::Serialize;
 use sluice_protocol::api::{
     AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, TopicMetadata,
 };
-use sluice_protocol::client::{ClientError, Connection};
+use sluice_protocol::client::Connection;
 use sluice_protocol::ErrorCode;
 
-use super::common::{connect, print_json, print_table, CliError};
+use super::common::{connect, print_json, print_table, say, CliError};
 use crate::storage::FsyncPolicy;
 
 /// Topic settings settable from the command line.
@@ -67,28 +67,33 @@ impl TopicSettings {
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
+    #[command(after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append")]
     Create {
         /// Topic name.
         name: String,
-        /// Number of partitions.
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
+        /// Number of partitions (default: the broker's `default_partitions`).
+        #[arg(long)]
+        partitions: Option<u32>,
         #[command(flatten)]
         settings: TopicSettings,
     },
     /// List topics.
+    #[command(after_help = "Examples:\n  sluice topic list\n  sluice topic list --json")]
     List,
     /// Show a topic's partitions, offsets, sizes and config.
+    #[command(after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --json")]
     Describe {
         /// Topic name.
         name: String,
     },
     /// Delete a topic and its data.
+    #[command(after_help = "Examples:\n  sluice topic delete orders")]
     Delete {
         /// Topic name.
         name: String,
     },
-    /// Change a topic's live settings.
+    /// Change a topic's live settings (prints each old -> new value).
+    #[command(after_help = "Examples:\n  sluice topic alter orders --retention-ms 3600000\n  sluice topic alter orders --fsync interval:100 --config segment_bytes=67108864")]
     Alter {
         /// Topic name.
         name: String,
@@ -153,7 +158,7 @@ pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliErr
     let conn = connect(addr).await?;
     match cmd {
         TopicCommand::Create { name, partitions, settings } => {
-            create(&conn, name, partitions, &settings).await
+            create(&conn, name, partitions.unwrap_or(0), &settings).await
         }
         TopicCommand::Delete { name } => delete(&conn, name).await,
         TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
@@ -169,13 +174,14 @@ async fn create(
     settings: &TopicSettings,
 ) -> Result<(), CliError> {
     conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? }).await?;
-    println!("created topic {name} with {partitions} partition(s)");
+    let count = topic_metadata(conn, &name).await?.partitions.len();
+    say!("created topic {name} with {count} partition(s)");
     Ok(())
 }
 
 async fn delete(conn: &Connection, name: String) -> Result<(), CliError> {
     conn.call(&DeleteTopicRequest { name: name.clone() }).await?;
-    println!("deleted topic {name}");
+    say!("deleted topic {name}");
     Ok(())
 }
 
@@ -184,9 +190,27 @@ async fn alter(conn: &Connection, name: String, settings: &TopicSettings) -> Res
     if configs.is_empty() {
         return Err(CliError::Usage("nothing to change: give at least one setting".into()));
     }
+    let before = topic_metadata(conn, &name).await?.configs;
     conn.call(&AlterTopicRequest { name: name.clone(), configs }).await?;
-    println!("altered topic {name}");
+    let after = topic_metadata(conn, &name).await?.configs;
+    say!("altered topic {name}");
+    for entry in &after {
+        let old = before.iter().find(|b| b.key == entry.key).map_or("-", |b| b.value.as_str());
+        if old != entry.value {
+            say!("  {}: {old} -> {}", entry.key, entry.value);
+        }
+    }
     Ok(())
+}
+
+/// The metadata of one topic.
+async fn topic_metadata(conn: &Connection, name: &str) -> Result<TopicMetadata, CliError> {
+    let meta = conn.call(&MetadataRequest { topics: vec![name.to_owned()] }).await?;
+    meta.topics
+        .into_iter()
+        .next()
+        .filter(|t| t.error_code == ErrorCode::None)
+        .ok_or_else(|| CliError::UnknownTopic(name.to_owned()))
 }
 
 async fn list(conn: &Connection, json: bool) -> Result<(), CliError> {
@@ -220,20 +244,14 @@ async fn list(conn: &Connection, json: bool) -> Result<(), CliError> {
 }
 
 async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), CliError> {
-    let meta = conn.call(&MetadataRequest { topics: vec![name.clone()] }).await?;
-    let topic = meta.topics.first().filter(|t| t.error_code == ErrorCode::None).ok_or_else(|| {
-        CliError::Client(ClientError::Server {
-            code: ErrorCode::UnknownTopic,
-            message: format!("unknown topic `{name}`"),
-        })
-    })?;
-    let v = view(topic);
+    let topic = topic_metadata(conn, &name).await?;
+    let v = view(&topic);
     if json {
         return print_json(&v);
     }
-    println!("topic {}", v.name);
+    say!("topic {}", v.name);
     let config: Vec<String> = v.config.iter().map(|(k, val)| format!("{k}={val}")).collect();
-    println!("config {}", config.join(" "));
+    say!("config {}", config.join(" "));
     let rows: Vec<Vec<String>> = v
         .partitions
         .iter()

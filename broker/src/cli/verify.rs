@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::common::{print_json, CliError};
+use super::common::{print_json, say, CliError};
 use crate::groups::store::generations;
 use crate::storage::verify::verify_dir;
 
@@ -94,7 +94,7 @@ pub fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
         print_json(&v)?;
     } else {
         for p in &v.problems {
-            println!(
+            say!(
                 "{} {}: {} at byte {}{}: {}",
                 p.kind,
                 p.partition,
@@ -104,7 +104,7 @@ pub fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
                 p.reason,
             );
         }
-        println!(
+        say!(
             "{} partition logs, {} good batches, {} corrupt",
             v.partitions, v.good_batches, v.corrupt_batches
         );

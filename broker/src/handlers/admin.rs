@@ -23,7 +23,8 @@ pub fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse { apis: supported_apis() }
 }
 
-/// Creates a topic.
+/// Creates a topic; `partitions` 0 asks for the broker's
+/// `default_partitions`.
 ///
 /// # Errors
 /// What [`Broker::create_topic`] refuses.
@@ -32,7 +33,11 @@ pub async fn create_topic(
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
     blocking(move || {
-        broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
+        let partitions = match req.partitions {
+            0 => broker.config.default_partitions,
+            n => n,
+        };
+        broker.create_topic(&req.name, partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
     })
     .await
 }
@@ -130,10 +135,13 @@ pub fn status(broker: &Broker) -> StatusResponse {
 
 /// Describes the named topics (each distinct name once, in the order first
 /// named: naming a large topic many times does not multiply the response),
-/// or all of them.
+/// or all of them. A named topic that does not exist is created first
+/// (with `default_partitions`) when the broker auto-creates topics, in
+/// place on this worker as [`super::partition`] does.
 ///
 /// # Errors
-/// None: an unknown topic is answered in its entry.
+/// None: an unknown topic (or one that could not be created) is answered
+/// in its entry.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()
@@ -142,7 +150,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
         req.topics
             .iter()
             .filter(|name| seen.insert(name.as_str()))
-            .map(|name| match broker.topics.get(name) {
+            .map(|name| match found_or_created(broker, name) {
                 Some(t) => describe(&t),
                 None => TopicMetadata {
                     error_code: ErrorCode::UnknownTopic,
@@ -154,4 +162,19 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
             .collect()
     };
     Ok(MetadataResponse { topics })
+}
+
+/// The topic `name`, created when missing and the broker auto-creates
+/// topics.
+fn found_or_created(broker: &Broker, name: &str) -> Option<Arc<Topic>> {
+    if let Some(t) = broker.topics.get(name) {
+        return Some(t);
+    }
+    if !broker.config.auto_create_topics {
+        return None;
+    }
+    if let Err(e) = super::partition(broker, name, 0) {
+        tracing::warn!(topic = %name, error = %e, "auto-creating a topic for metadata failed");
+    }
+    broker.topics.get(name)
 }
