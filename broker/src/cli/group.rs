@@ -19,13 +19,17 @@ pub enum GroupCommand {
     #[command(after_help = "Examples:\n  sluice group list\n  sluice group list --json")]
     List,
     /// Show a group's members, assignment, committed offsets and lag.
-    #[command(after_help = "Examples:\n  sluice group describe billing\n  sluice group describe billing --json")]
+    #[command(
+        after_help = "Examples:\n  sluice group describe billing\n  sluice group describe billing --json"
+    )]
     Describe {
         /// Group name.
         group: String,
     },
     /// Move a group's committed offsets (only while it has no members).
-    #[command(after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest --dry-run\n  sluice group reset-offsets billing --topic orders --to-datetime 2026-11-22T10:00:00Z")]
+    #[command(
+        after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest --dry-run\n  sluice group reset-offsets billing --topic orders --to-datetime 2026-11-22T10:00:00Z"
+    )]
     ResetOffsets(ResetArgs),
     /// Delete a group and its committed offsets (only while it has no members).
     #[command(after_help = "Examples:\n  sluice group delete billing")]

@@ -74,8 +74,10 @@ struct OutputOpts {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
-    #[command(after_help = "Examples:\n  sluice serve\n  sluice serve --data-dir /var/lib/sluice --listen 0.0.0.0:9500 --fsync always\n  \
-                            sluice serve --config sluice.toml --auto-create-topics true")]
+    #[command(
+        after_help = "Examples:\n  sluice serve\n  sluice serve --data-dir /var/lib/sluice --listen 0.0.0.0:9500 --fsync always\n  \
+                            sluice serve --config sluice.toml --auto-create-topics true"
+    )]
     Serve(serve::ServeArgs),
     /// Manage topics.
     Topic {
@@ -124,7 +126,9 @@ enum Command {
         output: OutputOpts,
     },
     /// Check a data directory offline: list every corrupt batch (exit 1 if any).
-    #[command(after_help = "Examples:\n  sluice verify --data-dir ./sluice-data\n  sluice verify --data-dir ./sluice-data --json")]
+    #[command(
+        after_help = "Examples:\n  sluice verify --data-dir ./sluice-data\n  sluice verify --data-dir ./sluice-data --json"
+    )]
     Verify {
         /// The data directory.
         #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
@@ -133,9 +137,11 @@ enum Command {
         output: OutputOpts,
     },
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
-    #[command(after_help = "Examples:\n  sluice completions bash > ~/.local/share/bash-completion/completions/sluice\n  \
+    #[command(
+        after_help = "Examples:\n  sluice completions bash > ~/.local/share/bash-completion/completions/sluice\n  \
                             sluice completions zsh > ~/.zfunc/_sluice\n  \
-                            sluice completions fish > ~/.config/fish/completions/sluice.fish")]
+                            sluice completions fish > ~/.config/fish/completions/sluice.fish"
+    )]
     Completions {
         /// The shell.
         shell: clap_complete::Shell,
@@ -199,7 +205,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (a, j) = (addr(client), json(output));
             runtime()?.block_on(group::run(&a, j, cmd))
         }
-        Command::Status { ref client, ref output } => runtime()?.block_on(status::run(&addr(client), json(output))),
+        Command::Status { ref client, ref output } => {
+            runtime()?.block_on(status::run(&addr(client), json(output)))
+        }
         Command::Verify { ref data_dir, ref output } => verify::run(data_dir, json(output)),
         Command::Completions { shell } => {
             completions(shell);

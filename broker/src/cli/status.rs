@@ -73,13 +73,7 @@ pub async fn run(addr: &str, json: bool) -> Result<(), CliError> {
         return print_json(&v);
     }
     let uptime = s.uptime_ms / 1000;
-    say!(
-        "sluice {} at {addr}, up {}h{:02}m{:02}s",
-        s.version,
-        uptime / 3600,
-        uptime / 60 % 60,
-        uptime % 60
-    );
+    say!("sluice {} at {addr}, up {}h{:02}m{:02}s", s.version, uptime / 3600, uptime / 60 % 60, uptime % 60);
     say!("data dir     {} (fsync {} by default)", s.data_dir, s.fsync);
     say!("topics       {} with {} partitions, {} bytes on disk", s.topics, s.partitions, s.total_bytes);
     say!("connections  {}", s.connections);

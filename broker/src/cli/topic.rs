@@ -67,7 +67,9 @@ impl TopicSettings {
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
-    #[command(after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append")]
+    #[command(
+        after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append"
+    )]
     Create {
         /// Topic name.
         name: String,
@@ -81,7 +83,9 @@ pub enum TopicCommand {
     #[command(after_help = "Examples:\n  sluice topic list\n  sluice topic list --json")]
     List,
     /// Show a topic's partitions, offsets, sizes and config.
-    #[command(after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --json")]
+    #[command(
+        after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --json"
+    )]
     Describe {
         /// Topic name.
         name: String,
@@ -93,7 +97,9 @@ pub enum TopicCommand {
         name: String,
     },
     /// Change a topic's live settings (prints each old -> new value).
-    #[command(after_help = "Examples:\n  sluice topic alter orders --retention-ms 3600000\n  sluice topic alter orders --fsync interval:100 --config segment_bytes=67108864")]
+    #[command(
+        after_help = "Examples:\n  sluice topic alter orders --retention-ms 3600000\n  sluice topic alter orders --fsync interval:100 --config segment_bytes=67108864"
+    )]
     Alter {
         /// Topic name.
         name: String,

@@ -106,7 +106,9 @@ pub fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
         }
         say!(
             "{} partition logs, {} good batches, {} corrupt",
-            v.partitions, v.good_batches, v.corrupt_batches
+            v.partitions,
+            v.good_batches,
+            v.corrupt_batches
         );
     }
     if v.corrupt_batches > 0 {
