@@ -197,6 +197,7 @@ fn every_help_ends_with_examples_and_lists_only_its_flags() {
         &["topic", "describe"],
         &["topic", "delete"],
         &["topic", "alter"],
+        &["topic", "add-partitions"],
         &["group", "list"],
         &["group", "describe"],
         &["group", "delete"],
@@ -232,4 +233,29 @@ fn broker_flag_works_before_and_after_the_command() {
     ok(&out);
     let out = Command::new(SLUICE).args(["topic", "--broker", &addr, "list", "--json"]).output().unwrap();
     assert_eq!(ok(&out).trim(), "[]");
+}
+
+#[test]
+fn add_partitions_grows_durably_and_only_grows() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    ok(&sluice(&broker, &["topic", "create", "t", "--partitions", "2"], ""));
+    let out = ok(&sluice(&broker, &["topic", "add-partitions", "t", "--count", "5"], ""));
+    assert!(out.contains("partitions 2 -> 5"), "{out}");
+    ok(&sluice(&broker, &["produce", "t", "--partition", "4"], "on the new partition\n"));
+    let read = ["consume", "t", "--partition", "4", "--from-beginning", "--max-messages", "1"];
+    assert_eq!(ok(&sluice(&broker, &read, "")).trim(), "on the new partition");
+
+    let out = sluice(&broker, &["topic", "add-partitions", "t", "--count", "5"], "");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("partitions only grow"), "{}", text(&out.stderr));
+    let help = ok(&Command::new(SLUICE).args(["topic", "add-partitions", "--help"]).output().unwrap());
+    assert!(help.contains("Keys move"), "{help}");
+
+    assert!(broker.terminate(), "clean stop");
+    let broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    let described = ok(&sluice(&broker, &["topic", "describe", "t"], ""));
+    let rows = described.lines().filter(|l| l.starts_with(|c: char| c.is_ascii_digit())).count();
+    assert_eq!(rows, 5, "the new count survives a restart: {described}");
+    assert_eq!(ok(&sluice(&broker, &read, "")).trim(), "on the new partition");
 }

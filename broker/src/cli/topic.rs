@@ -1,11 +1,12 @@
-//! `sluice topic create | list | describe | delete | alter`.
+//! `sluice topic create | list | describe | delete | alter | add-partitions`.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sluice_protocol::api::{
-    AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, TopicMetadata,
+    AddPartitionsRequest, AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
+    MetadataRequest, TopicMetadata,
 };
 use sluice_protocol::client::Connection;
 use sluice_protocol::ErrorCode;
@@ -96,6 +97,21 @@ pub enum TopicCommand {
         /// Topic name.
         name: String,
     },
+    /// Grow a topic to COUNT partitions (partitions only grow; keys move).
+    #[command(
+        long_about = "Grow a topic to --count partitions, the new total. Partitions only grow.\n\n\
+                      Keys move: a keyed record goes to hash(key) % partitions, so after growing most keys \
+                      land in another partition than their earlier records, and per-key order holds only \
+                      within each side of the change.",
+        after_help = "Examples:\n  sluice topic add-partitions orders --count 6"
+    )]
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count (more than the topic has).
+        #[arg(long)]
+        count: u32,
+    },
     /// Change a topic's live settings (prints each old -> new value).
     #[command(
         after_help = "Examples:\n  sluice topic alter orders --retention-ms 3600000\n  sluice topic alter orders --fsync interval:100 --config segment_bytes=67108864"
@@ -168,6 +184,15 @@ pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliErr
         }
         TopicCommand::Delete { name } => delete(&conn, name).await,
         TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
+        TopicCommand::AddPartitions { name, count } => {
+            let grown = conn.call(&AddPartitionsRequest { name: name.clone(), count }).await?;
+            say!(
+                "topic {name}: partitions {} -> {} (keyed records now map to other partitions)",
+                grown.old_count,
+                grown.new_count
+            );
+            Ok(())
+        }
         TopicCommand::List => list(&conn, json).await,
         TopicCommand::Describe { name } => describe(&conn, name, json).await,
     }

@@ -1,11 +1,13 @@
-//! Topic administration and metadata: create, delete, alter, describe.
+//! Topic administration and metadata: create, delete, alter, add
+//! partitions, describe (auto-creating a named topic when allowed).
 
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry,
-    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, FailedTopic,
-    GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata, StatusResponse, TopicMetadata,
+    supported_apis, AddPartitionsRequest, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
+    ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+    DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata,
+    StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -70,6 +72,22 @@ pub async fn alter_topic(
         let config = broker.topics.alter(&req.name, &pairs(req.configs))?;
         tracing::info!(topic = %req.name, ?config, "topic altered");
         Ok(AlterTopicResponse)
+    })
+    .await
+}
+
+/// Grows a topic's partition count.
+///
+/// # Errors
+/// `UnknownTopic`, `InvalidPartitions`, `InvalidConfig` (not a growth),
+/// `OpenFileLimit`, or `Storage`.
+pub async fn add_partitions(
+    broker: Arc<Broker>,
+    req: AddPartitionsRequest,
+) -> Result<AddPartitionsResponse, BrokerError> {
+    blocking(move || {
+        let old_count = broker.add_partitions(&req.name, req.count)?;
+        Ok(AddPartitionsResponse { old_count, new_count: req.count })
     })
     .await
 }

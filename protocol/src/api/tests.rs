@@ -269,6 +269,8 @@ fn samples() -> Vec<(&'static str, Bytes)> {
             .to_bytes(),
         ),
         ("delete_topic_request", DeleteTopicRequest { name: "t".into() }.to_bytes()),
+        ("add_partitions_request", AddPartitionsRequest { name: "t".into(), count: 6 }.to_bytes()),
+        ("add_partitions_response", AddPartitionsResponse { old_count: 3, new_count: 6 }.to_bytes()),
         (
             "alter_topic_request",
             AlterTopicRequest { name: "t".into(), configs: vec![ConfigEntry::new("fsync", "never")] }
