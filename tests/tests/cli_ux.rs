@@ -259,3 +259,50 @@ fn add_partitions_grows_durably_and_only_grows() {
     assert_eq!(rows, 5, "the new count survives a restart: {described}");
     assert_eq!(ok(&sluice(&broker, &read, "")).trim(), "on the new partition");
 }
+
+#[test]
+fn verify_refuses_a_running_brokers_data_dir() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    ok(&sluice(&broker, &["topic", "create", "t"], ""));
+    let data_dir = dir.path().to_str().unwrap();
+    let out = Command::new(SLUICE).args(["verify", "--data-dir", data_dir]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("in use by a running broker") && err.contains("--allow-running"), "{err}");
+
+    let out =
+        Command::new(SLUICE).args(["verify", "--data-dir", data_dir, "--allow-running"]).output().unwrap();
+    assert!(text(&out.stderr).contains("stale"), "{}", text(&out.stderr));
+
+    assert!(broker.terminate());
+    ok(&Command::new(SLUICE).args(["verify", "--data-dir", data_dir]).output().unwrap());
+}
+
+#[test]
+fn start_up_names_every_listener_that_failed_and_a_locked_data_dir() {
+    let (a, b) = (TcpListener::bind("127.0.0.1:0").unwrap(), TcpListener::bind("127.0.0.1:0").unwrap());
+    let (a, b) = (a.local_addr().unwrap().to_string(), b.local_addr().unwrap().to_string());
+    let dir = tempfile::tempdir().unwrap();
+    let data_dir = dir.path().to_str().unwrap();
+    let serve = |extra: &[&str]| {
+        let mut c = Command::new(SLUICE);
+        c.args(["serve", "--data-dir", data_dir]).args(extra);
+        c.output().unwrap()
+    };
+    let out = serve(&["--listen", &a, "--admin-listen", &b]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("the broker failed to start"), "{err}");
+    assert!(err.contains(&format!("client listener (--listen) {a}")), "{err}");
+    assert!(err.contains(&format!("admin listener (--admin-listen) {b}")), "{err}");
+
+    let _broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    let out = serve(&["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("the broker failed to start") && err.contains("in use by another sluice process"),
+        "{err}"
+    );
+}

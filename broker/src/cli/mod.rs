@@ -133,6 +133,9 @@ enum Command {
         /// The data directory.
         #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
         data_dir: PathBuf,
+        /// Check a directory a running broker holds (the result may be stale).
+        #[arg(long)]
+        allow_running: bool,
         #[command(flatten)]
         output: OutputOpts,
     },
@@ -208,7 +211,9 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { ref client, ref output } => {
             runtime()?.block_on(status::run(&addr(client), json(output)))
         }
-        Command::Verify { ref data_dir, ref output } => verify::run(data_dir, json(output)),
+        Command::Verify { ref data_dir, allow_running, ref output } => {
+            verify::run(data_dir, json(output), allow_running)
+        }
         Command::Completions { shell } => {
             completions(shell);
             Ok(())
