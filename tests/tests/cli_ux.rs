@@ -306,3 +306,35 @@ fn start_up_names_every_listener_that_failed_and_a_locked_data_dir() {
         "{err}"
     );
 }
+
+#[test]
+fn wait_ms_retries_a_broker_that_is_down_and_says_so() {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().to_string();
+    let mut cli = Command::new(SLUICE)
+        .args(["topic", "list", "--broker", &port, "--wait-ms", "60000"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = cli.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let first = rx.recv_timeout(Duration::from_secs(30)).expect("a retry line on stderr");
+    assert!(first.contains(&format!("waiting for the broker at {port}")), "{first}");
+    let dir = tempfile::tempdir().unwrap();
+    let _broker = ProcessBroker::spawn(SLUICE, dir.path(), &["--listen", &port]);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = cli.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "sluice still waiting after the broker started");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}

@@ -141,12 +141,39 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// # Errors
 /// [`CliError::Client`] when the broker cannot be reached.
 pub async fn connect(addr: &str) -> Result<Connection, CliError> {
-    let conn = Connection::connect(addr, CLIENT_ID).await.map_err(|e| CliError::from(e).explained())?;
+    let conn = connect_waiting(addr).await.map_err(|e| CliError::from(e).explained())?;
     let handshake = conn.with_timeout(HANDSHAKE_TIMEOUT);
     match handshake.call(&ApiVersionsRequest).await {
         Ok(_) => Ok(handshake.with_timeout(Duration::from_secs(30))),
         Err(ClientError::Server { .. }) => Ok(handshake.with_timeout(Duration::from_secs(30))),
         Err(e) => Err(identify(addr).await.unwrap_or_else(|| e.into())),
+    }
+}
+
+/// How long [`connect`] keeps retrying a broker that refuses connections
+/// (`--wait-ms`; none by default: a missing broker fails at once).
+static CONNECT_WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets how long [`connect`] retries a broker that is down (once, at start).
+pub fn set_connect_wait(wait: Duration) {
+    let _ = CONNECT_WAIT.set(wait);
+}
+
+/// Connects, retrying while the broker cannot be reached and the wait set
+/// by [`set_connect_wait`] lasts; says on stderr what it is waiting for.
+async fn connect_waiting(addr: &str) -> Result<Connection, ClientError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT.get().copied().unwrap_or_default();
+    let mut failures: u64 = 0;
+    loop {
+        match Connection::connect(addr, CLIENT_ID).await {
+            Err(ClientError::Connect { message, .. }) if tokio::time::Instant::now() < deadline => {
+                failures += 1;
+                let pause = Duration::from_millis(100 * failures.min(10));
+                eprintln!("waiting for the broker at {addr} ({message}); retrying in {pause:?}");
+                tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            }
+            other => return other,
+        }
     }
 }
 

@@ -61,6 +61,10 @@ struct ClientOpts {
     /// Broker address [env: SLUICE_BROKER] [default: 127.0.0.1:9500].
     #[arg(long = "broker", global = true, value_name = "BROKER")]
     broker: Option<String>,
+    /// While the broker cannot be reached, retry for this long (ms), saying
+    /// so on stderr (default: fail at once).
+    #[arg(long, global = true, value_name = "MS")]
+    wait_ms: Option<u64>,
 }
 
 /// The flags of commands that print tables or JSON.
@@ -182,7 +186,10 @@ pub fn main() -> ExitCode {
 
 fn run(cli: Cli) -> Result<(), CliError> {
     let top = cli.broker.as_deref().unwrap_or(DEFAULT_BROKER);
-    let addr = |c: &ClientOpts| c.broker.clone().unwrap_or_else(|| top.to_owned());
+    let addr = |c: &ClientOpts| {
+        common::set_connect_wait(std::time::Duration::from_millis(c.wait_ms.unwrap_or(0)));
+        c.broker.clone().unwrap_or_else(|| top.to_owned())
+    };
     let json = |o: &OutputOpts| o.json || cli.json;
     match cli.command {
         Command::Serve(args) => serve::run(args),
