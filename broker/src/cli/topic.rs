@@ -180,7 +180,11 @@ pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliErr
     let conn = connect(addr).await?;
     match cmd {
         TopicCommand::Create { name, partitions, settings } => {
-            create(&conn, name, partitions.unwrap_or(0), &settings).await
+            let partitions = match partitions {
+                Some(n) => n,
+                None => default_partitions(&conn).await?,
+            };
+            create(&conn, name, partitions, &settings).await
         }
         TopicCommand::Delete { name } => delete(&conn, name).await,
         TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
@@ -232,6 +236,12 @@ async fn alter(conn: &Connection, name: String, settings: &TopicSettings) -> Res
         }
     }
     Ok(())
+}
+
+/// The broker's `default_partitions` (1 from a broker that does not say).
+async fn default_partitions(conn: &Connection) -> Result<u32, CliError> {
+    let status = conn.call(&sluice_protocol::api::StatusRequest).await?;
+    Ok(status.default_partitions.max(1))
 }
 
 /// The metadata of one topic.

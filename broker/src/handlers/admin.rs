@@ -25,8 +25,7 @@ pub fn api_versions() -> ApiVersionsResponse {
     ApiVersionsResponse { apis: supported_apis() }
 }
 
-/// Creates a topic; `partitions` 0 asks for the broker's
-/// `default_partitions`.
+/// Creates a topic.
 ///
 /// # Errors
 /// What [`Broker::create_topic`] refuses.
@@ -35,11 +34,7 @@ pub async fn create_topic(
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
     blocking(move || {
-        let partitions = match req.partitions {
-            0 => broker.config.default_partitions,
-            n => n,
-        };
-        broker.create_topic(&req.name, partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
+        broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
     })
     .await
 }
@@ -148,6 +143,7 @@ pub fn status(broker: &Broker) -> StatusResponse {
             .into_iter()
             .map(|(topic, error)| FailedTopic { topic, error })
             .collect(),
+        default_partitions: broker.config.default_partitions,
     }
 }
 
