@@ -228,6 +228,25 @@ impl Broker {
         Ok(topic)
     }
 
+    /// Grows topic `name` to `count` partitions (at most `max_partitions`)
+    /// and starts the new partitions' flushers; returns the count before.
+    /// Blocking (creates files).
+    ///
+    /// # Errors
+    /// `InvalidPartitions` over the limit, else what
+    /// [`Topics::add_partitions`](crate::topics::Topics::add_partitions) refuses.
+    pub fn add_partitions(&self, name: &str, count: u32) -> Result<u32, BrokerError> {
+        if count > self.config.max_partitions {
+            return Err(BrokerError::InvalidPartitions { count, max: self.config.max_partitions });
+        }
+        let (topic, old) = self.topics.add_partitions(name, count)?;
+        for p in &topic.partitions[old as usize..] {
+            self.tasks.spawn(Arc::clone(p).run_flusher());
+        }
+        tracing::info!(topic = name, old, new = count, "partitions added");
+        Ok(old)
+    }
+
     /// Deletes a topic, then its committed offsets (a crash in between is
     /// settled on the next start, see `groups::topic_ids`). Blocking.
     ///

@@ -9,6 +9,7 @@
 //! of the same name (its committed offsets do not carry over). Topics that
 //! failed to load are kept apart ([`Topics::failed`]) and may be deleted.
 
+mod grow;
 mod layout;
 mod load;
 

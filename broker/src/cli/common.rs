@@ -6,12 +6,22 @@
 //! JSON output is a `#[derive(Serialize)]` view struct per command, printed
 //! by [`print_json`]. The views list their fields in alphabetical order:
 //! that is the key order the CLI has always printed.
+//!
+//! All printing on stdout goes through [`say_line`] (the `say!` macro): a
+//! closed stdout (`sluice topic list | head -1`) ends the process quietly
+//! with status 0, as other Unix tools do, instead of panicking.
+//!
+//! [`connect`] checks that the peer speaks Sluice (an ApiVersions call)
+//! and, when it does not, says what it looks like ([`CliError::NotABroker`]).
 
+use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use sluice_protocol::api::NO_OFFSET;
+use sluice_protocol::api::{encode_request, ApiVersionsRequest, MetadataRequest, NO_OFFSET};
 use sluice_protocol::client::{ClientError, Connection};
+use sluice_protocol::ErrorCode;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::config::ConfigError;
 use crate::errors::BrokerError;
@@ -40,7 +50,80 @@ pub enum CliError {
     /// Output could not be written.
     #[error("{0}")]
     Io(#[from] std::io::Error),
+    /// The topic does not exist (and the broker did not create it).
+    #[error(
+        "topic \"{0}\" does not exist (unknown topic); create it with \"sluice topic create {0}\" \
+         or start the broker with --auto-create-topics true"
+    )]
+    UnknownTopic(String),
+    /// The topic has no such partition.
+    #[error("topic \"{topic}\" has no partition {partition} (it has {count}: 0 to {last})", last = count.saturating_sub(1))]
+    UnknownPartition {
+        /// The topic.
+        topic: String,
+        /// The partition asked for.
+        partition: u32,
+        /// Partitions the topic has.
+        count: u32,
+    },
+    /// The peer answered, but not in Sluice's protocol.
+    #[error("{addr} is not a Sluice broker ({how})")]
+    NotABroker {
+        /// The address given with `--broker`.
+        addr: String,
+        /// What its answer looked like.
+        how: String,
+    },
 }
+
+impl CliError {
+    /// The same error, said the way a person acts on it: an unknown topic
+    /// from any layer becomes [`CliError::UnknownTopic`], a connection
+    /// refused gets a hint about `sluice serve`.
+    pub fn explained(self) -> Self {
+        let unknown = |message: &str| {
+            let name = message.split('`').nth(1).unwrap_or(message);
+            Self::UnknownTopic(name.to_owned())
+        };
+        match self {
+            Self::Producer(sluice_producer::ProducerError::UnknownTopic(t)) => Self::UnknownTopic(t),
+            Self::Producer(sluice_producer::ProducerError::UnknownPartition { topic, partition, count }) => {
+                Self::UnknownPartition { topic, partition, count }
+            }
+            Self::Client(ClientError::Server { code: ErrorCode::UnknownTopic, message }) => unknown(&message),
+            Self::Client(ClientError::Connect { addr, message }) => Self::Usage(format!(
+                "cannot connect to {addr}: {message} (is `sluice serve` running there? see --broker)"
+            )),
+            other => other,
+        }
+    }
+
+    /// Whether this is stdout closed by its reader: a clean end, not a failure.
+    pub fn is_broken_pipe(&self) -> bool {
+        matches!(self, Self::Io(e) if e.kind() == std::io::ErrorKind::BrokenPipe)
+    }
+}
+
+/// Writes one line on stdout; a closed stdout ends the process with status
+/// 0 (its reader has all it wanted), any other write error with status 1.
+pub fn say_line(line: std::fmt::Arguments<'_>) {
+    let mut out = std::io::stdout().lock();
+    if let Err(e) = out.write_fmt(format_args!("{line}\n")).and_then(|()| out.flush()) {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// `println!` for the CLI: see [`say_line`].
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::cli::common::say_line(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
 
 /// The client id the CLI's connections, producer and consumer use.
 pub const CLIENT_ID: &str = "sluice-cli";
@@ -58,7 +141,98 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
 /// # Errors
 /// [`CliError::Client`] when the broker cannot be reached.
 pub async fn connect(addr: &str) -> Result<Connection, CliError> {
-    Ok(Connection::connect(addr, CLIENT_ID).await?.with_timeout(Duration::from_secs(30)))
+    let conn = connect_waiting(addr).await.map_err(|e| CliError::from(e).explained())?;
+    let handshake = conn.with_timeout(HANDSHAKE_TIMEOUT);
+    match handshake.call(&ApiVersionsRequest).await {
+        Ok(_) => Ok(handshake.with_timeout(Duration::from_secs(30))),
+        Err(ClientError::Server { .. }) => Ok(handshake.with_timeout(Duration::from_secs(30))),
+        Err(e) => Err(identify(addr).await.unwrap_or_else(|| e.into())),
+    }
+}
+
+/// How long [`connect`] keeps retrying a broker that refuses connections
+/// (`--wait-ms`; none by default: a missing broker fails at once).
+static CONNECT_WAIT: std::sync::OnceLock<Duration> = std::sync::OnceLock::new();
+
+/// Sets how long [`connect`] retries a broker that is down (once, at start).
+pub fn set_connect_wait(wait: Duration) {
+    let _ = CONNECT_WAIT.set(wait);
+}
+
+/// Connects, retrying while the broker cannot be reached and the wait set
+/// by [`set_connect_wait`] lasts; says on stderr what it is waiting for.
+async fn connect_waiting(addr: &str) -> Result<Connection, ClientError> {
+    let deadline = tokio::time::Instant::now() + CONNECT_WAIT.get().copied().unwrap_or_default();
+    let mut failures: u64 = 0;
+    loop {
+        match Connection::connect(addr, CLIENT_ID).await {
+            Err(ClientError::Connect { message, .. }) if tokio::time::Instant::now() < deadline => {
+                failures += 1;
+                let pause = Duration::from_millis(100 * failures.min(10));
+                eprintln!("waiting for the broker at {addr} ({message}); retrying in {pause:?}");
+                tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// How long the handshake waits for a Sluice broker's answer.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Checks that `addr` is a Sluice broker: for commands whose clients
+/// connect on their own (`produce`, `consume`).
+///
+/// # Errors
+/// [`CliError::NotABroker`], or the connection failing.
+pub async fn handshake(addr: &str) -> Result<(), CliError> {
+    connect(addr).await.map(drop)
+}
+
+/// What the peer at `addr` is when it failed the handshake: sends it an
+/// ApiVersions frame on a fresh connection and looks at the first bytes
+/// of its answer. `None` when it cannot tell (then the original error
+/// stands).
+async fn identify(addr: &str) -> Option<CliError> {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+        for chunk in encode_request(1, CLIENT_ID, &ApiVersionsRequest).into_chunks() {
+            stream.write_all(&chunk).await.ok()?;
+        }
+        let mut head = [0u8; 16];
+        let n = stream.read(&mut head).await.unwrap_or(0);
+        Some(head[..n].to_vec())
+    };
+    let how = match tokio::time::timeout(HANDSHAKE_TIMEOUT, probe).await {
+        Ok(None) => return None,
+        Ok(Some(head)) if head.starts_with(b"HTTP/") => "it answered like an HTTP server; the admin port?",
+        Ok(Some(head)) if head.is_empty() => "it closed the connection without answering",
+        Ok(Some(_)) => "it answered with bytes that are not Sluice's protocol",
+        Err(_) => "it did not answer Sluice's handshake",
+    };
+    Some(CliError::NotABroker { addr: addr.to_owned(), how: how.to_owned() })
+}
+
+/// Checks that `topic` exists (the broker creates it here when it
+/// auto-creates topics) and has each of `partitions`; returns its
+/// partition count.
+///
+/// # Errors
+/// [`CliError::UnknownTopic`], [`CliError::UnknownPartition`], or the
+/// connection failing.
+pub async fn check_topic(
+    addr: &str,
+    topic: &str,
+    partitions: impl IntoIterator<Item = u32>,
+) -> Result<u32, CliError> {
+    let conn = connect(addr).await?;
+    let meta = conn.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
+    let found = meta.topics.first().filter(|t| t.error_code == ErrorCode::None);
+    let count = found.ok_or_else(|| CliError::UnknownTopic(topic.to_owned()))?.partitions.len() as u32;
+    match partitions.into_iter().find(|p| *p >= count) {
+        Some(partition) => Err(CliError::UnknownPartition { topic: topic.to_owned(), partition, count }),
+        None => Ok(count),
+    }
 }
 
 /// Prints `value` as pretty JSON on stdout.
@@ -66,7 +240,7 @@ pub async fn connect(addr: &str) -> Result<Connection, CliError> {
 /// # Errors
 /// [`CliError::Usage`] when it does not serialize.
 pub fn print_json(value: &impl Serialize) -> Result<(), CliError> {
-    println!("{}", serde_json::to_string_pretty(value).map_err(|e| CliError::Usage(e.to_string()))?);
+    say!("{}", serde_json::to_string_pretty(value).map_err(|e| CliError::Usage(e.to_string()))?);
     Ok(())
 }
 
@@ -77,7 +251,7 @@ pub fn print_table(header: &[&str], rows: &[Vec<String>]) {
         .collect();
     let line = |cells: Vec<&str>| {
         let padded: Vec<String> = cells.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
-        println!("{}", padded.join("  ").trim_end());
+        say!("{}", padded.join("  ").trim_end());
     };
     line(header.to_vec());
     for r in rows {

@@ -71,6 +71,7 @@ async fn partitions(broker: &str, args: &ConsumeArgs) -> Result<Vec<u32>, CliErr
 /// An unknown topic, the consumer failing (joining, fetching, committing),
 /// or stdout failing.
 pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
+    super::common::check_topic(broker, &args.topic, args.partition.iter().copied()).await?;
     let reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
     let mut builder = Consumer::builder()
         .bootstrap(broker)

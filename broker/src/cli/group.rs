@@ -10,21 +10,29 @@ use sluice_protocol::client::Connection;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use super::common::{connect, known_offset, offset_text, print_json, print_table, CliError};
+use super::common::{connect, known_offset, offset_text, print_json, print_table, say, CliError};
 
 /// Group commands.
 #[derive(Debug, Subcommand)]
 pub enum GroupCommand {
     /// List groups.
+    #[command(after_help = "Examples:\n  sluice group list\n  sluice group list --json")]
     List,
     /// Show a group's members, assignment, committed offsets and lag.
+    #[command(
+        after_help = "Examples:\n  sluice group describe billing\n  sluice group describe billing --json"
+    )]
     Describe {
         /// Group name.
         group: String,
     },
     /// Move a group's committed offsets (only while it has no members).
+    #[command(
+        after_help = "Examples:\n  sluice group reset-offsets billing --topic orders --to-earliest --dry-run\n  sluice group reset-offsets billing --topic orders --to-datetime 2026-11-22T10:00:00Z"
+    )]
     ResetOffsets(ResetArgs),
     /// Delete a group and its committed offsets (only while it has no members).
+    #[command(after_help = "Examples:\n  sluice group delete billing")]
     Delete {
         /// Group name.
         group: String,
@@ -182,7 +190,7 @@ pub async fn run(addr: &str, json: bool, cmd: GroupCommand) -> Result<(), CliErr
         GroupCommand::ResetOffsets(args) => reset_offsets(&conn, &args, json).await,
         GroupCommand::Delete { group } => {
             conn.call(&DeleteGroupRequest { group: group.clone() }).await?;
-            println!("deleted group {group}");
+            say!("deleted group {group}");
             Ok(())
         }
     }
@@ -208,7 +216,7 @@ async fn describe(conn: &Connection, group: String, json: bool) -> Result<(), Cl
     if json {
         return print_json(&group_view(&d));
     }
-    println!("group {} ({}, epoch {}, {} member(s))", d.group, d.state, d.epoch, d.members.len());
+    say!("group {} ({}, epoch {}, {} member(s))", d.group, d.state, d.epoch, d.members.len());
     let owner = |topic: &str, p: u32| {
         d.members
             .iter()
@@ -231,7 +239,7 @@ async fn describe(conn: &Connection, group: String, json: bool) -> Result<(), Cl
         .collect();
     print_table(&["TOPIC", "PARTITION", "COMMITTED", "LOG_END", "LAG", "MEMBER"], &rows);
     for m in &d.members {
-        println!("member {} client={} host={}", m.member_id, m.client_id, m.host);
+        say!("member {} client={} host={}", m.member_id, m.client_id, m.host);
     }
     Ok(())
 }
@@ -282,7 +290,7 @@ async fn reset_offsets(conn: &Connection, args: &ResetArgs, json: bool) -> Resul
         .collect();
     print_table(&["TOPIC", "PARTITION", "PREVIOUS", "NEW"], &rows);
     if args.dry_run {
-        println!("(dry run: nothing changed)");
+        say!("(dry run: nothing changed)");
     }
     Ok(())
 }

@@ -15,7 +15,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod bench;
 mod common;
@@ -31,41 +31,127 @@ pub use common::CliError;
 
 use common::runtime;
 
+/// The broker every client command talks to when none is named.
+const DEFAULT_BROKER: &str = "127.0.0.1:9500";
+
 /// Sluice: a durable message-queue broker.
 #[derive(Debug, Parser)]
-#[command(name = "sluice", version, about)]
+#[command(
+    name = "sluice",
+    version,
+    about,
+    after_help = "Examples:\n  sluice serve --data-dir ./sluice-data\n  sluice topic create orders --partitions 3\n  \
+                  echo hello | sluice produce orders\n  sluice consume orders --from-beginning --max-messages 1\n\n\
+                  docs/cli.md has every command, and kcat/rpk equivalents."
+)]
 pub struct Cli {
-    /// Broker address for client commands.
-    #[arg(long, global = true, env = "SLUICE_BROKER", default_value = "127.0.0.1:9500")]
-    broker: String,
-    /// Print read commands' output as JSON.
-    #[arg(long, global = true)]
+    /// Broker address for client commands (also accepted after the command).
+    #[arg(long, env = "SLUICE_BROKER")]
+    broker: Option<String>,
+    /// Print read commands' output as JSON (also accepted after the command).
+    #[arg(long)]
     json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
+/// The flags of every command that talks to a broker.
+#[derive(Debug, Args)]
+struct ClientOpts {
+    /// Broker address [env: SLUICE_BROKER] [default: 127.0.0.1:9500].
+    #[arg(long = "broker", global = true, value_name = "BROKER")]
+    broker: Option<String>,
+    /// While the broker cannot be reached, retry for this long (ms), saying
+    /// so on stderr (default: fail at once).
+    #[arg(long, global = true, value_name = "MS")]
+    wait_ms: Option<u64>,
+}
+
+/// The flags of commands that print tables or JSON.
+#[derive(Debug, Args)]
+struct OutputOpts {
+    /// Print JSON instead of a table.
+    #[arg(long = "json", global = true)]
+    json: bool,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the broker.
+    #[command(
+        after_help = "Examples:\n  sluice serve\n  sluice serve --data-dir /var/lib/sluice --listen 0.0.0.0:9500 --fsync always\n  \
+                            sluice serve --config sluice.toml --auto-create-topics true"
+    )]
     Serve(serve::ServeArgs),
     /// Manage topics.
-    #[command(subcommand)]
-    Topic(topic::TopicCommand),
+    Topic {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+        #[command(subcommand)]
+        cmd: topic::TopicCommand,
+    },
     /// Send stdin to a topic, one record per line.
-    Produce(produce::ProduceArgs),
+    #[command(after_help = "Examples:\n  echo hello | sluice produce orders\n  \
+                            seq 1000 | sluice produce orders --partition 0\n\n\
+                            docs/cli-consume-produce.md has every option.")]
+    Produce {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        args: produce::ProduceArgs,
+    },
     /// Print a topic's records, one value per line.
-    Consume(consume::ConsumeArgs),
+    #[command(after_help = "Examples:\n  sluice consume orders --from-beginning --max-messages 10\n  \
+                            sluice consume orders --group billing\n\n\
+                            docs/cli-consume-produce.md has every option.")]
+    Consume {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        args: consume::ConsumeArgs,
+    },
     /// Inspect and manage consumer groups.
-    #[command(subcommand)]
-    Group(group::GroupCommand),
+    Group {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+        #[command(subcommand)]
+        cmd: group::GroupCommand,
+    },
     /// One screen about the broker: version, uptime, topics, size, groups and lag.
-    Status,
+    #[command(after_help = "Examples:\n  sluice status\n  sluice status --json --broker 10.0.0.5:9500")]
+    Status {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
     /// Check a data directory offline: list every corrupt batch (exit 1 if any).
+    #[command(
+        after_help = "Examples:\n  sluice verify --data-dir ./sluice-data\n  sluice verify --data-dir ./sluice-data --json"
+    )]
     Verify {
         /// The data directory.
         #[arg(long, env = "SLUICE_DATA_DIR", default_value = "./sluice-data")]
         data_dir: PathBuf,
+        /// Check a directory a running broker holds (the result may be stale).
+        #[arg(long)]
+        allow_running: bool,
+        #[command(flatten)]
+        output: OutputOpts,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  sluice completions bash > ~/.local/share/bash-completion/completions/sluice\n  \
+                            sluice completions zsh > ~/.zfunc/_sluice\n  \
+                            sluice completions fish > ~/.config/fish/completions/sluice.fish"
+    )]
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
     },
     /// Throughput and latency benchmarks: runs `sluice-bench` with these
     /// arguments (`sluice bench --help` for its options).
@@ -87,8 +173,10 @@ pub fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let cli = Cli::parse();
-    match run(cli) {
+    match run(cli).map_err(CliError::explained) {
         Ok(()) => ExitCode::SUCCESS,
+        // stdout closed by its reader (`| head -1`): a clean end.
+        Err(e) if e.is_broken_pipe() => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -97,22 +185,60 @@ pub fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<(), CliError> {
-    let (addr, json) = (cli.broker.as_str(), cli.json);
+    let top = cli.broker.as_deref().unwrap_or(DEFAULT_BROKER);
+    let addr = |c: &ClientOpts| {
+        common::set_connect_wait(std::time::Duration::from_millis(c.wait_ms.unwrap_or(0)));
+        c.broker.clone().unwrap_or_else(|| top.to_owned())
+    };
+    let json = |o: &OutputOpts| o.json || cli.json;
     match cli.command {
         Command::Serve(args) => serve::run(args),
-        Command::Topic(cmd) => runtime()?.block_on(topic::run(addr, json, cmd)),
-        Command::Produce(args) => runtime()?.block_on(produce::run(addr, args)),
-        Command::Consume(args) => runtime()?.block_on(consume::run(addr, args)),
-        Command::Group(cmd) => runtime()?.block_on(group::run(addr, json, cmd)),
-        Command::Status => runtime()?.block_on(status::run(addr, json)),
-        Command::Verify { data_dir } => verify::run(&data_dir, json),
+        Command::Topic { ref client, ref output, cmd } => {
+            let (a, j) = (addr(client), json(output));
+            runtime()?.block_on(topic::run(&a, j, cmd))
+        }
+        Command::Produce { ref client, args } => {
+            let a = addr(client);
+            runtime()?.block_on(async move {
+                common::handshake(&a).await?;
+                produce::run(&a, args).await
+            })
+        }
+        Command::Consume { ref client, args } => {
+            let a = addr(client);
+            runtime()?.block_on(async move {
+                common::handshake(&a).await?;
+                consume::run(&a, args).await
+            })
+        }
+        Command::Group { ref client, ref output, cmd } => {
+            let (a, j) = (addr(client), json(output));
+            runtime()?.block_on(group::run(&a, j, cmd))
+        }
+        Command::Status { ref client, ref output } => {
+            runtime()?.block_on(status::run(&addr(client), json(output)))
+        }
+        Command::Verify { ref data_dir, allow_running, ref output } => {
+            verify::run(data_dir, json(output), allow_running)
+        }
+        Command::Completions { shell } => {
+            completions(shell);
+            Ok(())
+        }
         Command::Bench { mut args } => {
-            if json {
+            if cli.json {
                 args.push("--json".into());
             }
             Err(bench::exec(&args))
         }
     }
+}
+
+/// Prints the completion script for `shell` on stdout.
+fn completions(shell: clap_complete::Shell) {
+    let mut script = Vec::new();
+    clap_complete::generate(shell, &mut Cli::command(), "sluice", &mut script);
+    common::say!("{}", String::from_utf8_lossy(&script).trim_end());
 }
 
 #[cfg(test)]

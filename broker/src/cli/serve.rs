@@ -75,10 +75,13 @@ fn init_logging(format: LogFormat) {
 pub fn run(args: ServeArgs) -> Result<(), CliError> {
     init_logging(args.log_format);
     let config = config(args)?;
+    check_listeners(&config)?;
     runtime()?.block_on(async move {
         let fsync = config.topic_defaults.fsync;
         let data_dir = config.data_dir.clone();
-        let (server, report) = Server::start(config).await?;
+        let (server, report) = Server::start(config)
+            .await
+            .map_err(|e| CliError::Usage(format!("the broker failed to start: {e}")))?;
         tracing::info!(
             addr = %server.local_addr(),
             data_dir = %data_dir.display(),
@@ -97,6 +100,26 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         server.wait().await?;
         Ok(())
     })
+}
+
+/// Tries every listener address before starting, so that all the taken
+/// ones are named at once (the server stops at the first).
+fn check_listeners(config: &BrokerConfig) -> Result<(), CliError> {
+    let listeners = [
+        ("client listener (--listen)", &config.listen),
+        ("admin listener (--admin-listen)", &config.admin_listen),
+    ];
+    let failed: Vec<String> = listeners
+        .iter()
+        .filter(|(_, addr)| !addr.is_empty())
+        .filter_map(|(what, addr)| {
+            std::net::TcpListener::bind(addr.as_str()).err().map(|e| format!("{what} {addr}: {e}"))
+        })
+        .collect();
+    if failed.is_empty() {
+        return Ok(());
+    }
+    Err(CliError::Usage(format!("the broker failed to start: cannot listen on {}", failed.join("; "))))
 }
 
 /// The config file (or the defaults) with the flags laid over it.

@@ -5,7 +5,7 @@
 use serde::Serialize;
 use sluice_protocol::api::{StatusRequest, StatusResponse};
 
-use super::common::{connect, print_json, print_table, CliError};
+use super::common::{connect, print_json, print_table, say, CliError};
 
 /// `status --json` (fields in alphabetical order, as printed).
 #[derive(Serialize)]
@@ -73,26 +73,20 @@ pub async fn run(addr: &str, json: bool) -> Result<(), CliError> {
         return print_json(&v);
     }
     let uptime = s.uptime_ms / 1000;
-    println!(
-        "sluice {} at {addr}, up {}h{:02}m{:02}s",
-        s.version,
-        uptime / 3600,
-        uptime / 60 % 60,
-        uptime % 60
-    );
-    println!("data dir     {} (fsync {} by default)", s.data_dir, s.fsync);
-    println!("topics       {} with {} partitions, {} bytes on disk", s.topics, s.partitions, s.total_bytes);
-    println!("connections  {}", s.connections);
-    println!("groups       {} (total lag {})", s.groups.len(), v.total_lag);
+    say!("sluice {} at {addr}, up {}h{:02}m{:02}s", s.version, uptime / 3600, uptime / 60 % 60, uptime % 60);
+    say!("data dir     {} (fsync {} by default)", s.data_dir, s.fsync);
+    say!("topics       {} with {} partitions, {} bytes on disk", s.topics, s.partitions, s.total_bytes);
+    say!("connections  {}", s.connections);
+    say!("groups       {} (total lag {})", s.groups.len(), v.total_lag);
     let rows: Vec<Vec<String>> =
         s.groups.iter().map(|g| vec![g.group.clone(), g.members.to_string(), g.lag.to_string()]).collect();
     if !rows.is_empty() {
         print_table(&["GROUP", "MEMBERS", "LAG"], &rows);
     }
     if !s.failed_topics.is_empty() {
-        println!("FAILED TOPICS (on disk, not served; `sluice topic delete` removes one)");
+        say!("FAILED TOPICS (on disk, not served; `sluice topic delete` removes one)");
         for f in &s.failed_topics {
-            println!("  {}: {}", f.topic, f.error);
+            say!("  {}: {}", f.topic, f.error);
         }
     }
     Ok(())

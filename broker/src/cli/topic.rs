@@ -1,16 +1,17 @@
-//! `sluice topic create | list | describe | delete | alter`.
+//! `sluice topic create | list | describe | delete | alter | add-partitions`.
 
 use std::collections::BTreeMap;
 
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use sluice_protocol::api::{
-    AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest, MetadataRequest, TopicMetadata,
+    AddPartitionsRequest, AlterTopicRequest, ConfigEntry, CreateTopicRequest, DeleteTopicRequest,
+    MetadataRequest, TopicMetadata,
 };
-use sluice_protocol::client::{ClientError, Connection};
+use sluice_protocol::client::Connection;
 use sluice_protocol::ErrorCode;
 
-use super::common::{connect, print_json, print_table, CliError};
+use super::common::{connect, print_json, print_table, say, CliError};
 use crate::storage::FsyncPolicy;
 
 /// Topic settings settable from the command line.
@@ -67,28 +68,54 @@ impl TopicSettings {
 #[derive(Debug, Subcommand)]
 pub enum TopicCommand {
     /// Create a topic.
+    #[command(
+        after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append"
+    )]
     Create {
         /// Topic name.
         name: String,
-        /// Number of partitions.
-        #[arg(long, default_value_t = 1)]
-        partitions: u32,
+        /// Number of partitions (default: the broker's `default_partitions`).
+        #[arg(long)]
+        partitions: Option<u32>,
         #[command(flatten)]
         settings: TopicSettings,
     },
     /// List topics.
+    #[command(after_help = "Examples:\n  sluice topic list\n  sluice topic list --json")]
     List,
     /// Show a topic's partitions, offsets, sizes and config.
+    #[command(
+        after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --json"
+    )]
     Describe {
         /// Topic name.
         name: String,
     },
     /// Delete a topic and its data.
+    #[command(after_help = "Examples:\n  sluice topic delete orders")]
     Delete {
         /// Topic name.
         name: String,
     },
-    /// Change a topic's live settings.
+    /// Grow a topic to COUNT partitions (partitions only grow; keys move).
+    #[command(
+        long_about = "Grow a topic to --count partitions, the new total. Partitions only grow.\n\n\
+                      Keys move: a keyed record goes to hash(key) % partitions, so after growing most keys \
+                      land in another partition than their earlier records, and per-key order holds only \
+                      within each side of the change.",
+        after_help = "Examples:\n  sluice topic add-partitions orders --count 6"
+    )]
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count (more than the topic has).
+        #[arg(long)]
+        count: u32,
+    },
+    /// Change a topic's live settings (prints each old -> new value).
+    #[command(
+        after_help = "Examples:\n  sluice topic alter orders --retention-ms 3600000\n  sluice topic alter orders --fsync interval:100 --config segment_bytes=67108864"
+    )]
     Alter {
         /// Topic name.
         name: String,
@@ -153,10 +180,23 @@ pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliErr
     let conn = connect(addr).await?;
     match cmd {
         TopicCommand::Create { name, partitions, settings } => {
+            let partitions = match partitions {
+                Some(n) => n,
+                None => default_partitions(&conn).await?,
+            };
             create(&conn, name, partitions, &settings).await
         }
         TopicCommand::Delete { name } => delete(&conn, name).await,
         TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
+        TopicCommand::AddPartitions { name, count } => {
+            let grown = conn.call(&AddPartitionsRequest { name: name.clone(), count }).await?;
+            say!(
+                "topic {name}: partitions {} -> {} (keyed records now map to other partitions)",
+                grown.old_count,
+                grown.new_count
+            );
+            Ok(())
+        }
         TopicCommand::List => list(&conn, json).await,
         TopicCommand::Describe { name } => describe(&conn, name, json).await,
     }
@@ -169,13 +209,14 @@ async fn create(
     settings: &TopicSettings,
 ) -> Result<(), CliError> {
     conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? }).await?;
-    println!("created topic {name} with {partitions} partition(s)");
+    let count = topic_metadata(conn, &name).await?.partitions.len();
+    say!("created topic {name} with {count} partition(s)");
     Ok(())
 }
 
 async fn delete(conn: &Connection, name: String) -> Result<(), CliError> {
     conn.call(&DeleteTopicRequest { name: name.clone() }).await?;
-    println!("deleted topic {name}");
+    say!("deleted topic {name}");
     Ok(())
 }
 
@@ -184,9 +225,33 @@ async fn alter(conn: &Connection, name: String, settings: &TopicSettings) -> Res
     if configs.is_empty() {
         return Err(CliError::Usage("nothing to change: give at least one setting".into()));
     }
+    let before = topic_metadata(conn, &name).await?.configs;
     conn.call(&AlterTopicRequest { name: name.clone(), configs }).await?;
-    println!("altered topic {name}");
+    let after = topic_metadata(conn, &name).await?.configs;
+    say!("altered topic {name}");
+    for entry in &after {
+        let old = before.iter().find(|b| b.key == entry.key).map_or("-", |b| b.value.as_str());
+        if old != entry.value {
+            say!("  {}: {old} -> {}", entry.key, entry.value);
+        }
+    }
     Ok(())
+}
+
+/// The broker's `default_partitions` (1 from a broker that does not say).
+async fn default_partitions(conn: &Connection) -> Result<u32, CliError> {
+    let status = conn.call(&sluice_protocol::api::StatusRequest).await?;
+    Ok(status.default_partitions.max(1))
+}
+
+/// The metadata of one topic.
+async fn topic_metadata(conn: &Connection, name: &str) -> Result<TopicMetadata, CliError> {
+    let meta = conn.call(&MetadataRequest { topics: vec![name.to_owned()] }).await?;
+    meta.topics
+        .into_iter()
+        .next()
+        .filter(|t| t.error_code == ErrorCode::None)
+        .ok_or_else(|| CliError::UnknownTopic(name.to_owned()))
 }
 
 async fn list(conn: &Connection, json: bool) -> Result<(), CliError> {
@@ -220,20 +285,14 @@ async fn list(conn: &Connection, json: bool) -> Result<(), CliError> {
 }
 
 async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), CliError> {
-    let meta = conn.call(&MetadataRequest { topics: vec![name.clone()] }).await?;
-    let topic = meta.topics.first().filter(|t| t.error_code == ErrorCode::None).ok_or_else(|| {
-        CliError::Client(ClientError::Server {
-            code: ErrorCode::UnknownTopic,
-            message: format!("unknown topic `{name}`"),
-        })
-    })?;
-    let v = view(topic);
+    let topic = topic_metadata(conn, &name).await?;
+    let v = view(&topic);
     if json {
         return print_json(&v);
     }
-    println!("topic {}", v.name);
+    say!("topic {}", v.name);
     let config: Vec<String> = v.config.iter().map(|(k, val)| format!("{k}={val}")).collect();
-    println!("config {}", config.join(" "));
+    say!("config {}", config.join(" "));
     let rows: Vec<Vec<String>> = v
         .partitions
         .iter()

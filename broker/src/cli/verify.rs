@@ -2,12 +2,18 @@
 //! and the committed offsets) and lists each problem: corrupt batches,
 //! torn tails, index warnings, quarantined files. Exit 1 if any batch is
 //! corrupt.
+//!
+//! A running broker holds `<data_dir>/.lock` (flock, exclusive) and is
+//! still writing: its tails would look torn. `verify` takes the lock
+//! shared for its whole run (a broker starting meanwhile is refused) and
+//! refuses a locked directory unless `--allow-running`, when it says its
+//! result may be stale.
 
 use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::common::{print_json, CliError};
+use super::common::{print_json, say, CliError};
 use crate::groups::store::generations;
 use crate::storage::verify::verify_dir;
 
@@ -88,13 +94,31 @@ fn check(data_dir: &Path) -> Result<VerifyView, CliError> {
 /// # Errors
 /// A directory that is not a data directory, one that cannot be read, or
 /// corrupt batches ([`CliError::Usage`] naming how many).
-pub fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
+pub fn run(data_dir: &Path, json: bool, allow_running: bool) -> Result<(), CliError> {
+    let _lock = match lock(data_dir) {
+        Ok(lock) => lock,
+        Err(()) if allow_running => {
+            eprintln!(
+                "warning: {} is in use by a running broker: what it is writing may look torn or corrupt (stale result)",
+                data_dir.display()
+            );
+            None
+        }
+        Err(()) => {
+            return Err(CliError::Usage(format!(
+                "{} is in use by a running broker (it holds {}); stop the broker first, \
+                 or pass --allow-running for a result that may be stale",
+                data_dir.display(),
+                data_dir.join(".lock").display()
+            )))
+        }
+    };
     let v = check(data_dir)?;
     if json {
         print_json(&v)?;
     } else {
         for p in &v.problems {
-            println!(
+            say!(
                 "{} {}: {} at byte {}{}: {}",
                 p.kind,
                 p.partition,
@@ -104,13 +128,27 @@ pub fn run(data_dir: &Path, json: bool) -> Result<(), CliError> {
                 p.reason,
             );
         }
-        println!(
+        say!(
             "{} partition logs, {} good batches, {} corrupt",
-            v.partitions, v.good_batches, v.corrupt_batches
+            v.partitions,
+            v.good_batches,
+            v.corrupt_batches
         );
     }
     if v.corrupt_batches > 0 {
         return Err(CliError::Usage(format!("{} corrupt batch(es) found", v.corrupt_batches)));
     }
     Ok(())
+}
+
+/// Takes `<data_dir>/.lock` shared for as long as the returned file lives;
+/// `Err` when a broker holds it, `Ok(None)` when there is no lock file.
+fn lock(data_dir: &Path) -> Result<Option<std::fs::File>, ()> {
+    let Ok(file) = std::fs::File::open(data_dir.join(".lock")) else {
+        return Ok(None);
+    };
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockShared) {
+        Ok(()) => Ok(Some(file)),
+        Err(_) => Err(()),
+    }
 }

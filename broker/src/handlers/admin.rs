@@ -1,11 +1,13 @@
-//! Topic administration and metadata: create, delete, alter, describe.
+//! Topic administration and metadata: create, delete, alter, add
+//! partitions, describe (auto-creating a named topic when allowed).
 
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    supported_apis, AlterTopicRequest, AlterTopicResponse, ApiVersionsResponse, ConfigEntry,
-    CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest, DeleteTopicResponse, FailedTopic,
-    GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata, StatusResponse, TopicMetadata,
+    supported_apis, AddPartitionsRequest, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
+    ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
+    DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata,
+    StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -69,6 +71,22 @@ pub async fn alter_topic(
     .await
 }
 
+/// Grows a topic's partition count.
+///
+/// # Errors
+/// `UnknownTopic`, `InvalidPartitions`, `InvalidConfig` (not a growth),
+/// `OpenFileLimit`, or `Storage`.
+pub async fn add_partitions(
+    broker: Arc<Broker>,
+    req: AddPartitionsRequest,
+) -> Result<AddPartitionsResponse, BrokerError> {
+    blocking(move || {
+        let old_count = broker.add_partitions(&req.name, req.count)?;
+        Ok(AddPartitionsResponse { old_count, new_count: req.count })
+    })
+    .await
+}
+
 fn describe(topic: &Topic) -> TopicMetadata {
     let configs = topic.config().entries().into_iter().map(|(k, v)| ConfigEntry::new(k, v)).collect();
     let partitions = topic
@@ -125,15 +143,19 @@ pub fn status(broker: &Broker) -> StatusResponse {
             .into_iter()
             .map(|(topic, error)| FailedTopic { topic, error })
             .collect(),
+        default_partitions: broker.config.default_partitions,
     }
 }
 
 /// Describes the named topics (each distinct name once, in the order first
 /// named: naming a large topic many times does not multiply the response),
-/// or all of them.
+/// or all of them. A named topic that does not exist is created first
+/// (with `default_partitions`) when the broker auto-creates topics, in
+/// place on this worker as [`super::partition`] does.
 ///
 /// # Errors
-/// None: an unknown topic is answered in its entry.
+/// None: an unknown topic (or one that could not be created) is answered
+/// in its entry.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()
@@ -142,7 +164,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
         req.topics
             .iter()
             .filter(|name| seen.insert(name.as_str()))
-            .map(|name| match broker.topics.get(name) {
+            .map(|name| match found_or_created(broker, name) {
                 Some(t) => describe(&t),
                 None => TopicMetadata {
                     error_code: ErrorCode::UnknownTopic,
@@ -154,4 +176,19 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
             .collect()
     };
     Ok(MetadataResponse { topics })
+}
+
+/// The topic `name`, created when missing and the broker auto-creates
+/// topics.
+fn found_or_created(broker: &Broker, name: &str) -> Option<Arc<Topic>> {
+    if let Some(t) = broker.topics.get(name) {
+        return Some(t);
+    }
+    if !broker.config.auto_create_topics {
+        return None;
+    }
+    if let Err(e) = super::partition(broker, name, 0) {
+        tracing::warn!(topic = %name, error = %e, "auto-creating a topic for metadata failed");
+    }
+    broker.topics.get(name)
 }

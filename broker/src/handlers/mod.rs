@@ -152,6 +152,7 @@ fn route(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         RequestBody::CreateTopic(req) => pending(id, admin::create_topic(b, req)),
         RequestBody::DeleteTopic(req) => pending(id, admin::delete_topic(b, req)),
         RequestBody::AlterTopic(req) => pending(id, admin::alter_topic(b, req)),
+        RequestBody::AddPartitions(req) => pending(id, admin::add_partitions(b, req)),
         RequestBody::Produce(req) => produce::handle(&b, id, req),
         RequestBody::Fetch(req) => pending(id, fetch::handle(b, req)),
         RequestBody::ListOffsets(req) => pending(id, async move { offsets::list_offsets(&b, req) }),

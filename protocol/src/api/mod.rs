@@ -13,6 +13,7 @@
 //! naming its api key and response type. The broker decodes any request with
 //! [`RequestBody::decode`].
 
+mod add_partitions;
 mod alter_topic;
 mod api_versions;
 mod create_topic;
@@ -32,6 +33,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use add_partitions::{AddPartitionsRequest, AddPartitionsResponse};
 pub use alter_topic::{AlterTopicRequest, AlterTopicResponse};
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
 pub use create_topic::{ConfigEntry, CreateTopicRequest, CreateTopicResponse};
@@ -173,6 +175,7 @@ api_keys! {
     ResetOffsets = 13 => ResetOffsetsRequest,
     DeleteGroup = 14 => DeleteGroupRequest,
     Status = 15 => StatusRequest,
+    AddPartitions = 16 => AddPartitionsRequest,
 }
 
 /// Why a request body could not be decoded.

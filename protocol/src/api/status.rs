@@ -5,10 +5,12 @@
 //! response: version string | uptime_ms u64 | data_dir string | fsync string | topics u32
 //!           | partitions u32 | total_bytes u64 | connections u32
 //!           | groups [group string | members u32 | lag u64]
-//!           | failed_topics [topic string | error string]
+//!           | failed_topics [topic string | error string] | default_partitions u32
 //! ```
 //! `failed_topics` (topics on disk the broker could not load and does not
 //! serve) came later: a response that ends before it has none.
+//! `default_partitions` (what a topic created without a count gets) came
+//! after it: a response that ends before it has 0, "not said".
 
 use super::{ApiKey, Message, Request};
 use crate::{Reader, WireError, Writer};
@@ -60,6 +62,8 @@ pub struct StatusResponse {
     pub groups: Vec<GroupStatus>,
     /// Topics not loaded.
     pub failed_topics: Vec<FailedTopic>,
+    /// Partitions of a topic created without a count (0: not said).
+    pub default_partitions: u32,
 }
 
 impl Message for StatusRequest {
@@ -95,6 +99,7 @@ impl Message for StatusResponse {
             w.string(&f.topic);
             w.string(&f.error);
         });
+        w.u32(self.default_partitions);
     }
     fn decode(r: &mut Reader) -> Result<Self, WireError> {
         Ok(Self {
@@ -114,6 +119,24 @@ impl Message for StatusResponse {
             } else {
                 r.vec("failed_topics", 4, |r| Ok(FailedTopic { topic: r.string()?, error: r.string()? }))?
             },
+            default_partitions: if r.remaining() == 0 { 0 } else { r.u32()? },
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A response from a broker that predates `default_partitions` (or
+    /// `failed_topics`) still decodes, with 0 (or none).
+    #[test]
+    fn older_responses_decode() {
+        let full = StatusResponse { version: "v".into(), default_partitions: 3, ..Default::default() };
+        let bytes = full.to_bytes();
+        let without_default = StatusResponse::decode_all(bytes.slice(..bytes.len() - 4)).unwrap();
+        assert_eq!(without_default, StatusResponse { default_partitions: 0, ..full.clone() });
+        let without_failed = StatusResponse::decode_all(bytes.slice(..bytes.len() - 8)).unwrap();
+        assert_eq!(without_failed, StatusResponse { default_partitions: 0, ..full });
     }
 }

@@ -143,7 +143,7 @@ proptest! {
         round_trip(&DeleteGroupRequest { group: group.clone() });
         round_trip(&DeleteGroupResponse);
         round_trip(&StatusRequest);
-        round_trip(&StatusResponse { version: member.clone(), uptime_ms: offset, data_dir: group.clone(), fsync: member, topics: n, partitions: epoch, total_bytes: offset, connections: n, groups: vec![GroupStatus { group: group.clone(), members: n, lag: offset }], failed_topics: vec![FailedTopic { topic: group.clone(), error: group }] });
+        round_trip(&StatusResponse { version: member.clone(), uptime_ms: offset, data_dir: group.clone(), fsync: member, topics: n, partitions: epoch, total_bytes: offset, connections: n, groups: vec![GroupStatus { group: group.clone(), members: n, lag: offset }], failed_topics: vec![FailedTopic { topic: group.clone(), error: group }], default_partitions: n });
     }
 
     /// Every decoder, fed arbitrary bytes, returns (an error or a value)
@@ -269,6 +269,8 @@ fn samples() -> Vec<(&'static str, Bytes)> {
             .to_bytes(),
         ),
         ("delete_topic_request", DeleteTopicRequest { name: "t".into() }.to_bytes()),
+        ("add_partitions_request", AddPartitionsRequest { name: "t".into(), count: 6 }.to_bytes()),
+        ("add_partitions_response", AddPartitionsResponse { old_count: 3, new_count: 6 }.to_bytes()),
         (
             "alter_topic_request",
             AlterTopicRequest { name: "t".into(), configs: vec![ConfigEntry::new("fsync", "never")] }
