@@ -20,7 +20,10 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod common;
 mod consume;
+mod format;
 mod group;
+mod input;
+mod offsets;
 mod produce;
 mod serve;
 mod status;
@@ -101,8 +104,8 @@ fn run(cli: Cli) -> Result<(), CliError> {
     match cli.command {
         Command::Serve(args) => serve::run(args),
         Command::Topic(cmd) => runtime()?.block_on(topic::run(addr, json, cmd)),
-        Command::Produce(args) => runtime()?.block_on(produce::run(addr, args)),
-        Command::Consume(args) => runtime()?.block_on(consume::run(addr, args)),
+        Command::Produce(args) => runtime()?.block_on(produce::run(addr, json, args)),
+        Command::Consume(args) => runtime()?.block_on(consume::run(addr, json, args)),
         Command::Group(cmd) => runtime()?.block_on(group::run(addr, json, cmd)),
         Command::Status => runtime()?.block_on(status::run(addr, json)),
         Command::Verify { data_dir } => verify::run(&data_dir, json),
