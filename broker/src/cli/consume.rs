@@ -1,12 +1,12 @@
 //! `sluice consume TOPIC...`: prints records with the consumer client, as
 //! values one per line, a `--format` string or `--json` objects.
 //!
-//! With `--group` (and no `--partition`) it joins the group: what it
-//! printed is committed every `--commit-interval-ms`, before each
-//! revocation (the consumer's auto-commit) and when it stops (on
-//! `--max-messages`, `--timeout-ms`, SIGINT or SIGTERM: commit, leave the
-//! group, exit 0), unless `--no-commit`. Records of a partition revoked
-//! while they were in hand are not printed: its next owner prints them.
+//! With `--group` (and no `--partition`) it joins the group and commits
+//! each batch before printing it (see [`Commits`]: members running at once
+//! never print a record twice), and exactly what it printed when it stops
+//! (on `--max-messages`, `--timeout-ms`, SIGINT or SIGTERM: commit, leave
+//! the group, exit 0), unless `--no-commit`. With `--group` and
+//! `--partition` it commits what it printed every `--commit-interval-ms`.
 //! Without a group it reads every partition (or each `--partition`) from
 //! `--offset` and commits nothing; `--exit-at-end` stops once each one
 //! reached the end it had when the command started.
@@ -65,7 +65,8 @@ pub struct ConsumeArgs {
     /// Commit nothing, even with --group.
     #[arg(long)]
     no_commit: bool,
-    /// With a group: commit what was printed this often (ms).
+    /// With --group and --partition: commit what was printed this often
+    /// (ms). Subscribed members commit each batch before printing it.
     #[arg(long, default_value_t = 5000)]
     commit_interval_ms: u64,
 }
@@ -154,8 +155,7 @@ async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Resu
         .bootstrap(broker)
         .client_id(CLIENT_ID)
         .auto_offset_reset(reset)
-        .enable_auto_commit(args.group.is_some() && !args.no_commit)
-        .auto_commit_interval(Duration::from_millis(args.commit_interval_ms.max(1)));
+        .enable_auto_commit(false);
     if let Some(g) = &args.group {
         builder = builder.group(g.clone());
     }
@@ -178,9 +178,10 @@ async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Resu
 struct Printed {
     /// Records printed.
     count: u64,
+    /// Per partition, the offset after the last record printed.
+    next: BTreeMap<(String, u32), u64>,
     /// Per partition, the first offset not printed of a batch cut short by
-    /// `--max-messages` (the consumer is sought there before closing, so
-    /// its commit is what was printed).
+    /// `--max-messages` (committed at the end: what was printed).
     unprinted: BTreeMap<(String, u32), u64>,
 }
 
@@ -207,6 +208,104 @@ fn open_ends(args: &ConsumeArgs, plan: &[PartitionPlan]) -> Option<BTreeMap<(Str
     })
 }
 
+/// When the group's offsets are committed while the command runs.
+///
+/// Subscribed, a batch is committed *before* it is printed: a revocation
+/// (which may come while stdout blocks) then never hands a printed record
+/// to the next owner, so members running at once print each record once;
+/// a crash in the middle of a batch skips the rest of it. With partitions
+/// assigned by hand nobody else reads them: what was printed is committed
+/// every `--commit-interval-ms`. When the command stops, exactly what was
+/// printed is committed (see [`final_offsets`]).
+struct Commits {
+    /// Commit before printing each batch.
+    ahead: bool,
+    /// Commit what was printed this often (`None`: never while running).
+    every: Option<Duration>,
+    /// The last commit.
+    last: Instant,
+}
+
+impl Commits {
+    fn new(args: &ConsumeArgs) -> Self {
+        let on = args.group.is_some() && !args.no_commit;
+        Self {
+            ahead: on && subscribes(args),
+            every: (on && !subscribes(args)).then(|| Duration::from_millis(args.commit_interval_ms)),
+            last: Instant::now(),
+        }
+    }
+
+    /// Commits after a poll, as the mode says; failures are reported on
+    /// stderr and retried by the next commit.
+    async fn after_poll(&mut self, consumer: &Consumer, printed: &Printed, got_records: bool) {
+        let result = if self.ahead && got_records {
+            consumer.commit().await
+        } else if self.every.is_some_and(|t| self.last.elapsed() >= t) {
+            self.last = Instant::now();
+            consumer.commit_offsets(printed.next.clone()).await
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            eprintln!("warning: commit failed (retried): {e}");
+        }
+    }
+}
+
+/// The offsets to commit when the command stops: after the last record
+/// printed of each partition still owned, or at the first record not
+/// printed of a batch cut short by `--max-messages`.
+fn final_offsets(consumer: &Consumer, printed: &Printed) -> Vec<((String, u32), u64)> {
+    let owned: HashSet<(String, u32)> = consumer.assignment().into_iter().collect();
+    let mut offsets = printed.next.clone();
+    offsets.extend(printed.unprinted.iter().map(|(tp, o)| (tp.clone(), *o)));
+    offsets.into_iter().filter(|(tp, _)| owned.contains(tp)).collect()
+}
+
+/// How one polled batch is printed.
+struct Batch<'a> {
+    /// With a group: the partitions owned when the batch arrived (records
+    /// of others were revoked while in hand; their next owner prints them).
+    owned: Option<&'a HashSet<(String, u32)>>,
+    /// `--max-messages`.
+    max: Option<u64>,
+    /// The output format.
+    output: &'a Output,
+}
+
+impl Batch<'_> {
+    /// Prints `records`, counting them, noting where a batch cut short by
+    /// `max` stopped and which partitions reached their end.
+    fn print(
+        &self,
+        records: Vec<ConsumerRecord>,
+        out: &mut impl Write,
+        printed: &mut Printed,
+        mut ends: Option<&mut BTreeMap<(String, u32), u64>>,
+    ) -> Result<(), CliError> {
+        for r in records {
+            let tp = (r.topic.to_string(), r.partition);
+            if self.owned.is_some_and(|o| !o.contains(&tp)) {
+                continue;
+            }
+            if self.max.is_some_and(|m| printed.count >= m) {
+                printed.unprinted.entry(tp).or_insert(r.offset);
+                continue;
+            }
+            if let Some(e) = ends.as_deref_mut() {
+                if e.get(&tp).is_some_and(|end| r.offset + 1 >= *end) {
+                    e.remove(&tp);
+                }
+            }
+            self.output.write(out, &r)?;
+            printed.count += 1;
+            printed.next.insert(tp, r.offset + 1);
+        }
+        Ok(out.flush()?)
+    }
+}
+
 /// Polls and prints until a stop condition.
 async fn print_loop(
     consumer: &Consumer,
@@ -219,6 +318,7 @@ async fn print_loop(
     let mut ends = open_ends(args, plan);
     let mut last_data = Instant::now();
     let idle = args.timeout_ms.map(Duration::from_millis);
+    let mut commits = Commits::new(args);
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -239,26 +339,16 @@ async fn print_loop(
         if !records.is_empty() {
             last_data = Instant::now();
         }
+        // Owned before the commit: a partition revoked since was not
+        // committed ahead, and its next owner prints its records.
         let owned: Option<HashSet<(String, u32)>> =
             subscribes(args).then(|| consumer.assignment().into_iter().collect());
-        for r in records {
-            let tp = (r.topic.to_string(), r.partition);
-            if owned.as_ref().is_some_and(|o| !o.contains(&tp)) {
-                continue; // revoked while in hand: its next owner prints it
-            }
-            if args.max_messages.is_some_and(|m| printed.count >= m) {
-                printed.unprinted.entry(tp).or_insert(r.offset);
-                continue;
-            }
-            if let Some(e) = ends.as_mut() {
-                if e.get(&tp).is_some_and(|end| r.offset + 1 >= *end) {
-                    e.remove(&tp);
-                }
-            }
-            output.write(&mut out, &r)?;
-            printed.count += 1;
-        }
-        out.flush()?;
+        commits.after_poll(consumer, &printed, !records.is_empty()).await;
+        // A blocked stdout must not stall the consumer's tasks (heartbeats).
+        tokio::task::block_in_place(|| {
+            let batch = Batch { owned: owned.as_ref(), max: args.max_messages, output };
+            batch.print(records, &mut out, &mut printed, ends.as_mut())
+        })?;
     }
     out.flush()?;
     Ok(printed)
@@ -279,15 +369,15 @@ pub async fn run(broker: &str, json: bool, args: ConsumeArgs) -> Result<(), CliE
     let plan = plan(broker, &args).await?;
     let consumer = build(broker, &args, &plan).await?;
     let printed = print_loop(&consumer, &args, &output, &plan).await;
-    if let Ok(p) = &printed {
-        for ((topic, partition), offset) in &p.unprinted {
-            consumer.seek(topic, *partition, *offset);
-        }
-    }
+    let commit = args.group.is_some() && !args.no_commit;
+    let committed = match &printed {
+        Ok(p) if commit => consumer.commit_offsets(final_offsets(&consumer, p)).await,
+        _ => Ok(()),
+    };
     let closed = consumer.close().await;
     let printed = printed?;
+    committed?;
     closed?;
-    let commit = args.group.is_some() && !args.no_commit;
     eprintln!("{} records{}", printed.count, if commit { ", offsets committed" } else { "" });
     Ok(())
 }
