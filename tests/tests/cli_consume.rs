@@ -113,8 +113,8 @@ async fn a_running_member_commits_and_sigterm_commits_and_leaves() {
         describe(&broker, "lag").contains("\"total_lag\": 0")
     });
     assert!(running.try_wait().unwrap().is_none(), "still running");
-    Command::new("kill").args(["-TERM", &running.id().to_string()]).status().unwrap();
-    assert!(running.wait().unwrap().success(), "SIGTERM is a clean stop");
+    Command::new("kill").args(["-INT", &running.id().to_string()]).status().unwrap();
+    assert!(running.wait().unwrap().success(), "SIGINT (Ctrl-C) is a clean stop");
 
     // Only SIGTERM commits here (the interval is an hour).
     let mut member = start(
