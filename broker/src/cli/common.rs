@@ -18,7 +18,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use serde::Serialize;
-use sluice_protocol::api::{encode_request, ApiVersionsRequest, MetadataRequest, NO_OFFSET};
+use sluice_protocol::api::{encode_request, ApiVersionsRequest, NO_OFFSET};
 use sluice_protocol::client::{ClientError, Connection};
 use sluice_protocol::ErrorCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -211,28 +211,6 @@ async fn identify(addr: &str) -> Option<CliError> {
         Err(_) => "it did not answer Sluice's handshake",
     };
     Some(CliError::NotABroker { addr: addr.to_owned(), how: how.to_owned() })
-}
-
-/// Checks that `topic` exists (the broker creates it here when it
-/// auto-creates topics) and has each of `partitions`; returns its
-/// partition count.
-///
-/// # Errors
-/// [`CliError::UnknownTopic`], [`CliError::UnknownPartition`], or the
-/// connection failing.
-pub async fn check_topic(
-    addr: &str,
-    topic: &str,
-    partitions: impl IntoIterator<Item = u32>,
-) -> Result<u32, CliError> {
-    let conn = connect(addr).await?;
-    let meta = conn.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
-    let found = meta.topics.first().filter(|t| t.error_code == ErrorCode::None);
-    let count = found.ok_or_else(|| CliError::UnknownTopic(topic.to_owned()))?.partitions.len() as u32;
-    match partitions.into_iter().find(|p| *p >= count) {
-        Some(partition) => Err(CliError::UnknownPartition { topic: topic.to_owned(), partition, count }),
-        None => Ok(count),
-    }
 }
 
 /// Prints `value` as pretty JSON on stdout.

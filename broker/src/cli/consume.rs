@@ -1,35 +1,50 @@
-//! `sluice consume TOPIC`: prints values (one per line) with the consumer
-//! client. With `--group` it joins the group and, before exiting, commits
-//! exactly what it printed (unless `--no-commit`); without one it reads
-//! every partition (or `--partition`) and commits nothing. Stops after
-//! `--max-messages`, after `--timeout-ms` without new data, or on Ctrl-C.
+//! `sluice consume TOPIC...`: prints records with the consumer client, as
+//! values one per line, a `--format` string or `--json` objects.
+//!
+//! With `--group` (and no `--partition`) it joins the group and commits
+//! each batch before printing it (see [`Commits`]: members running at once
+//! never print a record twice), and exactly what it printed when it stops
+//! (on `--max-messages`, `--timeout-ms`, SIGINT or SIGTERM: commit, leave
+//! the group, exit 0), unless `--no-commit`. With `--group` and
+//! `--partition` it commits what it printed every `--commit-interval-ms`.
+//! Without a group it reads every partition (or each `--partition`) from
+//! `--offset` and commits nothing; `--exit-at-end` stops once each one
+//! reached the end it had when the command started.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sluice_consumer::{Consumer, OffsetReset};
+use sluice_consumer::{Consumer, ConsumerRecord, OffsetReset};
 
 use super::common::{connect, CliError, CLIENT_ID};
+use super::format::{Format, JsonRecord};
+use super::offsets::{self, OffsetArg, PartitionPlan};
 
 /// `sluice consume` arguments.
 #[derive(Debug, Args)]
 pub struct ConsumeArgs {
-    /// Topic to read.
-    topic: String,
+    /// Topics to read.
+    #[arg(required = true, num_args = 1..)]
+    topics: Vec<String>,
     /// Consume as a member of this group (commits what was printed).
     #[arg(long)]
     group: Option<String>,
-    /// Start from the oldest record when nothing is committed (default: only new ones).
-    #[arg(long)]
+    /// Same as `--offset beginning`.
+    #[arg(long, conflicts_with = "offset")]
     from_beginning: bool,
-    /// Read only this partition.
+    /// Read only this partition (repeatable).
     #[arg(long)]
-    partition: Option<u32>,
-    /// Start at this offset (with --partition).
-    #[arg(long, requires = "partition")]
-    offset: Option<u64>,
+    partition: Vec<u32>,
+    /// Where to start: beginning, end, N, -N (the last N of each
+    /// partition) or @TIMESTAMP (RFC 3339 or epoch ms). With a group, where
+    /// partitions without a committed offset start (beginning or end).
+    #[arg(long, allow_hyphen_values = true)]
+    offset: Option<OffsetArg>,
+    /// Stop once every partition reached the end it had at start (kcat -e).
+    #[arg(long, short = 'e')]
+    exit_at_end: bool,
     /// Stop after this many records.
     #[arg(long)]
     max_messages: Option<u64>,
@@ -42,37 +57,100 @@ pub struct ConsumeArgs {
     /// Print `partition offset` before each record.
     #[arg(long)]
     print_offsets: bool,
+    /// Print each record as this format says: %t topic, %p partition, %o
+    /// offset, %T timestamp, %k key, %s value, %h headers, %K/%S key/value
+    /// lengths, %% a percent sign; escapes \n \t \\ \0 \xHH.
+    #[arg(long, value_name = "FMT", conflicts_with_all = ["print_key", "print_offsets"])]
+    format: Option<String>,
     /// Commit nothing, even with --group.
     #[arg(long)]
     no_commit: bool,
+    /// With --group and --partition: commit what was printed this often
+    /// (ms). Subscribed members commit each batch before printing it.
+    #[arg(long, default_value_t = 5000)]
+    commit_interval_ms: u64,
 }
 
-/// The partitions to assign by hand: `--partition`, else every partition
-/// of the topic without `--group`, else none (the group assigns them).
-async fn partitions(broker: &str, args: &ConsumeArgs) -> Result<Vec<u32>, CliError> {
-    Ok(match args.partition {
-        Some(p) => vec![p],
-        None if args.group.is_some() => Vec::new(),
-        None => {
-            let probe = connect(broker).await?;
-            let meta = probe
-                .call(&sluice_protocol::api::MetadataRequest { topics: vec![args.topic.clone()] })
-                .await?;
-            let topic = meta.topics.first().filter(|t| t.error_code.is_ok());
-            let topic = topic.ok_or_else(|| CliError::Usage(format!("unknown topic `{}`", args.topic)))?;
-            (0..topic.partitions.len() as u32).collect()
+/// How a record is printed.
+#[derive(Debug)]
+enum Output {
+    /// `[partition offset ][key ]value`, one per line.
+    Plain { print_key: bool, print_offsets: bool },
+    /// A `--format` string.
+    Format(Format),
+    /// One JSON object per line.
+    Json,
+}
+
+impl Output {
+    fn write(&self, out: &mut impl Write, r: &ConsumerRecord) -> Result<(), CliError> {
+        match self {
+            Self::Plain { print_key, print_offsets } => {
+                if *print_offsets {
+                    write!(out, "{} {} ", r.partition, r.offset)?;
+                }
+                if *print_key {
+                    out.write_all(r.key.as_deref().unwrap_or(b"null"))?;
+                    out.write_all(b" ")?;
+                }
+                out.write_all(r.value.as_deref().unwrap_or(b"null"))?;
+                out.write_all(b"\n")?;
+            }
+            Self::Format(f) => f.write(out, r)?,
+            Self::Json => {
+                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r))
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                out.write_all(b"\n")?;
+            }
         }
-    })
+        Ok(())
+    }
 }
 
-/// Runs the consume command.
-///
-/// # Errors
-/// An unknown topic, the consumer failing (joining, fetching, committing),
-/// or stdout failing.
-pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
-    super::common::check_topic(broker, &args.topic, args.partition.iter().copied()).await?;
-    let reset = if args.from_beginning { OffsetReset::Earliest } else { OffsetReset::Latest };
+/// Whether the group assigns the partitions (else they are assigned here).
+fn subscribes(args: &ConsumeArgs) -> bool {
+    args.group.is_some() && args.partition.is_empty()
+}
+
+/// The `--offset` asked for (`--from-beginning` included).
+fn offset_arg(args: &ConsumeArgs) -> Option<OffsetArg> {
+    if args.from_beginning {
+        Some(OffsetArg::Beginning)
+    } else {
+        args.offset
+    }
+}
+
+/// Checks the topics and partitions, and plans where each assigned
+/// partition starts (none when the group assigns them).
+async fn plan(broker: &str, args: &ConsumeArgs) -> Result<Vec<PartitionPlan>, CliError> {
+    let conn = connect(broker).await?;
+    let tps = offsets::partitions(&conn, &args.topics, &args.partition).await?;
+    if subscribes(args) {
+        if !matches!(offset_arg(args), None | Some(OffsetArg::Beginning | OffsetArg::End)) {
+            return Err(CliError::Usage(
+                "with --group, --offset is beginning or end (where uncommitted partitions start); \
+                 add --partition to start elsewhere"
+                    .into(),
+            ));
+        }
+        if args.exit_at_end {
+            return Err(CliError::Usage("--exit-at-end needs --partition when used with --group".into()));
+        }
+        return Ok(Vec::new());
+    }
+    offsets::plan(&conn, tps, offset_arg(args).unwrap_or(OffsetArg::End)).await
+}
+
+/// Builds the consumer: subscribed with a group, else assigned `plan`'s
+/// partitions (sought to their starts when an offset was given or there
+/// is no group).
+async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Result<Consumer, CliError> {
+    let reset = if offset_arg(args) == Some(OffsetArg::Beginning) {
+        OffsetReset::Earliest
+    } else {
+        OffsetReset::Latest
+    };
     let mut builder = Consumer::builder()
         .bootstrap(broker)
         .client_id(CLIENT_ID)
@@ -81,25 +159,174 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
     if let Some(g) = &args.group {
         builder = builder.group(g.clone());
     }
-    let partitions = partitions(broker, &args).await?;
-    builder = if partitions.is_empty() {
-        builder.subscribe([args.topic.clone()])
+    builder = if subscribes(args) {
+        builder.subscribe(args.topics.clone())
     } else {
-        builder.assign(partitions.iter().map(|p| (args.topic.clone(), *p)))
+        builder.assign(plan.iter().map(|p| (p.topic.clone(), p.partition)))
     };
     let consumer = builder.build().await?;
-    if let (Some(p), Some(o)) = (args.partition, args.offset) {
-        consumer.seek(&args.topic, p, o);
+    if args.group.is_none() || args.offset.is_some() {
+        for p in plan {
+            consumer.seek(&p.topic, p.partition, p.start);
+        }
     }
+    Ok(consumer)
+}
+
+/// What the print loop did.
+#[derive(Debug, Default)]
+struct Printed {
+    /// Records printed.
+    count: u64,
+    /// Per partition, the offset after the last record printed.
+    next: BTreeMap<(String, u32), u64>,
+    /// Per partition, the first offset not printed of a batch cut short by
+    /// `--max-messages` (committed at the end: what was printed).
+    unprinted: BTreeMap<(String, u32), u64>,
+}
+
+/// Resolves on SIGINT or SIGTERM.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+/// Partitions not yet at the end they had at start (`--exit-at-end`).
+fn open_ends(args: &ConsumeArgs, plan: &[PartitionPlan]) -> Option<BTreeMap<(String, u32), u64>> {
+    args.exit_at_end.then(|| {
+        plan.iter().filter(|p| p.start < p.end).map(|p| ((p.topic.clone(), p.partition), p.end)).collect()
+    })
+}
+
+/// When the group's offsets are committed while the command runs.
+///
+/// Subscribed, a batch is committed *before* it is printed: a revocation
+/// (which may come while stdout blocks) then never hands a printed record
+/// to the next owner, so members running at once print each record once;
+/// a crash in the middle of a batch skips the rest of it. With partitions
+/// assigned by hand nobody else reads them: what was printed is committed
+/// every `--commit-interval-ms`. When the command stops, exactly what was
+/// printed is committed (see [`final_offsets`]).
+struct Commits {
+    /// Commit before printing each batch.
+    ahead: bool,
+    /// Commit what was printed this often (`None`: never while running).
+    every: Option<Duration>,
+    /// The last commit.
+    last: Instant,
+}
+
+impl Commits {
+    fn new(args: &ConsumeArgs) -> Self {
+        let on = args.group.is_some() && !args.no_commit;
+        Self {
+            ahead: on && subscribes(args),
+            every: (on && !subscribes(args)).then(|| Duration::from_millis(args.commit_interval_ms)),
+            last: Instant::now(),
+        }
+    }
+
+    /// Commits after a poll, as the mode says; failures are reported on
+    /// stderr and retried by the next commit.
+    async fn after_poll(&mut self, consumer: &Consumer, printed: &Printed, got_records: bool) {
+        let result = if self.ahead && got_records {
+            consumer.commit().await
+        } else if self.every.is_some_and(|t| self.last.elapsed() >= t) {
+            self.last = Instant::now();
+            consumer.commit_offsets(printed.next.clone()).await
+        } else {
+            return;
+        };
+        if let Err(e) = result {
+            eprintln!("warning: commit failed (retried): {e}");
+        }
+    }
+}
+
+/// The offsets to commit when the command stops: after the last record
+/// printed of each partition still owned, or at the first record not
+/// printed of a batch cut short by `--max-messages`.
+fn final_offsets(consumer: &Consumer, printed: &Printed) -> Vec<((String, u32), u64)> {
+    let owned: HashSet<(String, u32)> = consumer.assignment().into_iter().collect();
+    let mut offsets = printed.next.clone();
+    offsets.extend(printed.unprinted.iter().map(|(tp, o)| (tp.clone(), *o)));
+    offsets.into_iter().filter(|(tp, _)| owned.contains(tp)).collect()
+}
+
+/// How one polled batch is printed.
+struct Batch<'a> {
+    /// With a group: the partitions owned when the batch arrived (records
+    /// of others were revoked while in hand; their next owner prints them).
+    owned: Option<&'a HashSet<(String, u32)>>,
+    /// `--max-messages`.
+    max: Option<u64>,
+    /// The output format.
+    output: &'a Output,
+}
+
+impl Batch<'_> {
+    /// Prints `records`, counting them, noting where a batch cut short by
+    /// `max` stopped and which partitions reached their end.
+    fn print(
+        &self,
+        records: Vec<ConsumerRecord>,
+        out: &mut impl Write,
+        printed: &mut Printed,
+        mut ends: Option<&mut BTreeMap<(String, u32), u64>>,
+    ) -> Result<(), CliError> {
+        for r in records {
+            let tp = (r.topic.to_string(), r.partition);
+            if self.owned.is_some_and(|o| !o.contains(&tp)) {
+                continue;
+            }
+            if self.max.is_some_and(|m| printed.count >= m) {
+                printed.unprinted.entry(tp).or_insert(r.offset);
+                continue;
+            }
+            if let Some(e) = ends.as_deref_mut() {
+                if e.get(&tp).is_some_and(|end| r.offset + 1 >= *end) {
+                    e.remove(&tp);
+                }
+            }
+            self.output.write(out, &r)?;
+            printed.count += 1;
+            printed.next.insert(tp, r.offset + 1);
+        }
+        Ok(out.flush()?)
+    }
+}
+
+/// Polls and prints until a stop condition.
+async fn print_loop(
+    consumer: &Consumer,
+    args: &ConsumeArgs,
+    output: &Output,
+    plan: &[PartitionPlan],
+) -> Result<Printed, CliError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    let mut printed: BTreeMap<u32, u64> = BTreeMap::new();
-    let mut count = 0u64;
+    let mut printed = Printed::default();
+    let mut ends = open_ends(args, plan);
     let mut last_data = Instant::now();
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let ctrl_c = tokio::signal::ctrl_c();
-    tokio::pin!(ctrl_c);
-    'outer: loop {
-        if args.max_messages.is_some_and(|m| count >= m) || idle.is_some_and(|t| last_data.elapsed() >= t) {
+    let mut commits = Commits::new(args);
+    let stop = stop_signal();
+    tokio::pin!(stop);
+    loop {
+        let full = args.max_messages.is_some_and(|m| printed.count >= m);
+        if full
+            || idle.is_some_and(|t| last_data.elapsed() >= t)
+            || ends.as_ref().is_some_and(|e| e.is_empty())
+        {
             break;
         }
         let wait = idle.map_or(Duration::from_millis(500), |t| {
@@ -107,35 +334,50 @@ pub async fn run(broker: &str, args: ConsumeArgs) -> Result<(), CliError> {
         });
         let records = tokio::select! {
             r = consumer.poll(wait) => r?,
-            _ = &mut ctrl_c => break,
+            () = &mut stop => break,
         };
         if !records.is_empty() {
             last_data = Instant::now();
         }
-        for r in records {
-            if args.max_messages.is_some_and(|m| count >= m) {
-                break 'outer;
-            }
-            if args.print_offsets {
-                write!(out, "{} {} ", r.partition, r.offset)?;
-            }
-            if args.print_key {
-                out.write_all(r.key.as_deref().unwrap_or(b"null"))?;
-                out.write_all(b" ")?;
-            }
-            out.write_all(r.value.as_deref().unwrap_or(b"null"))?;
-            out.write_all(b"\n")?;
-            printed.insert(r.partition, r.offset + 1);
-            count += 1;
-        }
-        out.flush()?;
+        // Owned before the commit: a partition revoked since was not
+        // committed ahead, and its next owner prints its records.
+        let owned: Option<HashSet<(String, u32)>> =
+            subscribes(args).then(|| consumer.assignment().into_iter().collect());
+        commits.after_poll(consumer, &printed, !records.is_empty()).await;
+        // A blocked stdout must not stall the consumer's tasks (heartbeats).
+        tokio::task::block_in_place(|| {
+            let batch = Batch { owned: owned.as_ref(), max: args.max_messages, output };
+            batch.print(records, &mut out, &mut printed, ends.as_mut())
+        })?;
     }
     out.flush()?;
-    let commit = args.group.is_some() && !args.no_commit && !printed.is_empty();
-    if commit {
-        consumer.commit_offsets(printed.iter().map(|(p, o)| ((args.topic.clone(), *p), *o))).await?;
-    }
-    consumer.close().await?;
-    eprintln!("{count} records{}", if commit { ", offsets committed" } else { "" });
+    Ok(printed)
+}
+
+/// Runs the consume command.
+///
+/// # Errors
+/// An unknown topic or partition, an offset past the end, the consumer
+/// failing (joining, fetching, committing), or stdout failing.
+pub async fn run(broker: &str, json: bool, args: ConsumeArgs) -> Result<(), CliError> {
+    let output = match (&args.format, json) {
+        (Some(_), true) => return Err(CliError::Usage("--format and --json exclude each other".into())),
+        (Some(f), false) => Output::Format(Format::parse(f)?),
+        (None, true) => Output::Json,
+        (None, false) => Output::Plain { print_key: args.print_key, print_offsets: args.print_offsets },
+    };
+    let plan = plan(broker, &args).await?;
+    let consumer = build(broker, &args, &plan).await?;
+    let printed = print_loop(&consumer, &args, &output, &plan).await;
+    let commit = args.group.is_some() && !args.no_commit;
+    let committed = match &printed {
+        Ok(p) if commit => consumer.commit_offsets(final_offsets(&consumer, p)).await,
+        _ => Ok(()),
+    };
+    let closed = consumer.close().await;
+    let printed = printed?;
+    committed?;
+    closed?;
+    eprintln!("{} records{}", printed.count, if commit { ", offsets committed" } else { "" });
     Ok(())
 }

@@ -20,7 +20,10 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 mod bench;
 mod common;
 mod consume;
+mod format;
 mod group;
+mod input;
+mod offsets;
 mod produce;
 mod serve;
 mod status;
@@ -92,7 +95,8 @@ enum Command {
         #[command(subcommand)]
         cmd: topic::TopicCommand,
     },
-    /// Send stdin to a topic, one record per line.
+    /// Send records to a topic: stdin split by a delimiter (newline by
+    /// default), one file per record, or JSON lines.
     #[command(after_help = "Examples:\n  echo hello | sluice produce orders\n  \
                             seq 1000 | sluice produce orders --partition 0\n\n\
                             docs/cli-consume-produce.md has every option.")]
@@ -100,15 +104,19 @@ enum Command {
         #[command(flatten)]
         client: ClientOpts,
         #[command(flatten)]
+        output: OutputOpts,
+        #[command(flatten)]
         args: produce::ProduceArgs,
     },
-    /// Print a topic's records, one value per line.
+    /// Print records of one or more topics: values, a format, or JSON lines.
     #[command(after_help = "Examples:\n  sluice consume orders --from-beginning --max-messages 10\n  \
                             sluice consume orders --group billing\n\n\
                             docs/cli-consume-produce.md has every option.")]
     Consume {
         #[command(flatten)]
         client: ClientOpts,
+        #[command(flatten)]
+        output: OutputOpts,
         #[command(flatten)]
         args: consume::ConsumeArgs,
     },
@@ -197,18 +205,18 @@ fn run(cli: Cli) -> Result<(), CliError> {
             let (a, j) = (addr(client), json(output));
             runtime()?.block_on(topic::run(&a, j, cmd))
         }
-        Command::Produce { ref client, args } => {
-            let a = addr(client);
+        Command::Produce { ref client, ref output, args } => {
+            let (a, j) = (addr(client), json(output));
             runtime()?.block_on(async move {
                 common::handshake(&a).await?;
-                produce::run(&a, args).await
+                produce::run(&a, j, args).await
             })
         }
-        Command::Consume { ref client, args } => {
-            let a = addr(client);
+        Command::Consume { ref client, ref output, args } => {
+            let (a, j) = (addr(client), json(output));
             runtime()?.block_on(async move {
                 common::handshake(&a).await?;
-                consume::run(&a, args).await
+                consume::run(&a, j, args).await
             })
         }
         Command::Group { ref client, ref output, cmd } => {
