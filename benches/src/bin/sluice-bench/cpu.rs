@@ -1,0 +1,168 @@
+//! CPU accounting: how many CPU-seconds the broker and the clients spent in
+//! a timed section, read from `/proc` (Linux) before and after it.
+//!
+//! The in-process broker runs on its own runtime, whose threads are named
+//! [`BROKER_THREADS`]; its CPU is the sum of `utime + stime` of this
+//! process's threads with that name (`/proc/self/task/*/stat`). The clients
+//! are everything else in this process: the process total
+//! (`/proc/self/stat`, which keeps the time of threads that have exited)
+//! minus the broker's threads. An external broker's CPU is its whole
+//! process (`/proc/<pid>/stat`, from `--broker-pid`), or unknown.
+//!
+//! `/proc` counts in clock ticks of `USER_HZ`, which Linux fixes at 100 per
+//! second for every architecture's user-space ABI: figures are good to
+//! 10 ms per thread, so timed sections should last a second or more. Where
+//! `/proc` cannot be read (not Linux), every figure is `None`.
+
+use std::path::Path;
+
+/// The name of the in-process broker's runtime threads.
+pub const BROKER_THREADS: &str = "broker";
+
+/// Clock ticks per second in `/proc/*/stat` (Linux's `USER_HZ`).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// CPU-seconds spent so far, split between the broker and the clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct CpuSample {
+    /// The broker's CPU-seconds (its threads here, or its process).
+    pub broker: Option<f64>,
+    /// This process's CPU-seconds less the in-process broker's.
+    pub clients: Option<f64>,
+}
+
+impl CpuSample {
+    /// What was spent between `self` (before) and `later` (after).
+    pub fn until(self, later: CpuSample) -> CpuSample {
+        let diff = |a: Option<f64>, b: Option<f64>| Some((b? - a?).max(0.0));
+        CpuSample { broker: diff(self.broker, later.broker), clients: diff(self.clients, later.clients) }
+    }
+}
+
+/// Where the broker's CPU is read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BrokerCpu {
+    /// The threads named [`BROKER_THREADS`] in this process.
+    InProcess,
+    /// Another process (`--broker-pid`).
+    Process(u32),
+    /// An external broker whose pid was not given.
+    Unknown,
+}
+
+/// Samples the CPU-seconds spent so far.
+pub fn sample(broker: BrokerCpu) -> CpuSample {
+    let total = read_ticks(Path::new("/proc/self/stat"));
+    match broker {
+        BrokerCpu::InProcess => {
+            let threads = thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS);
+            CpuSample {
+                broker: threads.map(seconds),
+                clients: total.zip(threads).map(|(t, b)| seconds(t.saturating_sub(b))),
+            }
+        }
+        BrokerCpu::Process(pid) => CpuSample {
+            broker: read_ticks(&Path::new("/proc").join(pid.to_string()).join("stat")).map(seconds),
+            clients: total.map(seconds),
+        },
+        BrokerCpu::Unknown => CpuSample { broker: None, clients: total.map(seconds) },
+    }
+}
+
+fn seconds(ticks: u64) -> f64 {
+    ticks as f64 / TICKS_PER_SECOND
+}
+
+/// `utime + stime` of one `stat` file, in ticks.
+fn read_ticks(path: &Path) -> Option<u64> {
+    parse_stat(&std::fs::read_to_string(path).ok()?).map(|(_, ticks)| ticks)
+}
+
+/// The summed ticks of the threads under `task_dir` whose name starts with
+/// `prefix`. Threads that exit between listing and reading are skipped.
+fn thread_ticks(task_dir: &Path, prefix: &str) -> Option<u64> {
+    let mut sum = 0;
+    for entry in std::fs::read_dir(task_dir).ok()?.flatten() {
+        let Ok(text) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+        if let Some((name, ticks)) = parse_stat(&text) {
+            if name.starts_with(prefix) {
+                sum += ticks;
+            }
+        }
+    }
+    Some(sum)
+}
+
+/// Parses a `/proc/*/stat` line into the thread's name and `utime + stime`.
+///
+/// ```text
+/// 1234 (tokio-runtime-w) S 1 2 3 4 5 6 7 8 9 10 UTIME STIME ...
+///      `-- comm: may hold spaces and ')'; it ends at the last ')'
+/// ```
+/// After the name, `utime` and `stime` are the 12th and 13th fields
+/// (fields 14 and 15 of the whole line).
+pub fn parse_stat(line: &str) -> Option<(&str, u64)> {
+    let open = line.find('(')?;
+    let close = line.rfind(')')?;
+    let name = line.get(open + 1..close)?;
+    let mut rest = line.get(close + 1..)?.split_ascii_whitespace().skip(11);
+    let utime: u64 = rest.next()?.parse().ok()?;
+    let stime: u64 = rest.next()?.parse().ok()?;
+    Some((name, utime + stime))
+}
+
+/// CPU-seconds per million records, `None` when unknown or nothing moved.
+pub fn per_million(cpu_s: Option<f64>, records: u64) -> Option<f64> {
+    (records > 0).then(|| cpu_s.map(|s| s * 1e6 / records as f64)).flatten()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_utime_and_stime_past_a_name_with_spaces_and_parens() {
+        let line = "4242 (broker) x) S 1 4242 4242 0 -1 4194560 100 0 0 0 37 5 0 0 20 0 3 0 99 0 0";
+        assert_eq!(parse_stat(line), Some(("broker) x", 42)));
+        let plain = "7 (clients) R 1 7 7 0 -1 0 0 0 0 0 1500 250 0 0 20 0 1 0 1 0 0\n";
+        assert_eq!(parse_stat(plain), Some(("clients", 1750)));
+    }
+
+    #[test]
+    fn a_truncated_or_garbled_line_is_none() {
+        assert_eq!(parse_stat("7 (x) S 1 2 3"), None);
+        assert_eq!(parse_stat("7 x S 1 2 3 4 5 6 7 8 9 10 11 12 13"), None);
+        assert_eq!(parse_stat("7 (x) S 1 2 3 4 5 6 7 8 9 10 ab 12 13"), None);
+    }
+
+    #[test]
+    fn this_process_is_sampled_and_its_broker_threads_found() {
+        let before = sample(BrokerCpu::InProcess);
+        let handle = std::thread::Builder::new()
+            .name(format!("{BROKER_THREADS}-test"))
+            .spawn(|| {
+                // Spin until this thread has a tick of its own (bounded).
+                let me = Path::new("/proc/thread-self/stat");
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+                while read_ticks(me).unwrap_or(1) == 0 && std::time::Instant::now() < deadline {
+                    std::hint::black_box((0..10_000u64).sum::<u64>());
+                }
+                thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS)
+            })
+            .unwrap();
+        let seen = handle.join().unwrap();
+        if cfg!(target_os = "linux") {
+            assert!(seen.unwrap() >= 1, "{seen:?}");
+            let spent = before.until(sample(BrokerCpu::Process(std::process::id())));
+            assert!(spent.clients.unwrap() >= 0.0 && spent.broker.unwrap() >= 0.01, "{spent:?}");
+            assert_eq!(sample(BrokerCpu::Unknown).broker, None);
+        }
+    }
+
+    #[test]
+    fn per_million_scales_and_knows_what_it_does_not_know() {
+        assert_eq!(per_million(Some(0.5), 2_000_000), Some(0.25));
+        assert_eq!(per_million(None, 10), None);
+        assert_eq!(per_million(Some(1.0), 0), None);
+    }
+}
