@@ -56,26 +56,7 @@ fn main() -> anyhow::Result<()> {
         Some(parent) => tempfile::tempdir_in(parent)?,
         None => tempfile::tempdir()?,
     };
-    let (addr, server) = match &args.broker {
-        Some(addr) => {
-            if !addr.starts_with("127.") && !addr.starts_with("[::1]") && !addr.starts_with("localhost") {
-                bail!("benchmarks only talk to loopback addresses, not {addr}");
-            }
-            (addr.clone(), None)
-        }
-        None => {
-            let mut config = BrokerConfig {
-                listen: "127.0.0.1:0".into(),
-                admin_listen: String::new(),
-                metrics: !args.no_metrics,
-                data_dir: temp.path().to_owned(),
-                ..BrokerConfig::default()
-            };
-            config.topic_defaults.fsync = args.fsync;
-            let (server, _) = broker_rt.block_on(Server::start(config)).context("starting the broker")?;
-            (server.local_addr().to_string(), Some(server))
-        }
-    };
+    let (addr, server) = broker_rt.block_on(start_broker(&args, temp.path()))?;
     let result = if args.processes > 1 {
         processes::run(&args, &addr, args.broker_cpu())?
     } else {
@@ -88,6 +69,27 @@ fn main() -> anyhow::Result<()> {
         })?;
     }
     result.print(&args)
+}
+
+/// The broker's address: `--broker` (loopback only), or one started here
+/// on `data_dir` with `--fsync` (then the server is returned too).
+async fn start_broker(args: &Args, data_dir: &std::path::Path) -> anyhow::Result<(String, Option<Server>)> {
+    if let Some(addr) = &args.broker {
+        if !addr.starts_with("127.") && !addr.starts_with("[::1]") && !addr.starts_with("localhost") {
+            bail!("benchmarks only talk to loopback addresses, not {addr}");
+        }
+        return Ok((addr.clone(), None));
+    }
+    let mut config = BrokerConfig {
+        listen: "127.0.0.1:0".into(),
+        admin_listen: String::new(),
+        metrics: !args.no_metrics,
+        data_dir: data_dir.to_owned(),
+        ..BrokerConfig::default()
+    };
+    config.topic_defaults.fsync = args.fsync;
+    let (server, _) = Server::start(config).await.context("starting the broker")?;
+    Ok((server.local_addr().to_string(), Some(server)))
 }
 
 /// Runs the scenario in this process, on a client runtime sized to it.
@@ -105,4 +107,36 @@ fn run_here(args: &Args, addr: &str, create: bool) -> anyhow::Result<report::Rep
         }
         Scenario::E2e => client_rt.block_on(e2e(args, addr, create))?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_small_run_reports_its_records_threads_and_cpu() {
+        let args = Args::parse_from(
+            "b e2e --messages 3000 --producers 2 --consumers 2 --partitions 2 --acks leader --fsync never"
+                .split_whitespace(),
+        );
+        let broker_rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(cpu::BROKER_THREADS)
+            .enable_all()
+            .build()
+            .unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let (addr, server) = broker_rt.block_on(start_broker(&args, temp.path())).unwrap();
+        let report = run_here(&args, &addr, true).unwrap();
+        broker_rt.block_on(async { server.map(|s| s.shutdown()) });
+        assert_eq!(report.messages, 3000);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["parameters"]["client_threads"], 4.min(cores()));
+        if cfg!(target_os = "linux") {
+            // Known (both sampled from /proc), though a short run may
+            // spend less than one 10 ms tick on either side.
+            assert!(json["cpu_s_per_million"]["broker"].is_number(), "{json}");
+            assert!(json["cpu_s_per_million"]["clients"].is_number(), "{json}");
+        }
+    }
 }
