@@ -9,9 +9,14 @@
 //! minus the broker's threads. An external broker's CPU is its whole
 //! process (`/proc/<pid>/stat`, from `--broker-pid`), or unknown.
 //!
-//! `/proc` counts in clock ticks of `USER_HZ`, which Linux fixes at 100 per
-//! second for every architecture's user-space ABI: figures are good to
-//! 10 ms per thread, so timed sections should last a second or more. Where
+//! Per thread, the figure is the scheduler's own count of nanoseconds on a
+//! CPU (`/proc/self/task/TID/schedstat`, first field); then the clients are
+//! the other threads of this process, and threads that exited during the
+//! timed section are not counted (the runtimes' workers live through it).
+//! Where the kernel has no `schedstat`, `stat`'s `utime + stime` is used,
+//! in clock ticks of `USER_HZ` (100 per second on every Linux ABI): good to
+//! 10 ms per thread only, and then the clients are the process total
+//! (which keeps exited threads' time) less the broker's threads. Where
 //! `/proc` cannot be read (not Linux), every figure is `None`.
 
 use std::path::Path;
@@ -55,6 +60,9 @@ pub fn sample(broker: BrokerCpu) -> CpuSample {
     let total = read_ticks(Path::new("/proc/self/stat"));
     match broker {
         BrokerCpu::InProcess => {
+            if let Some((broker, others)) = thread_schedstat(Path::new("/proc/self/task"), BROKER_THREADS) {
+                return CpuSample { broker: Some(broker), clients: Some(others) };
+            }
             let threads = thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS);
             CpuSample {
                 broker: threads.map(seconds),
@@ -93,6 +101,39 @@ fn thread_ticks(task_dir: &Path, prefix: &str) -> Option<u64> {
     Some(sum)
 }
 
+/// Seconds on a CPU of the threads under `task_dir` whose name starts with
+/// `prefix`, and of the others, from `schedstat`; `None` where the kernel
+/// has none. Threads that exit between listing and reading are skipped.
+fn thread_schedstat(task_dir: &Path, prefix: &str) -> Option<(f64, f64)> {
+    let (mut matching, mut others, mut read_any) = (0u64, 0u64, false);
+    for entry in std::fs::read_dir(task_dir).ok()?.flatten() {
+        let (Ok(stat), Ok(sched)) = (
+            std::fs::read_to_string(entry.path().join("stat")),
+            std::fs::read_to_string(entry.path().join("schedstat")),
+        ) else {
+            continue;
+        };
+        let (Some((name, _)), Some(ns)) = (parse_stat(&stat), parse_schedstat(&sched)) else { continue };
+        read_any = true;
+        if name.starts_with(prefix) {
+            matching += ns;
+        } else {
+            others += ns;
+        }
+    }
+    read_any.then_some((matching as f64 / 1e9, others as f64 / 1e9))
+}
+
+/// The first field of a `schedstat` line: nanoseconds spent on a CPU.
+///
+/// ```text
+/// 123456789 2345 67
+/// `-- on CPU (ns); then waiting on a run queue (ns); then time slices
+/// ```
+pub fn parse_schedstat(line: &str) -> Option<u64> {
+    line.split_ascii_whitespace().next()?.parse().ok()
+}
+
 /// Parses a `/proc/*/stat` line into the thread's name and `utime + stime`.
 ///
 /// ```text
@@ -129,6 +170,13 @@ mod tests {
     }
 
     #[test]
+    fn parses_schedstat_nanoseconds() {
+        assert_eq!(parse_schedstat("123456789 2345 67\n"), Some(123_456_789));
+        assert_eq!(parse_schedstat(""), None);
+        assert_eq!(parse_schedstat("x 1 2"), None);
+    }
+
+    #[test]
     fn a_truncated_or_garbled_line_is_none() {
         assert_eq!(parse_stat("7 (x) S 1 2 3"), None);
         assert_eq!(parse_stat("7 x S 1 2 3 4 5 6 7 8 9 10 11 12 13"), None);
@@ -153,6 +201,8 @@ mod tests {
         let seen = handle.join().unwrap();
         if cfg!(target_os = "linux") {
             assert!(seen.unwrap() >= 1, "{seen:?}");
+            let (broker, others) = thread_schedstat(Path::new("/proc/self/task"), "no such thread").unwrap();
+            assert!(broker == 0.0 && others > 0.0, "{broker} {others}");
             let spent = before.until(sample(BrokerCpu::Process(std::process::id())));
             assert!(spent.clients.unwrap() >= 0.0 && spent.broker.unwrap() >= 0.01, "{spent:?}");
             assert_eq!(sample(BrokerCpu::Unknown).broker, None);
