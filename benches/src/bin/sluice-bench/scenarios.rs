@@ -202,13 +202,6 @@ pub async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<Report
         Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
     let n = received.load(std::sync::atomic::Ordering::Relaxed);
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
-    report(
-        args,
-        "e2e",
-        n,
-        secs,
-        &progress.finish(),
-        &h,
-        Extra { cpu, produced: Some(produced), ..Extra::default() },
-    )
+    let extra = Extra { cpu, produced: Some(produced), ..Extra::default() };
+    report(args, "e2e", n, secs, &progress.finish(), &h, extra)
 }
