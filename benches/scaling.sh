@@ -47,6 +47,6 @@ done
 for n in 1 2 4 8; do
     row "consume, $n consumer(s), $n partition(s)" consume --consumers "$n" --partitions "$n"
 done
-for n in 2 4; do
+for n in 2 4 8; do
     row "produce, --processes $n, 1 producer each" produce --processes "$n"
 done

@@ -7,7 +7,8 @@
 //! are everything else in this process: the process total
 //! (`/proc/self/stat`, which keeps the time of threads that have exited)
 //! minus the broker's threads. An external broker's CPU is its whole
-//! process (`/proc/<pid>/stat`, from `--broker-pid`), or unknown.
+//! process (`/proc/<pid>`, from `--broker-pid`), or unknown; with an
+//! external broker, the clients are this whole process.
 //!
 //! Per thread, the figure is the scheduler's own count of nanoseconds on a
 //! CPU (`/proc/self/task/TID/schedstat`, first field); then the clients are
@@ -57,12 +58,12 @@ pub enum BrokerCpu {
 
 /// Samples the CPU-seconds spent so far.
 pub fn sample(broker: BrokerCpu) -> CpuSample {
-    let total = read_ticks(Path::new("/proc/self/stat"));
     match broker {
         BrokerCpu::InProcess => {
             if let Some((broker, others)) = thread_schedstat(Path::new("/proc/self/task"), BROKER_THREADS) {
                 return CpuSample { broker: Some(broker), clients: Some(others) };
             }
+            let total = read_ticks(Path::new("/proc/self/stat"));
             let threads = thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS);
             CpuSample {
                 broker: threads.map(seconds),
@@ -70,10 +71,19 @@ pub fn sample(broker: BrokerCpu) -> CpuSample {
             }
         }
         BrokerCpu::Process(pid) => CpuSample {
-            broker: read_ticks(&Path::new("/proc").join(pid.to_string()).join("stat")).map(seconds),
-            clients: total.map(seconds),
+            broker: process_seconds(&Path::new("/proc").join(pid.to_string())),
+            clients: process_seconds(Path::new("/proc/self")),
         },
-        BrokerCpu::Unknown => CpuSample { broker: None, clients: total.map(seconds) },
+        BrokerCpu::Unknown => CpuSample { broker: None, clients: process_seconds(Path::new("/proc/self")) },
+    }
+}
+
+/// A whole process's CPU-seconds (`proc_dir` is `/proc/PID`): its live
+/// threads' `schedstat`, else its `stat` in ticks.
+fn process_seconds(proc_dir: &Path) -> Option<f64> {
+    match thread_schedstat(&proc_dir.join("task"), "") {
+        Some((all, _)) => Some(all),
+        None => read_ticks(&proc_dir.join("stat")).map(seconds),
     }
 }
 
@@ -189,22 +199,25 @@ mod tests {
         let handle = std::thread::Builder::new()
             .name(format!("{BROKER_THREADS}-test"))
             .spawn(|| {
-                // Spin until this thread has a tick of its own (bounded).
+                // Spin until this thread has a tick of its own (bounded),
+                // then sample while it is still alive.
                 let me = Path::new("/proc/thread-self/stat");
                 let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
                 while read_ticks(me).unwrap_or(1) == 0 && std::time::Instant::now() < deadline {
                     std::hint::black_box((0..10_000u64).sum::<u64>());
                 }
-                thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS)
+                let ticks = thread_ticks(Path::new("/proc/self/task"), BROKER_THREADS);
+                (ticks, sample(BrokerCpu::InProcess), sample(BrokerCpu::Process(std::process::id())))
             })
             .unwrap();
-        let seen = handle.join().unwrap();
+        let (ticks, in_process, whole) = handle.join().unwrap();
         if cfg!(target_os = "linux") {
-            assert!(seen.unwrap() >= 1, "{seen:?}");
+            assert!(ticks.unwrap() >= 1, "{ticks:?}");
+            let spent = before.until(in_process);
+            assert!(spent.broker.unwrap() >= 0.005 && spent.clients.is_some(), "{spent:?}");
+            assert!(whole.broker.unwrap() >= in_process.broker.unwrap(), "{whole:?} {in_process:?}");
             let (broker, others) = thread_schedstat(Path::new("/proc/self/task"), "no such thread").unwrap();
             assert!(broker == 0.0 && others > 0.0, "{broker} {others}");
-            let spent = before.until(sample(BrokerCpu::Process(std::process::id())));
-            assert!(spent.clients.unwrap() >= 0.0 && spent.broker.unwrap() >= 0.01, "{spent:?}");
             assert_eq!(sample(BrokerCpu::Unknown).broker, None);
         }
     }
