@@ -11,9 +11,10 @@
 //! timed sections start together.
 //!
 //! Summed: messages, bytes, msgs/s, MB/s and the clients' CPU (each child's
-//! own timed section). Seconds is the longest child's. Latency: each
-//! percentile is the largest of the children's (an upper bound, not a
-//! merged histogram). The broker's CPU is measured by the parent from `go`
+//! own timed section). Seconds is the longest child's. Latency: the
+//! children's histograms (in their JSON, hdrhistogram's V2 serialization
+//! in hex) merged; where one is missing, each percentile is the largest of
+//! the children's (an upper bound). The broker's CPU is measured by the parent from `go`
 //! until the last child has exited (so it includes the children closing
 //! their connections, which costs little).
 
@@ -22,6 +23,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
+use hdrhistogram::serialization::{Deserializer, Serializer, V2Serializer};
+use hdrhistogram::Histogram;
 use serde_json::Value;
 
 use crate::args::Args;
@@ -133,6 +136,8 @@ pub struct ProcessResult {
     pub latency: Latency,
     /// The child's own CPU-seconds in its timed section.
     pub clients_cpu_s: Option<f64>,
+    /// The child's latency histogram, when it sent one.
+    pub histogram: Option<Histogram<u64>>,
 }
 
 impl ProcessResult {
@@ -158,6 +163,7 @@ impl ProcessResult {
                 p99_9: l("p99.9")?,
             },
             clients_cpu_s: v["cpu_s"]["clients"].as_f64(),
+            histogram: v["latency_histogram"].as_str().map(decode).transpose()?,
         })
     }
 }
@@ -167,20 +173,28 @@ pub fn sum(args: &Args, results: &[ProcessResult], broker_cpu_s: Option<f64>) ->
     let max = |f: fn(&Latency) -> u64| results.iter().map(|r| f(&r.latency)).max().unwrap_or(0);
     let messages = results.iter().map(|r| r.messages).sum();
     let clients = results.iter().map(|r| r.clients_cpu_s).sum::<Option<f64>>();
+    let merged = merge(results);
     let cpu = Cpu { broker: broker_cpu_s, clients };
     Report {
         bytes: results.iter().map(|r| r.bytes).sum(),
         cpu_s: cpu,
         cpu_s_per_million: cpu.per_million(messages),
         group_settle_ms: None,
-        latency: Some("each percentile the largest of the processes'"),
-        latency_us: Latency {
-            max: max(|l| l.max),
-            p50: max(|l| l.p50),
-            p90: max(|l| l.p90),
-            p99: max(|l| l.p99),
-            p99_9: max(|l| l.p99_9),
-        },
+        latency: Some(match merged {
+            Some(_) => "the processes' histograms merged",
+            None => "each percentile the largest of the processes'",
+        }),
+        latency_histogram: None,
+        latency_us: merged.as_ref().map_or_else(
+            || Latency {
+                max: max(|l| l.max),
+                p50: max(|l| l.p50),
+                p90: max(|l| l.p90),
+                p99: max(|l| l.p99),
+                p99_9: max(|l| l.p99_9),
+            },
+            Latency::of,
+        ),
         mb_per_sec: results.iter().map(|r| r.mb_per_sec).sum(),
         messages,
         msgs_per_sec: results.iter().map(|r| r.msgs_per_sec).sum(),
@@ -194,6 +208,37 @@ pub fn sum(args: &Args, results: &[ProcessResult], broker_cpu_s: Option<f64>) ->
         },
         seconds: results.iter().map(|r| r.seconds).fold(0.0, f64::max),
     }
+}
+
+/// Every child's histogram added up; `None` if one has none.
+fn merge(results: &[ProcessResult]) -> Option<Histogram<u64>> {
+    let mut merged = Histogram::<u64>::new(3).ok()?;
+    for r in results {
+        merged.add(r.histogram.as_ref()?).ok()?;
+    }
+    Some(merged)
+}
+
+/// A histogram as a child sends it: V2 serialization, in hex.
+///
+/// # Errors
+/// The histogram does not serialize.
+pub fn encode(h: &Histogram<u64>) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    V2Serializer::new().serialize(h, &mut bytes)?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The histogram [`encode`] wrote.
+///
+/// # Errors
+/// Not hex, or not a serialized histogram.
+pub fn decode(hex: &str) -> anyhow::Result<Histogram<u64>> {
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| hex.get(i..i + 2).and_then(|b| u8::from_str_radix(b, 16).ok()).context("not hex"))
+        .collect::<anyhow::Result<Vec<u8>>>()?;
+    Ok(Deserializer::new().deserialize(&mut bytes.as_slice())?)
 }
 
 #[cfg(test)]
@@ -240,5 +285,28 @@ mod tests {
         let r = sum(&args, &results, None);
         assert_eq!(r.cpu_s_per_million, Cpu { broker: None, clients: None });
         assert!(ProcessResult::from_json(&serde_json::json!({"messages": 1})).is_err());
+    }
+
+    #[test]
+    fn histograms_travel_in_hex_and_are_merged() {
+        let args = Args::parse_from(["b", "produce", "--processes", "2"]);
+        let (mut a, mut b) = (Histogram::<u64>::new(3).unwrap(), Histogram::<u64>::new(3).unwrap());
+        a.record_n(100, 99).unwrap();
+        b.record_n(10_000, 1).unwrap();
+        assert_eq!(decode(&encode(&a).unwrap()).unwrap(), a);
+        assert!(decode("zz").is_err() && decode("0102").is_err());
+        let results: Vec<_> = [(a, 300), (b, 20_000)]
+            .iter()
+            .map(|(h, p99)| {
+                let mut v = child(100, 1e3, *p99, Some(0.1));
+                v["latency_histogram"] = encode(h).unwrap().into();
+                ProcessResult::from_json(&v).unwrap()
+            })
+            .collect();
+        let r = sum(&args, &results, None);
+        // Merged: 99 of 100 samples are 100 µs, so the p50 and p90 are
+        // too, where the per-percentile maximum would say 10 ms for p99.
+        assert_eq!((r.latency_us.p50, r.latency_us.p90, r.latency_us.p99), (100, 100, 100));
+        assert!(r.latency_us.max >= 10_000 && r.latency.unwrap().contains("merged"));
     }
 }

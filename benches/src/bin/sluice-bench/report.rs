@@ -28,6 +28,10 @@ pub struct Report {
     /// consume: what the latency measures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<&'static str>,
+    /// A `--processes` child's latency histogram for its parent to merge
+    /// (hex of hdrhistogram's V2 serialization).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<String>,
     /// Latency percentiles (µs).
     pub latency_us: Latency,
     /// Payload megabytes (10^6) per second.
@@ -69,6 +73,14 @@ impl Cpu {
     /// Per million of `records`.
     pub fn per_million(self, records: u64) -> Self {
         Self { broker: per_million(self.broker, records), clients: per_million(self.clients, records) }
+    }
+}
+
+impl Latency {
+    /// The percentiles of a histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let q = |quantile| h.value_at_quantile(quantile);
+        Self { max: h.max(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999) }
     }
 }
 
@@ -157,14 +169,14 @@ pub fn report(
         plot(path, scenario, throughput, latency)?;
     }
     let bytes = messages * args.message_size as u64;
-    let q = |quantile| latency.value_at_quantile(quantile);
     Ok(Report {
         bytes,
         cpu_s: Cpu::spent(extra.cpu),
         cpu_s_per_million: Cpu::spent(extra.cpu).per_million(messages),
         group_settle_ms: extra.group_settle_ms,
         latency: extra.latency,
-        latency_us: Latency { max: latency.max(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999) },
+        latency_histogram: args.barrier.is_some().then(|| crate::processes::encode(latency)).transpose()?,
+        latency_us: Latency::of(latency),
         mb_per_sec: bytes as f64 / secs / 1e6,
         messages,
         msgs_per_sec: messages as f64 / secs,
@@ -240,6 +252,7 @@ mod tests {
             cpu_s_per_million: Cpu { broker: Some(0.25), clients: None },
             group_settle_ms: None,
             latency: None,
+            latency_histogram: None,
             latency_us: Latency { max: 5, p50: 1, p90: 2, p99: 3, p99_9: 4 },
             mb_per_sec: 0.5,
             messages: 1,
