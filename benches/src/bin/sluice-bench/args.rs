@@ -4,6 +4,8 @@ use clap::{Parser, ValueEnum};
 use sluice_broker::storage::FsyncPolicy;
 use sluice_producer::{Acks, Compression};
 
+use crate::cpu::BrokerCpu;
+
 /// What a run measures.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Scenario {
@@ -47,6 +49,9 @@ impl CompressionArg {
 /// `sluice-bench` arguments.
 #[derive(Debug, Parser)]
 #[command(name = "sluice-bench", about = "Throughput and latency benchmarks for Sluice")]
+// A later `--flag` wins over an earlier one: `--processes` children get the
+// parent's command line with their own topic, broker and share appended.
+#[command(args_override_self = true)]
 pub struct Args {
     /// What to measure.
     #[arg(value_enum)]
@@ -111,6 +116,25 @@ pub struct Args {
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
+    /// Worker threads of the client runtime (default: one per producer and
+    /// consumer, up to the machine's cores).
+    #[arg(long)]
+    pub client_threads: Option<usize>,
+    /// Worker threads of the broker this tool starts.
+    #[arg(long, default_value_t = 2)]
+    pub broker_threads: usize,
+    /// Pid of the `--broker` process, to report its CPU (else unknown).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// Benchmark processes run against one broker, each on its own topic
+    /// (`TOPIC-0`, `TOPIC-1`, ...) with `--messages` split between them,
+    /// starting together; their results are summed.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// A `--processes` child's start barrier: it creates `DIR/ready-PID`
+    /// when set up, then waits for `DIR/go`.
+    #[arg(long, hide = true)]
+    pub barrier: Option<std::path::PathBuf>,
 }
 
 impl Args {
@@ -123,6 +147,29 @@ impl Args {
     }
 }
 
+impl Args {
+    /// The client runtime's worker threads: `--client-threads`, else one
+    /// per actor of the scenario (producers, consumers or both), at least
+    /// one and at most `cores`.
+    pub fn client_threads(&self, cores: usize) -> usize {
+        let actors = match self.scenario {
+            Scenario::Produce => self.producers,
+            Scenario::Consume => self.producers.max(self.consumers),
+            Scenario::E2e => self.producers + self.consumers,
+        };
+        self.client_threads.unwrap_or_else(|| actors.min(cores)).max(1)
+    }
+
+    /// Where the broker's CPU is read from.
+    pub fn broker_cpu(&self) -> BrokerCpu {
+        match (&self.broker, self.broker_pid) {
+            (None, _) => BrokerCpu::InProcess,
+            (Some(_), Some(pid)) => BrokerCpu::Process(pid),
+            (Some(_), None) => BrokerCpu::Unknown,
+        }
+    }
+}
+
 impl AcksArg {
     pub fn acks(self) -> Acks {
         match self {
@@ -130,5 +177,36 @@ impl AcksArg {
             AcksArg::Leader => Acks::Leader,
             AcksArg::Durable => Acks::Durable,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(line: &str) -> Args {
+        Args::parse_from(line.split_whitespace())
+    }
+
+    #[test]
+    fn the_client_runtime_is_sized_to_the_actors_up_to_the_cores() {
+        assert_eq!(parse("b produce --producers 4").client_threads(16), 4);
+        assert_eq!(parse("b produce --producers 4").client_threads(2), 2);
+        assert_eq!(parse("b produce --producers 0").client_threads(2), 1);
+        assert_eq!(parse("b consume --producers 1 --consumers 3").client_threads(8), 3);
+        assert_eq!(parse("b e2e --producers 4 --consumers 4").client_threads(16), 8);
+        assert_eq!(parse("b produce --producers 8 --client-threads 3").client_threads(2), 3);
+    }
+
+    #[test]
+    fn a_later_flag_overrides_an_earlier_one() {
+        let args = parse("b produce --topic a --processes 4 --topic a-1 --processes 1 --broker 127.0.0.1:1");
+        assert_eq!((args.topic.as_str(), args.processes), ("a-1", 1));
+        assert_eq!(args.broker_cpu(), BrokerCpu::Unknown);
+        assert_eq!(
+            parse("b produce --broker 127.0.0.1:1 --broker-pid 7").broker_cpu(),
+            BrokerCpu::Process(7)
+        );
+        assert_eq!(parse("b produce").broker_cpu(), BrokerCpu::InProcess);
     }
 }

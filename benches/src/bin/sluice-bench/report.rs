@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::args::{Args, Scenario};
+use crate::cpu::{per_million, CpuSample};
 use crate::progress::plot;
 
 /// A run's result.
@@ -17,12 +18,20 @@ use crate::progress::plot;
 pub struct Report {
     /// Payload bytes moved (`messages` × `--message-size`).
     pub bytes: u64,
+    /// CPU-seconds of the timed section (`null` where unknown).
+    pub cpu_s: Cpu,
+    /// CPU-seconds per million records (`messages`).
+    pub cpu_s_per_million: Cpu,
     /// consume: how long the group took to settle before the clock started.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub group_settle_ms: Option<u64>,
     /// consume: what the latency measures.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub latency: Option<&'static str>,
+    /// A `--processes` child's latency histogram for its parent to merge
+    /// (hex of hdrhistogram's V2 serialization).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub latency_histogram: Option<String>,
     /// Latency percentiles (µs).
     pub latency_us: Latency,
     /// Payload megabytes (10^6) per second.
@@ -33,6 +42,9 @@ pub struct Report {
     pub msgs_per_sec: f64,
     /// The run's parameters.
     pub parameters: Parameters,
+    /// `--processes`: each process's msgs/s.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub per_process_msgs_per_sec: Option<Vec<f64>>,
     /// e2e: messages the producers sent.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub produced: Option<u64>,
@@ -42,8 +54,38 @@ pub struct Report {
     pub seconds: f64,
 }
 
+/// CPU-seconds of the broker and of the clients.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct Cpu {
+    /// The broker: its runtime's threads, or its process (`--broker-pid`).
+    pub broker: Option<f64>,
+    /// The benchmark's producers and consumers (whole processes, less the
+    /// in-process broker).
+    pub clients: Option<f64>,
+}
+
+impl Cpu {
+    /// From a sample of the timed section.
+    pub fn spent(sample: CpuSample) -> Self {
+        Self { broker: sample.broker, clients: sample.clients }
+    }
+
+    /// Per million of `records`.
+    pub fn per_million(self, records: u64) -> Self {
+        Self { broker: per_million(self.broker, records), clients: per_million(self.clients, records) }
+    }
+}
+
+impl Latency {
+    /// The percentiles of a histogram.
+    pub fn of(h: &Histogram<u64>) -> Self {
+        let q = |quantile| h.value_at_quantile(quantile);
+        Self { max: h.max(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999) }
+    }
+}
+
 /// Latency percentiles, in µs.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
 pub struct Latency {
     /// The largest.
     pub max: u64,
@@ -63,6 +105,8 @@ pub struct Latency {
 pub struct Parameters {
     acks: String,
     batch_bytes: usize,
+    broker_threads: Option<usize>,
+    client_threads: usize,
     compression: String,
     consumers: usize,
     fetch_bytes: Option<u32>,
@@ -70,16 +114,19 @@ pub struct Parameters {
     linger_ms: u64,
     message_size: usize,
     partitions: u32,
+    processes: usize,
     producers: usize,
     rate: u64,
     warmup_s: u64,
 }
 
 impl Parameters {
-    fn new(args: &Args) -> Self {
+    pub fn new(args: &Args) -> Self {
         Self {
             acks: format!("{:?}", args.acks).to_lowercase(),
             batch_bytes: args.batch_bytes,
+            broker_threads: args.broker.is_none().then_some(args.broker_threads),
+            client_threads: args.client_threads(crate::cores()),
             compression: format!("{:?}", args.compression).to_lowercase(),
             consumers: args.consumers,
             fetch_bytes: args.fetch_bytes,
@@ -87,6 +134,7 @@ impl Parameters {
             linger_ms: args.linger,
             message_size: args.message_size,
             partitions: args.partitions,
+            processes: args.processes.max(1),
             producers: args.producers,
             rate: args.rate,
             warmup_s: args.warmup,
@@ -97,6 +145,8 @@ impl Parameters {
 /// What a scenario adds to its report.
 #[derive(Debug, Default)]
 pub struct Extra {
+    /// CPU spent in the timed section.
+    pub cpu: CpuSample,
     /// consume: see [`Report::group_settle_ms`].
     pub group_settle_ms: Option<u64>,
     /// consume: see [`Report::latency`].
@@ -119,16 +169,19 @@ pub fn report(
         plot(path, scenario, throughput, latency)?;
     }
     let bytes = messages * args.message_size as u64;
-    let q = |quantile| latency.value_at_quantile(quantile);
     Ok(Report {
         bytes,
+        cpu_s: Cpu::spent(extra.cpu),
+        cpu_s_per_million: Cpu::spent(extra.cpu).per_million(messages),
         group_settle_ms: extra.group_settle_ms,
         latency: extra.latency,
-        latency_us: Latency { max: latency.max(), p50: q(0.5), p90: q(0.9), p99: q(0.99), p99_9: q(0.999) },
+        latency_histogram: args.barrier.is_some().then(|| crate::processes::encode(latency)).transpose()?,
+        latency_us: Latency::of(latency),
         mb_per_sec: bytes as f64 / secs / 1e6,
         messages,
         msgs_per_sec: messages as f64 / secs,
         parameters: Parameters::new(args),
+        per_process_msgs_per_sec: None,
         produced: extra.produced,
         scenario,
         seconds: secs,
@@ -143,6 +196,11 @@ fn rate(x: f64) -> f64 {
     } else {
         0.0
     }
+}
+
+/// A CPU figure as the summary prints it.
+fn cpu_text(x: Option<f64>) -> String {
+    x.map_or_else(|| "unknown".into(), |s| format!("{s:.3} s"))
 }
 
 impl Report {
@@ -173,6 +231,11 @@ impl Report {
                 l.p50, l.p90, l.p99, l.p99_9, l.max,
             ),
         }
+        let c = &self.cpu_s_per_million;
+        println!(
+            "  CPU-seconds per million records: broker {}, clients {} ({} process(es), {} client thread(s) each)",
+            cpu_text(c.broker), cpu_text(c.clients), self.parameters.processes, self.parameters.client_threads,
+        );
         Ok(())
     }
 }
@@ -185,15 +248,21 @@ mod tests {
     fn the_json_report_keeps_its_keys_in_order() {
         let report = Report {
             bytes: 1,
+            cpu_s: Cpu { broker: Some(0.5), clients: None },
+            cpu_s_per_million: Cpu { broker: Some(0.25), clients: None },
             group_settle_ms: None,
             latency: None,
+            latency_histogram: None,
             latency_us: Latency { max: 5, p50: 1, p90: 2, p99: 3, p99_9: 4 },
             mb_per_sec: 0.5,
             messages: 1,
             msgs_per_sec: f64::INFINITY,
+            per_process_msgs_per_sec: None,
             parameters: Parameters {
                 acks: "durable".into(),
                 batch_bytes: 2,
+                broker_threads: Some(2),
+                client_threads: 1,
                 compression: "none".into(),
                 consumers: 1,
                 fetch_bytes: None,
@@ -201,6 +270,7 @@ mod tests {
                 linger_ms: 5,
                 message_size: 1,
                 partitions: 1,
+                processes: 1,
                 producers: 1,
                 rate: 0,
                 warmup_s: 0,
@@ -214,7 +284,11 @@ mod tests {
         // rate that is not a number as null.
         let sorted = serde_json::to_value(&report).unwrap().to_string();
         assert_eq!(text, sorted);
-        assert!(text.starts_with(r#"{"bytes":1,"latency_us":{"max":5,"p50":1,"p90":2,"p99":3,"p99.9":4},"#));
+        assert!(text.starts_with(concat!(
+            r#"{"bytes":1,"cpu_s":{"broker":0.5,"clients":null},"#,
+            r#""cpu_s_per_million":{"broker":0.25,"clients":null},"#,
+            r#""latency_us":{"max":5,"p50":1,"p90":2,"p99":3,"p99.9":4},"#
+        )));
         assert!(text.contains(r#""msgs_per_sec":null"#) && !text.contains("group_settle_ms"), "{text}");
     }
 }

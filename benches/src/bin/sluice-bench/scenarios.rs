@@ -10,8 +10,10 @@ use hdrhistogram::Histogram;
 use sluice_protocol::api::MetadataRequest;
 use sluice_protocol::client::Connection;
 
-use crate::args::Args;
+use crate::args::{Args, Scenario};
+use crate::cpu;
 use crate::load::{build_producers, consumer_builder, prepare_topic, run_producers, settle, SendPlan};
+use crate::processes::barrier;
 use crate::progress::Progress;
 use crate::report::{report, Extra, Report};
 
@@ -21,7 +23,11 @@ pub async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<Re
     prepare_topic(args, addr, create).await?;
     let producers = build_producers(args, addr).await?;
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    if args.scenario == Scenario::Produce {
+        barrier(args).await?;
+    }
     let progress = Progress::start(args.messages, "produce");
+    let cpu = cpu::sample(args.broker_cpu());
     let started = Instant::now();
     let plan = SendPlan {
         ack_latency: Some(Arc::clone(&histogram)),
@@ -29,9 +35,10 @@ pub async fn produce(args: &Args, addr: &str, create: bool) -> anyhow::Result<Re
         ..SendPlan::new(args, started, false)
     };
     let (sent, done) = run_producers(producers, &plan).await?;
+    let cpu = cpu.until(cpu::sample(args.broker_cpu()));
     let secs = done.duration_since(started).as_secs_f64();
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
-    report(args, "produce", sent, secs, &progress.finish(), &h, Extra::default())
+    report(args, "produce", sent, secs, &progress.finish(), &h, Extra { cpu, ..Extra::default() })
 }
 
 /// The start of each partition of the topic (past what retention
@@ -64,6 +71,8 @@ pub async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<R
     settle(&consumers, args.partitions).await?;
     let settle_ms = joining.elapsed().as_millis() as u64;
     let log_start = log_starts(args, addr).await?;
+    barrier(args).await?;
+    let cpu = cpu::sample(args.broker_cpu());
     let started = Instant::now();
     for consumer in &consumers {
         for (topic, partition) in consumer.assignment() {
@@ -102,6 +111,7 @@ pub async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<R
         h.add(&local)?;
         end = end.max(last);
     }
+    let cpu = cpu.until(cpu::sample(args.broker_cpu()));
     let secs = end.duration_since(started).as_secs_f64().max(1e-9);
     let samples = progress.finish();
     let n = read.load(std::sync::atomic::Ordering::Relaxed);
@@ -109,6 +119,7 @@ pub async fn consume(args: &Args, addr: &str, messages: u64) -> anyhow::Result<R
         bail!("read only {n} of {messages} messages before the deadline");
     }
     let extra = Extra {
+        cpu,
         group_settle_ms: Some(settle_ms),
         latency: Some("poll call that returned records"),
         ..Extra::default()
@@ -140,6 +151,8 @@ pub async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<Report
     // Producers start once every member has its partitions: the run
     // measures the group reading, not the group forming.
     settle(&consumers, args.partitions).await?;
+    barrier(args).await?;
+    let cpu = cpu::sample(args.broker_cpu());
     let base = Instant::now();
     let warmup = Duration::from_secs(args.warmup);
     let deadline = base + Duration::from_secs(args.duration);
@@ -184,17 +197,11 @@ pub async fn e2e(args: &Args, addr: &str, create: bool) -> anyhow::Result<Report
     for t in tasks {
         t.await??;
     }
+    let cpu = cpu.until(cpu::sample(args.broker_cpu()));
     let secs =
         Duration::from_nanos(last_receipt.load(std::sync::atomic::Ordering::Relaxed)).as_secs_f64().max(1e-9);
     let n = received.load(std::sync::atomic::Ordering::Relaxed);
     let h = histogram.lock().map_err(|_| anyhow::anyhow!("histogram poisoned"))?.clone();
-    report(
-        args,
-        "e2e",
-        n,
-        secs,
-        &progress.finish(),
-        &h,
-        Extra { produced: Some(produced), ..Extra::default() },
-    )
+    let extra = Extra { cpu, produced: Some(produced), ..Extra::default() };
+    report(args, "e2e", n, secs, &progress.finish(), &h, extra)
 }
