@@ -181,7 +181,10 @@ impl Accumulator {
     ) -> (Option<Completion>, u32, Appended) {
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let (compression, producer_id) = (self.compression, self.producer_id);
-        let queue = self.queues.entry(key.clone()).or_default();
+        if !self.queues.contains_key(key) {
+            self.queues.insert(key.clone(), PartitionQueue::default());
+        }
+        let Some(queue) = self.queues.get_mut(key) else { return (None, 0, Appended::Filling) };
         let mut outcome = Appended::Filling;
         if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes) {
             queue.close(producer_id, key);

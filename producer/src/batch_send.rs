@@ -65,8 +65,7 @@ impl Producer {
                 bytes += checked[end].size;
                 end += 1;
             }
-            let reserve = u32::try_from(bytes).unwrap_or(u32::MAX);
-            self.inner.buffer.acquire_many(reserve).await.map_err(|_| ProducerError::Closed)?.forget();
+            self.inner.reserve(bytes).await?;
             let wake = {
                 let mut acc = self.inner.acc();
                 let mut wake = false;

@@ -334,6 +334,21 @@ impl Inner {
         }
     }
 
+    /// What is known of `topic` without a request (the per-record path).
+    fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
+        self.metadata.read().ok().and_then(|m| m.get(topic).cloned())
+    }
+
+    /// Reserves `size` bytes of buffer memory, waiting while it is full.
+    async fn reserve(&self, size: usize) -> Result<(), ProducerError> {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        match self.buffer.try_acquire_many(size) {
+            Ok(permit) => permit.forget(),
+            Err(_) => self.buffer.acquire_many(size).await.map_err(|_| ProducerError::Closed)?.forget(),
+        }
+        Ok(())
+    }
+
     /// Forgets a topic's partition count (refetched on next use).
     pub fn invalidate(&self, topic: &str) {
         if let Ok(mut m) = self.metadata.write() {
@@ -341,8 +356,9 @@ impl Inner {
         }
     }
 
+    /// What is known of `topic`, fetching its metadata when nothing is.
     async fn topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
-        if let Some(found) = self.metadata.read().ok().and_then(|m| m.get(topic).cloned()) {
+        if let Some(found) = self.cached_topic(topic) {
             return Ok(found);
         }
         let conn = self.connection().await?;
@@ -394,11 +410,14 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProducerError::Closed);
         }
-        let info = self.inner.topic(&record.topic).await?;
+        let info = match self.inner.cached_topic(&record.topic) {
+            Some(info) => info,
+            None => self.inner.topic(&record.topic).await?,
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let headers = header_refs(&record);
         let (size, batch_limit) = self.inner.check(&record, &info, &headers)?;
-        self.inner.buffer.acquire_many(size as u32).await.map_err(|_| ProducerError::Closed)?.forget();
+        self.inner.reserve(size).await?;
         let new = NewRecord {
             timestamp,
             key: record.key.as_deref(),

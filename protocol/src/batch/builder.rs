@@ -193,13 +193,10 @@ fn nullable_len_field(v: Option<&[u8]>) -> i64 {
 /// Appends up to five varints with one copy (encoded on the stack first).
 fn put_varints(buf: &mut BytesMut, values: &[i64]) {
     let mut scratch = [0u8; 5 * varint::MAX_VARINT_LEN];
-    let mut free: &mut [u8] = &mut scratch;
-    debug_assert!(values.len() <= 5);
+    let mut used = 0;
     for v in values.iter().take(5) {
-        varint::put(&mut free, *v);
+        used = varint::encode_at(&mut scratch, used, *v);
     }
-    let left = free.len();
-    let used = scratch.len() - left;
     buf.extend_from_slice(&scratch[..used]);
 }
 

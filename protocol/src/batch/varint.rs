@@ -27,6 +27,23 @@ pub fn put(buf: &mut impl BufMut, v: i64) {
     buf.put_u8(z as u8);
 }
 
+/// Writes `v` as a zigzag varint at `out[pos..]`; returns the position
+/// after it. For encoders that gather several varints before one copy.
+///
+/// # Panics
+/// When fewer than [`len`]`(v)` bytes are left after `pos`.
+#[inline]
+pub fn encode_at(out: &mut [u8], mut pos: usize, v: i64) -> usize {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        out[pos] = (z as u8) | 0x80;
+        pos += 1;
+        z >>= 7;
+    }
+    out[pos] = z as u8;
+    pos + 1
+}
+
 /// Reads a zigzag varint from the front of `src`: the value and the bytes it
 /// took, or `None` when it is truncated or longer than 10 bytes / 64 bits.
 #[inline]
@@ -98,6 +115,9 @@ mod tests {
             put(&mut buf, v);
             prop_assert_eq!(buf.len(), len(v));
             prop_assert_eq!(get(&buf), Some((v, buf.len())));
+            let mut at = [0u8; 1 + MAX_VARINT_LEN];
+            let end = encode_at(&mut at, 1, v);
+            prop_assert_eq!(&at[1..end], &buf[..], "encode_at writes what put writes");
         }
 
         #[test]
