@@ -6,8 +6,8 @@
 //! a call larger than `buffer_memory` waits chunk by chunk), with one
 //! clock read per call and one completion per batch the records land in.
 
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::accumulator::{Appended, NewRecord};
 use crate::delivery::BatchDelivery;

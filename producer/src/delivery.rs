@@ -42,7 +42,13 @@ async fn finished(completion: &mut Completion) -> Result<Option<BatchResult>, Pr
 }
 
 impl DeliveryFuture {
-    pub(crate) fn new(completion: Completion, topic: Arc<str>, partition: u32, index: u32, timestamp: i64) -> Self {
+    pub(crate) fn new(
+        completion: Completion,
+        topic: Arc<str>,
+        partition: u32,
+        index: u32,
+        timestamp: i64,
+    ) -> Self {
         Self { completion, topic, partition, index, timestamp }
     }
 
@@ -187,7 +193,8 @@ mod tests {
         first.send_replace(Some(Ok((40, -1))));
         second.send_replace(Some(Err(ProducerError::Closed)));
         let results = delivery.await;
-        let offsets: Vec<_> = results.iter().map(|r| r.as_ref().ok().map(|m| (m.partition, m.offset))).collect();
+        let offsets: Vec<_> =
+            results.iter().map(|r| r.as_ref().ok().map(|m| (m.partition, m.offset))).collect();
         assert_eq!(offsets, [Some((0, 40)), Some((0, 41)), Some((0, 42)), None, None, None]);
         assert_eq!(results[1].as_ref().map(|m| m.timestamp).ok(), Some(101), "create time kept");
     }
