@@ -7,10 +7,12 @@ use bytes::BufMut;
 pub const MAX_VARINT_LEN: usize = 10;
 
 /// Bytes `v` takes as a zigzag varint.
+#[inline]
 pub fn len(v: i64) -> usize {
     let z = zigzag(v);
     let bits = 64 - (z | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // ceil(bits / 7) for bits in 1..=64, without a division (protobuf's trick).
+    (bits * 9 + 64) / 64
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -90,6 +92,15 @@ mod tests {
             assert_eq!(buf, bytes, "{v}");
             assert_eq!(len(v), bytes.len());
             assert_eq!(get(bytes), Some((v, bytes.len())));
+        }
+    }
+
+    #[test]
+    fn len_is_seven_bits_per_byte_for_every_width() {
+        for bits in 1..=64usize {
+            let z: u64 = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let v = ((z >> 1) as i64) ^ -((z & 1) as i64); // un-zigzag
+            assert_eq!(len(v), bits.div_ceil(7), "{bits} bits");
         }
     }
 
