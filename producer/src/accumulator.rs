@@ -5,7 +5,7 @@
 //! for the sender. Each batch has one completion shared by its records, so
 //! there is no per-record channel or allocation beyond the encoding.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,6 +14,7 @@ use sluice_protocol::batch::{BatchBuilder, Compression, HeaderRef, NO_PRODUCER_I
 use tokio::sync::watch;
 
 use crate::error::ProducerError;
+use crate::fxhash::FxHashMap;
 
 /// A batch's outcome: base offset and log-append time (-1 for create time).
 pub(crate) type BatchResult = Result<(u64, i64), ProducerError>;
@@ -71,13 +72,38 @@ struct PartitionQueue {
     next_sequence: u32,
 }
 
+impl PartitionQueue {
+    /// Closes the open batch: stamps its sequence, moves it to the ready queue.
+    fn close(&mut self, producer_id: u64, key: &PartitionKey) {
+        let Some(open) = self.open.take() else { return };
+        let count = open.builder.record_count();
+        let sequence = self.next_sequence;
+        self.next_sequence = sequence.wrapping_add(count);
+        let bytes = if producer_id == NO_PRODUCER_ID {
+            open.builder.build()
+        } else {
+            open.builder.producer(producer_id, self.epoch, sequence).build()
+        };
+        self.ready.push_back(ReadyBatch {
+            key: key.clone(),
+            bytes,
+            sequence,
+            epoch: self.epoch,
+            created: open.created,
+            attempts: 0,
+            completion: open.completion,
+            reserved: open.reserved,
+        });
+    }
+}
+
 /// Every partition's batches.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
-    queues: HashMap<PartitionKey, PartitionQueue>,
+    queues: FxHashMap<PartitionKey, PartitionQueue>,
     /// The sticky partition of each topic for records without a key, and
     /// the topic's partition count.
-    sticky: HashMap<Arc<str>, (u32, u32)>,
+    sticky: FxHashMap<Arc<str>, (u32, u32)>,
     batch_bytes: usize,
     compression: Compression,
     producer_id: u64,
@@ -114,8 +140,8 @@ pub(crate) struct NewRecord<'a> {
 impl Accumulator {
     pub fn new(batch_bytes: usize, compression: Compression, producer_id: u64) -> Self {
         Self {
-            queues: HashMap::new(),
-            sticky: HashMap::new(),
+            queues: FxHashMap::default(),
+            sticky: FxHashMap::default(),
             batch_bytes,
             compression,
             producer_id,
@@ -143,29 +169,33 @@ impl Accumulator {
         }
     }
 
-    /// Appends a record; returns its completion, its index in the batch, and
-    /// what happened.
-    pub fn append(&mut self, key: &PartitionKey, record: &NewRecord<'_>) -> (Completion, u32, Appended) {
+    /// Appends a record; returns its batch's completion (when `subscribe`
+    /// asks for it, or when the record opened a batch: a caller appending
+    /// many records needs one completion per batch, not per record), its
+    /// index in the batch, and what happened. One map lookup per call.
+    pub fn append(
+        &mut self,
+        key: &PartitionKey,
+        record: &NewRecord<'_>,
+        subscribe: bool,
+    ) -> (Option<Completion>, u32, Appended) {
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
+        let (compression, producer_id) = (self.compression, self.producer_id);
+        if !self.queues.contains_key(key) {
+            self.queues.insert(key.clone(), PartitionQueue::default());
+        }
+        let Some(queue) = self.queues.get_mut(key) else { return (None, 0, Appended::Filling) };
         let mut outcome = Appended::Filling;
-        let full = self
-            .queues
-            .get(key)
-            .and_then(|q| q.open.as_ref())
-            .is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes);
-        if full {
-            self.close(key);
+        if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes) {
+            queue.close(producer_id, key);
             outcome = Appended::Closed;
         }
-        let compression = self.compression;
-        let unfinished = &mut self.unfinished;
-        let queue = self.queues.entry(key.clone()).or_default();
         let open = queue.open.get_or_insert_with(|| {
             if outcome == Appended::Filling {
                 outcome = Appended::Opened;
             }
             let (completion, rx) = watch::channel(None);
-            unfinished.push(rx);
+            self.unfinished.push(rx);
             OpenBatch {
                 builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
                 created: Instant::now(),
@@ -176,10 +206,13 @@ impl Accumulator {
         let index = open.builder.record_count();
         open.builder.append(record.timestamp, record.key, record.value, record.headers);
         open.reserved += record.size;
-        let completion = open.completion.subscribe();
+        let completion = (subscribe || index == 0).then(|| open.completion.subscribe());
         if open.builder.size_in_bytes() >= batch_bytes {
-            self.close(key);
+            queue.close(producer_id, key);
             outcome = Appended::Closed;
+        }
+        if outcome == Appended::Closed {
+            self.batch_closed(key);
         }
         (completion, index, outcome)
     }
@@ -189,26 +222,9 @@ impl Accumulator {
     fn close(&mut self, key: &PartitionKey) {
         self.batch_closed(key);
         let producer_id = self.producer_id;
-        let Some(queue) = self.queues.get_mut(key) else { return };
-        let Some(open) = queue.open.take() else { return };
-        let count = open.builder.record_count();
-        let sequence = queue.next_sequence;
-        queue.next_sequence = sequence.wrapping_add(count);
-        let bytes = if producer_id == NO_PRODUCER_ID {
-            open.builder.build()
-        } else {
-            open.builder.producer(producer_id, queue.epoch, sequence).build()
-        };
-        queue.ready.push_back(ReadyBatch {
-            key: key.clone(),
-            bytes,
-            sequence,
-            epoch: queue.epoch,
-            created: open.created,
-            attempts: 0,
-            completion: open.completion,
-            reserved: open.reserved,
-        });
+        if let Some(queue) = self.queues.get_mut(key) {
+            queue.close(producer_id, key);
+        }
     }
 
     /// Closes batches older than `linger` (every batch when `all`); returns
@@ -287,12 +303,12 @@ mod tests {
         let mut acc = Accumulator::new(1 << 20, Compression::None, NO_PRODUCER_ID);
         let topic: Arc<str> = "t".into();
         let first = acc.sticky_partition(&topic, 3);
-        acc.append(&(Arc::clone(&topic), first), &record(10));
+        acc.append(&(Arc::clone(&topic), first), &record(10), true);
         assert_eq!(acc.sticky_partition(&topic, 3), first, "still filling");
         acc.close_expired(Duration::ZERO, false); // lingered out
         let second = acc.sticky_partition(&topic, 3);
         assert_ne!(second, first);
-        acc.append(&(Arc::clone(&topic), second), &record(10));
+        acc.append(&(Arc::clone(&topic), second), &record(10), true);
         acc.close_expired(Duration::ZERO, true); // flushed
         assert_ne!(acc.sticky_partition(&topic, 3), second);
     }
@@ -302,18 +318,18 @@ mod tests {
         let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
         let key: PartitionKey = ("t".into(), 0);
         for _ in 0..3 {
-            acc.append(&key, &record(10));
-            acc.append(&key, &record(10));
+            acc.append(&key, &record(10), true);
+            acc.append(&key, &record(10), true);
             acc.close_expired(Duration::ZERO, true);
         }
         let ready = acc.take_ready(10, |_| 10);
         assert_eq!(ready.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![0, 2, 4]);
-        acc.append(&key, &record(10));
+        acc.append(&key, &record(10), true);
         acc.close_expired(Duration::ZERO, true);
         let behind = acc.reset_partition(&key);
         assert_eq!(behind.len(), 1, "queued batches fail with the lost one");
         assert_eq!(acc.epoch(&key), 1);
-        acc.append(&key, &record(10));
+        acc.append(&key, &record(10), true);
         acc.close_expired(Duration::ZERO, true);
         let fresh = acc.take_ready(10, |_| 10);
         assert_eq!((fresh[0].sequence, fresh[0].epoch), (0, 1), "a new epoch starts at sequence 0");

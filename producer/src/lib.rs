@@ -33,25 +33,27 @@
 //! `Broker { code: BatchTooLarge }`.
 
 mod accumulator;
+mod batch_send;
+mod delivery;
 mod error;
+mod fxhash;
 mod partitioner;
 mod record;
 mod sender;
 
+pub use delivery::{BatchDelivery, DeliveryFuture};
 pub use error::ProducerError;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
 pub use record::{Record, RecordMetadata, UNKNOWN_OFFSET};
 pub use sluice_protocol::api::Acks;
 pub use sluice_protocol::batch::Compression;
 
-use std::collections::HashMap;
-use std::future::{Future, IntoFuture};
-use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use accumulator::{Accumulator, Appended, Completion, NewRecord};
+use accumulator::{Accumulator, Appended, NewRecord};
+use fxhash::FxHashMap;
 use sluice_protocol::api::MetadataRequest;
 use sluice_protocol::batch::{BatchBuilder, HeaderRef, HEADER_LEN, NO_PRODUCER_ID};
 use sluice_protocol::client::Connection;
@@ -197,7 +199,7 @@ impl ProducerBuilder {
             buffer: Semaphore::new(config.buffer_memory),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            metadata: RwLock::new(HashMap::new()),
+            metadata: RwLock::new(FxHashMap::default()),
             conn: tokio::sync::Mutex::new(Some(conn)),
             config,
         });
@@ -232,7 +234,7 @@ pub(crate) struct Inner {
     /// when a broker refuses a smaller frame.
     max_request_bytes: AtomicUsize,
     /// Topic → what `send` needs to know of it.
-    metadata: RwLock<HashMap<String, TopicInfo>>,
+    metadata: RwLock<FxHashMap<String, TopicInfo>>,
     /// The broker connection; replaced when it fails.
     pub conn: tokio::sync::Mutex<Option<Connection>>,
 }
@@ -293,6 +295,60 @@ impl Inner {
         request.min(topic.max_message_bytes)
     }
 
+    /// Checks a record against every size limit and its partition against
+    /// the topic; returns its reserved size and its batch limit.
+    fn check(
+        &self,
+        record: &Record,
+        info: &TopicInfo,
+        headers: &[HeaderRef<'_>],
+    ) -> Result<(usize, usize), ProducerError> {
+        let size =
+            BatchBuilder::record_size(0, 0, record.key.as_deref(), record.value.as_deref(), headers) + 16;
+        let max = self.config.buffer_memory.min(u32::MAX as usize);
+        if size > max {
+            return Err(ProducerError::RecordTooLarge { size, max });
+        }
+        // Alone in its batch, the record must fit every limit on the way.
+        let batch_limit = self.batch_limit(info);
+        if size + HEADER_LEN > batch_limit {
+            return Err(ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit });
+        }
+        if let Some(p) = record.partition.filter(|p| *p >= info.partitions) {
+            return Err(ProducerError::UnknownPartition {
+                topic: record.topic.to_string(),
+                partition: p,
+                count: info.partitions,
+            });
+        }
+        Ok((size, batch_limit))
+    }
+
+    /// The partition of a checked record (under the accumulator's lock: the
+    /// sticky partition moves as batches close).
+    fn partition_of(&self, acc: &mut Accumulator, record: &Record, info: &TopicInfo) -> u32 {
+        match (record.partition, &record.key, self.config.partitioner) {
+            (Some(p), _, _) => p,
+            (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, info.partitions),
+            _ => acc.sticky_partition(&info.name, info.partitions),
+        }
+    }
+
+    /// What is known of `topic` without a request (the per-record path).
+    fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
+        self.metadata.read().ok().and_then(|m| m.get(topic).cloned())
+    }
+
+    /// Reserves `size` bytes of buffer memory, waiting while it is full.
+    async fn reserve(&self, size: usize) -> Result<(), ProducerError> {
+        let size = u32::try_from(size).unwrap_or(u32::MAX);
+        match self.buffer.try_acquire_many(size) {
+            Ok(permit) => permit.forget(),
+            Err(_) => self.buffer.acquire_many(size).await.map_err(|_| ProducerError::Closed)?.forget(),
+        }
+        Ok(())
+    }
+
     /// Forgets a topic's partition count (refetched on next use).
     pub fn invalidate(&self, topic: &str) {
         if let Ok(mut m) = self.metadata.write() {
@@ -300,8 +356,9 @@ impl Inner {
         }
     }
 
+    /// What is known of `topic`, fetching its metadata when nothing is.
     async fn topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
-        if let Some(found) = self.metadata.read().ok().and_then(|m| m.get(topic).cloned()) {
+        if let Some(found) = self.cached_topic(topic) {
             return Ok(found);
         }
         let conn = self.connection().await?;
@@ -353,33 +410,14 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProducerError::Closed);
         }
-        let info = self.inner.topic(&record.topic).await?;
-        let (topic, partitions) = (Arc::clone(&info.name), info.partitions);
+        let info = match self.inner.cached_topic(&record.topic) {
+            Some(info) => info,
+            None => self.inner.topic(&record.topic).await?,
+        };
         let timestamp = record.timestamp.unwrap_or_else(now_ms);
-        let headers: Vec<HeaderRef<'_>> = record
-            .headers
-            .iter()
-            .map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() })
-            .collect();
-        let size =
-            BatchBuilder::record_size(0, 0, record.key.as_deref(), record.value.as_deref(), &headers) + 16;
-        let max = self.inner.config.buffer_memory.min(u32::MAX as usize);
-        if size > max {
-            return Err(ProducerError::RecordTooLarge { size, max });
-        }
-        // Alone in its batch, the record must fit every limit on the way.
-        let batch_limit = self.inner.batch_limit(&info);
-        if size + HEADER_LEN > batch_limit {
-            return Err(ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit });
-        }
-        if let Some(p) = record.partition.filter(|p| *p >= partitions) {
-            return Err(ProducerError::UnknownPartition {
-                topic: record.topic.to_string(),
-                partition: p,
-                count: partitions,
-            });
-        }
-        self.inner.buffer.acquire_many(size as u32).await.map_err(|_| ProducerError::Closed)?.forget();
+        let headers = header_refs(&record);
+        let (size, batch_limit) = self.inner.check(&record, &info, &headers)?;
+        self.inner.reserve(size).await?;
         let new = NewRecord {
             timestamp,
             key: record.key.as_deref(),
@@ -390,35 +428,20 @@ impl Producer {
         };
         let (completion, index, partition, appended) = {
             let mut acc = self.inner.acc();
-            let partition = match (record.partition, &record.key, self.inner.config.partitioner) {
-                (Some(p), _, _) => p,
-                (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
-                _ => acc.sticky_partition(&topic, partitions),
-            };
-            let (completion, index, appended) = acc.append(&(Arc::clone(&topic), partition), &new);
+            let partition = self.inner.partition_of(&mut acc, &record, &info);
+            let (completion, index, appended) = acc.append(&(Arc::clone(&info.name), partition), &new, true);
             (completion, index, partition, appended)
         };
         if appended != Appended::Filling {
             self.inner.wake.notify_one();
         }
-        Ok(DeliveryFuture { completion, topic, partition, index, timestamp })
+        let completion = completion.ok_or(ProducerError::Closed)?;
+        Ok(DeliveryFuture::new(completion, info.name, partition, index, timestamp))
     }
 
     /// Sends a record and waits for its acknowledgement.
     pub async fn send_and_wait(&self, record: Record) -> Result<RecordMetadata, ProducerError> {
         self.send(record).await?.await
-    }
-
-    /// Enqueues many records in order; their futures, in the same order.
-    pub async fn send_batch(
-        &self,
-        records: impl IntoIterator<Item = Record>,
-    ) -> Result<Vec<DeliveryFuture>, ProducerError> {
-        let mut out = Vec::new();
-        for r in records {
-            out.push(self.send(r).await?);
-        }
-        Ok(out)
     }
 
     /// Sends every buffered batch now and waits until everything sent
@@ -456,37 +479,8 @@ impl Drop for Producer {
     }
 }
 
-/// Resolves when the broker has acknowledged one record (per `acks`).
-#[derive(Debug)]
-pub struct DeliveryFuture {
-    completion: Completion,
-    topic: Arc<str>,
-    partition: u32,
-    index: u32,
-    timestamp: i64,
-}
-
-impl DeliveryFuture {
-    /// The partition the record was assigned to.
-    pub fn partition(&self) -> u32 {
-        self.partition
-    }
-
-    async fn wait(mut self) -> Result<RecordMetadata, ProducerError> {
-        let result =
-            self.completion.wait_for(Option::is_some).await.map_err(|_| ProducerError::Closed)?.clone();
-        let (base, append_time) = result.ok_or(ProducerError::Closed)??;
-        let offset = if base == UNKNOWN_OFFSET { UNKNOWN_OFFSET } else { base + u64::from(self.index) };
-        let timestamp = if append_time >= 0 { append_time } else { self.timestamp };
-        Ok(RecordMetadata { topic: self.topic, partition: self.partition, offset, timestamp })
-    }
-}
-
-impl IntoFuture for DeliveryFuture {
-    type Output = Result<RecordMetadata, ProducerError>;
-    type IntoFuture = Pin<Box<dyn Future<Output = Self::Output> + Send>>;
-
-    fn into_future(self) -> Self::IntoFuture {
-        Box::pin(self.wait())
-    }
+/// The headers of a record as the batch builder takes them (no allocation
+/// for a record without headers).
+fn header_refs(record: &Record) -> Vec<HeaderRef<'_>> {
+    record.headers.iter().map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() }).collect()
 }

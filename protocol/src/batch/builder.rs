@@ -116,13 +116,18 @@ impl BatchBuilder {
         let body = body_len(delta, self.count, key, value, headers);
         let buf = &mut self.buf;
         buf.reserve(body + varint::MAX_VARINT_LEN);
-        varint::put(buf, body as i64);
-        buf.put_u8(0);
-        varint::put(buf, delta);
-        varint::put(buf, i64::from(self.count));
-        put_nullable(buf, key);
-        put_nullable(buf, value);
-        varint::put(buf, headers.len() as i64);
+        // Length, attributes (0, the same byte as varint 0), deltas and the
+        // key's length go out in one copy; then the key, the value with its
+        // length, and the headers.
+        put_varints(buf, &[body as i64, 0, delta, i64::from(self.count), nullable_len_field(key)]);
+        if let Some(key) = key {
+            buf.extend_from_slice(key);
+        }
+        put_varints(buf, &[nullable_len_field(value)]);
+        if let Some(value) = value {
+            buf.extend_from_slice(value);
+        }
+        put_varints(buf, &[headers.len() as i64]);
         for h in headers {
             put_nullable(buf, Some(h.key));
             put_nullable(buf, h.value);
@@ -178,6 +183,21 @@ fn body_len(
         + nullable_len(value)
         + varint::len(headers.len() as i64)
         + headers.iter().map(|h| nullable_len(Some(h.key)) + nullable_len(h.value)).sum::<usize>()
+}
+
+/// The length field of a nullable byte string: -1 for null.
+fn nullable_len_field(v: Option<&[u8]>) -> i64 {
+    v.map_or(-1, |v| v.len() as i64)
+}
+
+/// Appends up to five varints with one copy (encoded on the stack first).
+fn put_varints(buf: &mut BytesMut, values: &[i64]) {
+    let mut scratch = [0u8; 5 * varint::MAX_VARINT_LEN];
+    let mut used = 0;
+    for v in values.iter().take(5) {
+        used = varint::encode_at(&mut scratch, used, *v);
+    }
+    buf.extend_from_slice(&scratch[..used]);
 }
 
 fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {

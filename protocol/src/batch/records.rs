@@ -76,11 +76,14 @@ impl Records {
             timestamp: r.timestamp,
             key: r.key.map(|k| self.share(k)),
             value: r.value.map(|v| self.share(v)),
-            headers: r
-                .headers
-                .clone()
-                .map(|h| OwnedHeader { key: self.share(h.key), value: h.value.map(|v| self.share(v)) })
-                .collect(),
+            headers: if r.headers.left == 0 {
+                Vec::new()
+            } else {
+                r.headers
+                    .clone()
+                    .map(|h| OwnedHeader { key: self.share(h.key), value: h.value.map(|v| self.share(v)) })
+                    .collect()
+            },
         }
     }
 
@@ -269,12 +272,14 @@ impl<'a> Cursor<'a> {
         BatchError::MalformedRecord { record: self.record, position: self.pos, reason }
     }
 
+    #[inline]
     fn u8(&mut self, what: &'static str) -> Result<u8, BatchError> {
         let b = *self.buf.get(self.pos).ok_or_else(|| self.error(what))?;
         self.pos += 1;
         Ok(b)
     }
 
+    #[inline]
     fn varint(&mut self, what: &'static str) -> Result<i64, BatchError> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
         let (v, n) = varint::get(rest).ok_or_else(|| self.error(what))?;
@@ -283,6 +288,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length (-1 = null) and that many bytes.
+    #[inline]
     fn nullable(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint(what)?;
         if len == -1 {

@@ -7,10 +7,12 @@ use bytes::BufMut;
 pub const MAX_VARINT_LEN: usize = 10;
 
 /// Bytes `v` takes as a zigzag varint.
+#[inline]
 pub fn len(v: i64) -> usize {
     let z = zigzag(v);
     let bits = 64 - (z | 1).leading_zeros() as usize;
-    bits.div_ceil(7)
+    // ceil(bits / 7) for bits in 1..=64, without a division (protobuf's trick).
+    (bits * 9 + 64) / 64
 }
 
 fn zigzag(v: i64) -> u64 {
@@ -25,6 +27,23 @@ pub fn put(buf: &mut impl BufMut, v: i64) {
         z >>= 7;
     }
     buf.put_u8(z as u8);
+}
+
+/// Writes `v` as a zigzag varint at `out[pos..]`; returns the position
+/// after it. For encoders that gather several varints before one copy.
+///
+/// # Panics
+/// When fewer than [`len`]`(v)` bytes are left after `pos`.
+#[inline]
+pub fn encode_at(out: &mut [u8], mut pos: usize, v: i64) -> usize {
+    let mut z = zigzag(v);
+    while z >= 0x80 {
+        out[pos] = (z as u8) | 0x80;
+        pos += 1;
+        z >>= 7;
+    }
+    out[pos] = z as u8;
+    pos + 1
 }
 
 /// Reads a zigzag varint from the front of `src`: the value and the bytes it
@@ -77,6 +96,15 @@ mod tests {
     }
 
     #[test]
+    fn len_is_seven_bits_per_byte_for_every_width() {
+        for bits in 1..=64usize {
+            let z: u64 = if bits == 64 { u64::MAX } else { (1u64 << bits) - 1 };
+            let v = ((z >> 1) as i64) ^ -((z & 1) as i64); // un-zigzag
+            assert_eq!(len(v), bits.div_ceil(7), "{bits} bits");
+        }
+    }
+
+    #[test]
     fn extremes_and_malformed() {
         for v in [i64::MIN, i64::MAX] {
             let mut buf = Vec::new();
@@ -98,6 +126,9 @@ mod tests {
             put(&mut buf, v);
             prop_assert_eq!(buf.len(), len(v));
             prop_assert_eq!(get(&buf), Some((v, buf.len())));
+            let mut at = [0u8; 1 + MAX_VARINT_LEN];
+            let end = encode_at(&mut at, 1, v);
+            prop_assert_eq!(&at[1..end], &buf[..], "encode_at writes what put writes");
         }
 
         #[test]

@@ -1,0 +1,99 @@
+//! `Producer::send_batch` against a real broker process: idempotence and
+//! ordering hold when batches are retried across a broker crash.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sluice_producer::{Producer, Record};
+use sluice_tests::{create_topic, read_partition, ProcessBroker, TestBroker};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
+
+async fn values_of(conn: &sluice_protocol::client::Connection, partition: u32) -> Vec<(u64, Bytes)> {
+    let mut out = Vec::new();
+    for b in read_partition(conn, "t", partition, 0).await {
+        for r in b.records().unwrap().to_owned_records().unwrap() {
+            out.push((r.offset, r.value.unwrap()));
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batches_retried_across_a_broker_restart_keep_offsets_order_and_no_duplicates() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    let addr = broker.addr.to_string();
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 2, &[]).await.unwrap();
+    drop(admin);
+    let producer = Producer::builder()
+        .bootstrap(addr.clone())
+        .batch_bytes(4096usize)
+        .retry_backoff(Duration::from_millis(50))
+        .delivery_timeout(Duration::from_secs(60))
+        .build()
+        .await
+        .unwrap();
+    let (calls, per_call) = (100u32, 200u32);
+    let mut deliveries = Vec::new();
+    for call in 0..calls {
+        let records = (0..per_call).map(|i| {
+            let n = call * per_call + i;
+            Record::new("t", format!("{n:08}")).partition(n % 2)
+        });
+        deliveries.push(producer.send_batch(records).await.unwrap());
+        if call == calls / 2 {
+            // Crash mid-stream, then come back on the same address.
+            broker.kill9();
+            broker = ProcessBroker::spawn(SLUICE, dir.path(), &["--listen", &addr]);
+        }
+    }
+    producer.flush().await.unwrap();
+    let mut reported: HashMap<(u32, u64), Bytes> = HashMap::new();
+    for (call, delivery) in deliveries.into_iter().enumerate() {
+        let results = delivery.await;
+        assert_eq!(results.len(), per_call as usize);
+        for (i, r) in results.into_iter().enumerate() {
+            let meta = r.expect("every record acknowledged after retries");
+            let n = call as u32 * per_call + i as u32;
+            assert_eq!(meta.partition, n % 2);
+            let value = Bytes::from(format!("{n:08}"));
+            assert!(reported.insert((meta.partition, meta.offset), value).is_none(), "offset reported twice");
+        }
+    }
+    producer.close().await.unwrap();
+    let conn = broker.connect().await;
+    for p in 0..2 {
+        let log = values_of(&conn, p).await;
+        assert_eq!(log.len(), (calls * per_call / 2) as usize, "partition {p}: none lost, none duplicated");
+        let mut last = None;
+        for (offset, value) in &log {
+            assert_eq!(reported.get(&(p, *offset)), Some(value), "the reported offset holds the record");
+            assert!(last < Some(value.clone()), "partition {p} keeps send order");
+            last = Some(value.clone());
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_batch_too_large_for_the_buffer_is_sent_chunk_by_chunk() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 1, &[]).await.unwrap();
+    let producer = Producer::builder()
+        .bootstrap(broker.addr.to_string())
+        .batch_bytes(1024usize)
+        .buffer_memory(4096usize)
+        .linger(Duration::from_millis(1))
+        .build()
+        .await
+        .unwrap();
+    let records = (0..500u32).map(|i| Record::new("t", format!("{i:08}")));
+    let results = producer.send_batch(records).await.unwrap().await;
+    let offsets: Vec<u64> = results.into_iter().map(|r| r.unwrap().offset).collect();
+    assert_eq!(offsets, (0..500).collect::<Vec<u64>>(), "dense, in order, past the buffer's size");
+    producer.close().await.unwrap();
+}
