@@ -338,3 +338,53 @@ fn wait_ms_retries_a_broker_that_is_down_and_says_so() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// A broker that goes away mid-stream: the CLI says it is retrying on
+/// stderr instead of going silent.
+#[test]
+fn retries_are_shown_on_stderr_when_the_broker_goes_away() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
+    ok(&sluice(&broker, &["topic", "create", "t", "--partitions", "1"], ""));
+    let mut child = Command::new(SLUICE)
+        .args(["--broker", &broker.addr.to_string(), "produce", "t", "--print-offsets"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"first\n").unwrap();
+    stdin.flush().unwrap();
+    // The first record is stored: the producer is connected.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !ok(&sluice(&broker, &["topic", "describe", "t", "--json"], "")).contains("\"log_end_offset\": 1") {
+        assert!(Instant::now() < deadline, "the first record was not stored within 20 s");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    broker.kill9();
+    stdin.write_all(b"second\n").unwrap();
+    stdin.flush().unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut stderr = stderr;
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = stderr.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut seen = Vec::new();
+    while !text(&seen).contains("retrying") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no retry shown on stderr within 20 s: {}", text(&seen));
+        if let Ok(chunk) = rx.recv_timeout(left) {
+            seen.extend(chunk);
+        }
+    }
+    child.kill().unwrap();
+    let _ = child.wait();
+}

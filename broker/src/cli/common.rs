@@ -213,6 +213,23 @@ async fn identify(addr: &str) -> Option<CliError> {
     Some(CliError::NotABroker { addr: addr.to_owned(), how: how.to_owned() })
 }
 
+/// Client commands show the client crates' retries and warnings on
+/// stderr, so a broker that is down or restarting shows up as `retrying`
+/// lines instead of silence (those crates log retries at debug level);
+/// `RUST_LOG` overrides the filter.
+pub fn init_client_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new("warn,sluice_producer=debug,sluice_consumer=debug")
+    });
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .without_time()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
 /// Prints `value` as pretty JSON on stdout.
 ///
 /// # Errors

@@ -195,6 +195,7 @@ pub fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<(), CliError> {
     let top = cli.broker.as_deref().unwrap_or(DEFAULT_BROKER);
     let addr = |c: &ClientOpts| {
+        common::init_client_logging();
         common::set_connect_wait(std::time::Duration::from_millis(c.wait_ms.unwrap_or(0)));
         c.broker.clone().unwrap_or_else(|| top.to_owned())
     };
