@@ -82,15 +82,18 @@ async fn steady_load_does_not_leak_or_slow_down() {
     let every = Duration::from_secs((secs / 10).max(2));
     while started.elapsed() < Duration::from_secs(secs) {
         tokio::time::sleep(every).await;
-        let p99 = {
+        let (p99, p50) = {
             let mut h = window.lock().unwrap();
-            let v = h.value_at_quantile(0.99);
+            let v = (h.value_at_quantile(0.99), h.value_at_quantile(0.5));
             h.reset();
             v
         };
         let sample =
-            (started.elapsed().as_secs(), broker.rss_bytes().unwrap_or(0) >> 20, open_files(pid), p99);
-        eprintln!("soak t={}s rss={} MiB fds={} produce p99={} µs", sample.0, sample.1, sample.2, sample.3);
+            (started.elapsed().as_secs(), broker.rss_bytes().unwrap_or(0) >> 20, open_files(pid), p99, p50);
+        eprintln!(
+            "soak t={}s rss={} MiB fds={} produce p99={} µs p50={} µs",
+            sample.0, sample.1, sample.2, sample.3, sample.4
+        );
         samples.push(sample);
     }
     stop.store(true, Ordering::Relaxed);
@@ -102,10 +105,13 @@ async fn steady_load_does_not_leak_or_slow_down() {
     let (first, last) = (samples[1.min(samples.len() - 1)], *samples.last().unwrap());
     assert!(last.1 <= first.1 * 3 / 2 + 32, "RSS crept: {samples:?}");
     assert!(last.2 <= first.2 + 24, "open files crept: {samples:?}");
-    // A creep is a trend, not one noisy window (the disk's fsync latency
-    // has spikes): compare the medians of the early and late windows.
-    let median = |w: &[(u64, u64, usize, u64)]| {
-        let mut v: Vec<u64> = w.iter().map(|s| s.3).collect();
+    // A creep is a trend, not noisy windows: the disk's fsync latency has
+    // spikes of 100+ ms that decide a 2-second window's p99 (a CI run saw
+    // late-window p99s of 71 and 166 ms with the p50 flat), so compare the
+    // medians of the early and late windows' p50, which a real slowdown
+    // (a leak, a growing scan) moves too.
+    let median = |w: &[(u64, u64, usize, u64, u64)]| {
+        let mut v: Vec<u64> = w.iter().map(|s| s.4).collect();
         v.sort_unstable();
         v[v.len() / 2]
     };
