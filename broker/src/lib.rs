@@ -15,6 +15,7 @@ pub mod errors;
 pub mod fds;
 pub mod groups;
 pub mod handlers;
+pub mod kafka;
 pub mod metrics;
 pub mod partition;
 pub mod server;
