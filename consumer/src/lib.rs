@@ -29,7 +29,7 @@
 mod consumer;
 mod error;
 
-pub use consumer::{AssignmentEvent, Consumer, ConsumerBuilder, ConsumerRecord, OffsetReset};
+pub use consumer::{AssignmentEvent, Consumer, ConsumerBuilder, ConsumerRecord, OffsetReset, Polled};
 pub use error::ConsumerError;
 /// The partition name `assign` and `commit_offsets` take (as do
 /// `(topic, partition)` pairs).

@@ -166,6 +166,7 @@ impl ConsumerBuilder {
             chunks: tokio::sync::Mutex::new(rx),
             wake_fetcher: Notify::new(),
             wake_heartbeat: Notify::new(),
+            revoking: Notify::new(),
             shutdown: CancellationToken::new(),
             events,
         });

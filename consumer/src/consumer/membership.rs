@@ -2,10 +2,13 @@
 //! leaving the group on `close`.
 //!
 //! Each heartbeat reports the partitions this member still owns and gets
-//! back its target assignment. Partitions that left the target are revoked
-//! first (after the auto-commit of what was processed, so the next owner
-//! starts there) and reported as released at once by heartbeating again;
-//! partitions new to the target are then started ([`super::offsets`]). A
+//! back its target assignment. Partitions that left the target are marked
+//! revoking: no longer fetched nor handed out, but still owned until the
+//! application's next `poll` releases them (after it committed what it
+//! processed, or the auto-commit did) and wakes this task to tell the
+//! group. This task never releases a partition itself, except one kept
+//! revoking past the session timeout (the group reassigned it already).
+//! Partitions new to the target are started ([`super::offsets`]). A
 //! broker that no longer knows the member (`UNKNOWN_MEMBER_ID`, e.g. after
 //! a session expiry) makes it rejoin with nothing owned.
 //!
@@ -17,13 +20,13 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse, LEAVE_EPOCH};
 use sluice_protocol::client::ClientError;
 use sluice_protocol::{ErrorCode, TopicPartition, TopicPartitions};
 
-use super::{names, AssignmentEvent, Inner, Progress};
+use super::{names, AssignmentEvent, Inner};
 use crate::error::ConsumerError;
 
 /// The heartbeat interval until the broker names one.
@@ -83,27 +86,31 @@ impl Inner {
         }
     }
 
-    /// Moves to the assignment in `resp`: revokes, then starts the added
-    /// partitions. True when partitions were released (heartbeat again now
-    /// to tell the group).
+    /// Moves to the assignment in `resp`: marks what left it as revoking
+    /// (the application's next `poll` releases it), drops revocations kept
+    /// past the session timeout, then starts the added partitions. True
+    /// when partitions were dropped (heartbeat again now to tell the group).
     async fn follow(&self, resp: GroupHeartbeatResponse) -> bool {
         let target: BTreeSet<TopicPartition> =
             resp.assignment.iter().flat_map(TopicPartitions::split).collect();
-        let (revoked, added) = self.state().follow(resp.member_id, resp.member_epoch, &target);
-        let released = !revoked.is_empty();
-        if released {
-            if self.config.auto_commit {
-                if let Err(e) = self.commit(Progress::Processed, Some(&revoked)).await {
-                    tracing::warn!(error = %e, "commit before revocation failed");
-                }
-            }
-            self.state().revoke(&revoked);
-            let _ = self.events.send(AssignmentEvent::Revoked(names(&revoked)));
+        let now = Instant::now();
+        let (revoked, added, lost) = {
+            let mut state = self.state();
+            let (revoked, added) = state.follow(resp.member_id, resp.member_epoch, &target);
+            state.mark_revoking(&revoked, now);
+            (revoked, added, state.expire_revocations(now, self.config.session_timeout))
+        };
+        if !revoked.is_empty() {
+            self.revoking.notify_one();
+        }
+        if !lost.is_empty() {
+            tracing::warn!(partitions = ?lost, "revoked partitions not released by a poll within the session timeout; lost");
+            let _ = self.events.send(AssignmentEvent::Revoked(names(&lost)));
         }
         if let Err(e) = self.start_partitions(added).await {
             tracing::warn!(error = %e, "could not start assigned partitions");
         }
-        released
+        !lost.is_empty()
     }
 
     /// The group no longer knows this member: every partition is lost
