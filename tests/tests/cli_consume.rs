@@ -204,7 +204,6 @@ async fn a_member_killed_mid_stream_loses_nothing() {
     });
     let mut survivor = Member::start(&broker, &timing);
     eventually("both members to own partitions", || owners(&broker, "g").len() == 2);
-    eventually("the survivor to print its share", || survivor.drain() >= 8_000);
     Command::new("kill").args(["-KILL", &victim.id().to_string()]).status().unwrap();
     victim.wait().unwrap();
     // What it printed before it died (the pipe keeps it).
