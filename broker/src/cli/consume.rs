@@ -106,8 +106,11 @@ impl Output {
             }
             Self::Format(f) => f.write(out, r)?,
             Self::Json => {
-                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r))
-                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r)).map_err(|e| match e.io_error_kind() {
+                    // A closed stdout is an io error (ends quietly), not a usage one.
+                    Some(kind) => CliError::Io(std::io::Error::new(kind, e)),
+                    None => CliError::Usage(e.to_string()),
+                })?;
                 out.write_all(b"\n")?;
             }
         }
