@@ -1,8 +1,7 @@
 //! The `sluice` command line, end to end against a real broker process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 use sluice_tests::{read_partition, run_cli, ProcessBroker};
 

@@ -112,7 +112,9 @@ impl Member {
 }
 
 /// Counts how often each record was printed by `members`.
-fn counts<'a>(members: impl IntoIterator<Item = &'a Vec<Line>>) -> std::collections::BTreeMap<&'a Line, usize> {
+fn counts<'a>(
+    members: impl IntoIterator<Item = &'a Vec<Line>>,
+) -> std::collections::BTreeMap<&'a Line, usize> {
     let mut n = std::collections::BTreeMap::new();
     for line in members.into_iter().flatten() {
         *n.entry(line).or_insert(0) += 1;

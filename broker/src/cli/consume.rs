@@ -106,10 +106,12 @@ impl Output {
             }
             Self::Format(f) => f.write(out, r)?,
             Self::Json => {
-                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r)).map_err(|e| match e.io_error_kind() {
-                    // A closed stdout is an io error (ends quietly), not a usage one.
-                    Some(kind) => CliError::Io(std::io::Error::new(kind, e)),
-                    None => CliError::Usage(e.to_string()),
+                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r)).map_err(|e| {
+                    match e.io_error_kind() {
+                        // A closed stdout is an io error (ends quietly), not a usage one.
+                        Some(kind) => CliError::Io(std::io::Error::new(kind, e)),
+                        None => CliError::Usage(e.to_string()),
+                    }
                 })?;
                 out.write_all(b"\n")?;
             }
@@ -277,7 +279,12 @@ impl Commits {
     /// The group takes `revoked`: commits what was printed, then forgets
     /// them (the consumer releases them at the next poll; printed again
     /// later they start afresh).
-    async fn before_revocation(&mut self, consumer: &Consumer, printed: &mut Printed, revoked: &[(String, u32)]) {
+    async fn before_revocation(
+        &mut self,
+        consumer: &Consumer,
+        printed: &mut Printed,
+        revoked: &[(String, u32)],
+    ) {
         if let Err(e) = self.commit(consumer, printed).await {
             eprintln!("warning: commit before revocation failed: {e}");
         }

@@ -285,7 +285,10 @@ impl State {
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64, only_epoch: Option<u64>) {
         let epoch = self.bump_epoch();
         if let Some(ps) = self.parts.get_mut(tp).filter(|ps| only_epoch.is_none_or(|e| e == ps.epoch)) {
-            *ps = PartitionState { revocation: ps.revocation, ..PartitionState::at(offset, ps.committed, epoch) };
+            *ps = PartitionState {
+                revocation: ps.revocation,
+                ..PartitionState::at(offset, ps.committed, epoch)
+            };
         }
     }
 
@@ -314,7 +317,8 @@ impl State {
                 _ => Taken::Stale,
             },
             Chunk::Records { tp, epoch, mut records } => {
-                let current = |ps: &&mut PartitionState| ps.epoch == epoch && ps.revocation == Revocation::None;
+                let current =
+                    |ps: &&mut PartitionState| ps.epoch == epoch && ps.revocation == Revocation::None;
                 let Some(ps) = self.parts.get_mut(&tp).filter(current) else {
                     return Taken::Stale;
                 };
