@@ -86,7 +86,12 @@ struct Member {
 
 impl Member {
     fn start(broker: &ProcessBroker, extra: &[&str]) -> Self {
-        let mut args = vec!["consume", "t", "--group", "g", "--offset", "beginning", "--print-offsets"];
+        Self::start_in(broker, "g", extra)
+    }
+
+    /// A member of `group`.
+    fn start_in(broker: &ProcessBroker, group: &str, extra: &[&str]) -> Self {
+        let mut args = vec!["consume", "t", "--group", group, "--offset", "beginning", "--print-offsets"];
         args.extend_from_slice(extra);
         let mut child = start(broker, &args);
         let lines = lines_of(&mut child);
@@ -346,4 +351,42 @@ async fn offsets_as_users_say_them_and_clear_errors() {
         assert_eq!(out.status.code(), Some(code), "{args:?}");
         assert!(text(&out.stderr).contains(says), "{args:?}: {}", text(&out.stderr));
     }
+}
+
+/// Sorted lines of a finished command's stdout.
+fn sorted_lines(out: &std::process::Output) -> Vec<String> {
+    ok(out);
+    let mut v: Vec<String> = text(&out.stdout).lines().map(str::to_owned).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_starts_uncommitted_partitions_at_offset_and_follows_added_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = ProcessBroker::spawn(cli_support::SLUICE, dir.path(), &[]);
+    ok(&sluice(&broker, &["topic", "create", "t", "--partitions", "2"], b""));
+    produce_to(&broker, 0, "a", 10);
+    produce_to(&broker, 1, "b", 10);
+
+    // --offset -N with a group: where partitions without a commit start...
+    let once = ["consume", "t", "--group", "g", "--offset", "-3", "--timeout-ms", "1500"];
+    assert_eq!(sorted_lines(&sluice(&broker, &once, b"")), ["a7", "a8", "a9", "b7", "b8", "b9"]);
+    // ...while committed partitions resume where the group stopped.
+    produce_to(&broker, 0, "c", 2);
+    assert_eq!(sorted_lines(&sluice(&broker, &once, b"")), ["c0", "c1"]);
+    let at = ["consume", "t", "--group", "h", "--offset", "8", "--timeout-ms", "1500"];
+    assert_eq!(sorted_lines(&sluice(&broker, &at, b"")), ["a8", "a9", "b8", "b9", "c0", "c1"]);
+
+    // Partitions added while a member runs are assigned to it and read.
+    let mut member = Member::start_in(&broker, "fresh", &[]);
+    eventually("the member to print what is there", || member.drain() >= 22);
+    ok(&sluice(&broker, &["topic", "add-partitions", "t", "--count", "3"], b""));
+    produce_to(&broker, 2, "new", 5);
+    eventually("the new partition's records to be printed", || {
+        member.drain();
+        member.got.iter().filter(|l| l.0 == 2).count() == 5
+    });
+    let got = member.stop();
+    assert_eq!(got.len(), 27, "nothing printed twice: {got:?}");
 }

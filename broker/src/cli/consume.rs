@@ -43,7 +43,7 @@ pub struct ConsumeArgs {
     partition: Vec<u32>,
     /// Where to start: beginning, end, N, -N (the last N of each
     /// partition) or @TIMESTAMP (RFC 3339 or epoch ms). With a group, where
-    /// partitions without a committed offset start (beginning or end).
+    /// partitions without a committed offset start (committed ones resume).
     #[arg(long, allow_hyphen_values = true)]
     offset: Option<OffsetArg>,
     /// Stop once every partition reached the end it had at start (kcat -e).
@@ -140,24 +140,21 @@ async fn plan(broker: &str, args: &ConsumeArgs) -> Result<Vec<PartitionPlan>, Cl
     let conn = connect(broker).await?;
     let tps = offsets::partitions(&conn, &args.topics, &args.partition).await?;
     if subscribes(args) {
-        if !matches!(offset_arg(args), None | Some(OffsetArg::Beginning | OffsetArg::End)) {
-            return Err(CliError::Usage(
-                "with --group, --offset is beginning or end (where uncommitted partitions start); \
-                 add --partition to start elsewhere"
-                    .into(),
-            ));
-        }
         if args.exit_at_end {
             return Err(CliError::Usage("--exit-at-end needs --partition when used with --group".into()));
         }
-        return Ok(Vec::new());
+        // Beginning and end are the consumer's reset policy; other offsets
+        // are planned per partition now (for those without a commit).
+        if matches!(offset_arg(args), None | Some(OffsetArg::Beginning | OffsetArg::End)) {
+            return Ok(Vec::new());
+        }
     }
     offsets::plan(&conn, tps, offset_arg(args).unwrap_or(OffsetArg::End)).await
 }
 
-/// Builds the consumer: subscribed with a group, else assigned `plan`'s
-/// partitions (sought to their starts when an offset was given or there
-/// is no group).
+/// Builds the consumer: subscribed with a group (`plan`'s starts for
+/// partitions without a commit), else assigned `plan`'s partitions (sought
+/// to their starts when an offset was given or there is no group).
 async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Result<Consumer, CliError> {
     let reset = if offset_arg(args) == Some(OffsetArg::Beginning) {
         OffsetReset::Earliest
@@ -174,12 +171,14 @@ async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Resu
         builder = builder.group(g.clone());
     }
     builder = if subscribes(args) {
-        builder.subscribe(args.topics.clone())
+        builder
+            .subscribe(args.topics.clone())
+            .start_offsets(plan.iter().map(|p| ((p.topic.clone(), p.partition), p.start)))
     } else {
         builder.assign(plan.iter().map(|p| (p.topic.clone(), p.partition)))
     };
     let consumer = builder.build().await?;
-    if args.group.is_none() || args.offset.is_some() {
+    if !subscribes(args) && (args.group.is_none() || args.offset.is_some()) {
         for p in plan {
             consumer.seek(&p.topic, p.partition, p.start);
         }
