@@ -6,8 +6,10 @@
 //! revoking: no longer fetched nor handed out, but still owned until the
 //! application's next `poll` releases them (after it committed what it
 //! processed, or the auto-commit did) and wakes this task to tell the
-//! group. This task never releases a partition itself, except one kept
-//! revoking past the session timeout (the group reassigned it already).
+//! group. This task releases a revoked partition itself only when the
+//! application holds nothing of it (every record handed out is committed,
+//! or none was), or when it was kept revoking past the session timeout
+//! (the group reassigned it already; no commit).
 //! Partitions new to the target are started ([`super::offsets`]). A
 //! broker that no longer knows the member (`UNKNOWN_MEMBER_ID`, e.g. after
 //! a session expiry) makes it rejoin with nothing owned.
@@ -26,7 +28,7 @@ use sluice_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse, LEAVE_
 use sluice_protocol::client::ClientError;
 use sluice_protocol::{ErrorCode, TopicPartition, TopicPartitions};
 
-use super::{names, AssignmentEvent, Inner};
+use super::{names, AssignmentEvent, Inner, Progress};
 use crate::error::ConsumerError;
 
 /// The heartbeat interval until the broker names one.
@@ -94,15 +96,16 @@ impl Inner {
         let target: BTreeSet<TopicPartition> =
             resp.assignment.iter().flat_map(TopicPartitions::split).collect();
         let now = Instant::now();
-        let (revoked, added, lost) = {
+        let (revoked, idle, added, lost) = {
             let mut state = self.state();
             let (revoked, added) = state.follow(resp.member_id, resp.member_epoch, &target);
-            state.mark_revoking(&revoked, now);
-            (revoked, added, state.expire_revocations(now, self.config.session_timeout))
+            let idle = state.mark_revoking(&revoked, now);
+            (revoked, idle, added, state.expire_revocations(now, self.config.session_timeout))
         };
-        if !revoked.is_empty() {
+        if revoked.len() > idle.len() {
             self.revoking.notify_one();
         }
+        let released = self.release_idle(&idle).await;
         if !lost.is_empty() {
             tracing::warn!(partitions = ?lost, "revoked partitions not released by a poll within the session timeout; lost");
             let _ = self.events.send(AssignmentEvent::Revoked(names(&lost)));
@@ -110,7 +113,24 @@ impl Inner {
         if let Err(e) = self.start_partitions(added).await {
             tracing::warn!(error = %e, "could not start assigned partitions");
         }
-        !lost.is_empty()
+        released || !lost.is_empty()
+    }
+
+    /// Releases revoked partitions the application holds nothing of (in
+    /// auto-commit mode after committing where they start, when the group
+    /// has no offset for them). True when some were released.
+    async fn release_idle(&self, idle: &[TopicPartition]) -> bool {
+        if idle.is_empty() {
+            return false;
+        }
+        if self.config.auto_commit {
+            if let Err(e) = self.commit(Progress::Delivered, Some(idle)).await {
+                tracing::warn!(error = %e, "commit before revocation failed");
+            }
+        }
+        self.state().revoke(idle);
+        let _ = self.events.send(AssignmentEvent::Revoked(names(idle)));
+        true
     }
 
     /// The group no longer knows this member: every partition is lost

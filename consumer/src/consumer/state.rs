@@ -20,7 +20,9 @@
 //! its chance to commit what it processed (announced first, when it polls
 //! for events). A partition left revoking longer than the session timeout
 //! (the application stopped polling) is dropped without a commit
-//! ([`State::expire_revocations`]): the group has moved it already.
+//! ([`State::expire_revocations`]): the group has moved it already. One
+//! of which the application holds nothing (no record handed out that a
+//! commit does not cover) is released at once, without waiting for a poll.
 //!
 //! Each assignment and seek gives the partition a fresh `epoch`; fetch
 //! results and failures carry the epoch they were fetched at and are
@@ -61,6 +63,9 @@ struct PartitionState {
     failures: u32,
     /// Where its revocation stands.
     revocation: Revocation,
+    /// Records were handed out that no commit covers yet (the application
+    /// may hold them): a revocation then waits for a `poll`.
+    uncommitted: bool,
     /// Not fetched before this after a failure (the backoff).
     retry_at: Option<Instant>,
 }
@@ -77,6 +82,7 @@ impl PartitionState {
             failures: 0,
             retry_at: None,
             revocation: Revocation::None,
+            uncommitted: false,
         }
     }
 }
@@ -222,13 +228,20 @@ impl State {
     }
 
     /// The group took `tps` at `now`: stop fetching and handing them out,
-    /// keep them owned until a `poll` releases them.
-    pub fn mark_revoking(&mut self, tps: &[TopicPartition], now: Instant) {
+    /// keep them owned until a `poll` releases them. Returns those the
+    /// application holds nothing of (every record handed out is committed,
+    /// or none was): they may be released at once, no `poll` needed.
+    pub fn mark_revoking(&mut self, tps: &[TopicPartition], now: Instant) -> Vec<TopicPartition> {
+        let mut idle = Vec::new();
         for tp in tps {
             if let Some(ps) = self.parts.get_mut(tp).filter(|ps| ps.revocation == Revocation::None) {
                 ps.revocation = Revocation::Pending(now);
+                if !ps.uncommitted {
+                    idle.push(tp.clone());
+                }
             }
         }
+        idle
     }
 
     /// Whether any partition waits for a `poll` to release it.
@@ -285,8 +298,10 @@ impl State {
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64, only_epoch: Option<u64>) {
         let epoch = self.bump_epoch();
         if let Some(ps) = self.parts.get_mut(tp).filter(|ps| only_epoch.is_none_or(|e| e == ps.epoch)) {
+            // A seek does not undo a revocation, nor forget records handed out.
             *ps = PartitionState {
                 revocation: ps.revocation,
+                uncommitted: ps.uncommitted,
                 ..PartitionState::at(offset, ps.committed, epoch)
             };
         }
@@ -325,6 +340,7 @@ impl State {
                 records.retain(|r| r.offset >= ps.delivered);
                 if let Some(last) = records.last() {
                     ps.delivered = last.offset + 1;
+                    ps.uncommitted = true;
                 }
                 out.append(&mut records);
                 Taken::Records
@@ -361,6 +377,7 @@ impl State {
     pub fn committed_at(&mut self, tp: &TopicPartition, offset: u64) {
         if let Some(s) = self.parts.get_mut(tp) {
             s.committed = Some(offset);
+            s.uncommitted &= offset != s.delivered;
         }
     }
 
@@ -722,6 +739,21 @@ mod tests {
         assert_eq!(second, Revocations { release: vec![tp(1)], announce: vec![tp(0)] });
         s.revoke(&second.release);
         assert_eq!(s.revocations(true), Revocations { release: vec![tp(0)], announce: vec![] });
+    }
+
+    #[test]
+    fn a_revocation_of_nothing_uncommitted_needs_no_poll() {
+        let mut s = State::default();
+        for p in 0..3 {
+            s.assign(tp(p), 0, None);
+        }
+        deliver(&mut s, 1, 0..4);
+        deliver(&mut s, 2, 0..4);
+        s.committed_at(&tp(2), 4); // everything handed out is committed
+        let now = Instant::now();
+        assert_eq!(s.mark_revoking(&[tp(0), tp(1), tp(2)], now), [tp(0), tp(2)]);
+        s.committed_at(&tp(1), 2); // a commit short of what was handed out
+        assert_eq!(s.revocations(false).release, [tp(0), tp(1), tp(2)], "poll releases all");
     }
 
     #[test]
