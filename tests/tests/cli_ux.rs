@@ -144,6 +144,8 @@ fn a_closed_stdout_ends_quietly_with_status_0() {
         format!("{SLUICE} --broker {addr} topic describe t | head -1"),
         format!("{SLUICE} --broker {addr} topic describe t --json | head -0"),
         format!("{SLUICE} --broker {addr} consume t --from-beginning --max-messages 2000 | head -1"),
+        format!("{SLUICE} --broker {addr} consume t --from-beginning -e --json | head -1"),
+        format!("{SLUICE} --broker {addr} consume t --from-beginning -e --format '%s\\n' | head -1"),
     ] {
         let out =
             Command::new("bash").args(["-c", &format!("set -o pipefail; {pipeline}")]).output().unwrap();
