@@ -28,7 +28,12 @@ fn inputs() -> Vec<Input> {
         (BASE_TS + 5, None, Some(v), vec![]),
         (BASE_TS + 3, Some(b"key-2".to_vec()), None, vec![("trace", Some(b"abc".to_vec()))]),
         (BASE_TS + 1000, Some(vec![]), Some(vec![]), vec![]),
-        (BASE_TS + 7, Some(b"key-4".to_vec()), Some(v4), vec![("a", Some(vec![])), ("b", Some(vec![b'x'; 40]))]),
+        (
+            BASE_TS + 7,
+            Some(b"key-4".to_vec()),
+            Some(v4),
+            vec![("a", Some(vec![])), ("b", Some(vec![b'x'; 40]))],
+        ),
     ]
 }
 
@@ -74,7 +79,8 @@ fn check(batch: &RecordBatch, codec: Compression, what: &str) {
         assert_eq!(got.timestamp, ts, "{what} record {i}");
         assert_eq!(got.key.as_deref(), key.as_deref(), "{what} record {i}");
         assert_eq!(got.value.as_deref(), value.as_deref(), "{what} record {i}");
-        let got_headers: Vec<_> = got.headers.iter().map(|h| (h.key.to_vec(), h.value.as_ref().map(|v| v.to_vec()))).collect();
+        let got_headers: Vec<_> =
+            got.headers.iter().map(|h| (h.key.to_vec(), h.value.as_ref().map(|v| v.to_vec()))).collect();
         let want: Vec<_> = headers.into_iter().map(|(k, v)| (k.as_bytes().to_vec(), v)).collect();
         assert_eq!(got_headers, want, "{what} record {i}");
     }

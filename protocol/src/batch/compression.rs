@@ -122,7 +122,12 @@ fn check_size(size: usize, max: usize) -> Result<(), BatchError> {
 
 /// Reads `r` to its end into a buffer that never grows past `max + 1`
 /// bytes; more than `max` is refused.
-fn read_bounded(mut r: impl Read, input_len: usize, max: usize, invalid: &'static str) -> Result<Vec<u8>, BatchError> {
+fn read_bounded(
+    mut r: impl Read,
+    input_len: usize,
+    max: usize,
+    invalid: &'static str,
+) -> Result<Vec<u8>, BatchError> {
     let limit = max.saturating_add(1);
     let mut buf = vec![0u8; input_len.saturating_mul(4).max(256).min(limit)];
     let mut filled = 0;
@@ -149,7 +154,9 @@ fn read_bounded(mut r: impl Read, input_len: usize, max: usize, invalid: &'stati
 fn snappy_xerial(records: &[u8]) -> Vec<u8> {
     let chunks = records.len().div_ceil(XERIAL_BLOCK);
     let mut out = Vec::with_capacity(
-        XERIAL_HEADER_LEN + chunks * 4 + snap::raw::max_compress_len(XERIAL_BLOCK.min(records.len())) * chunks,
+        XERIAL_HEADER_LEN
+            + chunks * 4
+            + snap::raw::max_compress_len(XERIAL_BLOCK.min(records.len())) * chunks,
     );
     out.extend_from_slice(XERIAL_MAGIC);
     out.extend_from_slice(&1i32.to_be_bytes()); // version
@@ -176,7 +183,9 @@ fn unsnappy(data: &[u8], max: usize) -> Result<Vec<u8>, BatchError> {
     rest = rest.get(8..).ok_or(BatchError::Decompress("xerial snappy header cut short"))?;
     let mut out = Vec::new();
     while !rest.is_empty() {
-        let (len, tail) = rest.split_first_chunk::<4>().ok_or(BatchError::Decompress("xerial snappy chunk length cut short"))?;
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or(BatchError::Decompress("xerial snappy chunk length cut short"))?;
         let len = u32::from_be_bytes(*len) as usize;
         let block = tail.get(..len).ok_or(BatchError::Decompress("xerial snappy chunk cut short"))?;
         unsnappy_block(block, &mut out, max)?;
@@ -246,7 +255,10 @@ mod tests {
         let big = vec![0u8; 4 << 20];
         for c in ALL {
             assert!(
-                matches!(c.decompress(&c.compress(&big), 1 << 20), Err(BatchError::DecompressedTooLarge { .. })),
+                matches!(
+                    c.decompress(&c.compress(&big), 1 << 20),
+                    Err(BatchError::DecompressedTooLarge { .. })
+                ),
                 "{c:?}"
             );
         }

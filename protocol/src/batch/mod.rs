@@ -344,6 +344,13 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
     crc32c::crc32c(&batch[ATTRIBUTES_POS.min(batch.len())..])
 }
 
+/// The batch CRC (CRC-32C) continued over `bytes`: a batch's CRC streamed
+/// in pieces is `crc_append(crc_append(0, first), second)`, for readers that
+/// do not hold the batch in one slice (`sluice verify`).
+pub fn crc_append(crc: u32, bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, bytes)
+}
+
 /// A whole batch, length-checked, over shared bytes.
 #[derive(Debug, Clone)]
 pub struct RecordBatch {
@@ -422,7 +429,9 @@ impl RecordBatch {
             return Err(BatchError::Unsupported("control batches come from brokers, not producers"));
         }
         if self.header.is_transactional() {
-            return Err(BatchError::Unsupported("transactional batches: Sluice does not support transactions yet"));
+            return Err(BatchError::Unsupported(
+                "transactional batches: Sluice does not support transactions yet",
+            ));
         }
         Ok(())
     }

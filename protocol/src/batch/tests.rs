@@ -328,3 +328,11 @@ proptest! {
         let _ = RecordBatch::new(bad.freeze()).map(|b| b.validate(1 << 20));
     }
 }
+
+#[test]
+fn crc_streams_in_pieces() {
+    let bytes = sample_batch();
+    let (a, b) = bytes[ATTRIBUTES_POS..].split_at(10);
+    assert_eq!(crc_append(crc_append(0, a), b), compute_crc(&bytes));
+    assert_eq!(compute_crc(&bytes), RecordBatch::new(bytes).unwrap().header().crc);
+}
