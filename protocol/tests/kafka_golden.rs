@@ -3,6 +3,7 @@
 //! `tests/data/` with the script that made them (`make_golden.py`). Our
 //! decoder must read every field of every one, and our builder, given the
 //! same inputs, must write the uncompressed one byte for byte.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use bytes::{Bytes, BytesMut};
 use sluice_protocol::batch::{
