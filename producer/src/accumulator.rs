@@ -4,33 +4,44 @@
 //! gets its idempotence sequence, and waits in the partition's ready queue
 //! for the sender. Each batch has one completion shared by its records, so
 //! there is no per-record channel or allocation beyond the encoding.
+//!
+//! Per-record work is kept to the append itself: the partition last
+//! appended to is remembered (no map probe while it repeats, the common
+//! case with sticky partitioning), a record without a timestamp takes its
+//! batch's (the clock is read once per batch, so a create time is at most
+//! the batch's age, bounded by `linger`, earlier than the send), and buffer
+//! memory is taken from a per-producer credit refilled in chunks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sluice_protocol::batch::{increment_sequence, BatchBuilder, Compression, HeaderRef, NO_PRODUCER_ID};
-use tokio::sync::watch;
 
-use crate::error::ProducerError;
+use crate::completion::{Completer, Completion};
 use crate::fxhash::FxHashMap;
+use crate::TopicInfo;
 
-/// A batch's outcome: base offset and log-append time (-1 for create time).
-pub(crate) type BatchResult = Result<(u64, i64), ProducerError>;
-
-/// Shared by a batch's records; set once.
-pub(crate) type Completion = watch::Receiver<Option<BatchResult>>;
+pub(crate) use crate::completion::BatchResult;
 
 /// A partition of a topic.
 pub(crate) type PartitionKey = (Arc<str>, u32);
+
+/// The wall clock in ms since the epoch.
+fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
 
 /// A batch being filled.
 #[derive(Debug)]
 struct OpenBatch {
     builder: BatchBuilder,
     created: Instant,
-    completion: watch::Sender<Option<BatchResult>>,
+    /// The wall clock when it opened: the timestamp of its records that
+    /// have none of their own.
+    created_ms: i64,
+    completion: Completer,
     reserved: usize,
 }
 
@@ -50,7 +61,7 @@ pub(crate) struct ReadyBatch {
     /// Sends so far.
     pub attempts: u32,
     /// Completes the records' delivery futures.
-    pub completion: watch::Sender<Option<BatchResult>>,
+    pub completion: Completer,
     /// Buffer memory to release when done.
     pub reserved: usize,
 }
@@ -58,12 +69,13 @@ pub(crate) struct ReadyBatch {
 impl ReadyBatch {
     /// Completes every record of the batch.
     pub fn complete(&self, result: BatchResult) {
-        self.completion.send_replace(Some(result));
+        self.completion.complete(result);
     }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct PartitionQueue {
+    key: PartitionKey,
     open: Option<OpenBatch>,
     ready: VecDeque<ReadyBatch>,
     /// Producer epoch of this partition: bumped after a permanent failure so
@@ -74,8 +86,12 @@ struct PartitionQueue {
 }
 
 impl PartitionQueue {
+    fn new(key: PartitionKey) -> Self {
+        Self { key, open: None, ready: VecDeque::new(), epoch: 0, next_sequence: 0 }
+    }
+
     /// Closes the open batch: stamps its sequence, moves it to the ready queue.
-    fn close(&mut self, producer_id: i64, key: &PartitionKey) {
+    fn close(&mut self, producer_id: i64) {
         let Some(open) = self.open.take() else { return };
         let count = open.builder.record_count();
         let sequence = self.next_sequence;
@@ -86,7 +102,7 @@ impl PartitionQueue {
             open.builder.producer(producer_id, self.epoch, sequence).build()
         };
         self.ready.push_back(ReadyBatch {
-            key: key.clone(),
+            key: self.key.clone(),
             bytes,
             sequence,
             epoch: self.epoch,
@@ -101,7 +117,12 @@ impl PartitionQueue {
 /// Every partition's batches.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
-    queues: FxHashMap<PartitionKey, PartitionQueue>,
+    /// Every partition's queue, in the order first used (never removed).
+    queues: Vec<PartitionQueue>,
+    /// Partition → its index in `queues`.
+    index: FxHashMap<PartitionKey, usize>,
+    /// The queue appended to last: skips the map probe while it repeats.
+    last: Option<usize>,
     /// The sticky partition of each topic for records without a key, and
     /// the topic's partition count.
     sticky: FxHashMap<Arc<str>, (u32, u32)>,
@@ -111,6 +132,14 @@ pub(crate) struct Accumulator {
     /// Completions of batches created and not yet known to be finished
     /// (what `flush` waits for).
     unfinished: Vec<Completion>,
+    /// Buffer memory taken from the producer's semaphore and not yet given
+    /// to a record.
+    credit: usize,
+    /// Topic → what `send` needs to know of it (kept under this lock: one
+    /// lock per record for the lookup and the append).
+    topics: FxHashMap<Arc<str>, TopicInfo>,
+    /// The topic looked up last: skips the map probe while it repeats.
+    last_topic: Option<TopicInfo>,
 }
 
 /// What an append did, for waking the sender.
@@ -127,10 +156,13 @@ pub(crate) enum Appended {
 /// A record to append, borrowed from the caller.
 #[derive(Debug)]
 pub(crate) struct NewRecord<'a> {
-    pub timestamp: i64,
+    /// `None`: its batch's timestamp.
+    pub timestamp: Option<i64>,
     pub key: Option<&'a [u8]>,
     pub value: Option<&'a [u8]>,
     pub headers: &'a [HeaderRef<'a>],
+    /// `BatchBuilder::fixed_len` of the record.
+    pub fixed: usize,
     /// Encoded size, reserved from buffer memory by the caller.
     pub size: usize,
     /// The largest batch its topic and the broker accept (at least
@@ -138,21 +170,84 @@ pub(crate) struct NewRecord<'a> {
     pub batch_limit: usize,
 }
 
+/// Where an append put a record.
+#[derive(Debug)]
+pub(crate) struct Placed {
+    /// Its batch's completion: when asked for, or when the record opened
+    /// the batch (a caller appending many records needs one per batch).
+    pub completion: Option<Completion>,
+    /// Its index in the batch.
+    pub index: u32,
+    /// Its timestamp.
+    pub timestamp: i64,
+    /// What happened to the batch.
+    pub appended: Appended,
+}
+
 impl Accumulator {
     pub fn new(batch_bytes: usize, compression: Compression, producer_id: i64) -> Self {
         Self {
-            queues: FxHashMap::default(),
+            queues: Vec::new(),
+            index: FxHashMap::default(),
+            last: None,
             sticky: FxHashMap::default(),
             batch_bytes,
             compression,
             producer_id,
             unfinished: Vec::new(),
+            credit: 0,
+            topics: FxHashMap::default(),
+            last_topic: None,
         }
+    }
+
+    /// What is known of `topic`.
+    pub fn topic(&mut self, topic: &str) -> Option<&TopicInfo> {
+        if !self.last_topic.as_ref().is_some_and(|t| *t.name == *topic) {
+            self.last_topic = Some(self.topics.get(topic)?.clone());
+        }
+        self.last_topic.as_ref()
+    }
+
+    /// Notes what is known of a topic.
+    pub fn learn_topic(&mut self, info: TopicInfo) {
+        self.last_topic = None;
+        self.topics.insert(Arc::clone(&info.name), info);
+    }
+
+    /// Forgets a topic (its metadata is fetched again on next use).
+    pub fn forget_topic(&mut self, topic: &str) {
+        self.last_topic = None;
+        self.topics.remove(topic);
+    }
+
+    /// The topics known.
+    pub fn known_topics(&self) -> Vec<Arc<str>> {
+        self.topics.keys().cloned().collect()
+    }
+
+    /// Takes `size` bytes of buffer credit; false when there is not enough.
+    pub fn take_credit(&mut self, size: usize) -> bool {
+        match self.credit.checked_sub(size) {
+            Some(left) => {
+                self.credit = left;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Adds buffer memory reserved from the semaphore to the credit.
+    pub fn add_credit(&mut self, bytes: usize) {
+        self.credit += bytes;
     }
 
     /// The sticky partition of `topic` among `partitions`.
     pub fn sticky_partition(&mut self, topic: &Arc<str>, partitions: u32) -> u32 {
-        let (p, count) = self.sticky.entry(Arc::clone(topic)).or_insert((0, partitions));
+        let (p, count) = match self.sticky.get_mut(&**topic) {
+            Some(found) => found,
+            None => self.sticky.entry(Arc::clone(topic)).or_insert((0, partitions)),
+        };
         *count = partitions.max(1);
         if *p >= *count {
             *p = 0;
@@ -170,78 +265,87 @@ impl Accumulator {
         }
     }
 
-    /// Appends a record; returns its batch's completion (when `subscribe`
-    /// asks for it, or when the record opened a batch: a caller appending
-    /// many records needs one completion per batch, not per record), its
-    /// index in the batch, and what happened. One map lookup per call.
-    pub fn append(
-        &mut self,
-        key: &PartitionKey,
-        record: &NewRecord<'_>,
-        subscribe: bool,
-    ) -> (Option<Completion>, u32, Appended) {
+    /// The queue of `topic`/`partition`, created on first use.
+    fn queue_of(&mut self, topic: &Arc<str>, partition: u32) -> usize {
+        if let Some(i) = self.last {
+            let (t, p) = &self.queues[i].key;
+            if *p == partition && (Arc::ptr_eq(t, topic) || **t == **topic) {
+                return i;
+            }
+        }
+        let key = (Arc::clone(topic), partition);
+        let i = match self.index.get(&key) {
+            Some(&i) => i,
+            None => {
+                self.queues.push(PartitionQueue::new(key.clone()));
+                self.index.insert(key, self.queues.len() - 1);
+                self.queues.len() - 1
+            }
+        };
+        self.last = Some(i);
+        i
+    }
+
+    /// Appends a record to `topic`/`partition`.
+    pub fn append(&mut self, topic: &Arc<str>, partition: u32, record: &NewRecord<'_>, subscribe: bool) -> Placed {
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let (compression, producer_id) = (self.compression, self.producer_id);
-        if !self.queues.contains_key(key) {
-            self.queues.insert(key.clone(), PartitionQueue::default());
-        }
-        let Some(queue) = self.queues.get_mut(key) else { return (None, 0, Appended::Filling) };
-        let mut outcome = Appended::Filling;
+        let q = self.queue_of(topic, partition);
+        let queue = &mut self.queues[q];
+        let mut appended = Appended::Filling;
         if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes) {
-            queue.close(producer_id, key);
-            outcome = Appended::Closed;
+            queue.close(producer_id);
+            appended = Appended::Closed;
         }
         let open = queue.open.get_or_insert_with(|| {
-            if outcome == Appended::Filling {
-                outcome = Appended::Opened;
+            if appended == Appended::Filling {
+                appended = Appended::Opened;
             }
-            let (completion, rx) = watch::channel(None);
-            self.unfinished.push(rx);
+            let completion = Completer::new(Arc::clone(topic), partition);
+            self.unfinished.push(Arc::clone(completion.completion()));
             OpenBatch {
                 builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
                 created: Instant::now(),
+                created_ms: now_ms(),
                 completion,
                 reserved: 0,
             }
         });
         let index = open.builder.record_count();
-        open.builder.append(record.timestamp, record.key, record.value, record.headers);
+        let timestamp = record.timestamp.unwrap_or(open.created_ms);
+        open.builder.append_fixed(timestamp, record.key, record.value, record.headers, record.fixed);
         open.reserved += record.size;
-        let completion = (subscribe || index == 0).then(|| open.completion.subscribe());
+        let completion = (subscribe || index == 0).then(|| Arc::clone(open.completion.completion()));
         if open.builder.size_in_bytes() >= batch_bytes {
-            queue.close(producer_id, key);
-            outcome = Appended::Closed;
+            queue.close(producer_id);
+            appended = Appended::Closed;
         }
-        if outcome == Appended::Closed {
-            self.batch_closed(key);
+        if appended == Appended::Closed {
+            let key = (Arc::clone(topic), partition);
+            self.batch_closed(&key);
         }
-        (completion, index, outcome)
+        Placed { completion, index, timestamp, appended }
     }
 
-    /// Closes the open batch of `key`: stamps its sequence, moves it to the
-    /// ready queue.
-    fn close(&mut self, key: &PartitionKey) {
-        self.batch_closed(key);
-        let producer_id = self.producer_id;
-        if let Some(queue) = self.queues.get_mut(key) {
-            queue.close(producer_id, key);
-        }
+    /// Closes the open batch of queue `q`: stamps its sequence, moves it to
+    /// the ready queue.
+    fn close(&mut self, q: usize) {
+        let key = self.queues[q].key.clone();
+        self.batch_closed(&key);
+        self.queues[q].close(self.producer_id);
     }
 
     /// Closes batches older than `linger` (every batch when `all`); returns
     /// when the next open batch's linger runs out.
     pub fn close_expired(&mut self, linger: Duration, all: bool) -> Option<Instant> {
         let now = Instant::now();
-        let expired: Vec<PartitionKey> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.open.as_ref().is_some_and(|o| all || now.duration_since(o.created) >= linger))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for key in &expired {
-            self.close(key);
+        for q in 0..self.queues.len() {
+            let expired = self.queues[q].open.as_ref().is_some_and(|o| all || now.duration_since(o.created) >= linger);
+            if expired {
+                self.close(q);
+            }
         }
-        self.queues.values().filter_map(|q| q.open.as_ref()).map(|o| o.created + linger).min()
+        self.queues.iter().filter_map(|q| q.open.as_ref()).map(|o| o.created + linger).min()
     }
 
     /// Takes up to `max` ready batches of partitions that `may_send` allows,
@@ -252,8 +356,11 @@ impl Accumulator {
         mut may_send: impl FnMut(&PartitionKey) -> usize,
     ) -> Vec<ReadyBatch> {
         let mut out = Vec::new();
-        for (key, queue) in &mut self.queues {
-            let allowed = may_send(key).min(max.saturating_sub(out.len()));
+        for queue in &mut self.queues {
+            if queue.ready.is_empty() {
+                continue;
+            }
+            let allowed = may_send(&queue.key).min(max.saturating_sub(out.len()));
             for _ in 0..allowed {
                 match queue.ready.pop_front() {
                     Some(b) => out.push(b),
@@ -264,11 +371,16 @@ impl Accumulator {
         out
     }
 
+    fn queue(&self, key: &PartitionKey) -> Option<&PartitionQueue> {
+        self.index.get(key).map(|&i| &self.queues[i])
+    }
+
     /// After a permanent failure in `key`: takes its waiting batches (they
     /// fail too: order cannot be kept past a lost batch) and starts a new
     /// epoch so later batches begin at sequence 0.
     pub fn reset_partition(&mut self, key: &PartitionKey) -> Vec<ReadyBatch> {
-        let Some(queue) = self.queues.get_mut(key) else { return Vec::new() };
+        let Some(&i) = self.index.get(key) else { return Vec::new() };
+        let queue = &mut self.queues[i];
         // Epochs stay non-negative (Kafka's rule): past i16::MAX, back to 0.
         queue.epoch = if queue.epoch == i16::MAX { 0 } else { queue.epoch + 1 };
         queue.next_sequence = 0;
@@ -277,18 +389,18 @@ impl Accumulator {
 
     /// The current producer epoch of `key`.
     pub fn epoch(&self, key: &PartitionKey) -> i16 {
-        self.queues.get(key).map_or(0, |q| q.epoch)
+        self.queue(key).map_or(0, |q| q.epoch)
     }
 
     /// Completions of unfinished batches (finished ones are dropped).
     pub fn unfinished(&mut self) -> Vec<Completion> {
-        self.unfinished.retain(|c| c.borrow().is_none());
+        self.unfinished.retain(|c| !c.is_finished());
         self.unfinished.clone()
     }
 
     /// Whether any batch is open or waiting.
     pub fn is_empty(&self) -> bool {
-        self.queues.values().all(|q| q.open.is_none() && q.ready.is_empty())
+        self.queues.iter().all(|q| q.open.is_none() && q.ready.is_empty())
     }
 }
 
@@ -297,7 +409,8 @@ mod tests {
     use super::*;
 
     fn record(size: usize) -> NewRecord<'static> {
-        NewRecord { timestamp: 0, key: None, value: Some(b"v"), headers: &[], size, batch_limit: usize::MAX }
+        let fixed = BatchBuilder::fixed_len(None, Some(b"v"), &[]);
+        NewRecord { timestamp: Some(0), key: None, value: Some(b"v"), headers: &[], fixed, size, batch_limit: usize::MAX }
     }
 
     #[test]
@@ -305,12 +418,12 @@ mod tests {
         let mut acc = Accumulator::new(1 << 20, Compression::None, NO_PRODUCER_ID);
         let topic: Arc<str> = "t".into();
         let first = acc.sticky_partition(&topic, 3);
-        acc.append(&(Arc::clone(&topic), first), &record(10), true);
+        acc.append(&topic, first, &record(10), true);
         assert_eq!(acc.sticky_partition(&topic, 3), first, "still filling");
         acc.close_expired(Duration::ZERO, false); // lingered out
         let second = acc.sticky_partition(&topic, 3);
         assert_ne!(second, first);
-        acc.append(&(Arc::clone(&topic), second), &record(10), true);
+        acc.append(&topic, second, &record(10), true);
         acc.close_expired(Duration::ZERO, true); // flushed
         assert_ne!(acc.sticky_partition(&topic, 3), second);
     }
@@ -320,18 +433,18 @@ mod tests {
         let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
         let key: PartitionKey = ("t".into(), 0);
         for _ in 0..3 {
-            acc.append(&key, &record(10), true);
-            acc.append(&key, &record(10), true);
+            acc.append(&key.0, key.1, &record(10), true);
+            acc.append(&key.0, key.1, &record(10), true);
             acc.close_expired(Duration::ZERO, true);
         }
         let ready = acc.take_ready(10, |_| 10);
         assert_eq!(ready.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![0, 2, 4]);
-        acc.append(&key, &record(10), true);
+        acc.append(&key.0, key.1, &record(10), true);
         acc.close_expired(Duration::ZERO, true);
         let behind = acc.reset_partition(&key);
         assert_eq!(behind.len(), 1, "queued batches fail with the lost one");
         assert_eq!(acc.epoch(&key), 1);
-        acc.append(&key, &record(10), true);
+        acc.append(&key.0, key.1, &record(10), true);
         acc.close_expired(Duration::ZERO, true);
         let fresh = acc.take_ready(10, |_| 10);
         assert_eq!((fresh[0].sequence, fresh[0].epoch), (0, 1), "a new epoch starts at sequence 0");
@@ -341,12 +454,12 @@ mod tests {
     fn sequences_wrap_from_i32_max_to_0_as_in_kafka() {
         let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
         let key: PartitionKey = ("t".into(), 0);
-        acc.append(&key, &record(10), true);
-        acc.queues.get_mut(&key).unwrap().next_sequence = i32::MAX - 1;
+        acc.append(&key.0, key.1, &record(10), true);
+        acc.queues[acc.index[&key]].next_sequence = i32::MAX - 1;
         for _ in 0..2 {
-            acc.append(&key, &record(10), true);
-            acc.append(&key, &record(10), true);
-            acc.append(&key, &record(10), true);
+            acc.append(&key.0, key.1, &record(10), true);
+            acc.append(&key.0, key.1, &record(10), true);
+            acc.append(&key.0, key.1, &record(10), true);
             acc.close_expired(Duration::ZERO, true);
         }
         let ready = acc.take_ready(10, |_| 10);

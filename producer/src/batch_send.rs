@@ -4,22 +4,13 @@
 //! appended in order under one accumulator lock per chunk of buffer
 //! memory (the chunk's memory reserved at once, so backpressure is kept:
 //! a call larger than `buffer_memory` waits chunk by chunk), with one
-//! clock read per call and one completion per batch the records land in.
+//! clock read and one completion per batch the records land in.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
 
 use crate::accumulator::{Appended, NewRecord};
 use crate::delivery::BatchDelivery;
-use crate::{header_refs, now_ms, Inner, Producer, ProducerError, Record, TopicInfo};
-
-/// A checked record: its reserved size, batch limit and topic.
-#[derive(Debug, Clone, Copy)]
-struct Checked {
-    size: usize,
-    batch_limit: usize,
-    topic: usize,
-}
+use crate::{header_refs, Checked, Inner, Producer, ProducerError, Record, TopicInfo};
 
 impl Producer {
     /// Enqueues many records in order (as `send` would, one after the
@@ -40,7 +31,7 @@ impl Producer {
         }
         let records: Vec<Record> = records.into_iter().collect();
         let mut topics: Vec<TopicInfo> = Vec::new();
-        let mut checked = Vec::with_capacity(records.len());
+        let mut checked: Vec<(Checked, usize)> = Vec::with_capacity(records.len());
         for record in &records {
             let topic = match topics.iter().rposition(|t| *t.name == *record.topic) {
                 Some(i) => i,
@@ -49,11 +40,9 @@ impl Producer {
                     topics.len() - 1
                 }
             };
-            let (size, batch_limit) = self.inner.check(record, &topics[topic], &header_refs(record))?;
-            checked.push(Checked { size, batch_limit, topic });
+            checked.push((self.inner.check(record, &topics[topic], &header_refs(record))?, topic));
         }
         let mut out = Appending {
-            now: now_ms(),
             topics,
             checked,
             current: Vec::new(),
@@ -63,9 +52,9 @@ impl Producer {
         let mut start = 0;
         while start < records.len() {
             let mut end = start + 1;
-            let mut bytes = out.checked[start].size;
-            while end < records.len() && bytes + out.checked[end].size <= chunk_max {
-                bytes += out.checked[end].size;
+            let mut bytes = out.checked[start].0.size;
+            while end < records.len() && bytes + out.checked[end].0.size <= chunk_max {
+                bytes += out.checked[end].0.size;
                 end += 1;
             }
             self.inner.reserve(bytes).await?;
@@ -81,12 +70,10 @@ impl Producer {
 /// A `send_batch` call's state while its records are appended.
 #[derive(Debug)]
 struct Appending {
-    /// The clock, read once per call.
-    now: i64,
     /// The topics the records name.
     topics: Vec<TopicInfo>,
-    /// Per record, from the checks.
-    checked: Vec<Checked>,
+    /// Per record, from the checks, and its topic's index in `topics`.
+    checked: Vec<(Checked, usize)>,
     /// (topic, partition) → the delivery segment of its current batch.
     current: Vec<(usize, u32, u32)>,
     /// What the call returns.
@@ -99,36 +86,35 @@ impl Appending {
     fn append(&mut self, inner: &Inner, records: &[Record], first: usize) -> Result<bool, ProducerError> {
         let mut acc = inner.acc();
         let mut wake = false;
-        for (record, c) in records.iter().zip(&self.checked[first..]) {
-            let info = &self.topics[c.topic];
+        for (record, &(c, topic)) in records.iter().zip(&self.checked[first..]) {
+            let info = &self.topics[topic];
             let headers = header_refs(record);
-            let timestamp = record.timestamp.unwrap_or(self.now);
             let new = NewRecord {
-                timestamp,
+                timestamp: record.timestamp,
                 key: record.key.as_deref(),
                 value: record.value.as_deref(),
                 headers: &headers,
+                fixed: c.fixed,
                 size: c.size,
                 batch_limit: c.batch_limit,
             };
-            let partition = inner.partition_of(&mut acc, record, info);
-            let at = self.current.iter().position(|&(t, p, _)| t == c.topic && p == partition);
-            let key = (Arc::clone(&info.name), partition);
-            let (completion, index, appended) = acc.append(&key, &new, at.is_none());
-            wake |= appended != Appended::Filling;
-            let segment = match (completion, at) {
+            let partition = inner.partition_of(&mut acc, record, info.partitions);
+            let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
+            let placed = acc.append(&info.name, partition, &new, at.is_none());
+            wake |= placed.appended != Appended::Filling;
+            let segment = match (placed.completion, at) {
                 (Some(completion), at) => {
-                    let s = self.delivery.open_segment(completion, key.0, partition);
+                    let s = self.delivery.open_segment(completion);
                     match at {
                         Some(i) => self.current[i].2 = s,
-                        None => self.current.push((c.topic, partition, s)),
+                        None => self.current.push((topic, partition, s)),
                     }
                     s
                 }
                 (None, Some(i)) => self.current[i].2,
                 (None, None) => return Err(ProducerError::Closed),
             };
-            self.delivery.push(segment, index, timestamp);
+            self.delivery.push(segment, placed.index, placed.timestamp);
         }
         Ok(wake)
     }

@@ -1,14 +1,14 @@
 //! What `send` and `send_batch` hand back: futures that resolve when the
 //! broker acknowledged records. A batch's records share one completion
-//! (a `watch` set once by the sender); each record reads it with its index
-//! in the batch, so reporting a delivery costs no channel, lock or
+//! (set once by the sender); each record holds one `Arc` of it and its
+//! index in the batch, so reporting a delivery costs no channel, lock or
 //! allocation per record.
 
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 use std::sync::Arc;
 
-use crate::accumulator::{BatchResult, Completion};
+use crate::completion::{BatchResult, Completion};
 use crate::error::ProducerError;
 use crate::record::{RecordMetadata, UNKNOWN_OFFSET};
 
@@ -16,8 +16,6 @@ use crate::record::{RecordMetadata, UNKNOWN_OFFSET};
 #[derive(Debug)]
 pub struct DeliveryFuture {
     completion: Completion,
-    topic: Arc<str>,
-    partition: u32,
     index: u32,
     timestamp: i64,
 }
@@ -36,30 +34,19 @@ fn metadata(
     Ok(RecordMetadata { topic: Arc::clone(topic), partition, offset, timestamp })
 }
 
-/// Waits until the batch behind `completion` is finished.
-async fn finished(completion: &mut Completion) -> Result<Option<BatchResult>, ProducerError> {
-    Ok(completion.wait_for(Option::is_some).await.map_err(|_| ProducerError::Closed)?.clone())
-}
-
 impl DeliveryFuture {
-    pub(crate) fn new(
-        completion: Completion,
-        topic: Arc<str>,
-        partition: u32,
-        index: u32,
-        timestamp: i64,
-    ) -> Self {
-        Self { completion, topic, partition, index, timestamp }
+    pub(crate) fn new(completion: Completion, index: u32, timestamp: i64) -> Self {
+        Self { completion, index, timestamp }
     }
 
     /// The partition the record was assigned to.
     pub fn partition(&self) -> u32 {
-        self.partition
+        self.completion.partition
     }
 
-    async fn wait(mut self) -> Result<RecordMetadata, ProducerError> {
-        let result = finished(&mut self.completion).await?;
-        metadata(result.as_ref(), &self.topic, self.partition, self.index, self.timestamp)
+    async fn wait(self) -> Result<RecordMetadata, ProducerError> {
+        let c = &self.completion;
+        metadata(Some(c.finished().await), &c.topic, c.partition, self.index, self.timestamp)
     }
 }
 
@@ -70,14 +57,6 @@ impl IntoFuture for DeliveryFuture {
     fn into_future(self) -> Self::IntoFuture {
         Box::pin(self.wait())
     }
-}
-
-/// One batch that records of a `send_batch` call went into.
-#[derive(Debug)]
-struct Segment {
-    completion: Completion,
-    topic: Arc<str>,
-    partition: u32,
 }
 
 /// Where one record of a `send_batch` call went.
@@ -93,7 +72,7 @@ struct Slot {
 /// Iterating it instead gives one [`DeliveryFuture`] per record.
 #[derive(Debug, Default)]
 pub struct BatchDelivery {
-    segments: Vec<Segment>,
+    segments: Vec<Completion>,
     slots: Vec<Slot>,
 }
 
@@ -103,8 +82,8 @@ impl BatchDelivery {
     }
 
     /// Starts a new batch segment; returns its number.
-    pub(crate) fn open_segment(&mut self, completion: Completion, topic: Arc<str>, partition: u32) -> u32 {
-        self.segments.push(Segment { completion, topic, partition });
+    pub(crate) fn open_segment(&mut self, completion: Completion) -> u32 {
+        self.segments.push(completion);
         (self.segments.len() - 1) as u32
     }
 
@@ -123,17 +102,15 @@ impl BatchDelivery {
         self.slots.is_empty()
     }
 
-    async fn wait(mut self) -> Vec<Result<RecordMetadata, ProducerError>> {
-        let mut results = Vec::with_capacity(self.segments.len());
-        for s in &mut self.segments {
-            results.push(finished(&mut s.completion).await.ok().flatten());
+    async fn wait(self) -> Vec<Result<RecordMetadata, ProducerError>> {
+        for s in &self.segments {
+            s.finished().await;
         }
         self.slots
             .iter()
             .map(|slot| {
                 let s = &self.segments[slot.segment as usize];
-                let result = results[slot.segment as usize].as_ref();
-                metadata(result, &s.topic, s.partition, slot.index, slot.timestamp)
+                metadata(s.result(), &s.topic, s.partition, slot.index, slot.timestamp)
             })
             .collect()
     }
@@ -157,14 +134,7 @@ impl IntoIterator for BatchDelivery {
             .slots
             .iter()
             .map(|slot| {
-                let s = &self.segments[slot.segment as usize];
-                DeliveryFuture::new(
-                    s.completion.clone(),
-                    Arc::clone(&s.topic),
-                    s.partition,
-                    slot.index,
-                    slot.timestamp,
-                )
+                DeliveryFuture::new(Arc::clone(&self.segments[slot.segment as usize]), slot.index, slot.timestamp)
             })
             .collect();
         futures.into_iter()
@@ -174,11 +144,11 @@ impl IntoIterator for BatchDelivery {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::sync::watch;
+    use crate::completion::Completer;
 
-    fn batch(delivery: &mut BatchDelivery, partition: u32) -> watch::Sender<Option<BatchResult>> {
-        let (tx, rx) = watch::channel(None);
-        let seg = delivery.open_segment(rx, "t".into(), partition);
+    fn batch(delivery: &mut BatchDelivery, partition: u32) -> Completer {
+        let tx = Completer::new("t".into(), partition);
+        let seg = delivery.open_segment(Arc::clone(tx.completion()));
         for index in 0..3 {
             delivery.push(seg, index, 100 + i64::from(index));
         }
@@ -190,8 +160,8 @@ mod tests {
         let mut delivery = BatchDelivery::default();
         let first = batch(&mut delivery, 0);
         let second = batch(&mut delivery, 1);
-        first.send_replace(Some(Ok((40, -1))));
-        second.send_replace(Some(Err(ProducerError::Closed)));
+        first.complete(Ok((40, -1)));
+        second.complete(Err(ProducerError::Closed));
         let results = delivery.await;
         let offsets: Vec<_> =
             results.iter().map(|r| r.as_ref().ok().map(|m| (m.partition, m.offset))).collect();
@@ -203,9 +173,9 @@ mod tests {
     async fn iterating_gives_per_record_futures_over_the_same_completion() {
         let mut delivery = BatchDelivery::default();
         let tx = batch(&mut delivery, 2);
-        assert_eq!(tx.receiver_count(), 1, "one completion for the batch, not one per record");
+        assert_eq!(Arc::strong_count(tx.completion()), 2, "one completion for the batch, not one per record");
         let futures: Vec<_> = delivery.into_iter().collect();
-        tx.send_replace(Some(Ok((7, 555))));
+        tx.complete(Ok((7, 555)));
         let mut offsets = Vec::new();
         for f in futures {
             let m = f.await.unwrap();

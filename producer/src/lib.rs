@@ -34,6 +34,7 @@
 
 mod accumulator;
 mod batch_send;
+mod completion;
 mod delivery;
 mod error;
 mod fxhash;
@@ -49,11 +50,10 @@ pub use sluice_protocol::api::Acks;
 pub use sluice_protocol::batch::Compression;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use accumulator::{Accumulator, Appended, NewRecord};
-use fxhash::FxHashMap;
+use accumulator::{Accumulator, Appended, NewRecord, Placed};
 use sluice_protocol::api::MetadataRequest;
 use sluice_protocol::batch::{BatchBuilder, HeaderRef, HEADER_LEN, NO_PRODUCER_ID};
 use sluice_protocol::client::Connection;
@@ -101,6 +101,11 @@ pub struct ProducerConfig {
     pub idempotent: bool,
     /// How partitions are chosen.
     pub partitioner: Partitioner,
+    /// How often the metadata of the topics in use is fetched again, so a
+    /// running producer sees partitions added to them (Kafka's
+    /// `metadata.max.age.ms`). Errors that metadata can explain (unknown
+    /// topic or partition, batch too large) refetch it at once as well.
+    pub metadata_max_age: Duration,
 }
 
 impl Default for ProducerConfig {
@@ -123,6 +128,7 @@ impl Default for ProducerConfig {
             buffer_memory: 64 << 20,
             idempotent: true,
             partitioner: Partitioner::Murmur2,
+            metadata_max_age: Duration::from_secs(60),
         }
     }
 }
@@ -177,6 +183,8 @@ setters! {
     idempotent: bool,
     /// Partitioner (default murmur2 of the key, sticky for null keys).
     partitioner: Partitioner,
+    /// Metadata refresh interval of the topics in use (default 60 s).
+    metadata_max_age: Duration,
 }
 
 impl ProducerBuilder {
@@ -199,11 +207,11 @@ impl ProducerBuilder {
             buffer: Semaphore::new(config.buffer_memory),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            metadata: RwLock::new(FxHashMap::default()),
             conn: tokio::sync::Mutex::new(Some(conn)),
             config,
         });
         let sender = tokio::spawn(sender::run(Arc::clone(&inner)));
+        tokio::spawn(refresh_metadata(Arc::downgrade(&inner)));
         Ok(Producer { inner, sender: Mutex::new(Some(sender)) })
     }
 }
@@ -216,8 +224,27 @@ fn random_producer_id() -> i64 {
     (h.finish() >> 1) as i64 // non-negative: never NO_PRODUCER_ID (-1)
 }
 
-fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+/// Fetches the metadata of the topics in use every `metadata_max_age`
+/// until the producer is closed or dropped.
+async fn refresh_metadata(inner: Weak<Inner>) {
+    let Some(every) = inner.upgrade().map(|i| i.config.metadata_max_age.max(Duration::from_millis(10))) else {
+        return;
+    };
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.closed.load(Ordering::Acquire) {
+            return;
+        }
+        let topics = inner.acc().known_topics();
+        for topic in topics {
+            if let Err(e) = inner.fetch_topic(&topic).await {
+                tracing::debug!(topic = %topic, error = %e, "metadata refresh failed");
+            }
+        }
+    }
 }
 
 /// State shared by the producer handle and its sender task.
@@ -233,21 +260,45 @@ pub(crate) struct Inner {
     /// The largest request the broker takes: `max_request_bytes`, lowered
     /// when a broker refuses a smaller frame.
     max_request_bytes: AtomicUsize,
-    /// Topic → what `send` needs to know of it.
-    metadata: RwLock<FxHashMap<String, TopicInfo>>,
     /// The broker connection; replaced when it fails.
     pub conn: tokio::sync::Mutex<Option<Connection>>,
 }
 
 /// What the producer knows of a topic.
 #[derive(Debug, Clone)]
-struct TopicInfo {
+pub(crate) struct TopicInfo {
     /// The interned name.
-    name: Arc<str>,
+    pub name: Arc<str>,
     /// Partition count.
-    partitions: u32,
+    pub partitions: u32,
     /// Largest batch the topic accepts (its `max_message_bytes`).
-    max_message_bytes: usize,
+    pub max_message_bytes: usize,
+}
+
+/// A record's sizes and limits, from [`Inner::check`].
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Checked {
+    /// `BatchBuilder::fixed_len` of the record.
+    pub fixed: usize,
+    /// Buffer memory it takes (an upper bound of its encoded size).
+    pub size: usize,
+    /// The largest batch it may go into.
+    pub batch_limit: usize,
+}
+
+/// Buffer memory taken from the semaphore at once (at most a sixteenth of
+/// `buffer_memory`), so most records reserve theirs without touching it.
+const CREDIT_CHUNK: usize = 64 * 1024;
+
+/// What [`Inner::try_append`] did.
+#[derive(Debug)]
+enum Append {
+    /// Appended.
+    Done(Placed),
+    /// The topic's metadata is needed first.
+    NeedTopic,
+    /// Buffer credit for this many bytes is needed first.
+    NeedCredit(usize),
 }
 
 /// Bytes of a produce request besides its batch and names (request
@@ -296,15 +347,16 @@ impl Inner {
     }
 
     /// Checks a record against every size limit and its partition against
-    /// the topic; returns its reserved size and its batch limit.
+    /// the topic; returns its sizes and its batch limit.
     fn check(
         &self,
         record: &Record,
         info: &TopicInfo,
         headers: &[HeaderRef<'_>],
-    ) -> Result<(usize, usize), ProducerError> {
-        let size =
-            BatchBuilder::record_size(0, 0, record.key.as_deref(), record.value.as_deref(), headers) + 16;
+    ) -> Result<Checked, ProducerError> {
+        let fixed = BatchBuilder::fixed_len(record.key.as_deref(), record.value.as_deref(), headers);
+        // Both deltas (10 bytes at most each) and the length prefix (5).
+        let size = fixed + 25;
         let max = self.config.buffer_memory.min(u32::MAX as usize);
         if size > max {
             return Err(ProducerError::RecordTooLarge { size, max });
@@ -321,22 +373,64 @@ impl Inner {
                 count: info.partitions,
             });
         }
-        Ok((size, batch_limit))
+        Ok(Checked { fixed, size, batch_limit })
     }
 
     /// The partition of a checked record (under the accumulator's lock: the
     /// sticky partition moves as batches close).
-    fn partition_of(&self, acc: &mut Accumulator, record: &Record, info: &TopicInfo) -> u32 {
+    fn partition_of(&self, acc: &mut Accumulator, record: &Record, partitions: u32) -> u32 {
         match (record.partition, &record.key, self.config.partitioner) {
             (Some(p), _, _) => p,
-            (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, info.partitions),
-            _ => acc.sticky_partition(&info.name, info.partitions),
+            (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
+            _ => acc.sticky_partition(&record.topic, partitions),
         }
     }
 
-    /// What is known of `topic` without a request (the per-record path).
+    /// What is known of `topic` without a request.
     fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
-        self.metadata.read().ok().and_then(|m| m.get(topic).cloned())
+        self.acc().topic(topic).cloned()
+    }
+
+    /// Buffer memory for `size` bytes of records into the accumulator's
+    /// credit: a whole chunk when the semaphore has it, else `size`
+    /// (waiting while the buffer is full).
+    async fn refill_credit(&self, size: usize) -> Result<(), ProducerError> {
+        let chunk = CREDIT_CHUNK.min(self.config.buffer_memory / 16).max(size);
+        let took = match u32::try_from(chunk).ok().and_then(|c| self.buffer.try_acquire_many(c).ok()) {
+            Some(permit) => {
+                permit.forget();
+                chunk
+            }
+            None => {
+                self.reserve(size).await?;
+                size
+            }
+        };
+        self.acc().add_credit(took);
+        Ok(())
+    }
+
+    /// Appends `record` under one accumulator lock if its topic is known
+    /// and buffer credit is left; otherwise says what is missing.
+    fn try_append(&self, record: &Record, headers: &[HeaderRef<'_>]) -> Result<Append, ProducerError> {
+        let mut acc = self.acc();
+        let Some(info) = acc.topic(&record.topic) else { return Ok(Append::NeedTopic) };
+        let checked = self.check(record, info, headers)?;
+        let partitions = info.partitions;
+        if !acc.take_credit(checked.size) {
+            return Ok(Append::NeedCredit(checked.size));
+        }
+        let partition = self.partition_of(&mut acc, record, partitions);
+        let new = NewRecord {
+            timestamp: record.timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers,
+            fixed: checked.fixed,
+            size: checked.size,
+            batch_limit: checked.batch_limit,
+        };
+        Ok(Append::Done(acc.append(&record.topic, partition, &new, true)))
     }
 
     /// Reserves `size` bytes of buffer memory, waiting while it is full.
@@ -351,9 +445,7 @@ impl Inner {
 
     /// Forgets a topic's partition count (refetched on next use).
     pub fn invalidate(&self, topic: &str) {
-        if let Ok(mut m) = self.metadata.write() {
-            m.remove(topic);
-        }
+        self.acc().forget_topic(topic);
     }
 
     /// What is known of `topic`, fetching its metadata when nothing is.
@@ -361,6 +453,11 @@ impl Inner {
         if let Some(found) = self.cached_topic(topic) {
             return Ok(found);
         }
+        self.fetch_topic(topic).await
+    }
+
+    /// Fetches the metadata of `topic` and remembers it.
+    async fn fetch_topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
         let conn = self.connection().await?;
         let meta = conn.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
         let t = meta
@@ -377,9 +474,7 @@ impl Inner {
             .unwrap_or(usize::MAX);
         let found =
             TopicInfo { name: Arc::from(topic), partitions: t.partitions.len() as u32, max_message_bytes };
-        if let Ok(mut m) = self.metadata.write() {
-            m.insert(topic.to_owned(), found.clone());
-        }
+        self.acc().learn_topic(found.clone());
         Ok(found)
     }
 }
@@ -410,33 +505,25 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProducerError::Closed);
         }
-        let info = match self.inner.cached_topic(&record.topic) {
-            Some(info) => info,
-            None => self.inner.topic(&record.topic).await?,
-        };
-        let timestamp = record.timestamp.unwrap_or_else(now_ms);
         let headers = header_refs(&record);
-        let (size, batch_limit) = self.inner.check(&record, &info, &headers)?;
-        self.inner.reserve(size).await?;
-        let new = NewRecord {
-            timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers: &headers,
-            size,
-            batch_limit,
-        };
-        let (completion, index, partition, appended) = {
-            let mut acc = self.inner.acc();
-            let partition = self.inner.partition_of(&mut acc, &record, &info);
-            let (completion, index, appended) = acc.append(&(Arc::clone(&info.name), partition), &new, true);
-            (completion, index, partition, appended)
-        };
-        if appended != Appended::Filling {
-            self.inner.wake.notify_one();
+        loop {
+            // The common case: topic known, buffer credit left; one lock.
+            let need = match self.inner.try_append(&record, &headers)? {
+                Append::Done(placed) => {
+                    if placed.appended != Appended::Filling {
+                        self.inner.wake.notify_one();
+                    }
+                    let completion = placed.completion.ok_or(ProducerError::Closed)?;
+                    return Ok(DeliveryFuture::new(completion, placed.index, placed.timestamp));
+                }
+                Append::NeedTopic => {
+                    self.inner.topic(&record.topic).await?;
+                    continue;
+                }
+                Append::NeedCredit(size) => size,
+            };
+            self.inner.refill_credit(need).await?;
         }
-        let completion = completion.ok_or(ProducerError::Closed)?;
-        Ok(DeliveryFuture::new(completion, info.name, partition, index, timestamp))
     }
 
     /// Sends a record and waits for its acknowledgement.
@@ -453,8 +540,10 @@ impl Producer {
             acc.unfinished()
         };
         self.inner.wake.notify_one();
-        for mut c in pending {
-            c.wait_for(Option::is_some).await.map_err(|_| ProducerError::Closed)?;
+        for c in pending {
+            if let Err(ProducerError::Closed) = c.finished().await {
+                return Err(ProducerError::Closed);
+            }
         }
         Ok(())
     }

@@ -100,6 +100,16 @@ impl BatchBuilder {
         varint::len(body as i64) + body
     }
 
+    /// Bytes of a record's body besides its two deltas (attributes, key,
+    /// value, headers): what [`append_fixed`](Self::append_fixed) takes, so
+    /// a caller that sized the record already does not size it twice.
+    pub fn fixed_len(key: Option<&[u8]>, value: Option<&[u8]>, headers: &[HeaderRef<'_>]) -> usize {
+        1 + nullable_len(key)
+            + nullable_len(value)
+            + varint::len(headers.len() as i64)
+            + headers.iter().map(|h| nullable_len(Some(h.key)) + nullable_len(h.value)).sum::<usize>()
+    }
+
     /// Appends a record.
     pub fn append(
         &mut self,
@@ -108,12 +118,25 @@ impl BatchBuilder {
         value: Option<&[u8]>,
         headers: &[HeaderRef<'_>],
     ) {
+        self.append_fixed(timestamp, key, value, headers, Self::fixed_len(key, value, headers));
+    }
+
+    /// Appends a record whose [`fixed_len`](Self::fixed_len) is `fixed`.
+    pub fn append_fixed(
+        &mut self,
+        timestamp: i64,
+        key: Option<&[u8]>,
+        value: Option<&[u8]>,
+        headers: &[HeaderRef<'_>],
+        fixed: usize,
+    ) {
         if self.count == 0 {
             self.first_timestamp = timestamp;
         }
         self.max_timestamp = self.max_timestamp.max(timestamp);
         let delta = timestamp.wrapping_sub(self.first_timestamp);
-        let body = body_len(delta, self.count, key, value, headers);
+        let body = fixed + varint::len(delta) + varint::len(i64::from(self.count));
+        debug_assert_eq!(body, body_len(delta, self.count, key, value, headers));
         let buf = &mut self.buf;
         buf.reserve(body + varint::MAX_VARINT_LEN);
         // Length, attributes (0, the same byte as varint 0), deltas and the
@@ -180,12 +203,9 @@ fn body_len(
     value: Option<&[u8]>,
     headers: &[HeaderRef<'_>],
 ) -> usize {
-    1 + varint::len(timestamp_delta)
+    varint::len(timestamp_delta)
         + varint::len(i64::from(offset_delta))
-        + nullable_len(key)
-        + nullable_len(value)
-        + varint::len(headers.len() as i64)
-        + headers.iter().map(|h| nullable_len(Some(h.key)) + nullable_len(h.value)).sum::<usize>()
+        + BatchBuilder::fixed_len(key, value, headers)
 }
 
 /// The length field of a nullable byte string: -1 for null.

@@ -90,6 +90,9 @@ pub struct Args {
     /// Producer batch size (bytes).
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
+    /// Records per `send_batch` call (0: one `send` per record).
+    #[arg(long, default_value_t = 0)]
+    pub send_batch: u64,
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,

@@ -86,6 +86,8 @@ pub struct SendPlan {
     /// `SAMPLE_EVERY`th record after the warmup.
     pub ack_latency: Option<Arc<Mutex<Histogram<u64>>>>,
     pub progress: Option<Progress>,
+    /// Records per `send_batch` call (0: `send` per record).
+    pub send_batch: u64,
 }
 
 impl SendPlan {
@@ -103,6 +105,7 @@ impl SendPlan {
             stamp,
             ack_latency: None,
             progress: None,
+            send_batch: args.send_batch,
         }
     }
 }
@@ -110,6 +113,9 @@ impl SendPlan {
 /// One producer's send loop; returns how many records it sent and when
 /// the last of them was acknowledged (per `--acks`).
 pub async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
+    if plan.send_batch > 0 {
+        return send_batch_loop(producer, plan).await;
+    }
     let payload = Bytes::from(vec![b'x'; plan.message_size]);
     let mut sent = 0u64;
     let started = Instant::now();
@@ -120,16 +126,9 @@ pub async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u6
                 tokio::time::sleep(wait).await;
             }
         }
-        let value = if plan.stamp {
-            let mut value = vec![b'x'; plan.message_size.max(8)];
-            value[..8].copy_from_slice(&(plan.base.elapsed().as_nanos() as u64).to_be_bytes());
-            Bytes::from(value)
-        } else {
-            payload.clone()
-        };
         let record = Record {
             partition: Some((sent % u64::from(plan.partitions)) as u32),
-            ..Record::new(Arc::clone(&plan.topic), value)
+            ..Record::new(Arc::clone(&plan.topic), value(&plan, &payload))
         };
         let delivery = producer.send(record).await?;
         match &plan.ack_latency {
@@ -146,6 +145,59 @@ pub async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u6
         sent += 1;
         if let Some(progress) = &plan.progress {
             progress.add(1);
+        }
+    }
+    producer.flush().await?;
+    let done = Instant::now();
+    producer.close().await?;
+    Ok((sent, done))
+}
+
+/// The value of the next record: the shared payload, or (e2e) a fresh one
+/// stamped with its send time.
+fn value(plan: &SendPlan, payload: &Bytes) -> Bytes {
+    if plan.stamp {
+        let mut value = vec![b'x'; plan.message_size.max(8)];
+        value[..8].copy_from_slice(&(plan.base.elapsed().as_nanos() as u64).to_be_bytes());
+        Bytes::from(value)
+    } else {
+        payload.clone()
+    }
+}
+
+/// `send_loop` with `--send-batch N`: `send_batch` calls of N records,
+/// the rate cap and latency sampling applied per call.
+async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
+    let payload = Bytes::from(vec![b'x'; plan.message_size]);
+    let (mut sent, started) = (0u64, Instant::now());
+    while sent < plan.per_producer && Instant::now() < plan.deadline {
+        if plan.per_producer_rate > 0 {
+            let due = Duration::from_secs_f64(sent as f64 / plan.per_producer_rate as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        let n = plan.send_batch.min(plan.per_producer - sent);
+        let records = (sent..sent + n).map(|i| Record {
+            partition: Some((i % u64::from(plan.partitions)) as u32),
+            ..Record::new(Arc::clone(&plan.topic), value(&plan, &payload))
+        });
+        let delivery = producer.send_batch(records).await?;
+        let sampled = (sent..sent + n).any(|i| i % SAMPLE_EVERY == 0);
+        match &plan.ack_latency {
+            Some(histogram) if sampled && plan.base.elapsed() >= plan.warmup => {
+                let (at, histogram) = (Instant::now(), Arc::clone(histogram));
+                tokio::spawn(async move {
+                    if delivery.await.iter().all(Result::is_ok) {
+                        let _ = histogram.lock().map(|mut h| h.record(at.elapsed().as_micros() as u64));
+                    }
+                });
+            }
+            _ => drop(delivery),
+        }
+        sent += n;
+        if let Some(progress) = &plan.progress {
+            progress.add(n);
         }
     }
     producer.flush().await?;

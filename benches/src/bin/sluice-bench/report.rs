@@ -117,6 +117,7 @@ pub struct Parameters {
     processes: usize,
     producers: usize,
     rate: u64,
+    send_batch: u64,
     warmup_s: u64,
 }
 
@@ -137,6 +138,7 @@ impl Parameters {
             processes: args.processes.max(1),
             producers: args.producers,
             rate: args.rate,
+            send_batch: args.send_batch,
             warmup_s: args.warmup,
         }
     }
@@ -273,6 +275,7 @@ mod tests {
                 processes: 1,
                 producers: 1,
                 rate: 0,
+                send_batch: 0,
                 warmup_s: 0,
             },
             produced: Some(1),
