@@ -102,6 +102,16 @@ impl BatchDelivery {
         self.slots.is_empty()
     }
 
+    /// Waits for every batch the records went into: `Ok` when all were
+    /// acknowledged, else the first failed batch's error (no per-record
+    /// results are built).
+    pub async fn acknowledged(self) -> Result<(), ProducerError> {
+        for s in &self.segments {
+            s.finished().await.clone()?;
+        }
+        Ok(())
+    }
+
     async fn wait(self) -> Vec<Result<RecordMetadata, ProducerError>> {
         for s in &self.segments {
             s.finished().await;

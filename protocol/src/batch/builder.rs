@@ -140,17 +140,24 @@ impl BatchBuilder {
         let buf = &mut self.buf;
         buf.reserve(body + varint::MAX_VARINT_LEN);
         // Length, attributes (0, the same byte as varint 0), deltas and the
-        // key's length go out in one copy; then the key, the value with its
-        // length, and the headers.
-        put_varints(buf, &[body as i64, 0, delta, i64::from(self.count), nullable_len_field(key)]);
+        // key's length go out in one copy (with the value's length too when
+        // there is no key); then the key, the value, and the headers.
+        let (count, key_len) = (i64::from(self.count), nullable_len_field(key));
         if let Some(key) = key {
+            put_varints(buf, [body as i64, 0, delta, count, key_len]);
             buf.extend_from_slice(key);
+            put_varints(buf, [nullable_len_field(value)]);
+        } else {
+            put_varints(buf, [body as i64, 0, delta, count, key_len, nullable_len_field(value)]);
         }
-        put_varints(buf, &[nullable_len_field(value)]);
         if let Some(value) = value {
             buf.extend_from_slice(value);
         }
-        put_varints(buf, &[headers.len() as i64]);
+        if headers.len() < 64 {
+            buf.put_u8((headers.len() as u8) << 1); // a one-byte varint
+        } else {
+            varint::put(buf, headers.len() as i64);
+        }
         for h in headers {
             put_nullable(buf, Some(h.key));
             put_nullable(buf, h.value);
@@ -213,12 +220,13 @@ fn nullable_len_field(v: Option<&[u8]>) -> i64 {
     v.map_or(-1, |v| v.len() as i64)
 }
 
-/// Appends up to five varints with one copy (encoded on the stack first).
-fn put_varints(buf: &mut BytesMut, values: &[i64]) {
-    let mut scratch = [0u8; 5 * varint::MAX_VARINT_LEN];
+/// Appends up to six varints with one copy (encoded on the stack first).
+#[inline]
+fn put_varints<const N: usize>(buf: &mut BytesMut, values: [i64; N]) {
+    let mut scratch = [0u8; 6 * varint::MAX_VARINT_LEN];
     let mut used = 0;
-    for v in values.iter().take(5) {
-        used = varint::encode_at(&mut scratch, used, *v);
+    for v in values {
+        used = varint::encode_at(&mut scratch, used, v);
     }
     buf.extend_from_slice(&scratch[..used]);
 }

@@ -37,6 +37,15 @@ pub fn put(buf: &mut impl BufMut, v: i64) {
 #[inline]
 pub fn encode_at(out: &mut [u8], mut pos: usize, v: i64) -> usize {
     let mut z = zigzag(v);
+    // Fast paths: record fields are mostly one or two bytes.
+    if z < 0x80 {
+        out[pos] = z as u8;
+        return pos + 1;
+    }
+    if z < 0x4000 {
+        out[pos..pos + 2].copy_from_slice(&[(z as u8) | 0x80, (z >> 7) as u8]);
+        return pos + 2;
+    }
     while z >= 0x80 {
         out[pos] = (z as u8) | 0x80;
         pos += 1;

@@ -188,7 +188,7 @@ async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(
             Some(histogram) if sampled && plan.base.elapsed() >= plan.warmup => {
                 let (at, histogram) = (Instant::now(), Arc::clone(histogram));
                 tokio::spawn(async move {
-                    if delivery.await.iter().all(Result::is_ok) {
+                    if delivery.acknowledged().await.is_ok() {
                         let _ = histogram.lock().map(|mut h| h.record(at.elapsed().as_micros() as u64));
                     }
                 });
