@@ -202,9 +202,9 @@ impl Accumulator {
     }
 
     /// What is known of `topic`.
-    pub fn topic(&mut self, topic: &str) -> Option<&TopicInfo> {
-        if !self.last_topic.as_ref().is_some_and(|t| *t.name == *topic) {
-            self.last_topic = Some(self.topics.get(topic)?.clone());
+    pub fn topic(&mut self, topic: &Arc<str>) -> Option<&TopicInfo> {
+        if !self.last_topic.as_ref().is_some_and(|t| Arc::ptr_eq(&t.name, topic) || *t.name == **topic) {
+            self.last_topic = Some(self.topics.get(&**topic)?.clone());
         }
         self.last_topic.as_ref()
     }

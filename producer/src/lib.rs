@@ -387,7 +387,7 @@ impl Inner {
     }
 
     /// What is known of `topic` without a request.
-    fn cached_topic(&self, topic: &str) -> Option<TopicInfo> {
+    fn cached_topic(&self, topic: &Arc<str>) -> Option<TopicInfo> {
         self.acc().topic(topic).cloned()
     }
 
@@ -449,23 +449,24 @@ impl Inner {
     }
 
     /// What is known of `topic`, fetching its metadata when nothing is.
-    async fn topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
+    async fn topic(&self, topic: &Arc<str>) -> Result<TopicInfo, ProducerError> {
         if let Some(found) = self.cached_topic(topic) {
             return Ok(found);
         }
         self.fetch_topic(topic).await
     }
 
-    /// Fetches the metadata of `topic` and remembers it.
-    async fn fetch_topic(&self, topic: &str) -> Result<TopicInfo, ProducerError> {
+    /// Fetches the metadata of `topic` and remembers it. The application's `Arc` of the name is kept, so its next records
+    /// find the topic by pointer.
+    async fn fetch_topic(&self, topic: &Arc<str>) -> Result<TopicInfo, ProducerError> {
         let conn = self.connection().await?;
-        let meta = conn.call(&MetadataRequest { topics: vec![topic.to_owned()] }).await?;
+        let meta = conn.call(&MetadataRequest { topics: vec![topic.to_string()] }).await?;
         let t = meta
             .topics
             .into_iter()
             .next()
             .filter(|t| t.error_code == ErrorCode::None && !t.partitions.is_empty());
-        let t = t.ok_or_else(|| ProducerError::UnknownTopic(topic.to_owned()))?;
+        let t = t.ok_or_else(|| ProducerError::UnknownTopic(topic.to_string()))?;
         let max_message_bytes = t
             .configs
             .iter()
@@ -473,7 +474,7 @@ impl Inner {
             .and_then(|c| c.value.parse().ok())
             .unwrap_or(usize::MAX);
         let found =
-            TopicInfo { name: Arc::from(topic), partitions: t.partitions.len() as u32, max_message_bytes };
+            TopicInfo { name: Arc::clone(topic), partitions: t.partitions.len() as u32, max_message_bytes };
         self.acc().learn_topic(found.clone());
         Ok(found)
     }

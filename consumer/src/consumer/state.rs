@@ -337,12 +337,20 @@ impl State {
                 let Some(ps) = self.parts.get_mut(&tp).filter(current) else {
                     return Taken::Stale;
                 };
-                records.retain(|r| r.offset >= ps.delivered);
+                // Records arrive in offset order: only a prefix can be old.
+                if records.first().is_some_and(|r| r.offset < ps.delivered) {
+                    records.retain(|r| r.offset >= ps.delivered);
+                }
                 if let Some(last) = records.last() {
                     ps.delivered = last.offset + 1;
                     ps.uncommitted = true;
                 }
-                out.append(&mut records);
+                // The first chunk of a poll is handed out as it is (no copy).
+                if out.is_empty() {
+                    *out = records;
+                } else {
+                    out.append(&mut records);
+                }
                 Taken::Records
             }
         }
