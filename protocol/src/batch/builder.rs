@@ -1,8 +1,9 @@
 //! Building a batch record by record. Records are encoded straight into one
-//! buffer behind a reserved header; `build` compresses the records section if
+//! buffer (a `Vec`: appending is a capacity check and a copy) behind a
+//! reserved header; `build` compresses the records section if
 //! asked, fills the header and computes the CRC. One allocation per batch.
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes};
 
 use super::{
     compute_crc, varint, Compression, HeaderRef, CRC_POS, HEADER_LEN, LOG_OVERHEAD, MAGIC,
@@ -13,7 +14,7 @@ use super::{
 #[derive(Debug)]
 pub struct BatchBuilder {
     /// Header space followed by the encoded records.
-    buf: BytesMut,
+    buf: Vec<u8>,
     /// Records appended.
     count: u32,
     /// Timestamp of the first record; deltas are relative to it.
@@ -44,8 +45,8 @@ impl BatchBuilder {
 
     /// As [`new`](Self::new), reserving `capacity` bytes up front.
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = BytesMut::with_capacity(capacity.max(HEADER_LEN));
-        buf.put_bytes(0, HEADER_LEN);
+        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        buf.resize(HEADER_LEN, 0);
         Self {
             buf,
             count: 0,
@@ -154,7 +155,7 @@ impl BatchBuilder {
             buf.extend_from_slice(value);
         }
         if headers.len() < 64 {
-            buf.put_u8((headers.len() as u8) << 1); // a one-byte varint
+            buf.push((headers.len() as u8) << 1); // a one-byte varint
         } else {
             varint::put(buf, headers.len() as i64);
         }
@@ -192,7 +193,7 @@ impl BatchBuilder {
         header.put_u32(self.count);
         let crc = compute_crc(&buf);
         buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
-        buf.freeze()
+        Bytes::from(buf)
     }
 }
 
@@ -222,7 +223,7 @@ fn nullable_len_field(v: Option<&[u8]>) -> i64 {
 
 /// Appends up to six varints with one copy (encoded on the stack first).
 #[inline]
-fn put_varints<const N: usize>(buf: &mut BytesMut, values: [i64; N]) {
+fn put_varints<const N: usize>(buf: &mut Vec<u8>, values: [i64; N]) {
     let mut scratch = [0u8; 6 * varint::MAX_VARINT_LEN];
     let mut used = 0;
     for v in values {
@@ -231,7 +232,7 @@ fn put_varints<const N: usize>(buf: &mut BytesMut, values: [i64; N]) {
     buf.extend_from_slice(&scratch[..used]);
 }
 
-fn put_nullable(buf: &mut BytesMut, v: Option<&[u8]>) {
+fn put_nullable(buf: &mut Vec<u8>, v: Option<&[u8]>) {
     match v {
         None => varint::put(buf, -1),
         Some(v) => {

@@ -281,7 +281,7 @@ impl<'a> Cursor<'a> {
         Ok(b)
     }
 
-    #[inline]
+    #[inline(always)]
     fn varint(&mut self, what: &'static str) -> Result<i64, BatchError> {
         let rest = self.buf.get(self.pos..).unwrap_or_default();
         let (v, n) = varint::get(rest).ok_or_else(|| self.error(what))?;
@@ -290,7 +290,7 @@ impl<'a> Cursor<'a> {
     }
 
     /// A varint length (-1 = null) and that many bytes.
-    #[inline]
+    #[inline(always)]
     fn nullable(&mut self, what: &'static str) -> Result<Option<&'a [u8]>, BatchError> {
         let len = self.varint(what)?;
         if len == -1 {

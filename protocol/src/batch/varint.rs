@@ -57,14 +57,20 @@ pub fn encode_at(out: &mut [u8], mut pos: usize, v: i64) -> usize {
 
 /// Reads a zigzag varint from the front of `src`: the value and the bytes it
 /// took, or `None` when it is truncated or longer than 10 bytes / 64 bits.
-#[inline]
+#[inline(always)]
 pub fn get(src: &[u8]) -> Option<(i64, usize)> {
-    // Fast path: most record fields (small lengths, deltas) fit one byte.
-    if let Some(&byte) = src.first() {
-        if byte < 0x80 {
-            let z = u64::from(byte);
+    // Fast paths: most record fields (small lengths, deltas, a record's
+    // index) fit one or two bytes.
+    match *src {
+        [b0, ..] if b0 < 0x80 => {
+            let z = u64::from(b0);
             return Some((((z >> 1) as i64) ^ -((z & 1) as i64), 1));
         }
+        [b0, b1, ..] if b1 < 0x80 => {
+            let z = u64::from(b0 & 0x7F) | (u64::from(b1) << 7);
+            return Some((((z >> 1) as i64) ^ -((z & 1) as i64), 2));
+        }
+        _ => {}
     }
     let mut z: u64 = 0;
     for (i, &byte) in src.iter().take(MAX_VARINT_LEN).enumerate() {
