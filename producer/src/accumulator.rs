@@ -287,7 +287,13 @@ impl Accumulator {
     }
 
     /// Appends a record to `topic`/`partition`.
-    pub fn append(&mut self, topic: &Arc<str>, partition: u32, record: &NewRecord<'_>, subscribe: bool) -> Placed {
+    pub fn append(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        record: &NewRecord<'_>,
+        subscribe: bool,
+    ) -> Placed {
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let (compression, producer_id) = (self.compression, self.producer_id);
         let q = self.queue_of(topic, partition);
@@ -340,7 +346,8 @@ impl Accumulator {
     pub fn close_expired(&mut self, linger: Duration, all: bool) -> Option<Instant> {
         let now = Instant::now();
         for q in 0..self.queues.len() {
-            let expired = self.queues[q].open.as_ref().is_some_and(|o| all || now.duration_since(o.created) >= linger);
+            let expired =
+                self.queues[q].open.as_ref().is_some_and(|o| all || now.duration_since(o.created) >= linger);
             if expired {
                 self.close(q);
             }
@@ -410,7 +417,15 @@ mod tests {
 
     fn record(size: usize) -> NewRecord<'static> {
         let fixed = BatchBuilder::fixed_len(None, Some(b"v"), &[]);
-        NewRecord { timestamp: Some(0), key: None, value: Some(b"v"), headers: &[], fixed, size, batch_limit: usize::MAX }
+        NewRecord {
+            timestamp: Some(0),
+            key: None,
+            value: Some(b"v"),
+            headers: &[],
+            fixed,
+            size,
+            batch_limit: usize::MAX,
+        }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! clock read and one completion per batch the records land in.
 
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
 use crate::accumulator::{Appended, NewRecord};
 use crate::delivery::BatchDelivery;
@@ -33,7 +34,10 @@ impl Producer {
         let mut topics: Vec<TopicInfo> = Vec::new();
         let mut checked: Vec<(Checked, usize)> = Vec::with_capacity(records.len());
         for record in &records {
-            let topic = match topics.iter().rposition(|t| *t.name == *record.topic) {
+            let topic = match topics
+                .iter()
+                .rposition(|t| Arc::ptr_eq(&t.name, &record.topic) || *t.name == *record.topic)
+            {
                 Some(i) => i,
                 None => {
                     topics.push(self.inner.topic(&record.topic).await?);

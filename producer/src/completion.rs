@@ -62,12 +62,7 @@ impl Completer {
     /// A new completion for a batch of `topic`/`partition`.
     pub fn new(topic: Arc<str>, partition: u32) -> Self {
         Self {
-            shared: Arc::new(BatchShared {
-                topic,
-                partition,
-                result: OnceLock::new(),
-                done: Notify::new(),
-            }),
+            shared: Arc::new(BatchShared { topic, partition, result: OnceLock::new(), done: Notify::new() }),
         }
     }
 

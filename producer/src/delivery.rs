@@ -144,7 +144,11 @@ impl IntoIterator for BatchDelivery {
             .slots
             .iter()
             .map(|slot| {
-                DeliveryFuture::new(Arc::clone(&self.segments[slot.segment as usize]), slot.index, slot.timestamp)
+                DeliveryFuture::new(
+                    Arc::clone(&self.segments[slot.segment as usize]),
+                    slot.index,
+                    slot.timestamp,
+                )
             })
             .collect();
         futures.into_iter()

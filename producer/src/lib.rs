@@ -227,7 +227,8 @@ fn random_producer_id() -> i64 {
 /// Fetches the metadata of the topics in use every `metadata_max_age`
 /// until the producer is closed or dropped.
 async fn refresh_metadata(inner: Weak<Inner>) {
-    let Some(every) = inner.upgrade().map(|i| i.config.metadata_max_age.max(Duration::from_millis(10))) else {
+    let Some(every) = inner.upgrade().map(|i| i.config.metadata_max_age.max(Duration::from_millis(10)))
+    else {
         return;
     };
     let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
