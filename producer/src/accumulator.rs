@@ -9,7 +9,7 @@
 //! appended to is remembered (no map probe while it repeats, the common
 //! case with sticky partitioning), a record without a timestamp takes its
 //! batch's (the clock is read once per batch, so a create time is at most
-//! the batch's age, bounded by `linger`, earlier than the send), and buffer
+//! the batch's age, about `linger`, earlier than the send), and buffer
 //! memory is taken from a per-producer credit refilled in chunks.
 
 use std::collections::VecDeque;

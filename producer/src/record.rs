@@ -17,7 +17,9 @@ pub struct Record {
     pub value: Option<Bytes>,
     /// Headers, in order.
     pub headers: Vec<(String, Option<Bytes>)>,
-    /// Timestamp in ms since the epoch; now when absent.
+    /// Timestamp in ms since the epoch. When absent, the time its batch
+    /// opened (the clock is read once per batch, not per record): at most
+    /// about `linger` before the `send`.
     pub timestamp: Option<i64>,
 }
 
