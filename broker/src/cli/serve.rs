@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Address to listen on for clients.
     #[arg(long, env = "SLUICE_LISTEN")]
     listen: Option<String>,
+    /// Address to listen on for Kafka clients; "" turns it off.
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
     /// Default durability of new topics: always | interval:MS | never.
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: Option<FsyncPolicy>,
@@ -94,6 +97,9 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
             failed_topics = report.failed.len(),
             "sluice listening"
         );
+        if let Some(addr) = server.kafka_addr() {
+            tracing::info!(addr = %addr, "kafka listening");
+        }
         shutdown_signal().await;
         tracing::info!("shutdown requested");
         server.shutdown();
@@ -108,6 +114,7 @@ fn check_listeners(config: &BrokerConfig) -> Result<(), CliError> {
     let listeners = [
         ("client listener (--listen)", &config.listen),
         ("admin listener (--admin-listen)", &config.admin_listen),
+        ("Kafka listener (--kafka-listen)", &config.kafka_listen),
     ];
     let failed: Vec<String> = listeners
         .iter()
@@ -133,6 +140,9 @@ fn config(args: ServeArgs) -> Result<BrokerConfig, CliError> {
     }
     if let Some(v) = args.listen {
         config.listen = v;
+    }
+    if let Some(v) = args.kafka_listen {
+        config.kafka_listen = v;
     }
     if let Some(v) = args.fsync {
         config.topic_defaults.fsync = v;
