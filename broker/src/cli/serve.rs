@@ -85,6 +85,10 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         let (server, report) = Server::start(config)
             .await
             .map_err(|e| CliError::Usage(format!("the broker failed to start: {e}")))?;
+        // Before "sluice listening": whoever waits for that line knows both.
+        if let Some(addr) = server.kafka_addr() {
+            tracing::info!(addr = %addr, "kafka listening");
+        }
         tracing::info!(
             addr = %server.local_addr(),
             data_dir = %data_dir.display(),
@@ -97,9 +101,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
             failed_topics = report.failed.len(),
             "sluice listening"
         );
-        if let Some(addr) = server.kafka_addr() {
-            tracing::info!(addr = %addr, "kafka listening");
-        }
+
         shutdown_signal().await;
         tracing::info!("shutdown requested");
         server.shutdown();
