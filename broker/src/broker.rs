@@ -17,8 +17,10 @@ use crate::partition::Partition;
 use crate::storage::{durable, StorageError};
 use crate::topics::{LoadReport, Topic, Topics};
 
-/// The data directory's format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The data directory's format version: 2 = batches are Kafka's
+/// RecordBatch v2 (docs/format.md). Version 1 (Sluice's first batch format)
+/// is retired: such a directory is refused at start, with no upgrade.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `<data_dir>/meta.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -316,5 +318,34 @@ impl Broker {
             lock.take();
         }
         closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_1_data_directory_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.json"), r#"{"broker_id": 0, "format_version": 1}"#).unwrap();
+        let err = check_meta(dir.path()).unwrap_err();
+        assert!(matches!(err, BrokerError::FormatMismatch { found: 1, expected: 2, .. }), "{err:?}");
+        let message = err.to_string();
+        for part in
+            [&dir.path().display().to_string(), "format 1", "retired", "Kafka RecordBatch v2", "move it away"]
+        {
+            assert!(message.contains(part), "`{part}` missing from: {message}");
+        }
+    }
+
+    #[test]
+    fn a_new_data_directory_gets_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        check_meta(dir.path()).unwrap();
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(dir.path().join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta.format_version, 2);
+        check_meta(dir.path()).unwrap();
     }
 }
