@@ -37,7 +37,9 @@ pub fn handle(broker: &Broker, header: &Header, mut body: Bytes) -> Result<Chunk
                 Ok((offset, timestamp)) => {
                     out.offset = offset;
                     out.timestamp = timestamp;
-                    out.leader_epoch = 0;
+                    if header.version >= 4 {
+                        out.leader_epoch = 0; // v4+ only: the encoder refuses it before
+                    }
                 }
                 Err(e) => out.error_code = error::code(&e),
             }
