@@ -25,6 +25,8 @@ mod dispatch;
 mod error;
 mod fetch;
 mod fetch_encode;
+#[cfg(test)]
+mod fuzz_tests;
 pub mod groups;
 mod guard;
 mod list_offsets;
