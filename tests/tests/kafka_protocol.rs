@@ -130,12 +130,10 @@ async fn idempotent_retries_get_their_first_offset_and_sequence_errors_their_cod
     let mut c = KafkaConn::connect(addr).await;
     let mut fresh = InitProducerIdRequest::default();
     fresh.transactional_id = None;
-    let init: InitProducerIdResponse =
-        c.call(ApiKey::InitProducerId, 4, &fresh).await;
+    let init: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &fresh).await;
     assert_eq!(init.error_code, 0);
     let (pid, epoch) = (init.producer_id.0, init.producer_epoch);
-    let again: InitProducerIdResponse =
-        c.call(ApiKey::InitProducerId, 4, &fresh).await;
+    let again: InitProducerIdResponse = c.call(ApiKey::InitProducerId, 4, &fresh).await;
     assert_ne!(again.producer_id.0, pid, "ids are not reused");
     let first: ProduceResponse =
         c.call(ApiKey::Produce, 9, &produce("idem", -1, batch(3, Some((pid, epoch, 0))))).await;
