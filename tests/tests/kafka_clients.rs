@@ -245,3 +245,45 @@ fn kafka_and_native_clients_read_each_others_topics() {
         assert_eq!(read, want, "sluice produce → kcat");
     }
 }
+
+/// The first `sh` block after `heading` in `markdown`.
+fn sh_block_after(markdown: &str, heading: &str) -> String {
+    let rest = &markdown[markdown.find(heading).unwrap_or_else(|| panic!("no {heading}"))..];
+    let start = rest.find("```sh\n").unwrap() + "```sh\n".len();
+    let len = rest[start..].find("```").unwrap();
+    rest[start..start + len].to_owned()
+}
+
+#[test]
+fn the_readme_and_docs_kcat_commands_work() {
+    if !kcat() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (broker, kafka) = broker(&dir, &[]);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let readme = std::fs::read_to_string(root.join("README.md")).unwrap();
+    let docs = std::fs::read_to_string(root.join("docs/kafka.md")).unwrap();
+    for (source, block) in [
+        ("README.md", sh_block_after(&readme, "## Kafka clients")),
+        ("docs/kafka.md", sh_block_after(&docs, "## Quickstart")),
+    ] {
+        assert!(block.contains("kcat -C -b 127.0.0.1:9092"), "{source}: {block}");
+        let topic = format!("demo-{}", source.len());
+        let script = format!(
+            "set -euo pipefail\nsluice() {{ \"$SLUICE_BIN\" \"$@\"; }}\n{}",
+            block
+                .replace("cargo run --release -- ", "sluice ")
+                .replace("127.0.0.1:9092", &kafka)
+                .replace("demo", &topic)
+        );
+        let out = run(
+            Command::new("bash")
+                .args(["-c", &script])
+                .env("SLUICE_BIN", SLUICE)
+                .env("SLUICE_BROKER", broker.addr.to_string()),
+            "",
+        );
+        assert!(out.lines().any(|l| l.trim_end().ends_with("hi")), "{source}: {out}");
+    }
+}

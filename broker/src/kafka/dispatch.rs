@@ -53,8 +53,8 @@ pub enum Reply {
 
 /// The apis served here and their version ranges (ApiVersions).
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 9),
-    (ApiKey::Fetch, 4, 12),
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
     (ApiKey::ListOffsets, 1, 6),
     (ApiKey::Metadata, 1, 12),
     (ApiKey::ApiVersions, 0, 3),
@@ -170,7 +170,7 @@ mod tests {
         let mut body = chunks[0].slice(4..);
         let r = ApiVersionsResponse::decode(&mut body, 0).unwrap();
         assert_eq!(r.error_code, 35);
-        assert!(r.api_keys.iter().any(|v| v.api_key == ApiKey::Fetch as i16 && v.max_version == 12));
+        assert!(r.api_keys.iter().any(|v| v.api_key == ApiKey::Fetch as i16 && v.max_version == 16));
         let h = Header { api: ApiKey::ApiVersions, version: 3, correlation_id: 3 };
         let chunks = api_versions(&h).unwrap();
         let mut body = chunks[0].slice(4..);
