@@ -8,8 +8,7 @@ use kafka_protocol::messages::describe_cluster_response::{DescribeClusterBroker,
 use kafka_protocol::messages::BrokerId;
 use kafka_protocol::protocol::StrBytes;
 
-use super::dispatch::NODE_ID;
-use super::metadata::CLUSTER_ID;
+use super::state::{CLUSTER_ID, NODE_ID};
 use super::wire::{decode, encode, Chunks, Header};
 use super::KafkaError;
 

@@ -19,7 +19,6 @@ use kafka_protocol::messages::incremental_alter_configs_response::{
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
-use super::dispatch::Kafka;
 use super::wire::{decode, encode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
@@ -165,9 +164,12 @@ const DELETE: i8 = 1;
 ///
 /// # Errors
 /// `Malformed` or `Encode`; per-resource failures are answered.
-pub async fn alter(kafka: Arc<Kafka>, header: Header, mut body: Bytes) -> Result<Option<Chunks>, KafkaError> {
+pub async fn alter(
+    broker: Arc<Broker>,
+    header: Header,
+    mut body: Bytes,
+) -> Result<Option<Chunks>, KafkaError> {
     let req: IncrementalAlterConfigsRequest = decode(&header, &mut body)?;
-    let broker = Arc::clone(&kafka.broker);
     let response = tokio::task::spawn_blocking(move || {
         let mut response = IncrementalAlterConfigsResponse::default();
         for resource in req.resources {

@@ -30,7 +30,8 @@ use tokio::sync::{mpsc, oneshot, OwnedSemaphorePermit};
 use tokio_util::codec::FramedRead;
 use tokio_util::task::TaskTracker;
 
-use super::dispatch::{dispatch, Kafka, Reply};
+use super::dispatch::dispatch;
+use super::state::{Kafka, Reply};
 use super::wire::Chunks;
 
 /// A response's place in the connection's order: `None` for a request
@@ -54,8 +55,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, kafka: Arc<Kafka>, _perm
     let writer = tokio::spawn(write_responses(write, rx, Arc::clone(&in_flight), peer, idle));
     let requests = TaskTracker::new();
     let mut frames = FramedRead::new(read, FrameCodec::new(config.max_frame_bytes));
-    let mut idle_since = Instant::now();
-    let mut partial_since: Option<Instant> = None;
+    let mut clock = ReadClock::new(idle, read_timeout);
     loop {
         let next = tokio::select! {
             _ = broker.shutdown.cancelled() => break,
@@ -64,14 +64,8 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, kafka: Arc<Kafka>, _perm
         let frame = match next {
             Err(_) => {
                 let partial = !frames.read_buffer().is_empty() || frames.decoder().mid_frame();
-                if partial {
-                    let since = *partial_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= read_timeout {
-                        tracing::debug!(%peer, "kafka frame not completed in time; closing");
-                        break;
-                    }
-                } else if idle_since.elapsed() >= idle && in_flight.load(Ordering::Acquire) == 0 {
-                    tracing::debug!(%peer, "idle kafka connection; closing");
+                if let Some(why) = clock.expired(partial, in_flight.load(Ordering::Acquire) == 0) {
+                    tracing::debug!(%peer, "{why}; closing kafka connection");
                     break;
                 }
                 continue;
@@ -87,8 +81,7 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, kafka: Arc<Kafka>, _perm
             }
             Ok(Some(Ok(frame))) => frame,
         };
-        idle_since = Instant::now();
-        partial_since = None;
+        clock.frame_received();
         let (slot, answer) = oneshot::channel();
         in_flight.fetch_add(1, Ordering::AcqRel);
         if tx.send(answer).await.is_err() {
@@ -123,6 +116,38 @@ pub async fn serve(socket: TcpStream, peer: SocketAddr, kafka: Arc<Kafka>, _perm
     broker.metrics.connections.dec();
 }
 
+/// The reader's deadlines: a started frame must be complete within the
+/// read timeout, and a connection with nothing in flight closes after
+/// `idle` without a frame.
+struct ReadClock {
+    idle: Duration,
+    read_timeout: Duration,
+    /// Since when no frame arrived.
+    idle_since: Instant,
+    /// Since when a frame has been incomplete.
+    partial_since: Option<Instant>,
+}
+
+impl ReadClock {
+    fn new(idle: Duration, read_timeout: Duration) -> Self {
+        Self { idle, read_timeout, idle_since: Instant::now(), partial_since: None }
+    }
+
+    fn frame_received(&mut self) {
+        self.idle_since = Instant::now();
+        self.partial_since = None;
+    }
+
+    /// After a wait for a frame ran out: why the connection must close.
+    fn expired(&mut self, partial: bool, nothing_in_flight: bool) -> Option<&'static str> {
+        if partial {
+            let since = *self.partial_since.get_or_insert_with(Instant::now);
+            return (since.elapsed() >= self.read_timeout).then_some("a frame was not completed in time");
+        }
+        (self.idle_since.elapsed() >= self.idle && nothing_in_flight).then_some("idle connection")
+    }
+}
+
 /// Writes the responses in request order; stops at a request that closes
 /// the connection, a failed write, or a response the client does not read
 /// within `stall`.
@@ -152,5 +177,23 @@ async fn write_responses(
                 break;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_clock_closes_stalled_frames_and_idle_connections() {
+        let mut c = ReadClock::new(Duration::from_secs(600), Duration::ZERO);
+        assert_eq!(c.expired(false, true), None, "not idle yet");
+        assert!(c.expired(true, false).is_some(), "a stalled frame closes, in flight or not");
+        let mut c = ReadClock::new(Duration::ZERO, Duration::from_secs(30));
+        assert_eq!(c.expired(false, false), None, "idle but waiting on its own requests");
+        assert!(c.expired(false, true).is_some());
+        assert_eq!(c.expired(true, true), None, "a frame just started has time");
+        c.frame_received();
+        assert!(c.partial_since.is_none());
     }
 }

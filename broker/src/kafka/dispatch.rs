@@ -7,7 +7,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -16,40 +15,11 @@ use kafka_protocol::messages::{ApiKey, ApiVersionsResponse};
 use kafka_protocol::ResponseError;
 
 use super::groups::KafkaGroups;
-use super::producer_ids::ProducerIds;
+use super::state::{Kafka, Reply};
 use super::wire::{decode_header, encode_at, malformed, response_header, Chunks, Header};
 use super::{
-    cluster, configs, fetch, guard, list_offsets, metadata, produce, producer_ids, topics, KafkaError,
+    cluster, configs, fetch, guard, init_producer_id, list_offsets, metadata, produce, topics, KafkaError,
 };
-use crate::broker::Broker;
-use crate::errors::BrokerError;
-use crate::partition::{blocking_in_place, Partition};
-
-/// This broker's node id in Kafka's metadata.
-pub const NODE_ID: i32 = 0;
-
-/// State shared by every Kafka connection.
-#[derive(Debug)]
-pub struct Kafka {
-    /// The broker.
-    pub broker: Arc<Broker>,
-    /// The group apis.
-    pub groups: KafkaGroups,
-    /// Allocates idempotent producers' ids.
-    pub producer_ids: ProducerIds,
-}
-
-/// A response body still being worked on (`None`: no response).
-pub type Pending = Pin<Box<dyn Future<Output = Result<Option<Chunks>, KafkaError>> + Send>>;
-
-/// What the connection does with a request.
-#[allow(missing_debug_implementations)]
-pub enum Reply {
-    /// Send this now (`None`: nothing, for `acks=0`).
-    Now(Option<Chunks>),
-    /// Send what the future yields, in request order.
-    Later(Pending),
-}
 
 /// The apis served here and their version ranges (ApiVersions).
 pub const SERVED: &[(ApiKey, i16, i16)] = &[
@@ -99,13 +69,13 @@ pub fn dispatch(
         ApiKey::Fetch => later(fetch::handle(k, h, body)),
         ApiKey::ListOffsets => later(async move { list_offsets::handle(&k.broker, &h, body).map(Some) }),
         ApiKey::Metadata => later(async move { metadata::handle(&k.broker, &h, body, local).map(Some) }),
-        ApiKey::CreateTopics => later(topics::create(k, h, body)),
-        ApiKey::DeleteTopics => later(topics::delete(k, h, body)),
-        ApiKey::CreatePartitions => later(topics::create_partitions(k, h, body)),
+        ApiKey::CreateTopics => later(topics::create(Arc::clone(&k.broker), h, body)),
+        ApiKey::DeleteTopics => later(topics::delete(Arc::clone(&k.broker), h, body)),
+        ApiKey::CreatePartitions => later(topics::create_partitions(Arc::clone(&k.broker), h, body)),
         ApiKey::DescribeConfigs => later(async move { configs::describe(&k.broker, &h, body).map(Some) }),
-        ApiKey::IncrementalAlterConfigs => later(configs::alter(k, h, body)),
+        ApiKey::IncrementalAlterConfigs => later(configs::alter(Arc::clone(&k.broker), h, body)),
         ApiKey::DescribeCluster => Reply::Now(Some(cluster::describe(&header, body, local)?)),
-        ApiKey::InitProducerId => later(producer_ids::init(k, h, body)),
+        ApiKey::InitProducerId => later(init_producer_id::init(k, h, body)),
         api => later(async move {
             let response = k.groups.handle(api, h.version, body).await.map_err(|e| malformed(&h, e))?;
             let mut buf = response_header(&h, response.len());
@@ -113,23 +83,6 @@ pub fn dispatch(
             Ok(Some(vec![buf.freeze()]))
         }),
     })
-}
-
-/// The partition `index` of `topic`, looked up at once when the topic
-/// exists; auto-creating it (when the broker does) runs in place with the
-/// worker's other tasks handed off, so requests stay in order.
-///
-/// # Errors
-/// `UnknownTopic`, `UnknownPartition` (a negative index too), or what
-/// creating the topic refuses.
-pub fn partition(broker: &Broker, topic: &str, index: i32) -> Result<Arc<Partition>, BrokerError> {
-    let unknown = || BrokerError::UnknownPartition { topic: topic.to_owned(), partition: 0, count: 0 };
-    let index = u32::try_from(index).map_err(|_| unknown())?;
-    let found = broker.topics.get(topic).and_then(|t| t.partitions.get(index as usize).cloned());
-    match found {
-        Some(p) => Ok(p),
-        None => blocking_in_place(|| broker.partition(topic, index)),
-    }
 }
 
 fn later(future: impl Future<Output = Result<Option<Chunks>, KafkaError>> + Send + 'static) -> Reply {

@@ -18,8 +18,8 @@ use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
 
-use super::dispatch::Kafka;
 use super::fetch_encode::{encode, PartitionData, TopicData};
+use super::state::Kafka;
 use super::wire::{decode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;

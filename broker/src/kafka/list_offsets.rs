@@ -8,7 +8,7 @@ use kafka_protocol::messages::list_offsets_response::{
     ListOffsetsPartitionResponse, ListOffsetsResponse, ListOffsetsTopicResponse,
 };
 
-use super::dispatch::partition;
+use super::state::partition;
 use super::wire::{decode, encode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;

@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 use tokio_util::task::TaskTracker;
 
 use super::connection;
-use super::dispatch::Kafka;
 use super::groups::{Endpoint, KafkaGroups};
 use super::producer_ids::ProducerIds;
+use super::state::{Kafka, NODE_ID};
 use crate::accept::AcceptBackoff;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
@@ -36,7 +36,7 @@ pub async fn start(
     let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
     let addr = listener.local_addr().map_err(listen_error)?;
     let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let endpoint = Endpoint { node_id: super::dispatch::NODE_ID, host, port: i32::from(addr.port()) };
+    let endpoint = Endpoint { node_id: NODE_ID, host, port: i32::from(addr.port()) };
     let producer_ids = ProducerIds::open(&broker.config.data_dir)?;
     let kafka =
         Arc::new(Kafka { groups: KafkaGroups::new(Arc::clone(&broker), endpoint), broker, producer_ids });

@@ -17,15 +17,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
-use super::dispatch::{partition, NODE_ID};
+use super::state::{partition, CLUSTER_ID, NODE_ID};
 use super::wire::{decode, encode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 use crate::topics::{validate_topic_name, Topic};
-
-/// The cluster id Metadata and DescribeCluster report.
-pub const CLUSTER_ID: &str = "sluice";
 
 /// This broker as Kafka clients reach it: the address the client connected
 /// to (`local`), else the configured listen address.
@@ -47,7 +44,7 @@ pub fn handle(
     let req: MetadataRequest = decode(header, &mut body)?;
     let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
     let topics = match req.topics {
-        None => broker.topics.list().iter().map(|t| describe(t)).collect(),
+        None => broker.topics.list().iter().map(describe).collect(),
         Some(wanted) => {
             let mut seen = HashSet::with_capacity(wanted.len());
             wanted

@@ -29,11 +29,13 @@ mod fetch_encode;
 mod fuzz_tests;
 pub mod groups;
 mod guard;
+mod init_producer_id;
 mod list_offsets;
 pub mod listener;
 mod metadata;
 mod produce;
 mod producer_ids;
+mod state;
 mod topics;
 mod wire;
 

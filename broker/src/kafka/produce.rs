@@ -18,7 +18,7 @@ use kafka_protocol::messages::produce_response::{
 };
 use kafka_protocol::ResponseError;
 
-use super::dispatch::{partition, Kafka, Reply};
+use super::state::{partition, Kafka, Reply};
 use super::wire::{decode, encode, Header};
 use super::{error, KafkaError};
 use crate::broker::{now_ms, Broker};
@@ -45,7 +45,7 @@ pub fn handle(kafka: &Arc<Kafka>, header: &Header, mut body: Bytes) -> Result<Re
     let broker = &kafka.broker;
     let refuse = match (req.transactional_id.is_some(), req.acks) {
         (true, _) => Some(ResponseError::TransactionalIdAuthorizationFailed.code()),
-        (false, 0 | 1 | -1) => None,
+        (false, -1..=1) => None,
         (false, _) => Some(ResponseError::InvalidRequiredAcks.code()),
     };
     let mut awaited = Vec::new();

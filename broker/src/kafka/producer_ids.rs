@@ -1,5 +1,5 @@
-//! InitProducerId for idempotent (not transactional) producers, and the
-//! allocator of their ids. An id is never handed out twice, across
+//! The allocator of Kafka producer ids (InitProducerId hands them out,
+//! `init_producer_id`). An id is never handed out twice, across
 //! restarts and crashes included: ids are taken from blocks, and the end of
 //! the current block is written durably before any id of it is used:
 //!
@@ -8,21 +8,11 @@
 //! ```
 //!
 //! A restart starts a new block there, skipping what was left of the old
-//! one. A producer that asks again with its id and epoch (KIP-360, after a
-//! sequence error) gets the same id at the next epoch.
+//! one.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
-use bytes::Bytes;
-use kafka_protocol::messages::init_producer_id_request::InitProducerIdRequest;
-use kafka_protocol::messages::init_producer_id_response::InitProducerIdResponse;
-use kafka_protocol::messages::ProducerId;
-use kafka_protocol::ResponseError;
-
-use super::dispatch::Kafka;
-use super::wire::{decode, encode, Chunks, Header};
-use super::{error, KafkaError};
 use crate::errors::BrokerError;
 use crate::storage::{durable, StorageError};
 
@@ -77,43 +67,6 @@ impl ProducerIds {
         state.0 = next + 1;
         Ok(next)
     }
-}
-
-/// Answers InitProducerId. Transactional ids are refused (transactions are
-/// not served).
-///
-/// # Errors
-/// `Malformed` or `Encode`.
-pub async fn init(kafka: Arc<Kafka>, header: Header, mut body: Bytes) -> Result<Option<Chunks>, KafkaError> {
-    let req: InitProducerIdRequest = decode(&header, &mut body)?;
-    let mut response = InitProducerIdResponse::default();
-    response.producer_id = ProducerId(-1);
-    response.producer_epoch = -1;
-    if req.transactional_id.is_some() {
-        response.error_code = ResponseError::TransactionalIdAuthorizationFailed.code();
-        return encode(&header, &response).map(Some);
-    }
-    let (id, epoch) = (req.producer_id.0, req.producer_epoch);
-    if id >= 0 && (0..i16::MAX - 1).contains(&epoch) {
-        response.producer_id = ProducerId(id);
-        response.producer_epoch = epoch + 1;
-        return encode(&header, &response).map(Some);
-    }
-    let kafka2 = Arc::clone(&kafka);
-    let allocated = tokio::task::spawn_blocking(move || kafka2.producer_ids.allocate())
-        .await
-        .unwrap_or_else(|e| Err(BrokerError::Internal(e.to_string())));
-    match allocated {
-        Ok(id) => {
-            response.producer_id = ProducerId(id);
-            response.producer_epoch = 0;
-        }
-        Err(e) => {
-            tracing::error!(error = %e, "cannot reserve kafka producer ids");
-            response.error_code = error::code(&e);
-        }
-    }
-    encode(&header, &response).map(Some)
 }
 
 #[cfg(test)]

@@ -21,7 +21,6 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::configs::{entries, to_sluice};
-use super::dispatch::Kafka;
 use super::wire::{decode, encode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
@@ -50,12 +49,11 @@ fn message(e: &BrokerError) -> Option<StrBytes> {
 /// # Errors
 /// `Malformed` or `Encode`; per-topic failures are answered.
 pub async fn create(
-    kafka: Arc<Kafka>,
+    broker: Arc<Broker>,
     header: Header,
     mut body: Bytes,
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: CreateTopicsRequest = decode(&header, &mut body)?;
-    let broker = Arc::clone(&kafka.broker);
     blocking(header, move || {
         let mut response = CreateTopicsResponse::default();
         for topic in req.topics {
@@ -144,12 +142,11 @@ fn create_one(
 /// # Errors
 /// `Malformed` or `Encode`; per-topic failures are answered.
 pub async fn delete(
-    kafka: Arc<Kafka>,
+    broker: Arc<Broker>,
     header: Header,
     mut body: Bytes,
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: DeleteTopicsRequest = decode(&header, &mut body)?;
-    let broker = Arc::clone(&kafka.broker);
     blocking(header, move || {
         let mut wanted: Vec<(Option<String>, uuid::Uuid)> =
             req.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect();
@@ -185,12 +182,11 @@ pub async fn delete(
 /// # Errors
 /// `Malformed` or `Encode`; per-topic failures are answered.
 pub async fn create_partitions(
-    kafka: Arc<Kafka>,
+    broker: Arc<Broker>,
     header: Header,
     mut body: Bytes,
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: CreatePartitionsRequest = decode(&header, &mut body)?;
-    let broker = Arc::clone(&kafka.broker);
     blocking(header, move || {
         let mut response = CreatePartitionsResponse::default();
         for topic in req.topics {
