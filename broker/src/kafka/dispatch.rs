@@ -136,6 +136,9 @@ mod tests {
             let known = api.valid_versions();
             assert!(known.min <= lo && hi <= known.max, "{api:?} {lo}..={hi} outside {known}");
         }
+        for &(api, _, _) in SERVED.iter().chain(KafkaGroups::APIS) {
+            assert!(api == ApiKey::ApiVersions || guard::covers(api), "{api:?} has no guard schema");
+        }
         assert!(served(ApiKey::Fetch, 4) && !served(ApiKey::Fetch, 3) && !served(ApiKey::EndTxn, 0));
     }
 }

@@ -6,7 +6,8 @@
 //! exceeds the bytes left (every element takes at least one byte), any
 //! string or byte field longer than what is left, and any truncated field,
 //! allocating nothing. The schemas list the fields of the versions served
-//! (`dispatch::SERVED`); flexible versions use unsigned-varint lengths
+//! (`dispatch::SERVED`; the group apis at every version, whatever
+//! `KafkaGroups::APIS` serves); flexible versions use unsigned-varint lengths
 //! (plus one) and end every struct with tagged fields, which are skipped by
 //! their sizes.
 
@@ -85,6 +86,55 @@ const DESCRIBE_CLUSTER: &[Field] = &[f(I8), since(I8, 1), since(I8, 2)];
 const INIT_PRODUCER_ID: &[Field] =
     &[f(Str), f(I32), since(I64, 3), since(I16, 3), since(I8, 6), since(I8, 6)];
 
+// The group apis (served by `groups`), at every version `kafka-protocol`
+// decodes, so whatever range `KafkaGroups::APIS` serves is covered.
+const FIND_COORDINATOR: &[Field] = &[until(Str, 3), since(I8, 1), since(ArrStr, 4)];
+const JOIN_GROUP: &[Field] = &[
+    f(Str),
+    f(I32),
+    since(I32, 1),
+    f(Str),
+    since(Str, 5),
+    f(Str),
+    f(Arr(&[f(Str), f(Bytes)])),
+    since(Str, 8),
+];
+const SYNC_GROUP: &[Field] =
+    &[f(Str), f(I32), f(Str), since(Str, 3), since(Str, 5), since(Str, 5), f(Arr(&[f(Str), f(Bytes)]))];
+const HEARTBEAT: &[Field] = &[f(Str), f(I32), f(Str), since(Str, 3)];
+const LEAVE_GROUP: &[Field] = &[f(Str), until(Str, 2), since(Arr(&[f(Str), f(Str), since(Str, 5)]), 3)];
+const OFFSET_COMMIT: &[Field] = &[
+    f(Str),
+    f(I32),
+    f(Str),
+    since(Str, 7),
+    until(I64, 4),
+    f(Arr(&[f(Str), f(Arr(&[f(I32), f(I64), since(I32, 6), f(Str)]))])),
+];
+const OFFSET_FETCH_TOPICS: &[Field] = &[f(Str), f(ArrI32)];
+const OFFSET_FETCH: &[Field] = &[
+    until(Str, 7),
+    until(Arr(OFFSET_FETCH_TOPICS), 7),
+    since(Arr(&[f(Str), since(Str, 9), since(I32, 9), f(Arr(OFFSET_FETCH_TOPICS))]), 8),
+    since(I8, 7),
+];
+const LIST_GROUPS: &[Field] = &[since(ArrStr, 4), since(ArrStr, 5)];
+const DESCRIBE_GROUPS: &[Field] = &[f(ArrStr), since(I8, 3)];
+const DELETE_GROUPS: &[Field] = &[f(ArrStr)];
+const CONSUMER_GROUP_HEARTBEAT: &[Field] = &[
+    f(Str),
+    f(Str),
+    f(I32),
+    f(Str),
+    f(Str),
+    f(I32),
+    f(ArrStr),
+    since(Str, 1),
+    f(Str),
+    f(Arr(&[f(Uuid), f(ArrI32)])),
+];
+const CONSUMER_GROUP_DESCRIBE: &[Field] = &[f(ArrStr), f(I8)];
+
 /// The schema of `api`'s request and the first flexible version, for the
 /// apis this module knows.
 fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
@@ -100,12 +150,31 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::IncrementalAlterConfigs => (ALTER_CONFIGS, 1),
         ApiKey::DescribeCluster => (DESCRIBE_CLUSTER, 0),
         ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
+        ApiKey::FindCoordinator => (FIND_COORDINATOR, 3),
+        ApiKey::JoinGroup => (JOIN_GROUP, 6),
+        ApiKey::SyncGroup => (SYNC_GROUP, 4),
+        ApiKey::Heartbeat => (HEARTBEAT, 4),
+        ApiKey::LeaveGroup => (LEAVE_GROUP, 4),
+        ApiKey::OffsetCommit => (OFFSET_COMMIT, 8),
+        ApiKey::OffsetFetch => (OFFSET_FETCH, 6),
+        ApiKey::ListGroups => (LIST_GROUPS, 3),
+        ApiKey::DescribeGroups => (DESCRIBE_GROUPS, 5),
+        ApiKey::DeleteGroups => (DELETE_GROUPS, 2),
+        ApiKey::ConsumerGroupHeartbeat => (CONSUMER_GROUP_HEARTBEAT, 0),
+        ApiKey::ConsumerGroupDescribe => (CONSUMER_GROUP_DESCRIBE, 0),
         _ => return None,
     })
 }
 
-/// Checks `body` of a request with this header; apis without a schema
-/// here (the group apis) pass unchecked.
+/// Whether requests of `api` are checked here.
+#[cfg(test)]
+pub fn covers(api: ApiKey) -> bool {
+    schema(api).is_some()
+}
+
+/// Checks `body` of a request with this header; an api without a schema
+/// here passes unchecked (every api `dispatch` routes has one: a test
+/// holds them to it).
 ///
 /// # Errors
 /// `Malformed` naming what does not fit.
