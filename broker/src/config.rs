@@ -181,6 +181,7 @@ mod tests {
                 .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
+        assert_eq!(BrokerConfig::from_toml("kafka_listen = \"\"").unwrap().kafka_listen, "", "off");
         assert!(BrokerConfig::from_toml("nope = 1").is_err());
         assert!(BrokerConfig::from_toml("max_connections = 0").is_err());
         assert!(BrokerConfig::from_toml("max_request_timeout_ms = 0").is_err());

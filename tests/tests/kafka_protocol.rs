@@ -236,3 +236,10 @@ async fn a_long_poll_holds_back_only_its_own_connection() {
     assert_eq!((first, second), (polling, after), "one connection's responses stay in request order");
     assert!(started.elapsed() >= Duration::from_millis(1400), "the fetch waited out its max_wait_ms");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_kafka_listen_turns_the_listener_off() {
+    let broker = TestBroker::start(|c| c.kafka_listen = String::new()).await;
+    assert!(broker.kafka.is_none());
+    assert!(broker.server().kafka_addr().is_none());
+}

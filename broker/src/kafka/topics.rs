@@ -66,18 +66,7 @@ pub async fn create(
                     out.num_partitions = partitions as i32;
                     out.replication_factor = 1;
                     out.topic_id = id;
-                    out.configs = Some(
-                        entries(&config)
-                            .into_iter()
-                            .map(|(k, v)| {
-                                let mut c = CreatableTopicConfigs::default();
-                                c.name = StrBytes::from_static_str(k);
-                                c.value = Some(StrBytes::from_string(v));
-                                c.config_source = 5;
-                                c
-                            })
-                            .collect(),
-                    );
+                    out.configs = Some(described(&broker, &config));
                 }
                 Err((code, e)) => {
                     out.error_code = code;
@@ -89,6 +78,27 @@ pub async fn create(
         response
     })
     .await
+}
+
+/// `config_source` of a value set on the topic.
+const TOPIC_CONFIG: i8 = 1;
+/// `config_source` of a value left at the broker's default.
+const DEFAULT_CONFIG: i8 = 5;
+
+/// A new topic's configs as CreateTopics (v5+) reports them.
+fn described(broker: &Broker, config: &crate::storage::LogConfig) -> Vec<CreatableTopicConfigs> {
+    let defaults = entries(&broker.config.topic_defaults);
+    entries(config)
+        .into_iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfigs::default();
+            let default = defaults.iter().any(|(dk, dv)| *dk == k && *dv == v);
+            c.config_source = if default { DEFAULT_CONFIG } else { TOPIC_CONFIG };
+            c.name = StrBytes::from_static_str(k);
+            c.value = Some(StrBytes::from_string(v));
+            c
+        })
+        .collect()
 }
 
 type Refusal = (i16, Option<StrBytes>);
