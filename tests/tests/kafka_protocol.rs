@@ -243,3 +243,35 @@ async fn an_empty_kafka_listen_turns_the_listener_off() {
     assert!(broker.kafka.is_none());
     assert!(broker.server().kafka_addr().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_answers_a_long_poll_and_closes_kafka_connections() {
+    let (mut broker, addr) = broker().await;
+    let mut c = KafkaConn::connect(addr).await;
+    let _: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("bye", -1, batch(1, None))).await;
+    let id = c.send(ApiKey::Fetch, 12, &fetch("bye", 1, 30_000)).await;
+    // A produce pipelined behind the fetch: once it is appended, the fetch
+    // was read and is waiting (its response holds the produce's back).
+    let _marker = c.send(ApiKey::Produce, 9, &produce("marker", 1, batch(1, None))).await;
+    let idle = KafkaConn::connect(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker
+        .server()
+        .broker()
+        .topics
+        .get("marker")
+        .is_none_or(|t| t.partitions[0].log().log_end_offset() == 0)
+    {
+        assert!(Instant::now() < deadline, "the pipelined produce was never appended");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let started = Instant::now();
+    broker.stop().await;
+    assert!(started.elapsed() < Duration::from_secs(10), "shutdown does not wait out the long poll");
+    let (got, r): (i32, FetchResponse) = c.read(ApiKey::Fetch, 12).await;
+    assert_eq!((got, r.responses[0].partitions[0].error_code), (id, 0), "the long poll was answered");
+    let (_, marker): (i32, ProduceResponse) = c.read(ApiKey::Produce, 9).await;
+    assert_eq!(part(&marker), (0, 0), "then the produce behind it");
+    assert!(c.read_raw(ApiKey::Fetch, 12).await.is_none(), "then the connection closed");
+    drop(idle);
+}
