@@ -275,3 +275,45 @@ async fn shutdown_answers_a_long_poll_and_closes_kafka_connections() {
     assert!(c.read_raw(ApiKey::Fetch, 12).await.is_none(), "then the connection closed");
     drop(idle);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_advertised_version_of_the_data_apis_round_trips() {
+    let (broker, addr) = broker().await;
+    let mut c = KafkaConn::connect(addr).await;
+    let versions: ApiVersionsResponse = c.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default()).await;
+    let range = |api: ApiKey| {
+        let v = versions.api_keys.iter().find(|k| k.api_key == api as i16).unwrap();
+        v.min_version..=v.max_version
+    };
+    let mut next = 0;
+    for v in range(ApiKey::Produce) {
+        let r: ProduceResponse = c.call(ApiKey::Produce, v, &produce("every", -1, batch(1, None))).await;
+        assert_eq!(part(&r), (0, next), "Produce v{v}");
+        next += 1;
+    }
+    let id = broker.server().broker().topics.get("every").unwrap().id();
+    for v in range(ApiKey::Fetch) {
+        let mut req = fetch("every", 1, 0);
+        req.topics[0].topic_id = id;
+        if v >= 13 {
+            req.topics[0].topic = TopicName::default();
+        }
+        let r: FetchResponse = c.call(ApiKey::Fetch, v, &req).await;
+        let p = &r.responses[0].partitions[0];
+        assert_eq!((p.error_code, p.high_watermark), (0, next), "Fetch v{v}");
+        assert!(!p.records.as_ref().unwrap().is_empty(), "Fetch v{v}");
+        if v >= 13 {
+            assert_eq!(r.responses[0].topic_id, id, "Fetch v{v} answers by topic id");
+        }
+    }
+    for v in range(ApiKey::Metadata) {
+        let mut all = MetadataRequest::default();
+        all.topics = None; // every topic
+        let r: MetadataResponse = c.call(ApiKey::Metadata, v, &all).await;
+        let t = r.topics.iter().find(|t| t.name.as_ref().is_some_and(|n| n.as_str() == "every")).unwrap();
+        assert_eq!((t.error_code, t.partitions.len()), (0, 1), "Metadata v{v}");
+        if v >= 10 {
+            assert_eq!(t.topic_id, id, "Metadata v{v} has the real topic id");
+        }
+    }
+}
