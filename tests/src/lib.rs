@@ -388,3 +388,56 @@ pub fn disk_usage(dir: &Path) -> u64 {
     }
     total
 }
+
+/// Longest a `sluice` command run by [`run_cli`] may take.
+pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Starts the `sluice` program `bin` as `bin --broker ADDR args...`, with
+/// piped stdin, stdout and stderr.
+pub fn start_cli(bin: &str, addr: &str, args: &[&str]) -> Child {
+    Command::new(bin)
+        .args(["--broker", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `bin --broker ADDR args...` with `stdin` (written on a thread, so
+/// a command that does not read it still ends) to the end; kills it and
+/// panics if it runs past [`CLI_DEADLINE`]. The one way the CLI tests run
+/// the binary.
+pub fn run_cli(bin: &str, addr: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::{Read, Write};
+    let mut child = start_cli(bin, addr, args);
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin); // a command may exit without reading it
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).unwrap();
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + CLI_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("sluice {args:?} still running after {CLI_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().unwrap();
+    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
+}
