@@ -209,6 +209,7 @@ impl Metrics {
             .iter()
             .map(|k| k.name())
             .chain(["Unknown"])
+            .chain(crate::kafka::metrics::NAMES.iter().copied())
             .map(|name| {
                 let labels = ApiLabels { api: name.to_owned() };
                 let count = m.requests.get_or_create(&labels).clone();

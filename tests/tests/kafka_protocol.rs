@@ -101,7 +101,7 @@ async fn api_versions_lists_what_is_served_and_answers_newer_versions_at_v0() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn produce_answers_by_acks_in_request_order() {
-    let (_broker, addr) = broker().await;
+    let (broker, addr) = broker().await;
     let mut c = KafkaConn::connect(addr).await;
     let none = c.send(ApiKey::Produce, 9, &produce("acks", 0, batch(2, None))).await;
     let leader = c.send(ApiKey::Produce, 9, &produce("acks", 1, batch(3, None))).await;
@@ -122,6 +122,10 @@ async fn produce_answers_by_acks_in_request_order() {
     tx.transactional_id = Some(StrBytes::from_static_str("tx").into());
     let refused: ProduceResponse = c.call(ApiKey::Produce, 9, &tx).await;
     assert_eq!(part(&refused).0, 53, "transactions are not served");
+    let admin = broker.server().admin_addr().unwrap();
+    let (_, text) = sluice_tests::http_get(admin, "/metrics");
+    assert!(text.contains(r#"sluice_requests_total{api="kafka_Produce"} 5"#), "{text}");
+    assert!(text.contains(r#"sluice_requests_total{api="kafka_ApiVersions"} 1"#));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -18,7 +18,8 @@ use super::groups::KafkaGroups;
 use super::state::{Kafka, Reply};
 use super::wire::{decode_header, encode_at, malformed, response_header, Chunks, Header};
 use super::{
-    cluster, configs, fetch, guard, init_producer_id, list_offsets, metadata, produce, topics, KafkaError,
+    cluster, configs, fetch, guard, init_producer_id, list_offsets, metadata, metrics, produce, topics,
+    KafkaError,
 };
 
 /// The apis served here and their version ranges (ApiVersions).
@@ -48,11 +49,20 @@ fn served(api: ApiKey, version: i16) -> bool {
 /// # Errors
 /// What closes the connection: an unknown api, an unsupported version, a
 /// malformed request, a response that cannot be encoded.
-pub fn dispatch(
-    kafka: &Arc<Kafka>,
-    mut frame: Bytes,
-    local: Option<SocketAddr>,
-) -> Result<Reply, KafkaError> {
+pub fn dispatch(kafka: &Arc<Kafka>, frame: Bytes, local: Option<SocketAddr>) -> Result<Reply, KafkaError> {
+    let started = std::time::Instant::now();
+    let api = frame.get(..2).and_then(|k| ApiKey::try_from(i16::from_be_bytes([k[0], k[1]])).ok());
+    let reply = route(kafka, frame, local);
+    match api {
+        Some(api) if kafka.broker.config.metrics => {
+            metrics::record(&kafka.broker.metrics, api, started, reply)
+        }
+        _ => reply,
+    }
+}
+
+/// Decodes the header and hands the body to its api's module.
+fn route(kafka: &Arc<Kafka>, mut frame: Bytes, local: Option<SocketAddr>) -> Result<Reply, KafkaError> {
     let header = decode_header(&mut frame)?;
     if header.api == ApiKey::ApiVersions {
         return api_versions(&header).map(|c| Reply::Now(Some(c)));

@@ -9,7 +9,9 @@
 //!   request's array counts against its length before any decoder
 //!   allocates, `dispatch` routes a request to its api's module (one file
 //!   per api: `metadata`, `produce`, `fetch`, `list_offsets`, `topics`,
-//!   `configs`, `cluster`, `producer_ids`);
+//!   `configs`, `cluster`, `init_producer_id`; shared state in `state`,
+//!   producer ids from `producer_ids`), and [`metrics`] counts and times each
+//!   api under its own label;
 //! - [`groups`] holds the group APIs (FindCoordinator, the classic group
 //!   protocol, KIP-848's ConsumerGroupHeartbeat, offsets, group admin)
 //!   behind one byte-level entry point, [`groups::KafkaGroups::handle`].
@@ -33,6 +35,7 @@ mod init_producer_id;
 mod list_offsets;
 pub mod listener;
 mod metadata;
+pub mod metrics;
 mod produce;
 mod producer_ids;
 mod state;
