@@ -10,37 +10,7 @@ use kafka_protocol::messages::ApiKey;
 
 use super::state::{Pending, Reply};
 use super::KafkaError;
-use crate::metrics::Metrics;
-
-/// The label of every Kafka api the listener can route, and the one for
-/// the rest; registered up front, so recording allocates nothing.
-pub const NAMES: &[&str] = &[
-    "kafka_Produce",
-    "kafka_Fetch",
-    "kafka_ListOffsets",
-    "kafka_Metadata",
-    "kafka_ApiVersions",
-    "kafka_CreateTopics",
-    "kafka_DeleteTopics",
-    "kafka_CreatePartitions",
-    "kafka_DescribeConfigs",
-    "kafka_IncrementalAlterConfigs",
-    "kafka_DescribeCluster",
-    "kafka_InitProducerId",
-    "kafka_FindCoordinator",
-    "kafka_JoinGroup",
-    "kafka_SyncGroup",
-    "kafka_Heartbeat",
-    "kafka_LeaveGroup",
-    "kafka_OffsetCommit",
-    "kafka_OffsetFetch",
-    "kafka_ListGroups",
-    "kafka_DescribeGroups",
-    "kafka_DeleteGroups",
-    "kafka_ConsumerGroupHeartbeat",
-    "kafka_ConsumerGroupDescribe",
-    "kafka_Other",
-];
+use crate::metrics::{Metrics, KAFKA_APIS as NAMES};
 
 /// The label of `api`.
 pub fn name(api: ApiKey) -> &'static str {
