@@ -336,4 +336,22 @@ mod tests {
         let fresh = acc.take_ready(10, |_| 10);
         assert_eq!((fresh[0].sequence, fresh[0].epoch), (0, 1), "a new epoch starts at sequence 0");
     }
+
+    #[test]
+    fn sequences_wrap_from_i32_max_to_0_as_in_kafka() {
+        let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
+        let key: PartitionKey = ("t".into(), 0);
+        acc.append(&key, &record(10), true);
+        acc.queues.get_mut(&key).unwrap().next_sequence = i32::MAX - 1;
+        for _ in 0..2 {
+            acc.append(&key, &record(10), true);
+            acc.append(&key, &record(10), true);
+            acc.append(&key, &record(10), true);
+            acc.close_expired(Duration::ZERO, true);
+        }
+        let ready = acc.take_ready(10, |_| 10);
+        assert_eq!(ready.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![i32::MAX - 1, 2]);
+        let h = sluice_protocol::batch::BatchHeader::parse(&ready[0].bytes).unwrap();
+        assert_eq!((h.base_sequence, h.last_sequence()), (i32::MAX - 1, 1));
+    }
 }

@@ -1,5 +1,5 @@
-//! Batches written by a real Kafka client (kafka-python, every codec; the
-//! golden files of the protocol crate) go through a real broker: accepted,
+//! Batches written by real Kafka clients (kafka-python and librdkafka, every
+//! codec; the golden files of the protocol crate) go through a real broker: accepted,
 //! stored and served compressed as they came, with the broker's stamps
 //! (base offset, leader epoch 0) and nothing else changed. Transactional and
 //! control batches are refused: Sluice has no transactions yet.
@@ -17,7 +17,11 @@ use sluice_tests::{batch, create_topic, produce, read_partition, TestBroker};
 const CODECS: [&str; 5] = ["none", "gzip", "snappy", "lz4", "zstd"];
 
 fn golden(name: &str) -> Bytes {
-    let path = format!("{}/../protocol/tests/data/kafka-python-{name}.bin", env!("CARGO_MANIFEST_DIR"));
+    golden_of("kafka-python", name)
+}
+
+fn golden_of(client: &str, name: &str) -> Bytes {
+    let path = format!("{}/../protocol/tests/data/{client}-{name}.bin", env!("CARGO_MANIFEST_DIR"));
     Bytes::from(std::fs::read(&path).unwrap_or_else(|e| panic!("{path}: {e}")))
 }
 
@@ -48,6 +52,24 @@ async fn kafka_python_batches_are_stored_and_served_as_they_came() {
         assert_eq!(records[0].key.as_deref(), Some(&b"key-0"[..]), "{name}");
         assert_eq!(records[2].value, None, "{name}");
     }
+}
+
+#[tokio::test]
+async fn librdkafka_batches_are_stored_and_served_as_they_came() {
+    let broker = TestBroker::start(|_| {}).await;
+    let c = broker.connect().await;
+    create_topic(&c, "r", 1, &[]).await.unwrap();
+    for (i, name) in (0..).zip(CODECS) {
+        let resp = produce(&c, "r", 0, Acks::Durable, golden_of("librdkafka", name)).await.unwrap();
+        assert_eq!(resp.base_offset, 5 * i, "{name}");
+    }
+    let stored = read_partition(&c, "r", 0, 0).await;
+    for (name, got) in CODECS.iter().zip(&stored) {
+        let sent = golden_of("librdkafka", name);
+        assert_eq!(&got.as_bytes()[MAGIC_POS..], &sent[MAGIC_POS..], "{name}: stored as sent");
+        assert_eq!(got.records().unwrap().to_owned_records().unwrap().len(), 5, "{name}");
+    }
+    assert_eq!(stored.len(), CODECS.len());
 }
 
 fn with_attribute(bytes: &Bytes, flag: u16) -> Bytes {

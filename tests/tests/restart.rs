@@ -55,4 +55,13 @@ async fn a_format_1_data_directory_is_refused() {
         assert!(message.contains(part), "`{part}` missing from: {message}");
     }
     assert_eq!(std::fs::read_to_string(&meta_path).unwrap(), old, "meta.json left as it was");
+
+    // `sluice verify` says the same instead of calling every batch corrupt.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_sluice-e2e"))
+        .args(["verify", "--data-dir"])
+        .arg(&config.data_dir)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("holds format 1"), "{out:?}");
 }

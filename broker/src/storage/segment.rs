@@ -1,6 +1,10 @@
 //! One segment: a `.log` of record batches back to back, mapped once over
 //! `segment_bytes` of address space, with its offset and time indexes.
 //!
+//! Batches are Kafka RecordBatch v2 (docs/format.md): an append stamps
+//! `base_offset` and `partition_leader_epoch` in place (outside the CRC-32C)
+//! and stores the rest as it came, compressed or not.
+//!
 //! Invariants: batches are whole and their offsets dense from `base_offset`;
 //! the log's published end is the end of the last whole batch; index entries
 //! only point at published batches. Only the partition's writer (holding the

@@ -16,7 +16,8 @@
 //! are read into a buffer grown by doubling up to `max + 1` bytes and
 //! refused past `max`, and sizes declared in the input (raw snappy blocks)
 //! are checked before allocating; a hostile batch can not make the broker or
-//! a client allocate past the limit (zstd's window is capped too).
+//! a client allocate past the limit (zstd's window is capped by it too,
+//! between 2 and 128 MiB).
 
 use std::io::{Read, Write};
 
@@ -45,10 +46,17 @@ const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
 const XERIAL_HEADER_LEN: usize = 16;
 /// Input bytes per snappy chunk (snappy-java's default block size).
 const XERIAL_BLOCK: usize = 32 * 1024;
-/// The largest zstd window accepted: a frame may not make the decoder
-/// allocate more than this whatever its content (8 MiB; Kafka's clients use
-/// at most 2^21 at their default level).
-const ZSTD_WINDOW_LOG_MAX: u32 = 23;
+/// zstd windows accepted: up to the decompression limit (a frame's window
+/// is what the decoder allocates, whatever its content), but always 2 MiB
+/// (Kafka clients' default level uses at most that) and never past 128 MiB
+/// (zstd's own default limit, what Kafka's Java consumer accepts).
+const ZSTD_WINDOW_LOG: std::ops::RangeInclusive<u32> = 21..=27;
+
+/// The zstd window log allowed for outputs of at most `max` bytes.
+fn zstd_window_log_max(max: usize) -> u32 {
+    let log = usize::BITS - max.saturating_sub(1).leading_zeros();
+    log.clamp(*ZSTD_WINDOW_LOG.start(), *ZSTD_WINDOW_LOG.end())
+}
 
 impl Compression {
     /// The codec for attribute bits 0-2.
@@ -106,7 +114,7 @@ impl Compression {
             Self::Zstd => {
                 let invalid = BatchError::Decompress("invalid zstd frame");
                 let mut dec = zstd::stream::read::Decoder::with_buffer(data).map_err(|_| invalid.clone())?;
-                dec.window_log_max(ZSTD_WINDOW_LOG_MAX).map_err(|_| invalid)?;
+                dec.window_log_max(zstd_window_log_max(max)).map_err(|_| invalid)?;
                 read_bounded(dec, data.len(), max, "invalid zstd frame")
             }
         }
@@ -275,6 +283,23 @@ mod tests {
             Compression::Snappy.decompress(&hostile, 1 << 20),
             Err(BatchError::DecompressedTooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn zstd_windows_are_capped_by_the_limit() {
+        assert_eq!(zstd_window_log_max(1 << 10), 21);
+        assert_eq!(zstd_window_log_max((1 << 24) + 1), 25);
+        assert_eq!(zstd_window_log_max(64 << 20), 26);
+        assert_eq!(zstd_window_log_max(usize::MAX), 27);
+        // A frame whose window exceeds the cap is refused.
+        let data = vec![1u8; 1000];
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 3).unwrap();
+        enc.include_contentsize(false).unwrap();
+        enc.window_log(24).unwrap();
+        enc.write_all(&data).unwrap();
+        let frame = enc.finish().unwrap();
+        assert!(Compression::Zstd.decompress(&frame, 1 << 20).is_err(), "16 MiB window, 1 MiB limit");
+        assert_eq!(Compression::Zstd.decompress(&frame, 16 << 20).unwrap(), data);
     }
 
     #[test]
