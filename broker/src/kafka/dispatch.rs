@@ -88,9 +88,7 @@ fn route(kafka: &Arc<Kafka>, mut frame: Bytes, local: Option<SocketAddr>) -> Res
         ApiKey::InitProducerId => later(init_producer_id::init(k, h, body)),
         api => later(async move {
             let response = k.groups.handle(api, h.version, body).await.map_err(|e| malformed(&h, e))?;
-            let mut buf = response_header(&h, response.len());
-            buf.extend_from_slice(&response);
-            Ok(Some(vec![buf.freeze()]))
+            Ok(Some(vec![response_header(&h, 0).freeze(), response.freeze()]))
         }),
     })
 }
