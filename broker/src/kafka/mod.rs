@@ -28,6 +28,8 @@ mod error;
 mod fetch;
 mod fetch_encode;
 #[cfg(test)]
+mod fetch_tests;
+#[cfg(test)]
 mod fuzz_tests;
 pub mod groups;
 mod guard;
