@@ -9,6 +9,7 @@
 //! clients send full requests), no transactions (last stable offset =
 //! high watermark, no aborted transactions).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,6 +18,7 @@ use futures_util::future::select_all;
 use kafka_protocol::messages::fetch_request::FetchRequest;
 use kafka_protocol::ResponseError;
 use tokio::sync::watch;
+use uuid::Uuid;
 
 use super::fetch_encode::{encode, PartitionData, TopicData};
 use super::state::Kafka;
@@ -25,6 +27,7 @@ use super::{error, KafkaError};
 use crate::broker::Broker;
 use crate::partition::Partition;
 use crate::storage::StorageError;
+use crate::topics::Topic;
 
 /// One partition asked for.
 struct Want {
@@ -87,9 +90,15 @@ pub async fn handle(
 fn resolve(broker: &Broker, header: &Header, req: &FetchRequest) -> (Vec<TopicData>, Vec<Want>) {
     let mut topics = Vec::with_capacity(req.topics.len());
     let mut wants = Vec::new();
+    // By id (v13+): one pass over the topics for the whole request.
+    let by_id: HashMap<Uuid, Arc<Topic>> = if header.version >= 13 {
+        broker.topics.list().into_iter().map(|t| (t.id(), t)).collect()
+    } else {
+        HashMap::new()
+    };
     for t in &req.topics {
         let found = if header.version >= 13 {
-            broker.topics.list().into_iter().find(|x| x.id() == t.topic_id)
+            by_id.get(&t.topic_id).cloned()
         } else {
             broker.topics.get(t.topic.as_str())
         };
