@@ -288,3 +288,29 @@ fn the_readme_and_docs_kcat_commands_work() {
         assert!(out.lines().any(|l| l.trim_end().ends_with("hi")), "{source}: {out}");
     }
 }
+
+#[test]
+fn the_kafka_listener_is_configurable_off_and_named_when_its_port_is_taken() {
+    let dir = tempfile::tempdir().unwrap();
+    let off = ProcessBroker::spawn(SLUICE, dir.path(), &["--kafka-listen", ""]);
+    assert!(off.kafka.is_none() && !off.log_text().contains("kafka listening"), "{}", off.log_text());
+    drop(off);
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken = taken.local_addr().unwrap().to_string();
+    let serve = |env: bool| {
+        let mut c = Command::new(SLUICE);
+        c.args(["serve", "--listen", "127.0.0.1:0", "--admin-listen", ""]).arg("--data-dir").arg(dir.path());
+        if env {
+            c.env("SLUICE_KAFKA_LISTEN", &taken);
+        } else {
+            c.args(["--kafka-listen", &taken]);
+        }
+        c.output().unwrap()
+    };
+    for env in [false, true] {
+        let out = serve(env);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("Kafka listener (--kafka-listen) {taken}")), "env {env}: {err}");
+    }
+}
