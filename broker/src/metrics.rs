@@ -44,6 +44,7 @@ pub const KAFKA_APIS: &[&str] = &[
     "kafka_DeleteGroups",
     "kafka_ConsumerGroupHeartbeat",
     "kafka_ConsumerGroupDescribe",
+    "kafka_AlterConfigs",
     "kafka_Other",
 ];
 

@@ -2,6 +2,7 @@
 config), describe, alter a config, add partitions, delete."""
 
 import time
+import warnings
 
 from common import fail, parser
 
@@ -30,6 +31,11 @@ if args.client == "kafka":
     a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": "7200000"})])
     if configs().get("retention.ms") != "7200000":
         fail(f"configs after alter: {configs()}")
+    # The older whole-set AlterConfigs.
+    a.alter_configs([ConfigResource(ConfigResourceType.TOPIC, t, configs={"retention.ms": "9000000"})],
+                    incremental=False)
+    if configs().get("retention.ms") != "9000000":
+        fail(f"configs after AlterConfigs: {configs()}")
     a.create_partitions({t: NewPartitions(4)})
     if len(a.describe_topics([t])[0]["partitions"]) != 4:
         fail("partitions not added")
@@ -60,6 +66,12 @@ else:
         f.result(30)
     if configs().get("retention.ms") != "7200000":
         fail(f"configs after alter: {configs()}")
+    # The older whole-set AlterConfigs: what is not named goes back to the default.
+    warnings.simplefilter("ignore", DeprecationWarning)  # on purpose: it is what older tools send
+    for f in a.alter_configs([ConfigResource("topic", t, set_config={"retention.ms": "9000000"})]).values():
+        f.result(30)
+    if configs().get("retention.ms") != "9000000" or configs().get("fsync") != "always":
+        fail(f"configs after AlterConfigs: {configs()}")
     for f in a.create_partitions([NewPartitions(t, 4)]).values():
         f.result(30)
     if len(a.list_topics(timeout=10).topics[t].partitions) != 4:

@@ -57,7 +57,7 @@ const KEYS: &[Key] = &[
 ];
 
 /// Kafka's resource type for a topic.
-const TOPIC: i8 = 2;
+pub const TOPIC: i8 = 2;
 /// Kafka's resource type for a broker.
 const BROKER: i8 = 4;
 /// `config_source`: set on the topic.
@@ -216,7 +216,11 @@ pub async fn alter(
 }
 
 /// Applies (or with `validate_only`, checks) config changes to a topic.
-fn apply(
+///
+/// # Errors
+/// `UnknownTopic`, `InvalidConfig`, or `Storage` when `topic.json` cannot
+/// be written.
+pub fn apply(
     broker: &Broker,
     topic: &str,
     changes: &[(String, String)],

@@ -18,8 +18,8 @@ use super::groups::KafkaGroups;
 use super::state::{Kafka, Reply};
 use super::wire::{decode_header, encode_at, malformed, response_header, Chunks, Header};
 use super::{
-    cluster, configs, fetch, guard, init_producer_id, list_offsets, metadata, metrics, produce, topics,
-    KafkaError,
+    alter_configs, cluster, configs, fetch, guard, init_producer_id, list_offsets, metadata, metrics,
+    produce, topics, KafkaError,
 };
 
 /// The apis served here and their version ranges (ApiVersions).
@@ -33,6 +33,7 @@ pub const SERVED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::CreatePartitions, 0, 3),
     (ApiKey::DescribeConfigs, 1, 4),
+    (ApiKey::AlterConfigs, 0, 2),
     (ApiKey::IncrementalAlterConfigs, 0, 1),
     (ApiKey::DescribeCluster, 0, 1),
     (ApiKey::InitProducerId, 0, 4),
@@ -83,6 +84,7 @@ fn route(kafka: &Arc<Kafka>, mut frame: Bytes, local: Option<SocketAddr>) -> Res
         ApiKey::DeleteTopics => later(topics::delete(Arc::clone(&k.broker), h, body)),
         ApiKey::CreatePartitions => later(topics::create_partitions(Arc::clone(&k.broker), h, body)),
         ApiKey::DescribeConfigs => later(async move { configs::describe(&k.broker, &h, body).map(Some) }),
+        ApiKey::AlterConfigs => later(alter_configs::alter(Arc::clone(&k.broker), h, body)),
         ApiKey::IncrementalAlterConfigs => later(configs::alter(Arc::clone(&k.broker), h, body)),
         ApiKey::DescribeCluster => Reply::Now(Some(cluster::describe(&header, body, local)?)),
         ApiKey::InitProducerId => later(init_producer_id::init(k, h, body)),

@@ -128,6 +128,17 @@ fn requests(api: ApiKey, v: i16) -> Vec<u8> {
             r.resources = vec![res];
             r.encode(&mut buf, v)
         }
+        ApiKey::AlterConfigs => {
+            let mut c = alter_configs_request::AlterableConfig::default();
+            c.name = s("retention.ms");
+            c.value = Some(s("5"));
+            let mut res = alter_configs_request::AlterConfigsResource::default();
+            res.resource_name = s("orders");
+            res.configs = vec![c];
+            let mut r = AlterConfigsRequest::default();
+            r.resources = vec![res];
+            r.encode(&mut buf, v)
+        }
         ApiKey::DescribeCluster => DescribeClusterRequest::default().encode(&mut buf, v),
         ApiKey::InitProducerId => InitProducerIdRequest::default().encode(&mut buf, v),
         ApiKey::ApiVersions => ApiVersionsRequest::default().encode(&mut buf, v),
@@ -277,6 +288,7 @@ fn accepted(api: ApiKey, v: i16, body: &[u8]) -> bool {
         ApiKey::CreatePartitions => CreatePartitionsRequest::decode(&mut b, v).is_ok(),
         ApiKey::DescribeConfigs => DescribeConfigsRequest::decode(&mut b, v).is_ok(),
         ApiKey::IncrementalAlterConfigs => IncrementalAlterConfigsRequest::decode(&mut b, v).is_ok(),
+        ApiKey::AlterConfigs => AlterConfigsRequest::decode(&mut b, v).is_ok(),
         ApiKey::DescribeCluster => DescribeClusterRequest::decode(&mut b, v).is_ok(),
         ApiKey::InitProducerId => InitProducerIdRequest::decode(&mut b, v).is_ok(),
         ApiKey::ApiVersions => ApiVersionsRequest::decode(&mut b, v).is_ok(),

@@ -82,6 +82,7 @@ const DELETE_TOPICS: &[Field] = &[since(Arr(&[f(Str), f(Uuid)]), 6), until(ArrSt
 const CREATE_PARTITIONS: &[Field] = &[f(Arr(&[f(Str), f(I32), f(Arr(&[f(ArrI32)]))])), f(I32), f(I8)];
 const DESCRIBE_CONFIGS: &[Field] = &[f(Arr(&[f(I8), f(Str), f(ArrStr)])), since(I8, 1), since(I8, 3)];
 const ALTER_CONFIGS: &[Field] = &[f(Arr(&[f(I8), f(Str), f(Arr(&[f(Str), f(I8), f(Str)]))])), f(I8)];
+const ALTER_CONFIGS_WHOLE: &[Field] = &[f(Arr(&[f(I8), f(Str), f(Arr(&[f(Str), f(Str)]))])), f(I8)];
 const DESCRIBE_CLUSTER: &[Field] = &[f(I8), since(I8, 1), since(I8, 2)];
 const INIT_PRODUCER_ID: &[Field] =
     &[f(Str), f(I32), since(I64, 3), since(I16, 3), since(I8, 6), since(I8, 6)];
@@ -148,6 +149,7 @@ fn schema(api: ApiKey) -> Option<(&'static [Field], i16)> {
         ApiKey::CreatePartitions => (CREATE_PARTITIONS, 2),
         ApiKey::DescribeConfigs => (DESCRIBE_CONFIGS, 4),
         ApiKey::IncrementalAlterConfigs => (ALTER_CONFIGS, 1),
+        ApiKey::AlterConfigs => (ALTER_CONFIGS_WHOLE, 2),
         ApiKey::DescribeCluster => (DESCRIBE_CLUSTER, 0),
         ApiKey::InitProducerId => (INIT_PRODUCER_ID, 2),
         ApiKey::FindCoordinator => (FIND_COORDINATOR, 3),

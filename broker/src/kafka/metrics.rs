@@ -40,7 +40,8 @@ pub fn name(api: ApiKey) -> &'static str {
         K::DeleteGroups => 21,
         K::ConsumerGroupHeartbeat => 22,
         K::ConsumerGroupDescribe => 23,
-        _ => 24,
+        K::AlterConfigs => 24,
+        _ => 25,
     };
     NAMES[i]
 }

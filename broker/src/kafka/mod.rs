@@ -20,6 +20,7 @@
 //! appends the client's bytes as they are, fetch serves the segment bytes
 //! without copying them.
 
+mod alter_configs;
 mod cluster;
 mod configs;
 mod connection;
