@@ -105,6 +105,9 @@ pub struct ProducerConfig {
     /// running producer sees partitions added to them (Kafka's
     /// `metadata.max.age.ms`). Errors that metadata can explain (unknown
     /// topic or partition, batch too large) refetch it at once as well.
+    /// Default 60 s (Kafka's is 5 min): added partitions are used within a
+    /// minute, for one small metadata request per topic in use per minute,
+    /// made by a background task off the `send` path.
     pub metadata_max_age: Duration,
 }
 
