@@ -7,6 +7,7 @@
 mod accept;
 pub mod admin;
 pub mod broker;
+pub mod cluster;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod config;
