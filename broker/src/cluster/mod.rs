@@ -21,3 +21,6 @@ pub mod state;
 pub mod types;
 pub mod peer_wire;
 pub mod peer_server;
+
+#[cfg(test)]
+mod cluster_tests;

@@ -217,6 +217,8 @@ impl ControllerNode {
     /// The Raft core's task failed.
     pub async fn shutdown(self) -> Result<(), ClusterError> {
         self.server.abort();
+        // Wait for the abort, so the listener is closed when this returns.
+        let _ = self.server.await;
         self.raft.shutdown().await.map_err(|e| ClusterError::Raft(e.to_string()))
     }
 }

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use openraft::Raft;
 use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 
 use super::peer_wire::{self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION};
 use super::sm_store::StateMachineStore;
@@ -63,16 +63,20 @@ impl PeerIdentity {
     }
 }
 
-/// Accepts peer connections on `listener` until the task is aborted.
+/// Accepts peer connections on `listener` until the task is aborted;
+/// aborting it also closes every connection it accepted (they live in its
+/// `JoinSet`), so peers reconnect to whatever serves the port next.
 pub fn spawn(listener: TcpListener, raft: ControllerRaft, identity: PeerIdentity) -> JoinHandle<()> {
     let identity = Arc::new(identity);
     tokio::spawn(async move {
+        let mut conns = JoinSet::new();
         loop {
+            while conns.try_join_next().is_some() {}
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
                     let (raft, identity) = (raft.clone(), Arc::clone(&identity));
-                    tokio::spawn(async move {
+                    conns.spawn(async move {
                         let mut conn = peer_wire::framed(stream);
                         if let Err(e) = serve(&mut conn, &raft, &identity).await {
                             log_closed(peer, &e);

@@ -1,0 +1,238 @@
+//! Three controller nodes in one process on 127.0.0.1: election,
+//! replication, failover, restart from the durable log, and hostile peer
+//! traffic. Every wait polls until a deadline.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::node::{ClusterError, ControllerConfig, ControllerNode};
+use super::peer_wire::{self, Hello, PeerError, PEER_MAGIC, PEER_VERSION};
+use super::state::{Command, ControllerState, Outcome};
+
+const CLUSTER: &str = "test-cluster";
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// Polls `cond` every 20 ms until it holds; panics naming `what` after
+/// [`DEADLINE`]. Returns the time it took.
+async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+struct Cluster {
+    dirs: Vec<tempfile::TempDir>,
+    peers: BTreeMap<u64, String>,
+    nodes: BTreeMap<u64, ControllerNode>,
+}
+
+impl Cluster {
+    async fn start() -> Self {
+        let mut listeners = BTreeMap::new();
+        for id in 1..=3u64 {
+            listeners.insert(id, TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let peers: BTreeMap<u64, String> =
+            listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
+        let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
+        let mut c = Self { dirs, peers, nodes: BTreeMap::new() };
+        for (id, l) in listeners {
+            let node = ControllerNode::start(c.config(id), l).await.unwrap();
+            c.nodes.insert(id, node);
+        }
+        c
+    }
+
+    fn dir(&self, id: u64) -> PathBuf {
+        self.dirs[usize::try_from(id - 1).unwrap()].path().to_owned()
+    }
+
+    fn config(&self, id: u64) -> ControllerConfig {
+        ControllerConfig::new(id, CLUSTER, self.dir(id), self.peers.clone())
+    }
+
+    /// The leader every running node agrees on, if they do.
+    fn agreed_leader(&self) -> Option<u64> {
+        let first = self.nodes.values().next()?.leader()?;
+        let all = self.nodes.values().all(|n| n.leader() == Some(first));
+        (all && self.nodes.contains_key(&first)).then_some(first)
+    }
+
+    async fn wait_leader(&self) -> u64 {
+        wait_until("an agreed controller leader", || self.agreed_leader().is_some()).await;
+        self.agreed_leader().unwrap()
+    }
+
+    async fn wait_converged(&self, what: &str, pred: impl Fn(&ControllerState) -> bool) -> ControllerState {
+        wait_until(what, || {
+            let states: Vec<_> = self.nodes.values().map(|n| n.state().unwrap()).collect();
+            states.iter().all(|s| pred(s) && s == &states[0])
+        })
+        .await;
+        self.nodes.values().next().unwrap().state().unwrap()
+    }
+
+    async fn restart(&mut self, id: u64) {
+        let addr: std::net::SocketAddr = self.peers[&id].parse().unwrap();
+        let mut listener = None;
+        wait_until("the peer port to be free again", || {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.set_reuseaddr(true).unwrap();
+            listener = socket.bind(addr).and_then(|()| socket.listen(64)).ok();
+            listener.is_some()
+        })
+        .await;
+        let node = ControllerNode::start(self.config(id), listener.unwrap()).await.unwrap();
+        self.nodes.insert(id, node);
+    }
+
+    async fn stop(&mut self, id: u64) {
+        self.nodes.remove(&id).unwrap().shutdown().await.unwrap();
+    }
+
+    async fn shutdown(mut self) {
+        for id in self.nodes.keys().copied().collect::<Vec<_>>() {
+            self.stop(id).await;
+        }
+    }
+}
+
+fn register(id: u64) -> Command {
+    Command::RegisterBroker {
+        id,
+        client_addr: format!("127.0.0.1:{}", 19000 + id),
+        kafka_addr: None,
+        peer_addr: format!("127.0.0.1:{}", 19100 + id),
+        lease_until_ms: u64::MAX,
+    }
+}
+
+fn create(name: &str, partitions: u32, rf: u16) -> Command {
+    Command::CreateTopic { name: name.into(), partitions, replication_factor: rf, config: BTreeMap::new() }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_elect_replicate_fail_over_and_recover() {
+    let mut c = Cluster::start().await;
+    let leader = c.wait_leader().await;
+    let l = &c.nodes[&leader];
+    for id in 1..=3 {
+        assert_eq!(l.propose(register(id)).await.unwrap(), Ok(Outcome::Done));
+    }
+    assert_eq!(l.propose(create("t", 3, 3)).await.unwrap(), Ok(Outcome::TopicCreated { id: 0 }));
+    // A refused command is an answer, not a failure.
+    assert!(l.propose(create("t", 1, 1)).await.unwrap().is_err());
+    let s = c.wait_converged("topic t on every node", |s| s.topics.contains_key("t")).await;
+    for p in &s.topics["t"].partitions {
+        assert_eq!(p.replicas.len(), 3);
+        assert_eq!(p.leader, Some(p.replicas[0]));
+    }
+    let follower = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    match c.nodes[&follower].propose(create("x", 1, 1)).await {
+        Err(ClusterError::NotLeader { leader: Some(found) }) => assert_eq!(found, leader),
+        other => panic!("a follower must refuse with the leader's id: {other:?}"),
+    }
+
+    // The leader stops: the other two elect a new one and keep the state.
+    let old_term = c.nodes[&follower].term();
+    c.stop(leader).await;
+    let took = wait_until("a new controller leader", || c.agreed_leader().is_some_and(|n| n != leader)).await;
+    let new_leader = c.wait_leader().await;
+    assert!(c.nodes[&new_leader].term() > old_term);
+    eprintln!("controller failover took {took:?}");
+    let out = c.nodes[&new_leader].propose(create("u", 2, 3)).await.unwrap();
+    assert_eq!(out, Ok(Outcome::TopicCreated { id: 1 }));
+    let s = c.wait_converged("t and u on the survivors", |s| s.topics.contains_key("u")).await;
+    assert!(s.topics.contains_key("t"));
+
+    // The old leader restarts on its directory: its log is there (the
+    // registrations and topic t, durable before they were acknowledged),
+    // and it catches up with what it missed.
+    let dir = c.dir(leader).join(super::node::CONTROLLER_DIR);
+    let mut log = super::log_store::LogStore::open(&dir).unwrap();
+    let entries = openraft::storage::RaftLogReader::try_get_log_entries(&mut log, 0..).await.unwrap();
+    let creates = entries.iter().filter(|e| format!("{:?}", e.payload).contains("CreateTopic")).count();
+    assert!(creates >= 2, "t's creation (and its refused duplicate) are in the stopped node's log");
+    drop(log);
+    c.restart(leader).await;
+    let restarted = &c.nodes[&leader];
+    assert!(restarted.applied_index().unwrap() <= c.nodes[&new_leader].applied_index().unwrap());
+    let s2 = c.wait_converged("the restarted node to catch up", |s| s.topics.contains_key("u")).await;
+    assert_eq!(s2, s);
+    // The whole group still takes commands.
+    let lead = c.wait_leader().await;
+    assert_eq!(c.nodes[&lead].propose(create("v", 1, 2)).await.unwrap(), Ok(Outcome::TopicCreated { id: 2 }));
+    c.wait_converged("v everywhere", |s| s.topics.contains_key("v")).await;
+    c.shutdown().await;
+}
+
+/// Writes `bytes` to the peer port and waits for the server to close the
+/// connection (EOF or reset), within the deadline.
+async fn expect_closed(addr: &str, bytes: &[u8]) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(DEADLINE, async {
+        loop {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // a refusal reply, then the close
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the peer port kept a hostile connection open: {bytes:?}");
+}
+
+fn hello(cluster_id: &str, from: u64, to: u64) -> Hello {
+    Hello { magic: PEER_MAGIC.into(), version: PEER_VERSION, cluster_id: cluster_id.into(), from, to }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_peer_traffic_is_refused_while_the_cluster_works() {
+    let c = Cluster::start().await;
+    let leader = c.wait_leader().await;
+    let target = *c.nodes.keys().find(|&&id| id != leader).unwrap();
+    let addr = c.peers[&target].clone();
+
+    // A foreign protocol: "GET " reads as a 1.2 GB length, over the maximum.
+    expect_closed(&addr, b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    // A lying length over the maximum, and garbage in a well-formed frame.
+    expect_closed(&addr, &[0x7f, 0xff, 0xff, 0xff, 1, 2, 3]).await;
+    let mut frame = 9u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"not json!");
+    expect_closed(&addr, &frame).await;
+    // A valid JSON frame that is not a handshake.
+    let mut frame = 2u32.to_be_bytes().to_vec();
+    frame.extend_from_slice(b"{}");
+    expect_closed(&addr, &frame).await;
+
+    let limit = Duration::from_secs(5);
+    for (h, why) in [
+        (hello("other-cluster", 1, target), "cluster id"),
+        (hello(CLUSTER, 99, target), "not a member"),
+        (hello(CLUSTER, leader, target + 10), "not node"),
+        (Hello { magic: "kafka".into(), ..hello(CLUSTER, 1, target) }, "not a sluice peer"),
+    ] {
+        match peer_wire::dial(&addr, &h, limit).await {
+            Err(PeerError::Refused(msg)) => assert!(msg.contains(why), "{msg}"),
+            other => panic!("handshake {h:?} must be refused: {:?}", other.map(|_| ())),
+        }
+    }
+    // A correct handshake is accepted (and the connection then closed).
+    assert!(peer_wire::dial(&addr, &hello(CLUSTER, leader, target), limit).await.is_ok());
+
+    // The cluster kept working through all of it.
+    let l = &c.nodes[&c.wait_leader().await];
+    l.propose(register(1)).await.unwrap().unwrap();
+    l.propose(create("t", 1, 1)).await.unwrap().unwrap();
+    c.wait_converged("t on every node", |s| s.topics.contains_key("t")).await;
+    c.shutdown().await;
+}
