@@ -7,9 +7,9 @@
 mod accept;
 pub mod admin;
 pub mod broker;
-pub mod cluster;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod errors;

@@ -133,7 +133,8 @@ impl LogStore {
             .filter(|(e, _)| purged_index.is_none_or(|p| e.log_id.index() > p))
             .map(|(e, pos)| (e.log_id.index(), (e, pos)))
             .collect();
-        let inner = LogInner { dir: dir.to_owned(), file, entries, end: valid, last_purged, vote, failed: false };
+        let inner =
+            LogInner { dir: dir.to_owned(), file, entries, end: valid, last_purged, vote, failed: false };
         Ok(Self { inner: Arc::new(Mutex::new(inner)) })
     }
 }
@@ -214,7 +215,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(lock(&self.inner)?.vote.clone())
+        Ok(lock(&self.inner)?.vote)
     }
 }
 
@@ -223,9 +224,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let inner = lock(&self.inner)?;
-        let last = inner.entries.values().next_back().map(|(e, _)| e.log_id.clone());
-        let last_purged_log_id = inner.last_purged.clone();
-        Ok(LogState { last_log_id: last.or_else(|| last_purged_log_id.clone()), last_purged_log_id })
+        let last = inner.entries.values().next_back().map(|(e, _)| e.log_id);
+        let last_purged_log_id = inner.last_purged;
+        Ok(LogState { last_log_id: last.or(last_purged_log_id), last_purged_log_id })
     }
 
     async fn get_log_reader(&mut self) -> Self::LogReader {
@@ -233,7 +234,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        let vote = vote.clone();
+        let vote = *vote;
         blocking(&self.inner, move |inner| {
             inner.write(|inner| {
                 write_json(&inner.dir.join(VOTE_FILE), &vote)?;
@@ -259,7 +260,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        blocking(&self.inner, move |inner| inner.write(|inner| inner.truncate_after(last_log_id.as_ref()))).await
+        blocking(&self.inner, move |inner| inner.write(|inner| inner.truncate_after(last_log_id.as_ref())))
+            .await
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {

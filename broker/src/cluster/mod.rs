@@ -16,11 +16,11 @@
 pub mod log_store;
 pub mod network;
 pub mod node;
+pub mod peer_server;
+pub mod peer_wire;
 pub mod sm_store;
 pub mod state;
 pub mod types;
-pub mod peer_wire;
-pub mod peer_server;
 
 #[cfg(test)]
 mod cluster_tests;

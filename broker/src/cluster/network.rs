@@ -9,12 +9,14 @@ use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError
 use openraft::network::v2::RaftNetworkV2;
 use openraft::network::{RPCOption, RaftNetworkFactory};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest, TransferLeaderResponse,
-    VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, TransferLeaderRequest,
+    TransferLeaderResponse, VoteRequest, VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
 
-use super::peer_wire::{self, Hello, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION};
+use super::peer_wire::{
+    self, Hello, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION,
+};
 use super::types::{Snapshot, TypeConfig, Vote};
 
 /// Longest wait for a connection and handshake.
@@ -69,10 +71,16 @@ fn unexpected() -> RPCError<TypeConfig> {
 
 impl PeerClient {
     /// Sends `req` and waits (at most `limit`) for its answer.
-    async fn call(&mut self, req: &PeerRequest, limit: Duration) -> Result<PeerResponse, RPCError<TypeConfig>> {
+    async fn call(
+        &mut self,
+        req: &PeerRequest,
+        limit: Duration,
+    ) -> Result<PeerResponse, RPCError<TypeConfig>> {
         let conn = match self.conn.take() {
             Some(c) => c,
-            None => peer_wire::dial(&self.addr, &self.hello, CONNECT_TIMEOUT.min(limit)).await.map_err(to_rpc_error)?,
+            None => peer_wire::dial(&self.addr, &self.hello, CONNECT_TIMEOUT.min(limit))
+                .await
+                .map_err(to_rpc_error)?,
         };
         let mut conn = conn;
         peer_wire::send(&mut conn, req).await.map_err(to_rpc_error)?;
@@ -115,7 +123,8 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        let req = PeerRequest::FullSnapshot { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
+        let req =
+            PeerRequest::FullSnapshot { vote, meta: snapshot.meta, data: snapshot.snapshot.into_inner() };
         let call = self.call(&req, option.hard_ttl());
         tokio::pin!(cancel);
         let resp = tokio::select! {

@@ -147,7 +147,8 @@ impl ControllerNode {
     }
 
     async fn initialize(&self, peers: &BTreeMap<u64, String>) -> Result<(), ClusterError> {
-        let members: BTreeMap<u64, BasicNode> = peers.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
+        let members: BTreeMap<u64, BasicNode> =
+            peers.iter().map(|(id, a)| (*id, BasicNode::new(a))).collect();
         match self.raft.initialize(members).await {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Raft(e.to_string())),

@@ -17,7 +17,9 @@ use openraft::Raft;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::peer_wire::{self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION};
+use super::peer_wire::{
+    self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION,
+};
 use super::sm_store::StateMachineStore;
 use super::types::TypeConfig;
 
@@ -48,7 +50,10 @@ impl PeerIdentity {
             return Some("not a sluice peer".into());
         }
         if hello.version != PEER_VERSION {
-            return Some(format!("peer protocol version {} (this node speaks {PEER_VERSION})", hello.version));
+            return Some(format!(
+                "peer protocol version {} (this node speaks {PEER_VERSION})",
+                hello.version
+            ));
         }
         if hello.cluster_id != self.cluster_id {
             return Some(format!("cluster id {:?} is not this cluster", hello.cluster_id));
@@ -96,7 +101,7 @@ pub fn spawn(listener: TcpListener, raft: ControllerRaft, identity: PeerIdentity
 fn log_closed(peer: SocketAddr, e: &PeerError) {
     match e {
         PeerError::Closed => tracing::debug!(%peer, "peer connection closed"),
-        PeerError::Timeout(_) if matches!(e, PeerError::Timeout(d) if *d == IDLE_TIMEOUT) => {
+        PeerError::Timeout(d) if *d == IDLE_TIMEOUT => {
             tracing::debug!(%peer, "idle peer connection closed");
         }
         _ => tracing::warn!(%peer, error = %e, "peer connection refused or dropped"),
@@ -126,8 +131,13 @@ async fn handle(raft: &ControllerRaft, req: PeerRequest) -> PeerResponse {
         }
         PeerRequest::Vote(rpc) => PeerResponse::Vote(raft.vote(rpc).await.map_err(|e| e.to_string())),
         PeerRequest::FullSnapshot { vote, meta, data } => {
-            let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, _> { meta, snapshot: std::io::Cursor::new(data) };
-            PeerResponse::Snapshot(raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()))
+            let snapshot = openraft::type_config::alias::SnapshotOf::<TypeConfig, _> {
+                meta,
+                snapshot: std::io::Cursor::new(data),
+            };
+            PeerResponse::Snapshot(
+                raft.install_full_snapshot(vote, snapshot).await.map_err(|e| e.to_string()),
+            )
         }
         PeerRequest::TransferLeader(rpc) => {
             PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))

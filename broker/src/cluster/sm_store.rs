@@ -64,7 +64,7 @@ impl StateMachineStore {
             Ok(bytes) => {
                 let snap: SnapshotFile = serde_json::from_slice(&bytes).map_err(io_err)?;
                 inner.state = serde_json::from_slice(&snap.data).map_err(io_err)?;
-                inner.last_applied = snap.meta.last_log_id.clone();
+                inner.last_applied = snap.meta.last_log_id;
                 inner.membership = snap.meta.last_membership.clone();
                 inner.snapshot = Some(snap);
             }
@@ -87,7 +87,7 @@ impl StateMachineStore {
     /// # Errors
     /// Only a poisoned lock.
     pub fn last_applied(&self) -> io::Result<Option<LogId>> {
-        Ok(lock(&self.inner)?.last_applied.clone())
+        Ok(lock(&self.inner)?.last_applied)
     }
 }
 
@@ -109,7 +109,8 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachineStore {
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
         blocking(&self.inner, |inner| {
             let data = serde_json::to_vec(&inner.state).map_err(io_err)?;
-            let meta = SnapshotMeta { last_log_id: inner.last_applied.clone(), last_membership: inner.membership.clone() };
+            let meta =
+                SnapshotMeta { last_log_id: inner.last_applied, last_membership: inner.membership.clone() };
             let snap = SnapshotFile { meta, data };
             let out = to_snapshot(&snap);
             store_snapshot(inner, snap)?;
@@ -125,7 +126,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let inner = lock(&self.inner)?;
-        Ok((inner.last_applied.clone(), inner.membership.clone()))
+        Ok((inner.last_applied, inner.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -135,7 +136,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         while let Some((entry, responder)) = entries.try_next().await? {
             let response = {
                 let mut inner = lock(&self.inner)?;
-                inner.last_applied = Some(entry.log_id.clone());
+                inner.last_applied = Some(entry.log_id);
                 match &entry.payload {
                     EntryPayload::Blank => Ok(Outcome::Done),
                     EntryPayload::Normal(cmd) => {
@@ -146,7 +147,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                         res
                     }
                     EntryPayload::Membership(m) => {
-                        inner.membership = StoredMembership::new(Some(entry.log_id.clone()), m.clone());
+                        inner.membership = StoredMembership::new(Some(entry.log_id), m.clone());
                         Ok(Outcome::Done)
                     }
                 }
@@ -162,7 +163,11 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, meta: &SnapshotMeta, snapshot: Self::SnapshotData) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: Self::SnapshotData,
+    ) -> Result<(), io::Error> {
         let data = snapshot.into_inner();
         let state: ControllerState = serde_json::from_slice(&data).map_err(io_err)?;
         let meta = meta.clone();

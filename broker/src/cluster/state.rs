@@ -360,9 +360,10 @@ impl ControllerState {
     ) -> ApplyResult {
         let live: BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
         let t = self.topics.get_mut(topic).ok_or_else(|| CommandError::UnknownTopic(topic.to_owned()))?;
-        let p = t.partitions.get_mut(partition as usize).ok_or_else(|| {
-            CommandError::UnknownPartition { topic: topic.to_owned(), partition }
-        })?;
+        let p = t
+            .partitions
+            .get_mut(partition as usize)
+            .ok_or_else(|| CommandError::UnknownPartition { topic: topic.to_owned(), partition })?;
         if p.leader != Some(leader) || p.leader_epoch != epoch {
             let current = p.leader_epoch;
             return Err(CommandError::FencedLeader { broker: leader, epoch, leader: p.leader_id(), current });
@@ -441,9 +442,7 @@ pub fn place_replicas(live: &[BrokerId], topic_id: u64, partitions: u32, rf: usi
         return Vec::new();
     }
     let start = usize::try_from(topic_id % n as u64).unwrap_or(0);
-    (0..partitions as usize)
-        .map(|p| (0..rf.min(n)).map(|k| live[(start + p + k) % n]).collect())
-        .collect()
+    (0..partitions as usize).map(|p| (0..rf.min(n)).map(|k| live[(start + p + k) % n]).collect()).collect()
 }
 
 #[cfg(test)]

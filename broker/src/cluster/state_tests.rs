@@ -95,7 +95,8 @@ fn expired_leader_fails_over_to_isr_with_new_epoch() {
     assert!(!q.isr.contains(&old));
     assert_eq!(s.under_replicated_partitions(), vec![("t".to_owned(), 0)]);
     // The old leader's ISR change is fenced by epoch.
-    let stale = Command::AlterIsr { topic: "t".into(), partition: 0, leader: old, leader_epoch: 0, isr: vec![old] };
+    let stale =
+        Command::AlterIsr { topic: "t".into(), partition: 0, leader: old, leader_epoch: 0, isr: vec![old] };
     assert!(matches!(s.apply(&stale), Err(CommandError::FencedLeader { .. })));
 }
 
@@ -106,7 +107,8 @@ fn no_unclean_election_partition_goes_offline_and_comes_back_with_isr() {
     let leader = s.partition("t", 0).unwrap().leader.unwrap();
     let followers: Vec<_> = s.partition("t", 0).unwrap().replicas[1..].to_vec();
     // The leader drops both followers from its ISR (they lag).
-    let shrink = Command::AlterIsr { topic: "t".into(), partition: 0, leader, leader_epoch: 0, isr: vec![leader] };
+    let shrink =
+        Command::AlterIsr { topic: "t".into(), partition: 0, leader, leader_epoch: 0, isr: vec![leader] };
     s.apply(&shrink).unwrap();
     for f in &followers {
         s.apply(&Command::BrokerHeartbeat { id: *f, lease_until_ms: 10_000 }).unwrap();
@@ -131,7 +133,13 @@ fn alter_isr_rules() {
     s.apply(&create("t", 1, 3)).unwrap();
     let p = s.partition("t", 0).unwrap().clone();
     let l = p.leader.unwrap();
-    let alter = |isr: Vec<BrokerId>| Command::AlterIsr { topic: "t".into(), partition: 0, leader: l, leader_epoch: 0, isr };
+    let alter = |isr: Vec<BrokerId>| Command::AlterIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader: l,
+        leader_epoch: 0,
+        isr,
+    };
     let other = p.replicas[1];
     assert!(matches!(s.apply(&alter(vec![other])), Err(CommandError::InvalidIsr(_))));
     assert!(matches!(s.apply(&alter(vec![l, 99])), Err(CommandError::InvalidIsr(_))));
@@ -148,7 +156,8 @@ fn alter_isr_rules() {
     }
     s.apply(&Command::ExpireLeases { now_ms: 5_000 }).unwrap();
     assert!(matches!(s.apply(&alter(vec![l, other])), Err(CommandError::InvalidIsr(_))));
-    let unknown = Command::AlterIsr { topic: "t".into(), partition: 7, leader: l, leader_epoch: 0, isr: vec![l] };
+    let unknown =
+        Command::AlterIsr { topic: "t".into(), partition: 7, leader: l, leader_epoch: 0, isr: vec![l] };
     assert!(matches!(s.apply(&unknown), Err(CommandError::UnknownPartition { .. })));
 }
 
@@ -189,7 +198,13 @@ fn arb_command() -> impl Strategy<Value = Command> {
         ("[ab]", 1u32..4, 1u16..4).prop_map(|(n, p, rf)| create(&n, p, rf)),
         "[ab]".prop_map(|name| Command::DeleteTopic { name }),
         ("[ab]", 0u32..3, id.clone(), 0u32..4, proptest::collection::vec(1u64..=4, 0..4)).prop_map(
-            |(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr { topic, partition, leader, leader_epoch, isr }
+            |(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr
+            }
         ),
         (0u64..100).prop_map(|now_ms| Command::ExpireLeases { now_ms }),
     ]
