@@ -46,11 +46,20 @@ pub struct ControllerConfig {
     /// Election timeout range: a follower that hears no leader for a
     /// random time in it starts an election.
     pub election_timeout: (Duration, Duration),
+    /// A snapshot is taken after this many applied entries; the log it
+    /// covers is then purged (keeping `logs_kept_after_snapshot`).
+    pub snapshot_after_logs: u64,
+    /// Entries kept in the log after a snapshot covers them (a follower
+    /// further behind than the kept log gets the snapshot).
+    pub logs_kept_after_snapshot: u64,
+    /// Time a new peer connection has to complete its handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl ControllerConfig {
-    /// A config with the default timings (heartbeat 100 ms, election
-    /// timeout 500..1000 ms).
+    /// A config with the defaults: heartbeat 100 ms, election timeout
+    /// 500..1000 ms, a snapshot every 5000 entries keeping 1000, handshake
+    /// timeout 5 s.
     pub fn new(node_id: u64, cluster_id: &str, data_dir: PathBuf, peers: BTreeMap<u64, String>) -> Self {
         Self {
             node_id,
@@ -59,6 +68,9 @@ impl ControllerConfig {
             peers,
             heartbeat: Duration::from_millis(100),
             election_timeout: (Duration::from_millis(500), Duration::from_millis(1000)),
+            snapshot_after_logs: 5000,
+            logs_kept_after_snapshot: 1000,
+            handshake_timeout: peer_server::HANDSHAKE_TIMEOUT,
         }
     }
 }
@@ -103,6 +115,9 @@ fn raft_config(cfg: &ControllerConfig) -> Result<Arc<openraft::Config>, ClusterE
         heartbeat_interval: ms(cfg.heartbeat),
         election_timeout_min: ms(cfg.election_timeout.0),
         election_timeout_max: ms(cfg.election_timeout.1),
+        snapshot_policy: openraft::SnapshotPolicy::LogsSinceLast(cfg.snapshot_after_logs),
+        max_in_snapshot_log_to_keep: cfg.logs_kept_after_snapshot,
+        purge_batch_size: 1,
         ..Default::default()
     };
     Ok(Arc::new(config.validate().map_err(|e| ClusterError::Config(e.to_string()))?))
@@ -136,6 +151,7 @@ impl ControllerNode {
             cluster_id: cfg.cluster_id.clone(),
             node_id: cfg.node_id,
             known: cfg.peers.keys().copied().collect::<BTreeSet<_>>(),
+            handshake_timeout: cfg.handshake_timeout,
         };
         let server = peer_server::spawn(listener, raft.clone(), identity);
         let node = Self { node_id: cfg.node_id, raft, sm, server, peer_addr };
@@ -178,6 +194,17 @@ impl ControllerNode {
     /// The current term as this node knows it.
     pub fn term(&self) -> u64 {
         self.raft.metrics().borrow_watched().current_term
+    }
+
+    /// The last log index this node holds (0: none).
+    pub fn last_log_index(&self) -> u64 {
+        self.raft.metrics().borrow_watched().last_log_index.unwrap_or(0)
+    }
+
+    /// The index up to which this node's log was purged (covered by its
+    /// snapshot), if it was.
+    pub fn purged_index(&self) -> Option<u64> {
+        self.raft.metrics().borrow_watched().purged.map(|l| l.index())
     }
 
     /// The controller state as applied on this node (a follower's may lag).

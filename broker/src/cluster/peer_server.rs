@@ -23,7 +23,7 @@ use super::peer_wire::{
 use super::sm_store::StateMachineStore;
 use super::types::TypeConfig;
 
-/// Time a new connection has to send its handshake.
+/// Default time a new connection has to send its handshake.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Time an accepted connection may stay silent (openraft heartbeats are
 /// far more frequent) before it is closed.
@@ -41,6 +41,8 @@ pub struct PeerIdentity {
     pub node_id: u64,
     /// Node ids allowed to connect.
     pub known: BTreeSet<u64>,
+    /// Time a new connection has to send its handshake.
+    pub handshake_timeout: Duration,
 }
 
 impl PeerIdentity {
@@ -110,7 +112,7 @@ fn log_closed(peer: SocketAddr, e: &PeerError) {
 
 /// One connection: handshake, then requests until it closes or fails.
 async fn serve(conn: &mut PeerConn, raft: &ControllerRaft, identity: &PeerIdentity) -> Result<(), PeerError> {
-    let hello: Hello = peer_wire::recv(conn, HANDSHAKE_TIMEOUT).await?;
+    let hello: Hello = peer_wire::recv(conn, identity.handshake_timeout).await?;
     if let Some(why) = identity.check(&hello) {
         // Best effort: the dialer learns why before the close.
         let _ = peer_wire::send(conn, &HelloReply::Refused(why.clone())).await;
