@@ -70,7 +70,11 @@ fn encode_record(entry: &Entry, out: &mut Vec<u8>) -> io::Result<()> {
 
 /// Decodes the records of `buf`: the entries with their positions, and
 /// the length of the valid prefix (a torn or corrupt tail is cut there).
-fn decode_records(buf: &[u8]) -> (Vec<(Entry, u64)>, u64) {
+///
+/// # Errors
+/// A record whose checksum holds but whose entry does not decode: that is
+/// not a torn write (a format this build cannot read), and nothing is cut.
+fn decode_records(buf: &[u8]) -> io::Result<(Vec<(Entry, u64)>, u64)> {
     let mut out = Vec::new();
     let mut pos = 0usize;
     while buf.len() - pos >= HEADER {
@@ -84,11 +88,35 @@ fn decode_records(buf: &[u8]) -> (Vec<(Entry, u64)>, u64) {
         if crc32fast::hash(body) != crc {
             break;
         }
-        let Ok(entry) = serde_json::from_slice::<Entry>(body) else { break };
+        let entry = serde_json::from_slice::<Entry>(body).map_err(|e| {
+            io_err(format!("controller log record at byte {pos} is intact but unreadable: {e}"))
+        })?;
         out.push((entry, pos as u64));
         pos = start + len;
     }
-    (out, pos as u64)
+    Ok((out, pos as u64))
+}
+
+/// Cuts `file` (at `path`) back to `valid` bytes and fsyncs it. Cut bytes
+/// that are not all zero (more than preallocation or a torn append) are
+/// first kept beside the log as `raft.log.cut-<offset>-<n>`: recovery never
+/// deletes data it could not read.
+fn cut_tail(path: &Path, file: &File, buf: &[u8], valid: u64) -> io::Result<()> {
+    let tail = &buf[usize::try_from(valid).map_err(io_err)?..];
+    tracing::warn!(path = %path.display(), valid, cut = tail.len(), "controller log: cutting a torn or corrupt tail");
+    if tail.iter().any(|&b| b != 0) {
+        let keep = (0u32..)
+            .map(|n| {
+                let mut name = path.as_os_str().to_owned();
+                name.push(format!(".cut-{valid}-{n}"));
+                PathBuf::from(name)
+            })
+            .find(|p| !p.exists())
+            .ok_or_else(|| io_err("no free name for the cut log tail"))?;
+        durable::write_atomically(&keep, tail).map_err(io_err)?;
+    }
+    file.set_len(valid)?;
+    file.sync_all()
 }
 
 fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> io::Result<Option<T>> {
@@ -121,11 +149,9 @@ impl LogStore {
             durable::sync_dir(dir).map_err(io_err)?;
         }
         let buf = fs::read(&path)?;
-        let (records, valid) = decode_records(&buf);
+        let (records, valid) = decode_records(&buf)?;
         if valid < buf.len() as u64 {
-            tracing::warn!(path = %path.display(), valid, len = buf.len(), "controller log: cutting a torn tail");
-            file.set_len(valid)?;
-            file.sync_all()?;
+            cut_tail(&path, &file, &buf, valid)?;
         }
         let purged_index = last_purged.as_ref().map(LogId::index);
         let entries = records

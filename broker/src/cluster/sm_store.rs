@@ -185,3 +185,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         Ok(lock(&self.inner)?.snapshot.as_ref().map(to_snapshot))
     }
 }
+
+#[cfg(test)]
+#[path = "sm_store_tests.rs"]
+mod tests;
