@@ -163,6 +163,9 @@ async fn three_nodes_elect_replicate_fail_over_and_recover() {
         Err(ClusterError::NotLeader { leader: Some(found) }) => assert_eq!(found, leader),
         other => panic!("a follower must refuse with the leader's id: {other:?}"),
     }
+    // ...or forward to the leader over the peer port.
+    let out = c.nodes[&follower].propose_anywhere(create("x", 1, 1)).await.unwrap();
+    assert_eq!(out, Ok(Outcome::TopicCreated { id: 1 }));
 
     // The leader stops: the other two elect a new one and keep the state.
     let old_term = c.nodes[&follower].term();
@@ -172,7 +175,7 @@ async fn three_nodes_elect_replicate_fail_over_and_recover() {
     assert!(c.nodes[&new_leader].term() > old_term);
     eprintln!("controller failover took {took:?}");
     let out = c.nodes[&new_leader].propose(create("u", 2, 3)).await.unwrap();
-    assert_eq!(out, Ok(Outcome::TopicCreated { id: 1 }));
+    assert_eq!(out, Ok(Outcome::TopicCreated { id: 2 }));
     let s = c.wait_converged("t and u on the survivors", |s| s.topics.contains_key("u")).await;
     assert!(s.topics.contains_key("t"));
 
@@ -201,7 +204,7 @@ async fn three_nodes_elect_replicate_fail_over_and_recover() {
     assert_eq!(s2, s);
     // The whole group still takes commands.
     let lead = c.wait_leader().await;
-    assert_eq!(c.nodes[&lead].propose(create("v", 1, 2)).await.unwrap(), Ok(Outcome::TopicCreated { id: 2 }));
+    assert_eq!(c.nodes[&lead].propose(create("v", 1, 2)).await.unwrap(), Ok(Outcome::TopicCreated { id: 3 }));
     c.wait_converged("v everywhere", |s| s.topics.contains_key("v")).await;
     c.shutdown().await;
 }
@@ -250,6 +253,14 @@ async fn hostile_peer_traffic_is_refused_while_the_cluster_works() {
     let mut frame = 2u32.to_be_bytes().to_vec();
     frame.extend_from_slice(b"{}");
     expect_closed(&addr, &frame).await;
+
+    // Random bytes, bounded in count and size: each connection closed.
+    let mut rng = rand::thread_rng();
+    for _ in 0..16 {
+        let n = rand::Rng::gen_range(&mut rng, 1..64);
+        let junk: Vec<u8> = (0..n).map(|_| rand::Rng::r#gen::<u8>(&mut rng)).collect();
+        expect_closed(&addr, &junk).await;
+    }
 
     let limit = Duration::from_secs(5);
     for (h, why) in [

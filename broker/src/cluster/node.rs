@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openraft::errors::{ClientWriteError, InitializeError, RaftError};
+use openraft::errors::{InitializeError, RaftError};
 use openraft::storage::{RaftLogReader, RaftLogStorage};
 use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::BasicNode;
@@ -24,6 +24,9 @@ use tokio::task::JoinHandle;
 use super::log_store::LogStore;
 use super::network::PeerNetwork;
 use super::peer_server::{self, ControllerRaft, PeerIdentity};
+use super::peer_wire::{
+    self, Hello, PeerError, PeerRequest, PeerResponse, WriteError, PEER_MAGIC, PEER_VERSION,
+};
 use super::sm_store::StateMachineStore;
 use super::state::{ApplyResult, Command, ControllerState};
 
@@ -96,7 +99,22 @@ pub enum ClusterError {
     /// The Raft node failed or stopped.
     #[error("controller raft: {0}")]
     Raft(String),
+    /// Forwarding to the leader failed on the peer connection.
+    #[error("forwarding to the controller leader: {0}")]
+    Peer(#[from] PeerError),
 }
+
+impl From<WriteError> for ClusterError {
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::NotLeader(leader) => Self::NotLeader { leader },
+            WriteError::Raft(msg) => Self::Raft(msg),
+        }
+    }
+}
+
+/// Longest wait for a forwarded proposal (connect, and then the answer).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// A running controller node.
 #[derive(Debug)]
@@ -106,6 +124,8 @@ pub struct ControllerNode {
     sm: StateMachineStore,
     server: JoinHandle<()>,
     peer_addr: SocketAddr,
+    cluster_id: String,
+    peers: BTreeMap<u64, String>,
 }
 
 fn raft_config(cfg: &ControllerConfig) -> Result<Arc<openraft::Config>, ClusterError> {
@@ -154,7 +174,15 @@ impl ControllerNode {
             handshake_timeout: cfg.handshake_timeout,
         };
         let server = peer_server::spawn(listener, raft.clone(), identity);
-        let node = Self { node_id: cfg.node_id, raft, sm, server, peer_addr };
+        let node = Self {
+            node_id: cfg.node_id,
+            raft,
+            sm,
+            server,
+            peer_addr,
+            cluster_id: cfg.cluster_id.clone(),
+            peers: cfg.peers.clone(),
+        };
         if pristine {
             node.initialize(&cfg.peers).await?;
         }
@@ -230,12 +258,34 @@ impl ControllerNode {
     /// `NotLeader` (with the leader to ask instead) on a follower, `Raft`
     /// when the node is shutting down or failed.
     pub async fn propose(&self, cmd: Command) -> Result<ApplyResult, ClusterError> {
-        match self.raft.client_write(cmd).await {
-            Ok(resp) => Ok(resp.data),
-            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
-                Err(ClusterError::NotLeader { leader: f.leader_id })
-            }
-            Err(e) => Err(ClusterError::Raft(e.to_string())),
+        peer_server::write_local(&self.raft, cmd).await.map_err(ClusterError::from)
+    }
+
+    /// Like [`propose`](Self::propose), but on a follower the command is
+    /// forwarded over the peer port to the leader this node knows of. Not
+    /// retried: with no known leader (an election in progress) or a leader
+    /// that moved meanwhile, the caller gets `NotLeader` and retries.
+    ///
+    /// # Errors
+    /// `NotLeader`, `Raft`, or `Peer` when the leader cannot be reached.
+    pub async fn propose_anywhere(&self, cmd: Command) -> Result<ApplyResult, ClusterError> {
+        let leader = match self.leader() {
+            Some(l) if l != self.node_id => l,
+            _ => return self.propose(cmd).await,
+        };
+        let addr = self.peers.get(&leader).ok_or(ClusterError::NotLeader { leader: Some(leader) })?;
+        let hello = Hello {
+            magic: PEER_MAGIC.into(),
+            version: PEER_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            from: self.node_id,
+            to: leader,
+        };
+        let mut conn = peer_wire::dial(addr, &hello, FORWARD_TIMEOUT).await?;
+        peer_wire::send(&mut conn, &PeerRequest::Propose(cmd)).await?;
+        match peer_wire::recv(&mut conn, FORWARD_TIMEOUT).await? {
+            PeerResponse::Propose(r) => r.map_err(ClusterError::from),
+            other => Err(ClusterError::Raft(format!("leader answered a proposal with {other:?}"))),
         }
     }
 

@@ -13,14 +13,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use openraft::errors::{ClientWriteError, RaftError};
 use openraft::Raft;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::peer_wire::{
-    self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, PEER_MAGIC, PEER_VERSION,
+    self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, WriteError, PEER_MAGIC,
+    PEER_VERSION,
 };
 use super::sm_store::StateMachineStore;
+use super::state::{ApplyResult, Command};
 use super::types::TypeConfig;
 
 /// Default time a new connection has to send its handshake.
@@ -144,5 +147,21 @@ async fn handle(raft: &ControllerRaft, req: PeerRequest) -> PeerResponse {
         PeerRequest::TransferLeader(rpc) => {
             PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))
         }
+        PeerRequest::Propose(cmd) => PeerResponse::Propose(write_local(raft, cmd).await),
+    }
+}
+
+/// Replicates and applies `cmd` through the local node, which must be the
+/// controller leader.
+///
+/// # Errors
+/// `NotLeader` with the leader this node knows of, or `Raft`.
+pub async fn write_local(raft: &ControllerRaft, cmd: Command) -> Result<ApplyResult, WriteError> {
+    match raft.client_write(cmd).await {
+        Ok(resp) => Ok(resp.data),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::NotLeader(f.leader_id))
+        }
+        Err(e) => Err(WriteError::Raft(e.to_string())),
     }
 }

@@ -7,7 +7,8 @@
 //! [`HelloReply`]; a foreign magic, another cluster id, an unknown dialer
 //! or the wrong target is refused and the connection closed. Then the
 //! dialer sends [`PeerRequest`]s, one at a time, each answered by one
-//! [`PeerResponse`].
+//! [`PeerResponse`]: openraft's RPCs, and controller commands a follower
+//! forwards to the leader.
 
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use sluice_protocol::FrameCodec;
 use tokio::net::TcpStream;
 use tokio_util::codec::Framed;
 
+use super::state::{ApplyResult, Command};
 use super::types::{SnapshotMeta, TypeConfig, Vote};
 
 /// The first bytes of meaning on a peer connection.
@@ -77,6 +79,8 @@ pub enum PeerRequest {
     },
     /// Hand leadership over.
     TransferLeader(TransferLeaderRequest<TypeConfig>),
+    /// A controller command forwarded by a node that is not the leader.
+    Propose(Command),
 }
 
 /// The answer to a [`PeerRequest`]; `Err` carries the remote failure's text.
@@ -90,6 +94,19 @@ pub enum PeerResponse {
     Snapshot(Result<SnapshotResponse<TypeConfig>, String>),
     /// To [`PeerRequest::TransferLeader`].
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
+    /// To [`PeerRequest::Propose`].
+    Propose(Result<ApplyResult, WriteError>),
+}
+
+/// Why a proposed command was not applied.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum WriteError {
+    /// The node asked is not the controller leader.
+    #[error("not the controller leader (leader: {0:?})")]
+    NotLeader(Option<u64>),
+    /// The Raft node failed or is stopping.
+    #[error("controller raft: {0}")]
+    Raft(String),
 }
 
 /// Why a peer exchange failed.
