@@ -184,7 +184,10 @@ impl ControllerNode {
             peers: cfg.peers.clone(),
         };
         if pristine {
-            node.initialize(&cfg.peers).await?;
+            if let Err(e) = node.initialize(&cfg.peers).await {
+                let _ = node.shutdown().await;
+                return Err(e);
+            }
         }
         tracing::info!(node = cfg.node_id, %peer_addr, dir = %dir.display(), pristine, "controller node started");
         Ok(node)
