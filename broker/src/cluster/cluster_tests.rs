@@ -4,11 +4,14 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinHandle;
 
+use super::liveness::{self, BrokerAddrs, LivenessConfig};
 use super::node::{ClusterError, ControllerConfig, ControllerNode};
 use super::peer_wire::{self, Hello, PeerError, PEER_MAGIC, PEER_VERSION};
 use super::state::{Command, ControllerState, Outcome};
@@ -30,7 +33,9 @@ async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
 struct Cluster {
     dirs: Vec<tempfile::TempDir>,
     peers: BTreeMap<u64, String>,
-    nodes: BTreeMap<u64, ControllerNode>,
+    nodes: BTreeMap<u64, Arc<ControllerNode>>,
+    /// Liveness loops, for the tests that run them.
+    loops: BTreeMap<u64, JoinHandle<()>>,
 }
 
 impl Cluster {
@@ -42,10 +47,10 @@ impl Cluster {
         let peers: BTreeMap<u64, String> =
             listeners.iter().map(|(id, l)| (*id, l.local_addr().unwrap().to_string())).collect();
         let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().unwrap()).collect();
-        let mut c = Self { dirs, peers, nodes: BTreeMap::new() };
+        let mut c = Self { dirs, peers, nodes: BTreeMap::new(), loops: BTreeMap::new() };
         for (id, l) in listeners {
             let node = ControllerNode::start(c.config(id), l).await.unwrap();
-            c.nodes.insert(id, node);
+            c.nodes.insert(id, Arc::new(node));
         }
         c
     }
@@ -97,11 +102,27 @@ impl Cluster {
         })
         .await;
         let node = ControllerNode::start(self.config(id), listener.unwrap()).await.unwrap();
-        self.nodes.insert(id, node);
+        self.nodes.insert(id, Arc::new(node));
     }
 
     async fn stop(&mut self, id: u64) {
-        self.nodes.remove(&id).unwrap().shutdown().await.unwrap();
+        if let Some(l) = self.loops.remove(&id) {
+            l.abort();
+            let _ = l.await;
+        }
+        let node = Arc::try_unwrap(self.nodes.remove(&id).unwrap()).unwrap();
+        node.shutdown().await.unwrap();
+    }
+
+    fn start_liveness(&mut self, cfg: LivenessConfig) {
+        for (id, node) in &self.nodes {
+            let addrs = BrokerAddrs {
+                client_addr: format!("127.0.0.1:{}", 19000 + id),
+                kafka_addr: None,
+                peer_addr: self.peers[id].clone(),
+            };
+            self.loops.insert(*id, liveness::spawn(Arc::clone(node), addrs, cfg));
+        }
     }
 
     async fn shutdown(mut self) {
@@ -282,5 +303,49 @@ async fn hostile_peer_traffic_is_refused_while_the_cluster_works() {
     l.propose(register(1)).await.unwrap().unwrap();
     l.propose(create("t", 1, 1)).await.unwrap().unwrap();
     c.wait_converged("t on every node", |s| s.topics.contains_key("t")).await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_brokers_partitions_move_to_the_isr_when_its_lease_lapses() {
+    let mut c = Cluster::start().await;
+    c.wait_leader().await;
+    let cfg = LivenessConfig { lease: Duration::from_secs(2), interval: Duration::from_millis(100) };
+    c.start_liveness(cfg);
+    c.wait_converged("all brokers registered", |s| s.live_brokers() == vec![1, 2, 3]).await;
+    let lead = c.wait_leader().await;
+    let out = c.nodes[&lead].propose_anywhere(create("t", 3, 3)).await.unwrap();
+    assert_eq!(out, Ok(Outcome::TopicCreated { id: 0 }));
+    let s = c.wait_converged("t everywhere", |s| s.topics.contains_key("t")).await;
+    // Stop the controller leader, which also leads one partition (each of
+    // the three brokers leads one): the group elects a new leader, which
+    // grants every broker a full lease, and then fences the dead one.
+    let victim = c.wait_leader().await;
+    let (pi, _) =
+        s.topics["t"].partitions.iter().enumerate().find(|(_, p)| p.leader == Some(victim)).unwrap();
+    let pi = u32::try_from(pi).unwrap();
+    let started = Instant::now();
+    c.stop(victim).await;
+    let s = c
+        .wait_converged("the dead broker's partition to fail over", |s| {
+            s.partition("t", pi).is_some_and(|p| p.leader.is_some_and(|l| l != victim))
+        })
+        .await;
+    eprintln!(
+        "partition leadership moved {:?} after the broker (and controller leader) stopped",
+        started.elapsed()
+    );
+    assert!(s.brokers[&victim].fenced);
+    for p in &s.topics["t"].partitions {
+        assert_ne!(p.leader, Some(victim), "{p:?}");
+        assert!(!p.isr.contains(&victim), "{p:?}");
+        assert!(p.leader.is_some(), "two of three replicas live: {p:?}");
+    }
+    assert_eq!(s.partition("t", pi).unwrap().leader_epoch, 1);
+    // The others kept their leases through the election: nobody else is
+    // fenced, and their partitions kept leader and epoch.
+    assert_eq!(s.live_brokers().len(), 2);
+    let moved = s.topics["t"].partitions.iter().filter(|p| p.leader_epoch > 0).count();
+    assert_eq!(moved, 1);
     c.shutdown().await;
 }

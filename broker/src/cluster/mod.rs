@@ -10,9 +10,12 @@
 //!   protocol (framing, handshake), its server, and openraft's network
 //!   over it.
 //! - [`node`]: a controller node, the one entry point for a broker.
+//! - [`liveness`]: a broker's register/heartbeat loop and the leader's
+//!   lease expiry.
 //!
 //! Not wired into `sluice serve` yet: single-node brokers never start it.
 
+pub mod liveness;
 pub mod log_store;
 pub mod network;
 pub mod node;
