@@ -9,6 +9,7 @@ pub mod admin;
 pub mod broker;
 #[cfg(feature = "cli")]
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod connection;
 pub mod errors;

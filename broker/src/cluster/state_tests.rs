@@ -1,0 +1,264 @@
+//! Unit and property tests of the controller state machine.
+
+use std::collections::BTreeMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn register(id: BrokerId, lease_until_ms: u64) -> Command {
+    Command::RegisterBroker {
+        id,
+        client_addr: format!("127.0.0.1:{}", 9000 + id),
+        kafka_addr: None,
+        peer_addr: format!("127.0.0.1:{}", 9100 + id),
+        lease_until_ms,
+    }
+}
+
+fn create(name: &str, partitions: u32, rf: u16) -> Command {
+    Command::CreateTopic { name: name.into(), partitions, replication_factor: rf, config: BTreeMap::new() }
+}
+
+fn three_brokers() -> ControllerState {
+    let mut s = ControllerState::default();
+    for id in 1..=3 {
+        s.apply(&register(id, 1_000)).unwrap();
+    }
+    s
+}
+
+#[test]
+fn create_topic_places_distinct_replicas_and_spreads_leaders() {
+    let mut s = three_brokers();
+    assert_eq!(s.apply(&create("t", 6, 3)), Ok(Outcome::TopicCreated { id: 0 }));
+    let t = &s.topics["t"];
+    let mut leaders = BTreeMap::new();
+    for p in &t.partitions {
+        let mut r = p.replicas.clone();
+        r.sort_unstable();
+        r.dedup();
+        assert_eq!(r.len(), 3, "{p:?}");
+        assert_eq!(p.isr, p.replicas);
+        assert_eq!(p.leader, Some(p.replicas[0]));
+        assert_eq!(p.leader_epoch, 0);
+        *leaders.entry(p.leader).or_insert(0) += 1;
+    }
+    assert_eq!(leaders.len(), 3, "every broker leads some partition: {leaders:?}");
+    assert_eq!(s.apply(&create("u", 1, 1)), Ok(Outcome::TopicCreated { id: 1 }));
+}
+
+#[test]
+fn create_topic_refusals_leave_state_unchanged() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 1, 1)).unwrap();
+    let before = s.clone();
+    assert_eq!(s.apply(&create("t", 1, 1)), Err(CommandError::TopicExists("t".into())));
+    assert_eq!(s.apply(&create("x", 0, 1)), Err(CommandError::InvalidPartitions));
+    assert_eq!(
+        s.apply(&create("x", 1, 4)),
+        Err(CommandError::InvalidReplicationFactor { requested: 4, live: 3 })
+    );
+    assert_eq!(
+        s.apply(&create("x", 1, 0)),
+        Err(CommandError::InvalidReplicationFactor { requested: 0, live: 3 })
+    );
+    assert_eq!(s, before);
+}
+
+#[test]
+fn placement_skips_fenced_brokers() {
+    let mut s = three_brokers();
+    s.apply(&Command::BrokerHeartbeat { id: 1, lease_until_ms: 5_000 }).unwrap();
+    s.apply(&Command::BrokerHeartbeat { id: 2, lease_until_ms: 5_000 }).unwrap();
+    assert_eq!(s.apply(&Command::ExpireLeases { now_ms: 2_000 }), Ok(Outcome::Fenced { brokers: vec![3] }));
+    assert_eq!(s.live_brokers(), vec![1, 2]);
+    assert!(s.apply(&create("t", 4, 3)).is_err());
+    s.apply(&create("t", 4, 2)).unwrap();
+    assert!(s.topics["t"].partitions.iter().all(|p| !p.replicas.contains(&3)));
+}
+
+#[test]
+fn expired_leader_fails_over_to_isr_with_new_epoch() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 1, 3)).unwrap();
+    let p = s.partition("t", 0).unwrap().clone();
+    let old = p.leader.unwrap();
+    for b in p.replicas.iter().filter(|&&b| b != old) {
+        s.apply(&Command::BrokerHeartbeat { id: *b, lease_until_ms: 10_000 }).unwrap();
+    }
+    s.apply(&Command::ExpireLeases { now_ms: 1_000 }).unwrap();
+    let q = s.partition("t", 0).unwrap();
+    assert_ne!(q.leader, Some(old));
+    assert_eq!(q.leader, Some(p.replicas[1]), "next replica in preference order");
+    assert_eq!(q.leader_epoch, 1);
+    assert!(!q.isr.contains(&old));
+    assert_eq!(s.under_replicated_partitions(), vec![("t".to_owned(), 0)]);
+    // The old leader's ISR change is fenced by epoch.
+    let stale =
+        Command::AlterIsr { topic: "t".into(), partition: 0, leader: old, leader_epoch: 0, isr: vec![old] };
+    assert!(matches!(s.apply(&stale), Err(CommandError::FencedLeader { .. })));
+}
+
+#[test]
+fn no_unclean_election_partition_goes_offline_and_comes_back_with_isr() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 1, 3)).unwrap();
+    let leader = s.partition("t", 0).unwrap().leader.unwrap();
+    let followers: Vec<_> = s.partition("t", 0).unwrap().replicas[1..].to_vec();
+    // The leader drops both followers from its ISR (they lag).
+    let shrink =
+        Command::AlterIsr { topic: "t".into(), partition: 0, leader, leader_epoch: 0, isr: vec![leader] };
+    s.apply(&shrink).unwrap();
+    for f in &followers {
+        s.apply(&Command::BrokerHeartbeat { id: *f, lease_until_ms: 10_000 }).unwrap();
+    }
+    s.apply(&Command::ExpireLeases { now_ms: 2_000 }).unwrap();
+    let p = s.partition("t", 0).unwrap();
+    assert_eq!(p.leader, None, "out-of-sync followers never lead");
+    assert_eq!(p.leader_id(), NO_LEADER);
+    assert_eq!(p.leader_epoch, 1);
+    assert_eq!(p.isr, vec![leader], "the last ISR is kept");
+    assert_eq!(s.offline_partitions(), vec![("t".to_owned(), 0)]);
+    // The old leader heartbeats again: it leads, at a new epoch.
+    s.apply(&Command::BrokerHeartbeat { id: leader, lease_until_ms: 10_000 }).unwrap();
+    let p = s.partition("t", 0).unwrap();
+    assert_eq!((p.leader, p.leader_epoch), (Some(leader), 2));
+    assert!(s.offline_partitions().is_empty());
+}
+
+#[test]
+fn alter_isr_rules() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 1, 3)).unwrap();
+    let p = s.partition("t", 0).unwrap().clone();
+    let l = p.leader.unwrap();
+    let alter = |isr: Vec<BrokerId>| Command::AlterIsr {
+        topic: "t".into(),
+        partition: 0,
+        leader: l,
+        leader_epoch: 0,
+        isr,
+    };
+    let other = p.replicas[1];
+    assert!(matches!(s.apply(&alter(vec![other])), Err(CommandError::InvalidIsr(_))));
+    assert!(matches!(s.apply(&alter(vec![l, 99])), Err(CommandError::InvalidIsr(_))));
+    assert!(matches!(s.apply(&alter(vec![l, l])), Err(CommandError::InvalidIsr(_))));
+    s.apply(&alter(vec![l])).unwrap();
+    assert_eq!(s.partition("t", 0).unwrap().isr, vec![l]);
+    // Expand back, in any order: stored in replica order.
+    s.apply(&alter(p.replicas.iter().rev().copied().collect())).unwrap();
+    assert_eq!(s.partition("t", 0).unwrap().isr, p.replicas);
+    // A fenced broker cannot be added.
+    s.apply(&alter(vec![l])).unwrap();
+    for b in [l, p.replicas[2]] {
+        s.apply(&Command::BrokerHeartbeat { id: b, lease_until_ms: 10_000 }).unwrap();
+    }
+    s.apply(&Command::ExpireLeases { now_ms: 5_000 }).unwrap();
+    assert!(matches!(s.apply(&alter(vec![l, other])), Err(CommandError::InvalidIsr(_))));
+    let unknown =
+        Command::AlterIsr { topic: "t".into(), partition: 7, leader: l, leader_epoch: 0, isr: vec![l] };
+    assert!(matches!(s.apply(&unknown), Err(CommandError::UnknownPartition { .. })));
+}
+
+#[test]
+fn heartbeat_and_delete_errors() {
+    let mut s = three_brokers();
+    assert_eq!(
+        s.apply(&Command::BrokerHeartbeat { id: 9, lease_until_ms: 1 }),
+        Err(CommandError::UnknownBroker(9))
+    );
+    // A heartbeat never moves a lease back.
+    s.apply(&Command::BrokerHeartbeat { id: 1, lease_until_ms: 10 }).unwrap();
+    assert_eq!(s.brokers[&1].lease_until_ms, 1_000);
+    assert_eq!(
+        s.apply(&Command::DeleteTopic { name: "t".into() }),
+        Err(CommandError::UnknownTopic("t".into()))
+    );
+    s.apply(&create("t", 1, 1)).unwrap();
+    s.apply(&Command::DeleteTopic { name: "t".into() }).unwrap();
+    assert_eq!(s.apply(&create("t", 1, 1)), Ok(Outcome::TopicCreated { id: 1 }), "new id");
+}
+
+#[test]
+fn commands_round_trip_through_json() {
+    let cmds = [register(1, 5), create("t", 3, 2), Command::ExpireLeases { now_ms: 7 }];
+    for c in cmds {
+        let json = serde_json::to_vec(&c).unwrap();
+        assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), c);
+        assert!(!c.to_string().is_empty());
+    }
+}
+
+fn arb_command() -> impl Strategy<Value = Command> {
+    let id = 1u64..=4;
+    prop_oneof![
+        (id.clone(), 0u64..100).prop_map(|(id, t)| register(id, t)),
+        (id.clone(), 0u64..100).prop_map(|(id, t)| Command::BrokerHeartbeat { id, lease_until_ms: t }),
+        ("[ab]", 1u32..4, 1u16..4).prop_map(|(n, p, rf)| create(&n, p, rf)),
+        "[ab]".prop_map(|name| Command::DeleteTopic { name }),
+        ("[ab]", 0u32..3, id.clone(), 0u32..4, proptest::collection::vec(1u64..=4, 0..4)).prop_map(
+            |(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr {
+                topic,
+                partition,
+                leader,
+                leader_epoch,
+                isr
+            }
+        ),
+        (0u64..100).prop_map(|now_ms| Command::ExpireLeases { now_ms }),
+    ]
+}
+
+/// `(topic id, partition) -> epoch -> leader` seen so far.
+type History = BTreeMap<(u64, usize), BTreeMap<u32, Option<BrokerId>>>;
+
+fn check_invariants(before: &ControllerState, after: &ControllerState, seen: &mut History) {
+    for t in after.topics.values() {
+        for (i, p) in t.partitions.iter().enumerate() {
+            assert!(!p.isr.is_empty(), "empty ISR: {p:?}");
+            assert!(p.isr.iter().all(|b| p.replicas.contains(b)), "ISR outside replicas: {p:?}");
+            if let Some(l) = p.leader {
+                assert!(p.isr.contains(&l), "leader outside ISR: {p:?}");
+                assert!(after.is_live(l), "fenced leader: {p:?}");
+            }
+            let prev = before.topics.values().find(|b| b.id == t.id).map(|b| &b.partitions[i]);
+            if let Some(prev) = prev {
+                assert!(p.leader_epoch >= prev.leader_epoch, "epoch went back");
+                if p.leader != prev.leader {
+                    assert!(p.leader_epoch > prev.leader_epoch, "leader changed without a new epoch");
+                    if let Some(l) = p.leader {
+                        assert!(prev.isr.contains(&l), "unclean election: {prev:?} -> {p:?}");
+                    }
+                }
+            }
+            let epochs = seen.entry((t.id, i)).or_default();
+            let first = *epochs.entry(p.leader_epoch).or_insert(p.leader);
+            assert_eq!(first, p.leader, "two leaders for epoch {}", p.leader_epoch);
+        }
+    }
+}
+
+proptest! {
+    #[test]
+    fn invariants_hold_over_any_command_sequence(cmds in proptest::collection::vec(arb_command(), 1..60)) {
+        let mut s = ControllerState::default();
+        let mut seen = History::new();
+        for c in &cmds {
+            let before = s.clone();
+            if s.apply(c).is_err() {
+                prop_assert_eq!(&s, &before, "a refused command changed the state");
+            }
+            check_invariants(&before, &s, &mut seen);
+        }
+    }
+
+    #[test]
+    fn replaying_the_same_log_gives_the_same_state(cmds in proptest::collection::vec(arb_command(), 1..40)) {
+        let (mut a, mut b) = (ControllerState::default(), ControllerState::default());
+        for c in &cmds {
+            prop_assert_eq!(a.apply(c), b.apply(c));
+        }
+        prop_assert_eq!(a, b);
+    }
+}
