@@ -189,6 +189,7 @@ fn group_code(e: &GroupError) -> ErrorCode {
         GroupError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
         GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
         GroupError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
+        GroupError::InconsistentProtocol { .. } => ErrorCode::InvalidRequest,
     }
 }
 
@@ -228,6 +229,7 @@ mod tests {
                 GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 },
                 ErrorCode::TooManyGroups,
             ),
+            (GroupError::InconsistentProtocol { group: group(), other: "classic" }, ErrorCode::InvalidRequest),
         ];
         for (e, code) in cases {
             assert_eq!(BrokerError::from(e).code(), code);
