@@ -17,8 +17,10 @@ use crate::partition::Partition;
 use crate::storage::{durable, StorageError};
 use crate::topics::{LoadReport, Topic, Topics};
 
-/// The data directory's format version.
-pub const FORMAT_VERSION: u32 = 1;
+/// The data directory's format version: 2 = batches are Kafka's
+/// RecordBatch v2 (docs/format.md). Version 1 (Sluice's first batch format)
+/// is retired: such a directory is refused at start, with no upgrade.
+pub const FORMAT_VERSION: u32 = 2;
 
 /// `<data_dir>/meta.json`.
 #[derive(Debug, Serialize, Deserialize)]
@@ -87,21 +89,39 @@ fn check_meta(data_dir: &Path) -> Result<(), BrokerError> {
             tracing::warn!(path = %path.display(), "meta.json is empty (an unsynced write before a power loss); rewriting it");
             write_meta(&path)
         }
-        Ok(text) => {
-            let meta: Meta = serde_json::from_str(&text)
-                .map_err(|source| BrokerError::BadSettingsFile { path: path.clone(), source })?;
-            if meta.format_version != FORMAT_VERSION {
-                return Err(BrokerError::FormatMismatch {
-                    path,
-                    found: meta.format_version,
-                    expected: FORMAT_VERSION,
-                });
-            }
-            Ok(())
-        }
+        Ok(_) => check_format(data_dir),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => write_meta(&path),
         Err(e) => Err(io("read")(e)),
     }
+}
+
+/// Checks, reading only, that `data_dir` holds [`FORMAT_VERSION`] (for
+/// offline tools: `sluice verify`). A directory without a `meta.json`, or
+/// with an empty one, passes: the broker writes it on its next start.
+///
+/// # Errors
+/// `FormatMismatch` (saying what to do for the retired format 1),
+/// `BadSettingsFile`, or the read's I/O error.
+pub fn check_format(data_dir: &Path) -> Result<(), BrokerError> {
+    let path = data_dir.join("meta.json");
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(source) => return Err(BrokerError::Storage(StorageError::Io { op: "read", path, source })),
+    };
+    if text.trim().is_empty() {
+        return Ok(());
+    }
+    let meta: Meta = serde_json::from_str(&text)
+        .map_err(|source| BrokerError::BadSettingsFile { path: path.clone(), source })?;
+    if meta.format_version != FORMAT_VERSION {
+        return Err(BrokerError::FormatMismatch {
+            path,
+            found: meta.format_version,
+            expected: FORMAT_VERSION,
+        });
+    }
+    Ok(())
 }
 
 impl Broker {
@@ -316,5 +336,39 @@ impl Broker {
             lock.take();
         }
         closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_format_1_data_directory_is_refused_with_what_to_do() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("meta.json"), r#"{"broker_id": 0, "format_version": 1}"#).unwrap();
+        let err = check_meta(dir.path()).unwrap_err();
+        assert_eq!(
+            check_format(dir.path()).unwrap_err().to_string(),
+            err.to_string(),
+            "verify says the same"
+        );
+        assert!(matches!(err, BrokerError::FormatMismatch { found: 1, expected: 2, .. }), "{err:?}");
+        let message = err.to_string();
+        for part in
+            [&dir.path().display().to_string(), "format 1", "retired", "Kafka RecordBatch v2", "move it away"]
+        {
+            assert!(message.contains(part), "`{part}` missing from: {message}");
+        }
+    }
+
+    #[test]
+    fn a_new_data_directory_gets_format_2() {
+        let dir = tempfile::tempdir().unwrap();
+        check_meta(dir.path()).unwrap();
+        let meta: Meta =
+            serde_json::from_slice(&std::fs::read(dir.path().join("meta.json")).unwrap()).unwrap();
+        assert_eq!(meta.format_version, 2);
+        check_meta(dir.path()).unwrap();
     }
 }

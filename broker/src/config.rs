@@ -1,7 +1,8 @@
 //! Broker configuration: a TOML file (every key optional), then `SLUICE_*`
 //! environment variables and CLI flags on top (applied by the CLI). The
 //! embedded defaults run a broker with no file at all: data in
-//! `./sluice-data`, clients on `127.0.0.1:9500`. `sluice.example.toml` in
+//! `./sluice-data`, clients on `127.0.0.1:9500`, Kafka clients on
+//! `127.0.0.1:9092`. `sluice.example.toml` in
 //! the repository documents every key.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +17,9 @@ use crate::storage::LogConfig;
 pub struct BrokerConfig {
     /// Address clients connect to.
     pub listen: String,
+    /// Address Kafka clients connect to (the Kafka wire protocol, see
+    /// docs/kafka.md); empty turns the Kafka listener off.
+    pub kafka_listen: String,
     /// Address of the admin HTTP listener (/metrics, /health, /ready);
     /// empty turns it off.
     pub admin_listen: String,
@@ -68,6 +72,7 @@ impl Default for BrokerConfig {
     fn default() -> Self {
         Self {
             listen: "127.0.0.1:9500".into(),
+            kafka_listen: "127.0.0.1:9092".into(),
             admin_listen: "127.0.0.1:9501".into(),
             metrics: true,
             data_dir: PathBuf::from("./sluice-data"),
@@ -182,6 +187,7 @@ mod tests {
                 .unwrap();
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
+        assert_eq!(BrokerConfig::from_toml("kafka_listen = \"\"").unwrap().kafka_listen, "", "off");
         assert!(BrokerConfig::from_toml("nope = 1").is_err());
         assert!(BrokerConfig::from_toml("max_connections = 0").is_err());
         assert!(BrokerConfig::from_toml("max_request_timeout_ms = 0").is_err());

@@ -86,7 +86,7 @@ pub enum BrokerError {
         path: PathBuf,
     },
     /// The data directory was written in a format this broker does not read.
-    #[error("{} has format version {found}; this broker reads version {expected}", path.display())]
+    #[error("{}", format_mismatch(.path, *.found, *.expected))]
     FormatMismatch {
         /// The `meta.json` file.
         path: PathBuf,
@@ -128,6 +128,21 @@ pub enum BrokerError {
     Internal(String),
 }
 
+/// The message of [`BrokerError::FormatMismatch`]: for the retired format 1
+/// it says what the directory holds and what to do.
+fn format_mismatch(path: &std::path::Path, found: u32, expected: u32) -> String {
+    if found == 1 && expected == 2 {
+        let dir = path.parent().unwrap_or(path);
+        return format!(
+            "data directory {} holds format 1 (Sluice's first batch format, retired); this broker reads \
+             format 2 (Kafka RecordBatch v2): move it away or start with an empty data directory; \
+             there is no in-place upgrade",
+            dir.display()
+        );
+    }
+    format!("{} has format version {found}; this broker reads version {expected}", path.display())
+}
+
 impl BrokerError {
     /// The wire code for this error.
     pub fn code(&self) -> ErrorCode {
@@ -140,6 +155,9 @@ impl BrokerError {
             BrokerError::InvalidPartitions { .. } | BrokerError::OpenFileLimit { .. } => {
                 ErrorCode::InvalidPartitions
             }
+            // Well-formed but using what Sluice does not support yet
+            // (transactions): the request is refused, the batch is not corrupt.
+            BrokerError::CorruptBatch(BatchError::Unsupported(_)) => ErrorCode::InvalidRequest,
             BrokerError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             BrokerError::Timeout(_) => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,
@@ -204,6 +222,12 @@ mod tests {
         let range = StorageError::OffsetOutOfRange { offset: 9, log_start_offset: 0, log_end_offset: 3 };
         assert_eq!(BrokerError::from(range).code(), ErrorCode::OffsetOutOfRange);
         assert_eq!(BrokerError::CorruptBatch(BatchError::Empty).code(), ErrorCode::CorruptBatch);
+        assert_eq!(
+            BrokerError::CorruptBatch(BatchError::UnsupportedMagic(1)).code(),
+            ErrorCode::CorruptBatch
+        );
+        let transactional = BrokerError::CorruptBatch(BatchError::Unsupported("transactional batches"));
+        assert_eq!(transactional.code(), ErrorCode::InvalidRequest);
     }
 
     #[test]
@@ -242,6 +266,13 @@ mod tests {
         assert_eq!(locked.to_string(), "data directory /d is in use by another sluice process");
         let format = BrokerError::FormatMismatch { path: "/d/meta.json".into(), found: 0, expected: 1 };
         assert_eq!(format.to_string(), "/d/meta.json has format version 0; this broker reads version 1");
+        let retired = BrokerError::FormatMismatch { path: "/d/meta.json".into(), found: 1, expected: 2 };
+        assert_eq!(
+            retired.to_string(),
+            "data directory /d holds format 1 (Sluice's first batch format, retired); this broker reads \
+             format 2 (Kafka RecordBatch v2): move it away or start with an empty data directory; \
+             there is no in-place upgrade"
+        );
         let listen = BrokerError::Listen { addr: "x:1".into(), source: std::io::ErrorKind::AddrInUse.into() };
         assert!(listen.to_string().starts_with("listen on x:1: "), "{listen}");
         let member = BrokerError::from(GroupError::UnknownMember { group: "g".into(), member: "m".into() });

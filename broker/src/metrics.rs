@@ -16,6 +16,37 @@ use prometheus_client::registry::Registry;
 
 use crate::storage::LogStats;
 
+/// The labels of the Kafka listener's apis (`kafka::metrics` maps each api
+/// to one), and `kafka_Other` for the rest; registered up front like the
+/// native apis', so recording allocates nothing.
+pub const KAFKA_APIS: &[&str] = &[
+    "kafka_Produce",
+    "kafka_Fetch",
+    "kafka_ListOffsets",
+    "kafka_Metadata",
+    "kafka_ApiVersions",
+    "kafka_CreateTopics",
+    "kafka_DeleteTopics",
+    "kafka_CreatePartitions",
+    "kafka_DescribeConfigs",
+    "kafka_IncrementalAlterConfigs",
+    "kafka_DescribeCluster",
+    "kafka_InitProducerId",
+    "kafka_FindCoordinator",
+    "kafka_JoinGroup",
+    "kafka_SyncGroup",
+    "kafka_Heartbeat",
+    "kafka_LeaveGroup",
+    "kafka_OffsetCommit",
+    "kafka_OffsetFetch",
+    "kafka_ListGroups",
+    "kafka_DescribeGroups",
+    "kafka_DeleteGroups",
+    "kafka_ConsumerGroupHeartbeat",
+    "kafka_ConsumerGroupDescribe",
+    "kafka_Other",
+];
+
 /// Labels of a partition.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct PartitionLabels {
@@ -209,6 +240,7 @@ impl Metrics {
             .iter()
             .map(|k| k.name())
             .chain(["Unknown"])
+            .chain(KAFKA_APIS.iter().copied())
             .map(|name| {
                 let labels = ApiLabels { api: name.to_owned() };
                 let count = m.requests.get_or_create(&labels).clone();

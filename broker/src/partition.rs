@@ -230,7 +230,8 @@ impl Partition {
     /// append that rolls the segment runs off the async workers.
     ///
     /// # Errors
-    /// `CorruptBatch` for a batch that fails its checks; the storage errors
+    /// `CorruptBatch` for a batch that fails its checks or is transactional
+    /// or a control batch (not supported yet); the storage errors
     /// `BatchTooLarge`, `InvalidTimestamp`, `Failed` (the log is failed),
     /// `Closed`, `Sequence` and I/O errors of a roll.
     pub fn append(&self, batch: Bytes, max_frame_bytes: usize, now_ms: i64) -> Result<Appended, BrokerError> {
@@ -241,6 +242,7 @@ impl Partition {
         }
         let batch = RecordBatch::new(batch).map_err(BrokerError::CorruptBatch)?;
         batch.validate(max_frame_bytes.max(max) * 4).map_err(BrokerError::CorruptBatch)?;
+        batch.check_producible().map_err(BrokerError::CorruptBatch)?;
         config.check_timestamps(batch.header(), now_ms)?;
         Ok(self.append_checked(&batch, now_ms)?)
     }

@@ -1,5 +1,5 @@
-//! The TCP server: an accept loop bounded by `max_connections`, one task per
-//! connection, and graceful shutdown (stop accepting, let in-flight requests
+//! The TCP server: an accept loop bounded by `max_connections` (shared with
+//! the Kafka listener, [`crate::kafka::listener`]), one task per connection, and graceful shutdown (stop accepting, let in-flight requests
 //! finish, flush and close every partition).
 
 use std::net::SocketAddr;
@@ -21,6 +21,7 @@ use crate::broker::Broker;
 use crate::config::BrokerConfig;
 use crate::connection;
 use crate::errors::BrokerError;
+use crate::kafka;
 use crate::metrics::Metrics;
 use crate::topics::LoadReport;
 
@@ -35,6 +36,8 @@ pub struct Server {
     task: tokio::task::JoinHandle<Result<(), BrokerError>>,
     /// The admin HTTP listener's address, when on.
     admin: Option<SocketAddr>,
+    /// The Kafka listener's address, when on.
+    kafka: Option<SocketAddr>,
 }
 
 impl Server {
@@ -68,14 +71,26 @@ impl Server {
         let listen_error = |source| BrokerError::Listen { addr: listen.clone(), source };
         let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
-        let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener));
+        let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+        let (kafka, kafka_task) = if broker.config.kafka_listen.is_empty() {
+            (None, None)
+        } else {
+            let (addr, task) = kafka::listener::start(Arc::clone(&broker), Arc::clone(&permits)).await?;
+            (Some(addr), Some(task))
+        };
+        let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener, permits, kafka_task));
         state.ready.store(true, std::sync::atomic::Ordering::Release);
-        Ok((Self { broker, addr, task, admin }, report))
+        Ok((Self { broker, addr, task, admin, kafka }, report))
     }
 
     /// The admin HTTP listener's address, when it is on.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin
+    }
+
+    /// The Kafka listener's address, when it is on.
+    pub fn kafka_addr(&self) -> Option<SocketAddr> {
+        self.kafka
     }
 
     /// The address clients connect to.
@@ -103,8 +118,15 @@ impl Server {
     }
 }
 
-async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) -> Result<(), BrokerError> {
-    let permits = Arc::new(Semaphore::new(broker.config.max_connections));
+/// Accepts native clients until shutdown; then drains them, waits for the
+/// Kafka listener (`kafka`) to drain its own, and closes the broker.
+/// `permits` bounds the connections of both listeners together.
+async fn accept_loop(
+    broker: Arc<Broker>,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    kafka: Option<tokio::task::JoinHandle<()>>,
+) -> Result<(), BrokerError> {
     let connections = TaskTracker::new();
     let mut refused = 0u64;
     let mut last_refusal_log: Option<Instant> = None;
@@ -147,6 +169,9 @@ async fn accept_loop(broker: Arc<Broker>, listener: TcpListener) -> Result<(), B
     tracing::info!(connections = connections.len(), "shutting down: draining connections");
     connections.close();
     connections.wait().await;
+    if let Some(kafka) = kafka {
+        let _ = kafka.await;
+    }
     broker.close().await?;
     tracing::info!("shutdown complete: partitions flushed and closed cleanly");
     Ok(())

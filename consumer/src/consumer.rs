@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::error::ConsumerError;
-use state::{Chunk, Progress, State, Taken};
+use state::{Chunk, Progress, Revocations, State, Taken};
 
 /// Where to start in a partition with no committed offset.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -54,8 +54,23 @@ pub enum OffsetReset {
 pub enum AssignmentEvent {
     /// These partitions were given to this consumer.
     Assigned(Vec<(String, u32)>),
-    /// These partitions were taken away (after the auto-commit of what was
-    /// processed, when auto-commit is on).
+    /// These partitions were released to the group: by `poll` (after the
+    /// auto-commit of what was processed, when auto-commit is on), or lost
+    /// without a commit (the group forgot this member, or no `poll` came
+    /// within the session timeout of the revocation).
+    Revoked(Vec<(String, u32)>),
+}
+
+/// What [`Consumer::poll_event`] returns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Polled {
+    /// Records (perhaps none, when the timeout passed).
+    Records(Vec<ConsumerRecord>),
+    /// The group is taking these partitions (Kafka's
+    /// `onPartitionsRevoked`): no more of their records are handed out;
+    /// commit what was processed of them now. They are released to the
+    /// group at the next `poll` or `poll_event`, after the auto-commit of
+    /// what was processed (auto-commit mode).
     Revoked(Vec<(String, u32)>),
 }
 
@@ -93,6 +108,8 @@ struct Inner {
     wake_fetcher: Notify,
     /// Heartbeat now rather than after the interval.
     wake_heartbeat: Notify,
+    /// A partition is being revoked: a waiting `poll` settles it now.
+    revoking: Notify,
     /// Cancelled when the consumer closes or is dropped: the tasks stop.
     shutdown: CancellationToken,
     /// Assignment changes for the application.
@@ -116,6 +133,30 @@ impl Inner {
             *conn = Connection::connect(&self.config.bootstrap, &self.config.client_id).await?;
         }
         Ok(conn.clone())
+    }
+
+    /// Releases the revoked partitions a poll may release now (committing
+    /// what was processed of them first, in auto-commit mode) and returns
+    /// those to announce instead, if any.
+    async fn settle_revocations(&self, announce: bool) -> Option<Vec<(String, u32)>> {
+        let Revocations { release, announce } = {
+            let mut state = self.state();
+            if !state.revoking() {
+                return None;
+            }
+            state.revocations(announce)
+        };
+        if !release.is_empty() {
+            if self.config.auto_commit {
+                if let Err(e) = self.commit(Progress::Processed, Some(&release)).await {
+                    tracing::warn!(error = %e, "commit before revocation failed");
+                }
+            }
+            self.state().revoke(&release);
+            let _ = self.events.send(AssignmentEvent::Revoked(names(&release)));
+            self.wake_heartbeat.notify_one(); // tell the group at once
+        }
+        (!announce.is_empty()).then(|| names(&announce))
     }
 
     /// Reads `tp` from `offset` next (only while at `only_epoch`, if given).
@@ -143,6 +184,13 @@ impl Consumer {
     /// `timeout`; empty when none arrived. Records handed out by the
     /// previous call count as processed from now on.
     ///
+    /// Partitions the group revokes are released only here (never behind
+    /// the application's back between polls): at the start of a call, or
+    /// while it waits with nothing handed out yet, after the auto-commit of
+    /// what was processed (auto-commit mode). Without auto-commit, commit
+    /// before polling again, or use [`Consumer::poll_event`] to hear of a
+    /// revocation before it happens.
+    ///
     /// # Errors
     ///
     /// [`ConsumerError::Closed`] after `close`. A partition whose fetches
@@ -155,6 +203,29 @@ impl Consumer {
     /// `seek` past the offset (`offset + 1`; repeat while the error names
     /// the same batch).
     pub async fn poll(&self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ConsumerError> {
+        match self.poll_inner(timeout, false).await? {
+            Polled::Records(records) => Ok(records),
+            // Announced only to poll_event: nothing was handed out.
+            Polled::Revoked(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// As [`Consumer::poll`], but a revocation is announced first (like
+    /// Kafka's `ConsumerRebalanceListener`): [`Polled::Revoked`] names the
+    /// partitions the group takes; the application commits what it
+    /// processed of them (`commit()` or `commit_offsets`), and the next
+    /// call releases them to the group. So an application that processes,
+    /// then commits, never hands a processed record to the next owner
+    /// uncommitted, and never loses one it did not process.
+    ///
+    /// # Errors
+    ///
+    /// As [`Consumer::poll`].
+    pub async fn poll_event(&self, timeout: Duration) -> Result<Polled, ConsumerError> {
+        self.poll_inner(timeout, true).await
+    }
+
+    async fn poll_inner(&self, timeout: Duration, announce: bool) -> Result<Polled, ConsumerError> {
         if self.inner.shutdown.is_cancelled() {
             return Err(ConsumerError::Closed);
         }
@@ -166,15 +237,22 @@ impl Consumer {
         let mut out = Vec::new();
         loop {
             let chunk = if out.is_empty() {
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(Some(c)) => c,
-                    Ok(None) => return Err(ConsumerError::Closed),
-                    Err(_) => return Ok(out),
+                if let Some(revoked) = self.inner.settle_revocations(announce).await {
+                    return Ok(Polled::Revoked(revoked));
+                }
+                tokio::select! {
+                    biased;
+                    () = self.inner.revoking.notified() => continue,
+                    r = tokio::time::timeout_at(deadline, rx.recv()) => match r {
+                        Ok(Some(c)) => c,
+                        Ok(None) => return Err(ConsumerError::Closed),
+                        Err(_) => return Ok(Polled::Records(out)),
+                    },
                 }
             } else {
                 match rx.try_recv() {
                     Ok(c) => c,
-                    Err(_) => return Ok(out),
+                    Err(_) => return Ok(Polled::Records(out)),
                 }
             };
             let mut state = self.inner.state();
@@ -183,7 +261,7 @@ impl Consumer {
                 Taken::Failure(error) if out.is_empty() => return Err(error),
                 Taken::Failure(error) => {
                     state.defer(error);
-                    return Ok(out);
+                    return Ok(Polled::Records(out));
                 }
             }
         }

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::batch::{BatchBuilder, Compression, HeaderRef, NO_PRODUCER_ID};
+use sluice_protocol::batch::{increment_sequence, BatchBuilder, Compression, HeaderRef, NO_PRODUCER_ID};
 use tokio::sync::watch;
 
 use crate::error::ProducerError;
@@ -42,9 +42,9 @@ pub(crate) struct ReadyBatch {
     /// The encoded batch, sequence included.
     pub bytes: Bytes,
     /// Its first record's sequence number.
-    pub sequence: u32,
+    pub sequence: i32,
     /// The partition's producer epoch it was stamped with.
-    pub epoch: u16,
+    pub epoch: i16,
     /// When its first record was appended (for `delivery_timeout`).
     pub created: Instant,
     /// Sends so far.
@@ -68,17 +68,18 @@ struct PartitionQueue {
     ready: VecDeque<ReadyBatch>,
     /// Producer epoch of this partition: bumped after a permanent failure so
     /// the broker accepts a fresh sequence.
-    epoch: u16,
-    next_sequence: u32,
+    epoch: i16,
+    /// Wraps from `i32::MAX` to 0, as in Kafka.
+    next_sequence: i32,
 }
 
 impl PartitionQueue {
     /// Closes the open batch: stamps its sequence, moves it to the ready queue.
-    fn close(&mut self, producer_id: u64, key: &PartitionKey) {
+    fn close(&mut self, producer_id: i64, key: &PartitionKey) {
         let Some(open) = self.open.take() else { return };
         let count = open.builder.record_count();
         let sequence = self.next_sequence;
-        self.next_sequence = sequence.wrapping_add(count);
+        self.next_sequence = increment_sequence(sequence, count.min(i32::MAX as u32) as i32);
         let bytes = if producer_id == NO_PRODUCER_ID {
             open.builder.build()
         } else {
@@ -106,7 +107,7 @@ pub(crate) struct Accumulator {
     sticky: FxHashMap<Arc<str>, (u32, u32)>,
     batch_bytes: usize,
     compression: Compression,
-    producer_id: u64,
+    producer_id: i64,
     /// Completions of batches created and not yet known to be finished
     /// (what `flush` waits for).
     unfinished: Vec<Completion>,
@@ -138,7 +139,7 @@ pub(crate) struct NewRecord<'a> {
 }
 
 impl Accumulator {
-    pub fn new(batch_bytes: usize, compression: Compression, producer_id: u64) -> Self {
+    pub fn new(batch_bytes: usize, compression: Compression, producer_id: i64) -> Self {
         Self {
             queues: FxHashMap::default(),
             sticky: FxHashMap::default(),
@@ -268,13 +269,14 @@ impl Accumulator {
     /// epoch so later batches begin at sequence 0.
     pub fn reset_partition(&mut self, key: &PartitionKey) -> Vec<ReadyBatch> {
         let Some(queue) = self.queues.get_mut(key) else { return Vec::new() };
-        queue.epoch = queue.epoch.wrapping_add(1);
+        // Epochs stay non-negative (Kafka's rule): past i16::MAX, back to 0.
+        queue.epoch = if queue.epoch == i16::MAX { 0 } else { queue.epoch + 1 };
         queue.next_sequence = 0;
         queue.ready.drain(..).collect()
     }
 
     /// The current producer epoch of `key`.
-    pub fn epoch(&self, key: &PartitionKey) -> u16 {
+    pub fn epoch(&self, key: &PartitionKey) -> i16 {
         self.queues.get(key).map_or(0, |q| q.epoch)
     }
 
@@ -333,5 +335,23 @@ mod tests {
         acc.close_expired(Duration::ZERO, true);
         let fresh = acc.take_ready(10, |_| 10);
         assert_eq!((fresh[0].sequence, fresh[0].epoch), (0, 1), "a new epoch starts at sequence 0");
+    }
+
+    #[test]
+    fn sequences_wrap_from_i32_max_to_0_as_in_kafka() {
+        let mut acc = Accumulator::new(1 << 20, Compression::None, 7);
+        let key: PartitionKey = ("t".into(), 0);
+        acc.append(&key, &record(10), true);
+        acc.queues.get_mut(&key).unwrap().next_sequence = i32::MAX - 1;
+        for _ in 0..2 {
+            acc.append(&key, &record(10), true);
+            acc.append(&key, &record(10), true);
+            acc.append(&key, &record(10), true);
+            acc.close_expired(Duration::ZERO, true);
+        }
+        let ready = acc.take_ready(10, |_| 10);
+        assert_eq!(ready.iter().map(|b| b.sequence).collect::<Vec<_>>(), vec![i32::MAX - 1, 2]);
+        let h = sluice_protocol::batch::BatchHeader::parse(&ready[0].bytes).unwrap();
+        assert_eq!((h.base_sequence, h.last_sequence()), (i32::MAX - 1, 1));
     }
 }

@@ -208,12 +208,12 @@ impl ProducerBuilder {
     }
 }
 
-fn random_producer_id() -> u64 {
+fn random_producer_id() -> i64 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
-    h.finish() >> 1 // never NO_PRODUCER_ID
+    (h.finish() >> 1) as i64 // non-negative: never NO_PRODUCER_ID (-1)
 }
 
 fn now_ms() -> i64 {

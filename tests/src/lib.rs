@@ -29,6 +29,8 @@ pub struct TestBroker {
     server: Option<Server>,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where Kafka clients connect, when the Kafka listener is on.
+    pub kafka: Option<SocketAddr>,
     /// Its configuration (data dir included).
     pub config: BrokerConfig,
     /// Keeps the data directory alive.
@@ -41,6 +43,7 @@ pub fn test_config() -> (BrokerConfig, tempfile::TempDir) {
     let config = BrokerConfig {
         listen: "127.0.0.1:0".into(),
         admin_listen: "127.0.0.1:0".into(),
+        kafka_listen: "127.0.0.1:0".into(),
         data_dir: dir.path().to_owned(),
         ..BrokerConfig::default()
     };
@@ -58,8 +61,8 @@ impl TestBroker {
     /// Starts a broker on `config` as it is.
     pub async fn start_with(config: BrokerConfig, dir: Option<tempfile::TempDir>) -> Self {
         let (server, _) = Server::start(config.clone()).await.unwrap();
-        let addr = server.local_addr();
-        Self { server: Some(server), addr, config, _dir: dir }
+        let (addr, kafka) = (server.local_addr(), server.kafka_addr());
+        Self { server: Some(server), addr, kafka, config, _dir: dir }
     }
 
     /// The running server.
@@ -98,6 +101,9 @@ pub struct ProcessBroker {
     pub data_dir: PathBuf,
     /// Its admin HTTP address, once known.
     pub admin: Option<SocketAddr>,
+    /// Its Kafka listener's address, once known (`--kafka-listen
+    /// 127.0.0.1:0` unless the flags say otherwise).
+    pub kafka: Option<SocketAddr>,
     /// Everything it logged (for failure messages).
     pub log: Arc<Mutex<Vec<String>>>,
     /// Listening events from its log.
@@ -108,6 +114,7 @@ pub struct ProcessBroker {
 #[derive(Debug, Clone, Copy)]
 enum Listening {
     Admin(SocketAddr),
+    Kafka(SocketAddr),
     Clients(SocketAddr),
 }
 
@@ -147,6 +154,9 @@ impl ProcessBroker {
         if !extra.contains(&"--admin-listen") {
             command.args(["--admin-listen", "127.0.0.1:0"]);
         }
+        if !extra.contains(&"--kafka-listen") {
+            command.args(["--kafka-listen", "127.0.0.1:0"]);
+        }
         let mut child = command
             .arg("--data-dir")
             .arg(data_dir)
@@ -170,6 +180,8 @@ impl ProcessBroker {
                 };
                 let event = if line.contains("admin listening") {
                     addr(&line).map(Listening::Admin)
+                } else if line.contains("kafka listening") {
+                    addr(&line).map(Listening::Kafka)
                 } else if line.contains("sluice listening") {
                     addr(&line).map(Listening::Clients)
                 } else {
@@ -186,6 +198,7 @@ impl ProcessBroker {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
+            kafka: None,
             data_dir: data_dir.to_owned(),
             log,
             events: rx,
@@ -207,6 +220,7 @@ impl ProcessBroker {
             });
             match event {
                 Listening::Admin(a) => self.admin = Some(a),
+                Listening::Kafka(a) => self.kafka = Some(a),
                 Listening::Clients(a) => self.addr = a,
             }
             if want(&event) {
@@ -373,4 +387,57 @@ pub fn disk_usage(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// Longest a `sluice` command run by [`run_cli`] may take.
+pub const CLI_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Starts the `sluice` program `bin` as `bin --broker ADDR args...`, with
+/// piped stdin, stdout and stderr.
+pub fn start_cli(bin: &str, addr: &str, args: &[&str]) -> Child {
+    Command::new(bin)
+        .args(["--broker", addr])
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+/// Runs `bin --broker ADDR args...` with `stdin` (written on a thread, so
+/// a command that does not read it still ends) to the end; kills it and
+/// panics if it runs past [`CLI_DEADLINE`]. The one way the CLI tests run
+/// the binary.
+pub fn run_cli(bin: &str, addr: &str, args: &[&str], stdin: &[u8]) -> std::process::Output {
+    use std::io::{Read, Write};
+    let mut child = start_cli(bin, addr, args);
+    let mut input = child.stdin.take().unwrap();
+    let stdin = stdin.to_vec();
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&stdin); // a command may exit without reading it
+    });
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).unwrap();
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().unwrap()));
+    let stderr = drain(Box::new(child.stderr.take().unwrap()));
+    let deadline = std::time::Instant::now() + CLI_DEADLINE;
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let _ = child.wait();
+            panic!("sluice {args:?} still running after {CLI_DEADLINE:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    writer.join().unwrap();
+    std::process::Output { status, stdout: stdout.join().unwrap(), stderr: stderr.join().unwrap() }
 }

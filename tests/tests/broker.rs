@@ -80,7 +80,9 @@ async fn produce_and_fetch_across_segment_rolls() {
     let got = read_partition(&c, "t", 1, 0).await;
     assert_eq!(got.len(), 100);
     for (g, s) in got.iter().zip(&sent) {
-        assert_eq!(&g.as_bytes()[8..], &s[8..], "stored byte for byte");
+        // Byte for byte after the stamped base_offset and leader epoch.
+        assert_eq!(&g.as_bytes()[16..], &s[16..], "stored byte for byte");
+        assert_eq!(g.header().partition_leader_epoch, 0, "a single node stamps epoch 0");
     }
     // A fetch from the middle of a batch returns the batch holding it.
     let mid = fetch_once(&c, "t", 1, 257, 0).await.unwrap();

@@ -1,24 +1,14 @@
 //! The `sluice` command line, end to end against a real broker process.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use sluice_tests::{read_partition, ProcessBroker};
+use sluice_tests::{read_partition, run_cli, ProcessBroker};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 
 fn sluice(broker: &ProcessBroker, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(SLUICE)
-        .args(["--broker", &broker.addr.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    child.wait_with_output().unwrap()
+    run_cli(SLUICE, &broker.addr.to_string(), args, stdin.as_bytes())
 }
 
 fn text(b: &[u8]) -> String {

@@ -10,31 +10,14 @@ use std::net::TcpListener;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use sluice_tests::ProcessBroker;
+use sluice_tests::{run_cli, ProcessBroker};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 
 /// Runs `sluice --broker ADDR args...` with `stdin`, killed (and the test
 /// failed) if it runs past a deadline.
 fn sluice_at(addr: &str, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(SLUICE)
-        .args(["--broker", addr])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        if Instant::now() > deadline {
-            child.kill().unwrap();
-            panic!("sluice {args:?} still running after 30 s");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    child.wait_with_output().unwrap()
+    run_cli(SLUICE, addr, args, stdin.as_bytes())
 }
 
 fn sluice(broker: &ProcessBroker, args: &[&str], stdin: &str) -> Output {
@@ -161,6 +144,8 @@ fn a_closed_stdout_ends_quietly_with_status_0() {
         format!("{SLUICE} --broker {addr} topic describe t | head -1"),
         format!("{SLUICE} --broker {addr} topic describe t --json | head -0"),
         format!("{SLUICE} --broker {addr} consume t --from-beginning --max-messages 2000 | head -1"),
+        format!("{SLUICE} --broker {addr} consume t --from-beginning -e --json | head -1"),
+        format!("{SLUICE} --broker {addr} consume t --from-beginning -e --format '%s\\n' | head -1"),
     ] {
         let out =
             Command::new("bash").args(["-c", &format!("set -o pipefail; {pipeline}")]).output().unwrap();

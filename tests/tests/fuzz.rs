@@ -132,6 +132,13 @@ fn corpus() -> Vec<(u16, Bytes)> {
         (u16::MAX - 2, lz4),
         (u16::MAX - 2, plain),
     ]
+    .into_iter()
+    .chain([Compression::Gzip, Compression::Snappy, Compression::Zstd].map(|codec| {
+        let mut b = BatchBuilder::new().compression(codec);
+        b.append(1, Some(b"k"), Some(&[9; 200]), &[HeaderRef { key: b"h", value: None }]);
+        (u16::MAX - 2, b.build())
+    }))
+    .collect()
 }
 
 fn mutate(rng: &mut impl Rng, input: &[u8]) -> Vec<u8> {

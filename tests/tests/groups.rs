@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_consumer::{Consumer, OffsetReset};
+use sluice_consumer::{Consumer, OffsetReset, Polled};
 use sluice_producer::{Producer, Record};
 use sluice_protocol::api::{
     DeleteGroupRequest, DescribeGroupRequest, ListGroupsRequest, OffsetFetchRequest, ResetOffsetsRequest,
@@ -36,10 +36,15 @@ async fn member_with_session(broker: &TestBroker, group: &str, topic: &str, sess
 }
 
 /// Waits until the members' assignments cover `partitions` exactly once
-/// with the given sizes (sorted); returns each member's partitions.
+/// with the given sizes (sorted); returns each member's partitions. The
+/// members poll meanwhile (records dropped): revoked partitions are
+/// released only by a poll.
 async fn stable(members: &[&Consumer], partitions: u32, sizes: &[usize]) -> Vec<Vec<u32>> {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
+        for c in members {
+            c.poll(Duration::ZERO).await.unwrap();
+        }
         let now: Vec<Vec<u32>> =
             members.iter().map(|c| c.assignment().into_iter().map(|(_, p)| p).collect()).collect();
         let mut all: Vec<u32> = now.iter().flatten().copied().collect();
@@ -473,4 +478,63 @@ async fn members_heartbeat_quickly_while_the_group_reconciles() {
     assert_eq!(b.heartbeat_interval_ms, 3_000);
     let a = conn.call(&beat(&a, held(&a))).await.unwrap();
     assert_eq!(a.heartbeat_interval_ms, 3_000);
+}
+
+/// A revocation is announced by `poll_event` and the partition stays with
+/// its owner until the next poll, so the owner commits what it processed
+/// first and the next owner starts there: nothing read twice, nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_waits_for_the_owner_to_commit_then_moves() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 2, &[]).await.unwrap();
+    let producer = Producer::builder().bootstrap(broker.addr.to_string()).build().await.unwrap();
+    for i in 0..200u32 {
+        producer.send(Record::new("t", i.to_string()).partition(i % 2)).await.unwrap();
+    }
+    producer.flush().await.unwrap();
+    let a = member(&broker, "g", "t").await;
+    let mut seen: Vec<(u32, u64)> = Vec::new();
+    while seen.len() < 200 {
+        if let Polled::Records(records) = a.poll_event(Duration::from_secs(5)).await.unwrap() {
+            seen.extend(records.iter().map(|r| (r.partition, r.offset)));
+        }
+    }
+    let b = member(&broker, "g", "t").await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let revoked = loop {
+        assert!(Instant::now() < deadline, "no revocation announced");
+        b.poll(Duration::ZERO).await.unwrap();
+        match a.poll_event(Duration::from_millis(50)).await.unwrap() {
+            Polled::Revoked(tps) => break tps,
+            Polled::Records(records) => assert!(records.is_empty(), "nothing new was produced"),
+        }
+    };
+    assert_eq!(revoked.len(), 1, "{revoked:?}");
+    // Announced, not released: still `a`'s, and its commit is accepted.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    b.poll(Duration::ZERO).await.unwrap();
+    assert!(b.assignment().is_empty(), "moved before the owner's next poll: {:?}", b.assignment());
+    assert_eq!(a.assignment().len(), 2);
+    a.commit().await.unwrap();
+    stable(&[&a, &b], 2, &[1, 1]).await;
+    assert_eq!(b.assignment(), revoked);
+    // More records: each member reads only its own, and nothing again.
+    for i in 200..220u32 {
+        producer.send(Record::new("t", i.to_string()).partition(i % 2)).await.unwrap();
+    }
+    producer.close().await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while seen.len() < 220 {
+        assert!(Instant::now() < deadline, "only {} of 220 read", seen.len());
+        for c in [&a, &b] {
+            if let Polled::Records(records) = c.poll_event(Duration::from_millis(50)).await.unwrap() {
+                seen.extend(records.iter().map(|r| (r.partition, r.offset)));
+            }
+        }
+    }
+    let unique: HashSet<(u32, u64)> = seen.iter().copied().collect();
+    assert_eq!(unique.len(), seen.len(), "no record read twice");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
 }

@@ -1,12 +1,16 @@
 //! `sluice consume TOPIC...`: prints records with the consumer client, as
 //! values one per line, a `--format` string or `--json` objects.
 //!
-//! With `--group` (and no `--partition`) it joins the group and commits
-//! each batch before printing it (see [`Commits`]: members running at once
-//! never print a record twice), and exactly what it printed when it stops
-//! (on `--max-messages`, `--timeout-ms`, SIGINT or SIGTERM: commit, leave
-//! the group, exit 0), unless `--no-commit`. With `--group` and
-//! `--partition` it commits what it printed every `--commit-interval-ms`.
+//! With `--group` (and no `--partition`) it joins the group, prints, then
+//! commits what it printed (see [`Commits`]): every
+//! `--commit-interval-ms`, before each revocation (the consumer announces
+//! it and releases the partitions only at the next poll), and exactly what
+//! it printed when it stops (on `--max-messages`, `--timeout-ms`, SIGINT
+//! or SIGTERM: commit, leave the group, exit 0), unless `--no-commit`. So
+//! members running at once never print a record twice, and a member killed
+//! with `kill -9` loses nothing: its next owner prints again what it
+//! printed after its last commit (at-least-once). With `--group` and
+//! `--partition` it commits what it printed the same way (no revocations).
 //! Without a group it reads every partition (or each `--partition`) from
 //! `--offset` and commits nothing; `--exit-at-end` stops once each one
 //! reached the end it had when the command started.
@@ -16,7 +20,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use sluice_consumer::{Consumer, ConsumerRecord, OffsetReset};
+use sluice_consumer::{Consumer, ConsumerRecord, OffsetReset, Polled};
 
 use super::common::{connect, CliError, CLIENT_ID};
 use super::format::{Format, JsonRecord};
@@ -39,7 +43,7 @@ pub struct ConsumeArgs {
     partition: Vec<u32>,
     /// Where to start: beginning, end, N, -N (the last N of each
     /// partition) or @TIMESTAMP (RFC 3339 or epoch ms). With a group, where
-    /// partitions without a committed offset start (beginning or end).
+    /// partitions without a committed offset start (committed ones resume).
     #[arg(long, allow_hyphen_values = true)]
     offset: Option<OffsetArg>,
     /// Stop once every partition reached the end it had at start (kcat -e).
@@ -65,10 +69,14 @@ pub struct ConsumeArgs {
     /// Commit nothing, even with --group.
     #[arg(long)]
     no_commit: bool,
-    /// With --group and --partition: commit what was printed this often
-    /// (ms). Subscribed members commit each batch before printing it.
+    /// With --group: commit what was printed this often (ms); also before
+    /// each revocation and when the command stops.
     #[arg(long, default_value_t = 5000)]
     commit_interval_ms: u64,
+    /// With --group: the group moves this member's partitions to others
+    /// after this long without a heartbeat (ms), e.g. after `kill -9`.
+    #[arg(long, default_value_t = 10_000)]
+    session_timeout_ms: u64,
 }
 
 /// How a record is printed.
@@ -98,8 +106,13 @@ impl Output {
             }
             Self::Format(f) => f.write(out, r)?,
             Self::Json => {
-                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r))
-                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                serde_json::to_writer(&mut *out, &JsonRecord::from_record(r)).map_err(|e| {
+                    match e.io_error_kind() {
+                        // A closed stdout is an io error (ends quietly), not a usage one.
+                        Some(kind) => CliError::Io(std::io::Error::new(kind, e)),
+                        None => CliError::Usage(e.to_string()),
+                    }
+                })?;
                 out.write_all(b"\n")?;
             }
         }
@@ -127,24 +140,21 @@ async fn plan(broker: &str, args: &ConsumeArgs) -> Result<Vec<PartitionPlan>, Cl
     let conn = connect(broker).await?;
     let tps = offsets::partitions(&conn, &args.topics, &args.partition).await?;
     if subscribes(args) {
-        if !matches!(offset_arg(args), None | Some(OffsetArg::Beginning | OffsetArg::End)) {
-            return Err(CliError::Usage(
-                "with --group, --offset is beginning or end (where uncommitted partitions start); \
-                 add --partition to start elsewhere"
-                    .into(),
-            ));
-        }
         if args.exit_at_end {
             return Err(CliError::Usage("--exit-at-end needs --partition when used with --group".into()));
         }
-        return Ok(Vec::new());
+        // Beginning and end are the consumer's reset policy; other offsets
+        // are planned per partition now (for those without a commit).
+        if matches!(offset_arg(args), None | Some(OffsetArg::Beginning | OffsetArg::End)) {
+            return Ok(Vec::new());
+        }
     }
     offsets::plan(&conn, tps, offset_arg(args).unwrap_or(OffsetArg::End)).await
 }
 
-/// Builds the consumer: subscribed with a group, else assigned `plan`'s
-/// partitions (sought to their starts when an offset was given or there
-/// is no group).
+/// Builds the consumer: subscribed with a group (`plan`'s starts for
+/// partitions without a commit), else assigned `plan`'s partitions (sought
+/// to their starts when an offset was given or there is no group).
 async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Result<Consumer, CliError> {
     let reset = if offset_arg(args) == Some(OffsetArg::Beginning) {
         OffsetReset::Earliest
@@ -155,17 +165,20 @@ async fn build(broker: &str, args: &ConsumeArgs, plan: &[PartitionPlan]) -> Resu
         .bootstrap(broker)
         .client_id(CLIENT_ID)
         .auto_offset_reset(reset)
+        .session_timeout(Duration::from_millis(args.session_timeout_ms))
         .enable_auto_commit(false);
     if let Some(g) = &args.group {
         builder = builder.group(g.clone());
     }
     builder = if subscribes(args) {
-        builder.subscribe(args.topics.clone())
+        builder
+            .subscribe(args.topics.clone())
+            .start_offsets(plan.iter().map(|p| ((p.topic.clone(), p.partition), p.start)))
     } else {
         builder.assign(plan.iter().map(|p| (p.topic.clone(), p.partition)))
     };
     let consumer = builder.build().await?;
-    if args.group.is_none() || args.offset.is_some() {
+    if !subscribes(args) && (args.group.is_none() || args.offset.is_some()) {
         for p in plan {
             consumer.seek(&p.topic, p.partition, p.start);
         }
@@ -208,47 +221,76 @@ fn open_ends(args: &ConsumeArgs, plan: &[PartitionPlan]) -> Option<BTreeMap<(Str
     })
 }
 
-/// When the group's offsets are committed while the command runs.
-///
-/// Subscribed, a batch is committed *before* it is printed: a revocation
-/// (which may come while stdout blocks) then never hands a printed record
-/// to the next owner, so members running at once print each record once;
-/// a crash in the middle of a batch skips the rest of it. With partitions
-/// assigned by hand nobody else reads them: what was printed is committed
-/// every `--commit-interval-ms`. When the command stops, exactly what was
-/// printed is committed (see [`final_offsets`]).
+/// When the group's offsets are committed while the command runs: what
+/// was printed (and flushed), every `--commit-interval-ms`, before the
+/// consumer releases revoked partitions, and when the command stops (see
+/// [`final_offsets`]). A record is committed only after it was printed, so
+/// a crash loses none (its next owner prints again what was printed after
+/// the last commit); a revocation is committed before the partition leaves,
+/// so members that run normally print each record once.
 struct Commits {
-    /// Commit before printing each batch.
-    ahead: bool,
-    /// Commit what was printed this often (`None`: never while running).
-    every: Option<Duration>,
+    /// Commit at all (a group, without `--no-commit`).
+    on: bool,
+    /// Commit what was printed this often.
+    every: Duration,
     /// The last commit.
     last: Instant,
+    /// What was committed last, per partition (not sent again).
+    sent: BTreeMap<(String, u32), u64>,
 }
 
 impl Commits {
     fn new(args: &ConsumeArgs) -> Self {
-        let on = args.group.is_some() && !args.no_commit;
         Self {
-            ahead: on && subscribes(args),
-            every: (on && !subscribes(args)).then(|| Duration::from_millis(args.commit_interval_ms)),
+            on: args.group.is_some() && !args.no_commit,
+            every: Duration::from_millis(args.commit_interval_ms),
             last: Instant::now(),
+            sent: BTreeMap::new(),
         }
     }
 
-    /// Commits after a poll, as the mode says; failures are reported on
-    /// stderr and retried by the next commit.
-    async fn after_poll(&mut self, consumer: &Consumer, printed: &Printed, got_records: bool) {
-        let result = if self.ahead && got_records {
-            consumer.commit().await
-        } else if self.every.is_some_and(|t| self.last.elapsed() >= t) {
-            self.last = Instant::now();
-            consumer.commit_offsets(printed.next.clone()).await
-        } else {
-            return;
-        };
-        if let Err(e) = result {
-            eprintln!("warning: commit failed (retried): {e}");
+    /// Commits what was printed of the partitions still owned (those that
+    /// moved since the last commit).
+    async fn commit(&mut self, consumer: &Consumer, printed: &Printed) -> Result<(), CliError> {
+        self.last = Instant::now();
+        let offsets: Vec<((String, u32), u64)> = final_offsets(consumer, printed)
+            .into_iter()
+            .filter(|(tp, o)| self.sent.get(tp) != Some(o))
+            .collect();
+        if !self.on || offsets.is_empty() {
+            return Ok(());
+        }
+        consumer.commit_offsets(offsets.clone()).await?;
+        self.sent.extend(offsets);
+        Ok(())
+    }
+
+    /// After a batch was printed: commits when the interval passed;
+    /// failures are reported on stderr and retried by the next commit.
+    async fn after_print(&mut self, consumer: &Consumer, printed: &Printed) {
+        if self.last.elapsed() >= self.every {
+            if let Err(e) = self.commit(consumer, printed).await {
+                eprintln!("warning: commit failed (retried): {e}");
+            }
+        }
+    }
+
+    /// The group takes `revoked`: commits what was printed, then forgets
+    /// them (the consumer releases them at the next poll; printed again
+    /// later they start afresh).
+    async fn before_revocation(
+        &mut self,
+        consumer: &Consumer,
+        printed: &mut Printed,
+        revoked: &[(String, u32)],
+    ) {
+        if let Err(e) = self.commit(consumer, printed).await {
+            eprintln!("warning: commit before revocation failed: {e}");
+        }
+        for tp in revoked {
+            printed.next.remove(tp);
+            printed.unprinted.remove(tp);
+            self.sent.remove(tp);
         }
     }
 }
@@ -265,9 +307,10 @@ fn final_offsets(consumer: &Consumer, printed: &Printed) -> Vec<((String, u32), 
 
 /// How one polled batch is printed.
 struct Batch<'a> {
-    /// With a group: the partitions owned when the batch arrived (records
-    /// of others were revoked while in hand; their next owner prints them).
-    owned: Option<&'a HashSet<(String, u32)>>,
+    /// Subscribed: the consumer, asked whether a partition is still owned
+    /// when the records move to another partition (one lost while stdout
+    /// blocked past the session timeout is left to its next owner).
+    owner: Option<&'a Consumer>,
     /// `--max-messages`.
     max: Option<u64>,
     /// The output format.
@@ -284,10 +327,16 @@ impl Batch<'_> {
         printed: &mut Printed,
         mut ends: Option<&mut BTreeMap<(String, u32), u64>>,
     ) -> Result<(), CliError> {
+        let mut owned: Option<((String, u32), bool)> = None;
         for r in records {
             let tp = (r.topic.to_string(), r.partition);
-            if self.owned.is_some_and(|o| !o.contains(&tp)) {
-                continue;
+            if let Some(consumer) = self.owner {
+                if owned.as_ref().is_none_or(|(at, _)| *at != tp) {
+                    owned = Some((tp.clone(), consumer.assignment().contains(&tp)));
+                }
+                if owned.as_ref().is_some_and(|(_, own)| !own) {
+                    continue;
+                }
             }
             if self.max.is_some_and(|m| printed.count >= m) {
                 printed.unprinted.entry(tp).or_insert(r.offset);
@@ -312,13 +361,13 @@ async fn print_loop(
     args: &ConsumeArgs,
     output: &Output,
     plan: &[PartitionPlan],
+    commits: &mut Commits,
 ) -> Result<Printed, CliError> {
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut printed = Printed::default();
     let mut ends = open_ends(args, plan);
     let mut last_data = Instant::now();
     let idle = args.timeout_ms.map(Duration::from_millis);
-    let mut commits = Commits::new(args);
     let stop = stop_signal();
     tokio::pin!(stop);
     loop {
@@ -332,23 +381,33 @@ async fn print_loop(
         let wait = idle.map_or(Duration::from_millis(500), |t| {
             t.saturating_sub(last_data.elapsed()).min(Duration::from_millis(500))
         });
-        let records = tokio::select! {
-            r = consumer.poll(wait) => r?,
+        let records = match tokio::select! {
+            r = consumer.poll_event(wait) => r?,
             () = &mut stop => break,
+        } {
+            Polled::Records(records) => records,
+            Polled::Revoked(revoked) => {
+                commits.before_revocation(consumer, &mut printed, &revoked).await;
+                continue;
+            }
         };
         if !records.is_empty() {
             last_data = Instant::now();
         }
-        // Owned before the commit: a partition revoked since was not
-        // committed ahead, and its next owner prints its records.
-        let owned: Option<HashSet<(String, u32)>> =
-            subscribes(args).then(|| consumer.assignment().into_iter().collect());
-        commits.after_poll(consumer, &printed, !records.is_empty()).await;
+        let owner = subscribes(args).then_some(consumer);
+        if owner.is_some() {
+            // Lost without a revocation (fenced, or expired): forget them.
+            let owned: HashSet<(String, u32)> = consumer.assignment().into_iter().collect();
+            printed.next.retain(|tp, _| owned.contains(tp));
+            printed.unprinted.retain(|tp, _| owned.contains(tp));
+            commits.sent.retain(|tp, _| owned.contains(tp));
+        }
         // A blocked stdout must not stall the consumer's tasks (heartbeats).
         tokio::task::block_in_place(|| {
-            let batch = Batch { owned: owned.as_ref(), max: args.max_messages, output };
+            let batch = Batch { owner, max: args.max_messages, output };
             batch.print(records, &mut out, &mut printed, ends.as_mut())
         })?;
+        commits.after_print(consumer, &printed).await;
     }
     out.flush()?;
     Ok(printed)
@@ -368,11 +427,12 @@ pub async fn run(broker: &str, json: bool, args: ConsumeArgs) -> Result<(), CliE
     };
     let plan = plan(broker, &args).await?;
     let consumer = build(broker, &args, &plan).await?;
-    let printed = print_loop(&consumer, &args, &output, &plan).await;
-    let commit = args.group.is_some() && !args.no_commit;
+    let mut commits = Commits::new(&args);
+    let printed = print_loop(&consumer, &args, &output, &plan, &mut commits).await;
+    let commit = commits.on;
     let committed = match &printed {
-        Ok(p) if commit => consumer.commit_offsets(final_offsets(&consumer, p)).await,
-        _ => Ok(()),
+        Ok(p) => commits.commit(&consumer, p).await,
+        Err(_) => Ok(()),
     };
     let closed = consumer.close().await;
     let printed = printed?;

@@ -36,7 +36,11 @@ enum AcksArg {
 enum CompressionArg {
     /// None (default).
     None,
-    /// lz4.
+    /// gzip.
+    Gzip,
+    /// snappy.
+    Snappy,
+    /// lz4 (frame format).
     Lz4,
     /// zstd.
     Zstd,
@@ -88,6 +92,8 @@ impl ProduceArgs {
     fn compression(&self) -> Compression {
         match self.compression {
             CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
             CompressionArg::Lz4 => Compression::Lz4,
             CompressionArg::Zstd => Compression::Zstd,
         }

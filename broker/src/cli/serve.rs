@@ -23,6 +23,9 @@ pub struct ServeArgs {
     /// Address to listen on for clients.
     #[arg(long, env = "SLUICE_LISTEN")]
     listen: Option<String>,
+    /// Address to listen on for Kafka clients; "" turns it off.
+    #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
+    kafka_listen: Option<String>,
     /// Default durability of new topics: always | interval:MS | never.
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: Option<FsyncPolicy>,
@@ -82,6 +85,10 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         let (server, report) = Server::start(config)
             .await
             .map_err(|e| CliError::Usage(format!("the broker failed to start: {e}")))?;
+        // Before "sluice listening": whoever waits for that line knows both.
+        if let Some(addr) = server.kafka_addr() {
+            tracing::info!(addr = %addr, "kafka listening");
+        }
         tracing::info!(
             addr = %server.local_addr(),
             data_dir = %data_dir.display(),
@@ -94,6 +101,7 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
             failed_topics = report.failed.len(),
             "sluice listening"
         );
+
         shutdown_signal().await;
         tracing::info!("shutdown requested");
         server.shutdown();
@@ -108,6 +116,7 @@ fn check_listeners(config: &BrokerConfig) -> Result<(), CliError> {
     let listeners = [
         ("client listener (--listen)", &config.listen),
         ("admin listener (--admin-listen)", &config.admin_listen),
+        ("Kafka listener (--kafka-listen)", &config.kafka_listen),
     ];
     let failed: Vec<String> = listeners
         .iter()
@@ -133,6 +142,9 @@ fn config(args: ServeArgs) -> Result<BrokerConfig, CliError> {
     }
     if let Some(v) = args.listen {
         config.listen = v;
+    }
+    if let Some(v) = args.kafka_listen {
+        config.kafka_listen = v;
     }
     if let Some(v) = args.fsync {
         config.topic_defaults.fsync = v;

@@ -92,7 +92,8 @@ fn check(data_dir: &Path) -> Result<VerifyView, CliError> {
 /// Verifies `data_dir` and prints what it found.
 ///
 /// # Errors
-/// A directory that is not a data directory, one that cannot be read, or
+/// A directory that is not a data directory, one of another format
+/// version (the broker's `FormatMismatch`), one that cannot be read, or
 /// corrupt batches ([`CliError::Usage`] naming how many).
 pub fn run(data_dir: &Path, json: bool, allow_running: bool) -> Result<(), CliError> {
     let _lock = match lock(data_dir) {
@@ -113,6 +114,8 @@ pub fn run(data_dir: &Path, json: bool, allow_running: bool) -> Result<(), CliEr
             )))
         }
     };
+    // Batches of another format would all look corrupt: say what it is.
+    crate::broker::check_format(data_dir)?;
     let v = check(data_dir)?;
     if json {
         print_json(&v)?;

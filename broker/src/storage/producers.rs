@@ -24,15 +24,20 @@
 //! so start-up does not read the whole log. Layout, all big-endian:
 //!
 //! ```text
-//! magic "SPS1" | base_offset u64 | producers u32
-//!   per producer: producer_id u64 | epoch u16 | last_seen_ms i64 | batches u8
-//!     per batch: first_sequence u32 | last_sequence u32 | base_offset u64
+//! magic "SPS2" | base_offset u64 | producers u32
+//!   per producer: producer_id i64 | epoch i16 | last_seen_ms i64 | batches u8
+//!     per batch: first_sequence i32 | last_sequence i32 | base_offset u64
 //! crc32 u32 (over everything before it)
 //! ```
+//!
+//! ("SPS1", the first batch format's snapshots, held unsigned ids and
+//! sequences; such a snapshot is not read: a data directory of that format is
+//! refused at start anyway.) Producer ids, epochs and sequences follow Kafka:
+//! `i64`/`i16`/`i32`, sequences wrapping from `i32::MAX` to 0.
 
 use std::collections::{HashMap, VecDeque};
 
-use sluice_protocol::batch::BatchHeader;
+use sluice_protocol::batch::{increment_sequence, BatchHeader};
 
 /// Batches remembered per producer (retries of older ones are refused).
 pub const REMEMBERED_BATCHES: usize = 5;
@@ -45,34 +50,34 @@ pub enum SequenceError {
     #[error("producer {producer_id}: expected sequence {expected}, got {received}")]
     OutOfOrder {
         /// The producer.
-        producer_id: u64,
+        producer_id: i64,
         /// The next sequence the broker expected.
-        expected: u32,
+        expected: i32,
         /// The batch's first sequence.
-        received: u32,
+        received: i32,
     },
     /// The producer's epoch is older than one already seen.
     #[error("producer {producer_id}: epoch {epoch} is older than the current epoch {current}")]
     InvalidEpoch {
         /// The producer.
-        producer_id: u64,
+        producer_id: i64,
         /// The batch's epoch.
-        epoch: u16,
+        epoch: i16,
         /// The newest epoch seen.
-        current: u16,
+        current: i16,
     },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct BatchSequence {
-    first: u32,
-    last: u32,
+    first: i32,
+    last: i32,
     base_offset: u64,
 }
 
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ProducerEntry {
-    epoch: u16,
+    epoch: i16,
     /// Broker time (ms since the epoch) of its last batch, for expiry.
     last_seen_ms: i64,
     batches: VecDeque<BatchSequence>,
@@ -90,18 +95,14 @@ pub enum Sequence {
 /// Producer states of one partition.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct ProducerStates {
-    producers: HashMap<u64, ProducerEntry>,
+    producers: HashMap<i64, ProducerEntry>,
     /// Records since the last expiry sweep.
     since_sweep: u32,
 }
 
-const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS1";
+const SNAPSHOT_MAGIC: &[u8; 4] = b"SPS2";
 /// Records between expiry sweeps (a sweep visits every producer).
 const SWEEP_EVERY: u32 = 4096;
-
-fn last_sequence(h: &BatchHeader) -> u32 {
-    h.base_sequence.wrapping_add(h.last_offset_delta)
-}
 
 impl ProducerStates {
     /// Checks an idempotent batch against what was seen.
@@ -119,11 +120,11 @@ impl ProducerStates {
         if h.producer_epoch > entry.epoch {
             return Ok(Sequence::New); // a new epoch starts fresh
         }
-        let last = last_sequence(h);
+        let last = h.last_sequence();
         if let Some(b) = entry.batches.iter().find(|b| b.first == h.base_sequence && b.last == last) {
             return Ok(Sequence::Duplicate(b.base_offset));
         }
-        let expected = entry.batches.back().map_or(0, |b| b.last.wrapping_add(1));
+        let expected = entry.batches.back().map_or(0, |b| increment_sequence(b.last, 1));
         if h.base_sequence == expected {
             Ok(Sequence::New)
         } else {
@@ -154,7 +155,7 @@ impl ProducerStates {
         }
         entry.batches.push_back(BatchSequence {
             first: h.base_sequence,
-            last: last_sequence(h),
+            last: h.last_sequence(),
             base_offset,
         });
         entry.last_seen_ms = entry.last_seen_ms.max(now_ms);
@@ -167,12 +168,12 @@ impl ProducerStates {
 
     /// Past `max` producers, forgets the least recently active (never
     /// `keep`, the one just recorded) down to 90% of `max`.
-    fn evict_idlest(&mut self, keep: u64, max: usize) {
+    fn evict_idlest(&mut self, keep: i64, max: usize) {
         if self.producers.len() <= max {
             return;
         }
         let excess = self.producers.len() - (max - max / 10);
-        let mut idlest: Vec<(i64, u64)> = self
+        let mut idlest: Vec<(i64, i64)> = self
             .producers
             .iter()
             .filter(|(id, _)| **id != keep)
@@ -236,8 +237,8 @@ impl ProducerStates {
         let count = u32::from_be_bytes(take(&mut r)?);
         let mut producers = HashMap::new();
         for _ in 0..count {
-            let id = u64::from_be_bytes(take(&mut r)?);
-            let epoch = u16::from_be_bytes(take(&mut r)?);
+            let id = i64::from_be_bytes(take(&mut r)?);
+            let epoch = i16::from_be_bytes(take(&mut r)?);
             let last_seen_ms = i64::from_be_bytes(take(&mut r)?);
             let [n] = take::<1>(&mut r)?;
             if usize::from(n) > REMEMBERED_BATCHES {
@@ -246,8 +247,8 @@ impl ProducerStates {
             let mut batches = VecDeque::with_capacity(usize::from(n));
             for _ in 0..n {
                 batches.push_back(BatchSequence {
-                    first: u32::from_be_bytes(take(&mut r)?),
-                    last: u32::from_be_bytes(take(&mut r)?),
+                    first: i32::from_be_bytes(take(&mut r)?),
+                    last: i32::from_be_bytes(take(&mut r)?),
                     base_offset: u64::from_be_bytes(take(&mut r)?),
                 });
             }
@@ -269,7 +270,7 @@ mod tests {
     use super::*;
     use sluice_protocol::batch::BatchBuilder;
 
-    fn header(pid: u64, epoch: u16, seq: u32, count: u32) -> BatchHeader {
+    fn header(pid: i64, epoch: i16, seq: i32, count: u32) -> BatchHeader {
         let mut b = BatchBuilder::new().producer(pid, epoch, seq);
         for _ in 0..count {
             b.append(0, None, Some(b"v"), &[]);
@@ -296,6 +297,20 @@ mod tests {
     }
 
     #[test]
+    fn sequences_wrap_at_i32_max() {
+        let mut s = ProducerStates::default();
+        let a = header(1, 0, i32::MAX - 1, 2);
+        s.record(&a, 10, 0, u64::MAX, usize::MAX);
+        assert_eq!(s.check(&header(1, 0, 0, 3)), Ok(Sequence::New), "after i32::MAX comes 0");
+        assert!(matches!(
+            s.check(&header(1, 0, i32::MAX, 1)),
+            Err(SequenceError::OutOfOrder { expected: 0, .. })
+        ));
+        let b = header(1, 0, i32::MAX, 3); // i32::MAX, 0, 1
+        assert_eq!(b.last_sequence(), 1);
+    }
+
+    #[test]
     fn remembers_a_bounded_window() {
         let mut s = ProducerStates::default();
         let batches: Vec<_> = (0..10).map(|i| header(1, 0, i, 1)).collect();
@@ -317,11 +332,11 @@ mod tests {
         assert!(s.check(&header(2, 0, 5, 1)).is_err(), "producer 2 is still known");
         // Sweeps also happen on their own as batches are recorded.
         let mut s = ProducerStates::default();
-        for id in 0..u64::from(SWEEP_EVERY) {
-            s.record(&header(id, 0, 0, 1), id, 0, 1_000, usize::MAX);
+        for id in 0..i64::from(SWEEP_EVERY) {
+            s.record(&header(id, 0, 0, 1), id as u64, 0, 1_000, usize::MAX);
         }
-        for seq in 0..SWEEP_EVERY {
-            s.record(&header(u64::MAX, 0, seq, 1), 0, 5_000, 1_000, usize::MAX);
+        for seq in 0..SWEEP_EVERY as i32 {
+            s.record(&header(i64::MAX, 0, seq, 1), 0, 5_000, 1_000, usize::MAX);
         }
         assert_eq!(s.len(), 1, "the idle ones were swept");
     }
@@ -329,17 +344,17 @@ mod tests {
     #[test]
     fn producers_past_the_limit_forget_the_idlest() {
         let mut s = ProducerStates::default();
-        for id in 0..100u64 {
-            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+        for id in 0..100i64 {
+            s.record(&header(id, 0, 0, 1), id as u64, id, u64::MAX, 100);
         }
         assert_eq!(s.len(), 100);
         // Producer 0 stays active; 10,000 invented ids follow.
         s.record(&header(0, 0, 1, 1), 100, 1_000, u64::MAX, 100);
-        for id in 1_000..11_000u64 {
-            s.record(&header(id, 0, 0, 1), id, id as i64, u64::MAX, 100);
+        for id in 1_000..11_000i64 {
+            s.record(&header(id, 0, 0, 1), id as u64, id, u64::MAX, 100);
             assert!(s.len() <= 100, "bounded at every step");
             if id % 50 == 0 {
-                s.record(&header(0, 0, 2 + (id as u32 - 1_000) / 50, 1), id, id as i64, u64::MAX, 100);
+                s.record(&header(0, 0, 2 + (id as i32 - 1_000) / 50, 1), id as u64, id, u64::MAX, 100);
             }
         }
         assert!(s.len() >= 90, "evicts down to 90%, not everything");
@@ -352,11 +367,11 @@ mod tests {
     #[test]
     fn snapshots_round_trip_and_reject_damage() {
         let mut s = ProducerStates::default();
-        for id in 0..20u64 {
-            for seq in 0..(id as u32 % 8) {
+        for id in 0..20i64 {
+            for seq in 0..(id as i32 % 8) {
                 s.record(
-                    &header(id, (id % 3) as u16, seq * 2, 2),
-                    id * 100 + u64::from(seq),
+                    &header(id, (id % 3) as i16, seq * 2, 2),
+                    id as u64 * 100 + seq as u64,
                     7,
                     u64::MAX,
                     usize::MAX,

@@ -1,6 +1,10 @@
 //! One segment: a `.log` of record batches back to back, mapped once over
 //! `segment_bytes` of address space, with its offset and time indexes.
 //!
+//! Batches are Kafka RecordBatch v2 (docs/format.md): an append stamps
+//! `base_offset` and `partition_leader_epoch` in place (outside the CRC-32C)
+//! and stores the rest as it came, compressed or not.
+//!
 //! Invariants: batches are whole and their offsets dense from `base_offset`;
 //! the log's published end is the end of the last whole batch; index entries
 //! only point at published batches. Only the partition's writer (holding the
@@ -280,12 +284,14 @@ impl Segment {
         files.iter().filter_map(|p| std::fs::metadata(p).ok()).map(|m| m.len()).sum()
     }
 
-    /// Appends a validated batch, stamping `base_offset` (and log-append
-    /// time when given). The caller makes sure it fits.
+    /// Appends a validated batch, stamping `base_offset` and
+    /// `partition_leader_epoch` (neither is under the CRC), and log-append
+    /// time when given. The caller makes sure it fits.
     pub fn append(
         &mut self,
         batch: &[u8],
         header: &BatchHeader,
+        leader_epoch: i32,
         log_append_time: Option<i64>,
     ) -> Result<(), StorageError> {
         let pos = self.size();
@@ -295,11 +301,17 @@ impl Segment {
         match log_append_time {
             None => {
                 self.log.write(pos, batch).map_err(&io)?;
-                self.log.write(pos, &base_offset.to_be_bytes()).map_err(&io)?;
+                // base_offset | batch_length (as it is) | partition_leader_epoch
+                let mut stamp = [0u8; batch::MAGIC_POS];
+                stamp.copy_from_slice(&batch[..batch::MAGIC_POS]);
+                batch::set_base_offset(&mut stamp, base_offset);
+                batch::set_partition_leader_epoch(&mut stamp, leader_epoch);
+                self.log.write(pos, &stamp).map_err(&io)?;
             }
             Some(ts) => {
                 let mut stamped = batch.to_vec();
                 batch::set_base_offset(&mut stamped, base_offset);
+                batch::set_partition_leader_epoch(&mut stamped, leader_epoch);
                 batch::set_log_append_time(&mut stamped, ts);
                 self.log.write(pos, &stamped).map_err(&io)?;
             }

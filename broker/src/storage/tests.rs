@@ -57,8 +57,10 @@ fn read_all(log: &Log, from: u64) -> Vec<RecordBatch> {
 }
 
 /// Compares stored batches with what was appended (all but base_offset).
+/// Stored as appended, but for what the log stamps: `base_offset` and
+/// `partition_leader_epoch` (0 on a single node), both before `magic`.
 fn same_batch(stored: &RecordBatch, appended: &Bytes) -> bool {
-    stored.as_bytes()[8..] == appended[8..]
+    stored.header().partition_leader_epoch == 0 && stored.as_bytes()[16..] == appended[16..]
 }
 
 #[test]
@@ -312,7 +314,7 @@ fn log_append_time_is_stamped_and_crc_stays_valid() {
 #[test]
 fn idempotent_retries_are_deduplicated_across_reopen() {
     let dir = tempfile::tempdir().unwrap();
-    let idem = |seq: u32, tag: u8| {
+    let idem = |seq: i32, tag: u8| {
         let mut b = BatchBuilder::new().producer(9, 0, seq);
         b.append(0, None, Some(&[tag; 20]), &[]);
         b.append(0, None, Some(&[tag; 20]), &[]);
@@ -334,7 +336,7 @@ fn idempotent_retries_are_deduplicated_across_reopen() {
     assert_eq!(log.append(&idem(4, 4), 0).unwrap().base_offset, 4);
 }
 
-fn idem(producer: u64, seq: u32, tag: u8) -> Bytes {
+fn idem(producer: i64, seq: i32, tag: u8) -> Bytes {
     let mut b = BatchBuilder::new().producer(producer, 0, seq);
     b.append(0, None, Some(&[tag; 40]), &[]);
     b.append(0, None, Some(&[tag; 40]), &[]);
@@ -358,7 +360,7 @@ fn snapshot_files(dir: &Path) -> Vec<u64> {
 /// flush after a roll). Returns producer 9's batches' offsets.
 fn idempotent_history(log: &Log) -> Vec<u64> {
     assert_eq!(log.append(&idem(10, 0, 0), now_ms()).unwrap().base_offset, 0);
-    (0..150u32)
+    (0..150i32)
         .map(|i| {
             let offset = log.append(&idem(9, i * 2, i as u8), now_ms()).unwrap().base_offset;
             log.flush().unwrap();
@@ -663,7 +665,7 @@ enum Op {
     Retention,
     /// An idempotent producer (0-2) sends its next batch, or retries its last.
     Idempotent {
-        producer: u64,
+        producer: i64,
         retry: bool,
     },
 }
@@ -676,7 +678,7 @@ fn op_strategy() -> impl Strategy<Value = Op> {
         1 => Just(Op::Flush),
         1 => any::<bool>().prop_map(|clean| Op::Reopen { clean }),
         1 => Just(Op::Retention),
-        3 => (0u64..3, any::<bool>()).prop_map(|(producer, retry)| Op::Idempotent { producer, retry }),
+        3 => (0i64..3, any::<bool>()).prop_map(|(producer, retry)| Op::Idempotent { producer, retry }),
     ]
 }
 
@@ -696,7 +698,7 @@ proptest! {
         let mut model: Vec<(u64, Bytes)> = Vec::new(); // (base offset, batch)
         let mut next = 0u64;
         // Per producer: next sequence, and its last batch with its offset.
-        let mut producers: BTreeMap<u64, (u32, Option<(Bytes, u64)>)> = BTreeMap::new();
+        let mut producers: BTreeMap<i64, (i32, Option<(Bytes, u64)>)> = BTreeMap::new();
         for (i, op) in ops.into_iter().enumerate() {
             match op {
                 Op::Idempotent { producer, retry } => {

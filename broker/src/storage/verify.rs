@@ -116,17 +116,15 @@ fn verify_segment(path: &Path, base: u64, report: &mut VerifyReport) -> std::io:
             }
             break;
         };
-        // The CRC covers everything after its own field, streamed.
-        let mut crc = crc32fast::Hasher::new();
-        crc.update(&header[batch::ATTRIBUTES_POS..]);
+        // The CRC (CRC-32C) covers everything from `attributes` on, streamed.
+        let mut computed = batch::crc_append(0, &header[batch::ATTRIBUTES_POS..]);
         let mut left = h.total_len() - HEADER_LEN;
         while left > 0 {
             let n = left.min(chunk.len());
             reader.read_exact(&mut chunk[..n])?;
-            crc.update(&chunk[..n]);
+            computed = batch::crc_append(computed, &chunk[..n]);
             left -= n;
         }
-        let computed = crc.finalize();
         if computed != h.crc {
             report.corrupt.push(problem(
                 format!("crc mismatch: stored {:#010x}, computed {computed:#010x}", h.crc),

@@ -2,6 +2,7 @@
 //! tasks on the consumer's [`TaskTracker`], each stopped by its shutdown
 //! token.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -24,6 +25,7 @@ pub struct ConsumerBuilder {
     pub(super) topics: Vec<String>,
     pub(super) assignment: Vec<TopicPartition>,
     pub(super) offset_reset: OffsetReset,
+    pub(super) start_offsets: HashMap<TopicPartition, u64>,
     pub(super) auto_commit: bool,
     pub(super) auto_commit_interval: Duration,
     pub(super) session_timeout: Duration,
@@ -43,6 +45,7 @@ impl Default for ConsumerBuilder {
             topics: Vec::new(),
             assignment: Vec::new(),
             offset_reset: OffsetReset::Earliest,
+            start_offsets: HashMap::new(),
             auto_commit: true,
             auto_commit_interval: Duration::from_secs(5),
             session_timeout: Duration::from_secs(10),
@@ -90,6 +93,17 @@ impl ConsumerBuilder {
     /// Start of partitions without a committed offset (default earliest).
     pub fn auto_offset_reset(mut self, reset: OffsetReset) -> Self {
         self.offset_reset = reset;
+        self
+    }
+    /// Where these partitions start when the group has no committed
+    /// offset for them (instead of `auto_offset_reset`); a committed
+    /// offset still wins. Each a [`TopicPartition`] or a `(topic,
+    /// partition)` pair, with its offset.
+    pub fn start_offsets<T: Into<TopicPartition>>(
+        mut self,
+        offsets: impl IntoIterator<Item = (T, u64)>,
+    ) -> Self {
+        self.start_offsets = offsets.into_iter().map(|(tp, o)| (tp.into(), o)).collect();
         self
     }
     /// Commit processed records automatically (default on, with a group).
@@ -166,6 +180,7 @@ impl ConsumerBuilder {
             chunks: tokio::sync::Mutex::new(rx),
             wake_fetcher: Notify::new(),
             wake_heartbeat: Notify::new(),
+            revoking: Notify::new(),
             shutdown: CancellationToken::new(),
             events,
         });

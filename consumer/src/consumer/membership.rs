@@ -2,10 +2,15 @@
 //! leaving the group on `close`.
 //!
 //! Each heartbeat reports the partitions this member still owns and gets
-//! back its target assignment. Partitions that left the target are revoked
-//! first (after the auto-commit of what was processed, so the next owner
-//! starts there) and reported as released at once by heartbeating again;
-//! partitions new to the target are then started ([`super::offsets`]). A
+//! back its target assignment. Partitions that left the target are marked
+//! revoking: no longer fetched nor handed out, but still owned until the
+//! application's next `poll` releases them (after it committed what it
+//! processed, or the auto-commit did) and wakes this task to tell the
+//! group. This task releases a revoked partition itself only when the
+//! application holds nothing of it (every record handed out is committed,
+//! or none was), or when it was kept revoking past the session timeout
+//! (the group reassigned it already; no commit).
+//! Partitions new to the target are started ([`super::offsets`]). A
 //! broker that no longer knows the member (`UNKNOWN_MEMBER_ID`, e.g. after
 //! a session expiry) makes it rejoin with nothing owned.
 //!
@@ -17,7 +22,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use sluice_protocol::api::{GroupHeartbeatRequest, GroupHeartbeatResponse, LEAVE_EPOCH};
 use sluice_protocol::client::ClientError;
@@ -83,27 +88,49 @@ impl Inner {
         }
     }
 
-    /// Moves to the assignment in `resp`: revokes, then starts the added
-    /// partitions. True when partitions were released (heartbeat again now
-    /// to tell the group).
+    /// Moves to the assignment in `resp`: marks what left it as revoking
+    /// (the application's next `poll` releases it), drops revocations kept
+    /// past the session timeout, then starts the added partitions. True
+    /// when partitions were dropped (heartbeat again now to tell the group).
     async fn follow(&self, resp: GroupHeartbeatResponse) -> bool {
         let target: BTreeSet<TopicPartition> =
             resp.assignment.iter().flat_map(TopicPartitions::split).collect();
-        let (revoked, added) = self.state().follow(resp.member_id, resp.member_epoch, &target);
-        let released = !revoked.is_empty();
-        if released {
-            if self.config.auto_commit {
-                if let Err(e) = self.commit(Progress::Processed, Some(&revoked)).await {
-                    tracing::warn!(error = %e, "commit before revocation failed");
-                }
-            }
-            self.state().revoke(&revoked);
-            let _ = self.events.send(AssignmentEvent::Revoked(names(&revoked)));
+        let now = Instant::now();
+        let (revoked, idle, added, lost) = {
+            let mut state = self.state();
+            let (revoked, added) = state.follow(resp.member_id, resp.member_epoch, &target);
+            let idle = state.mark_revoking(&revoked, now);
+            (revoked, idle, added, state.expire_revocations(now, self.config.session_timeout))
+        };
+        if revoked.len() > idle.len() {
+            self.revoking.notify_one();
+        }
+        let released = self.release_idle(&idle).await;
+        if !lost.is_empty() {
+            tracing::warn!(partitions = ?lost, "revoked partitions not released by a poll within the session timeout; lost");
+            let _ = self.events.send(AssignmentEvent::Revoked(names(&lost)));
         }
         if let Err(e) = self.start_partitions(added).await {
             tracing::warn!(error = %e, "could not start assigned partitions");
         }
-        released
+        released || !lost.is_empty()
+    }
+
+    /// Releases revoked partitions the application holds nothing of (in
+    /// auto-commit mode after committing where they start, when the group
+    /// has no offset for them). True when some were released.
+    async fn release_idle(&self, idle: &[TopicPartition]) -> bool {
+        if idle.is_empty() {
+            return false;
+        }
+        if self.config.auto_commit {
+            if let Err(e) = self.commit(Progress::Delivered, Some(idle)).await {
+                tracing::warn!(error = %e, "commit before revocation failed");
+            }
+        }
+        self.state().revoke(idle);
+        let _ = self.events.send(AssignmentEvent::Revoked(names(idle)));
+        true
     }
 
     /// The group no longer knows this member: every partition is lost

@@ -24,20 +24,23 @@ use crate::error::ConsumerError;
 
 impl Inner {
     /// Starts reading `tps`: at their committed offsets (with a group),
-    /// else where the reset policy says.
+    /// else at their `start_offsets`, else where the reset policy says.
     pub(super) async fn start_partitions(&self, tps: Vec<TopicPartition>) -> Result<(), ConsumerError> {
         if tps.is_empty() {
             return Ok(());
         }
         let conn = self.conn().await?;
         let committed = self.committed_offsets(&conn, &tps).await?;
-        let missing: Vec<&TopicPartition> = tps.iter().filter(|tp| !committed.contains_key(*tp)).collect();
+        let starts = &self.config.start_offsets;
+        let missing: Vec<&TopicPartition> =
+            tps.iter().filter(|tp| !committed.contains_key(*tp) && !starts.contains_key(*tp)).collect();
         let reset = self.reset_offsets(&conn, &missing).await?;
         {
             let mut state = self.state();
             for tp in &tps {
                 let committed = committed.get(tp).copied();
-                state.assign(tp.clone(), start_offset(committed, reset.get(tp).copied()), committed);
+                let uncommitted = starts.get(tp).or(reset.get(tp)).copied();
+                state.assign(tp.clone(), start_offset(committed, uncommitted), committed);
             }
         }
         let _ = self.events.send(AssignmentEvent::Assigned(names(&tps)));
@@ -151,8 +154,8 @@ impl Inner {
     }
 }
 
-/// Where a partition starts: its committed offset, else where the reset
-/// policy points, else 0 (the broker could not say).
+/// Where a partition starts: its committed offset, else its start offset
+/// or where the reset policy points, else 0 (the broker could not say).
 fn start_offset(committed: Option<u64>, reset: Option<u64>) -> u64 {
     committed.or(reset).unwrap_or(0)
 }

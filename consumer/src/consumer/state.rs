@@ -11,6 +11,19 @@
 //! revocation commit `processed`; `commit()` and `close()` commit
 //! `delivered`.
 //!
+//! Revocation is in two steps, so that no partition leaves behind the
+//! application's back: [`State::follow`] only reports what left the
+//! group's target, and [`State::mark_revoking`] stops fetching and handing
+//! out those partitions while they stay owned (heartbeats still report
+//! them, commits for them are still accepted). They are released only by
+//! `poll` ([`State::revocations`]): at its start, once the application had
+//! its chance to commit what it processed (announced first, when it polls
+//! for events). A partition left revoking longer than the session timeout
+//! (the application stopped polling) is dropped without a commit
+//! ([`State::expire_revocations`]): the group has moved it already. One
+//! of which the application holds nothing (no record handed out that a
+//! commit does not cover) is released at once, without waiting for a poll.
+//!
 //! Each assignment and seek gives the partition a fresh `epoch`; fetch
 //! results and failures carry the epoch they were fetched at and are
 //! dropped when it moved on. The state lives behind one `std` mutex in the
@@ -48,6 +61,11 @@ struct PartitionState {
     epoch: u64,
     /// Fetches of this partition that failed in a row (at this epoch).
     failures: u32,
+    /// Where its revocation stands.
+    revocation: Revocation,
+    /// Records were handed out that no commit covers yet (the application
+    /// may hold them): a revocation then waits for a `poll`.
+    uncommitted: bool,
     /// Not fetched before this after a failure (the backoff).
     retry_at: Option<Instant>,
 }
@@ -63,8 +81,42 @@ impl PartitionState {
             epoch,
             failures: 0,
             retry_at: None,
+            revocation: Revocation::None,
+            uncommitted: false,
         }
     }
+}
+
+/// Where a partition's revocation stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Revocation {
+    /// Not revoked.
+    None,
+    /// The group took it (at this time): no longer fetched nor handed out,
+    /// released by the next `poll`.
+    Pending(Instant),
+    /// Reported to the application by `poll_event`: released by the next poll.
+    Announced(Instant),
+}
+
+impl Revocation {
+    /// When the group took the partition, if it did.
+    fn since(self) -> Option<Instant> {
+        match self {
+            Self::None => None,
+            Self::Pending(at) | Self::Announced(at) => Some(at),
+        }
+    }
+}
+
+/// What a `poll` does about revoked partitions (see [`State::revocations`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(super) struct Revocations {
+    /// Release these now (after committing them, in auto-commit mode).
+    pub release: Vec<TopicPartition>,
+    /// Tell the application these are being revoked (it commits), and
+    /// release them at its next poll.
+    pub announce: Vec<TopicPartition>,
 }
 
 /// One partition to fetch: where, and the epoch its result belongs to.
@@ -138,8 +190,8 @@ impl State {
     }
 
     /// Takes the member id and epoch from a heartbeat answer; returns the
-    /// partitions to revoke (held, not in `target`) and to add (in
-    /// `target`, not held), each in order.
+    /// partitions to revoke (held, not in `target`, not being revoked
+    /// already) and to add (in `target`, not held), each in order.
     pub fn follow(
         &mut self,
         member_id: String,
@@ -148,8 +200,12 @@ impl State {
     ) -> (Vec<TopicPartition>, Vec<TopicPartition>) {
         self.member_id = member_id;
         self.member_epoch = member_epoch;
-        let mut revoked: Vec<TopicPartition> =
-            self.parts.keys().filter(|tp| !target.contains(*tp)).cloned().collect();
+        let mut revoked: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(tp, ps)| !target.contains(*tp) && ps.revocation == Revocation::None)
+            .map(|(tp, _)| tp.clone())
+            .collect();
         revoked.sort();
         let added = target.iter().filter(|tp| !self.parts.contains_key(*tp)).cloned().collect();
         (revoked, added)
@@ -171,7 +227,66 @@ impl State {
         self.parts.insert(tp, PartitionState::at(offset, committed, epoch));
     }
 
-    /// Stops reading `tps`.
+    /// The group took `tps` at `now`: stop fetching and handing them out,
+    /// keep them owned until a `poll` releases them. Returns those the
+    /// application holds nothing of (every record handed out is committed,
+    /// or none was): they may be released at once, no `poll` needed.
+    pub fn mark_revoking(&mut self, tps: &[TopicPartition], now: Instant) -> Vec<TopicPartition> {
+        let mut idle = Vec::new();
+        for tp in tps {
+            if let Some(ps) = self.parts.get_mut(tp).filter(|ps| ps.revocation == Revocation::None) {
+                ps.revocation = Revocation::Pending(now);
+                if !ps.uncommitted {
+                    idle.push(tp.clone());
+                }
+            }
+        }
+        idle
+    }
+
+    /// Whether any partition waits for a `poll` to release it.
+    pub fn revoking(&self) -> bool {
+        self.parts.values().any(|ps| ps.revocation != Revocation::None)
+    }
+
+    /// What a `poll` does about revoked partitions: with `announce` (the
+    /// application polls for events), pending ones are announced (to be
+    /// released by the next poll, after the application committed) and
+    /// announced ones released; without, every revoked one is released.
+    /// Partitions are released by the caller ([`State::revoke`]).
+    pub fn revocations(&mut self, announce: bool) -> Revocations {
+        let mut out = Revocations::default();
+        for (tp, ps) in &mut self.parts {
+            match ps.revocation {
+                Revocation::None => {}
+                Revocation::Pending(at) if announce => {
+                    ps.revocation = Revocation::Announced(at);
+                    out.announce.push(tp.clone());
+                }
+                Revocation::Pending(_) | Revocation::Announced(_) => out.release.push(tp.clone()),
+            }
+        }
+        out.release.sort();
+        out.announce.sort();
+        out
+    }
+
+    /// Drops partitions revoked more than `timeout` before `now` (the
+    /// group reassigned them anyway; committing them would be refused) and
+    /// returns them, in order.
+    pub fn expire_revocations(&mut self, now: Instant, timeout: Duration) -> Vec<TopicPartition> {
+        let mut lost: Vec<TopicPartition> = self
+            .parts
+            .iter()
+            .filter(|(_, ps)| ps.revocation.since().is_some_and(|at| now.duration_since(at) > timeout))
+            .map(|(tp, _)| tp.clone())
+            .collect();
+        lost.sort();
+        self.revoke(&lost);
+        lost
+    }
+
+    /// Stops reading `tps` (released: no longer owned).
     pub fn revoke(&mut self, tps: &[TopicPartition]) {
         for tp in tps {
             self.parts.remove(tp);
@@ -183,7 +298,12 @@ impl State {
     pub fn seek(&mut self, tp: &TopicPartition, offset: u64, only_epoch: Option<u64>) {
         let epoch = self.bump_epoch();
         if let Some(ps) = self.parts.get_mut(tp).filter(|ps| only_epoch.is_none_or(|e| e == ps.epoch)) {
-            *ps = PartitionState::at(offset, ps.committed, epoch);
+            // A seek does not undo a revocation, nor forget records handed out.
+            *ps = PartitionState {
+                revocation: ps.revocation,
+                uncommitted: ps.uncommitted,
+                ..PartitionState::at(offset, ps.committed, epoch)
+            };
         }
     }
 
@@ -203,20 +323,24 @@ impl State {
 
     /// Takes a chunk into `out`: records not handed out yet are appended
     /// (and count as delivered); a failure is returned for reporting;
-    /// either is dropped when its partition moved on.
+    /// either is dropped when its partition moved on or is being revoked
+    /// (its next owner reads from the committed offset).
     pub fn take(&mut self, chunk: Chunk, out: &mut Vec<ConsumerRecord>) -> Taken {
         match chunk {
             Chunk::Failed { tp, epoch, error } => match self.parts.get(&tp) {
-                Some(ps) if ps.epoch == epoch => Taken::Failure(error),
+                Some(ps) if ps.epoch == epoch && ps.revocation == Revocation::None => Taken::Failure(error),
                 _ => Taken::Stale,
             },
             Chunk::Records { tp, epoch, mut records } => {
-                let Some(ps) = self.parts.get_mut(&tp).filter(|ps| ps.epoch == epoch) else {
+                let current =
+                    |ps: &&mut PartitionState| ps.epoch == epoch && ps.revocation == Revocation::None;
+                let Some(ps) = self.parts.get_mut(&tp).filter(current) else {
                     return Taken::Stale;
                 };
                 records.retain(|r| r.offset >= ps.delivered);
                 if let Some(last) = records.last() {
                     ps.delivered = last.offset + 1;
+                    ps.uncommitted = true;
                 }
                 out.append(&mut records);
                 Taken::Records
@@ -253,14 +377,15 @@ impl State {
     pub fn committed_at(&mut self, tp: &TopicPartition, offset: u64) {
         if let Some(s) = self.parts.get_mut(tp) {
             s.committed = Some(offset);
+            s.uncommitted &= offset != s.delivered;
         }
     }
 
-    /// Partitions to fetch at `now`, and when the next backing-off one is due.
+    /// Partitions to fetch at `now` (not those being revoked), and when the next backing-off one is due.
     pub fn targets(&self, now: Instant) -> (Vec<Target>, Option<Instant>) {
         let mut targets = Vec::new();
         let mut next_retry: Option<Instant> = None;
-        for (tp, s) in &self.parts {
+        for (tp, s) in self.parts.iter().filter(|(_, s)| s.revocation == Revocation::None) {
             match s.retry_at.filter(|at| *at > now) {
                 Some(at) => next_retry = Some(next_retry.map_or(at, |n| n.min(at))),
                 None => targets.push(Target { tp: tp.clone(), offset: s.next_offset, epoch: s.epoch }),
@@ -563,6 +688,96 @@ mod tests {
         assert!(matches!(s.take(failed, &mut out), Taken::Stale), "sought past it");
         let failed = Chunk::Failed { tp: tp(4), epoch: t.epoch, error: fetch_error(4, 0) };
         assert!(matches!(s.take(failed, &mut out), Taken::Stale), "not assigned");
+    }
+
+    #[test]
+    fn a_revoked_partition_stays_owned_until_a_poll_releases_it() {
+        let mut s = State::default();
+        s.assign(tp(0), 0, Some(0));
+        s.assign(tp(1), 0, Some(0));
+        let before = target(&s, &tp(0), Instant::now());
+        deliver(&mut s, 0, 0..4);
+        let target_set: BTreeSet<TopicPartition> = [tp(1)].into_iter().collect();
+        let (revoked, _) = s.follow("m".into(), 2, &target_set);
+        assert_eq!(revoked, [tp(0)]);
+        let now = Instant::now();
+        s.mark_revoking(&revoked, now);
+        // Still owned (heartbeats report it; commits for it are accepted)...
+        assert_eq!(s.assignment(), [tp(0), tp(1)]);
+        assert!(s.owned()[0].partitions.contains(&0));
+        assert_eq!(s.follow("m".into(), 2, &target_set).0, [], "revoked once, not again per heartbeat");
+        // ...but no longer fetched, and what was fetched is not handed out.
+        assert_eq!(s.targets(now).0.iter().map(|t| t.tp.clone()).collect::<Vec<_>>(), [tp(1)]);
+        let mut out = Vec::new();
+        let late = Chunk::Records { tp: tp(0), epoch: before.epoch, records: records(0, 4..9) };
+        assert!(matches!(s.take(late, &mut out), Taken::Stale));
+        let failed = Chunk::Failed { tp: tp(0), epoch: before.epoch, error: fetch_error(0, 4) };
+        assert!(matches!(s.take(failed, &mut out), Taken::Stale));
+        // The next poll: what was handed out is processed, commit it, then release.
+        assert!(s.begin_poll().is_none());
+        assert_eq!(s.to_commit(Progress::Processed, Some(&[tp(0)])), [(tp(0), 4)]);
+        let r = s.revocations(false);
+        assert_eq!(r, Revocations { release: vec![tp(0)], announce: vec![] });
+        s.revoke(&r.release);
+        assert_eq!(s.assignment(), [tp(1)]);
+        assert!(!s.revoking());
+    }
+
+    #[test]
+    fn polling_for_events_announces_a_revocation_then_releases_it_next_time() {
+        let mut s = State::default();
+        s.assign(tp(0), 0, None);
+        s.assign(tp(1), 0, None);
+        let now = Instant::now();
+        s.mark_revoking(&[tp(1)], now);
+        assert!(s.revoking());
+        let first = s.revocations(true);
+        assert_eq!(first, Revocations { release: vec![], announce: vec![tp(1)] });
+        assert_eq!(s.assignment(), [tp(0), tp(1)], "the application commits it before the next poll");
+        s.mark_revoking(&[tp(0)], now);
+        let second = s.revocations(true);
+        assert_eq!(second, Revocations { release: vec![tp(1)], announce: vec![tp(0)] });
+        s.revoke(&second.release);
+        assert_eq!(s.revocations(true), Revocations { release: vec![tp(0)], announce: vec![] });
+    }
+
+    #[test]
+    fn a_revocation_of_nothing_uncommitted_needs_no_poll() {
+        let mut s = State::default();
+        for p in 0..3 {
+            s.assign(tp(p), 0, None);
+        }
+        deliver(&mut s, 1, 0..4);
+        deliver(&mut s, 2, 0..4);
+        s.committed_at(&tp(2), 4); // everything handed out is committed
+        let now = Instant::now();
+        assert_eq!(s.mark_revoking(&[tp(0), tp(1), tp(2)], now), [tp(0), tp(2)]);
+        s.committed_at(&tp(1), 2); // a commit short of what was handed out
+        assert_eq!(s.revocations(false).release, [tp(0), tp(1), tp(2)], "poll releases all");
+    }
+
+    #[test]
+    fn a_seek_does_not_undo_a_revocation() {
+        let mut s = State::default();
+        s.assign(tp(0), 0, None);
+        s.mark_revoking(&[tp(0)], Instant::now());
+        s.seek(&tp(0), 5, None);
+        assert!(s.targets(Instant::now()).0.is_empty());
+        assert_eq!(s.revocations(false).release, [tp(0)]);
+    }
+
+    #[test]
+    fn a_revocation_not_released_within_the_timeout_is_lost() {
+        let mut s = State::default();
+        s.assign(tp(0), 0, None);
+        s.assign(tp(1), 0, None);
+        let at = Instant::now();
+        s.mark_revoking(&[tp(0)], at);
+        let timeout = Duration::from_secs(10);
+        assert_eq!(s.expire_revocations(at + Duration::from_secs(5), timeout), []);
+        assert_eq!(s.expire_revocations(at + Duration::from_secs(11), timeout), [tp(0)]);
+        assert_eq!(s.assignment(), [tp(1)], "the partition that was not revoked stays");
+        assert!(!s.revoking());
     }
 
     #[test]

@@ -5,8 +5,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::{
-    compute_crc, varint, Compression, HeaderRef, ATTRIBUTES_POS, HEADER_LEN, LOG_OVERHEAD, NO_PRODUCER_ID,
-    NO_SEQUENCE,
+    compute_crc, varint, Compression, HeaderRef, CRC_POS, HEADER_LEN, LOG_OVERHEAD, MAGIC,
+    NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
 /// Accumulates records into one batch.
@@ -23,11 +23,11 @@ pub struct BatchBuilder {
     /// Codec applied by `build`.
     compression: Compression,
     /// Idempotence fields copied into the header.
-    producer_id: u64,
+    producer_id: i64,
     /// See `producer_id`.
-    producer_epoch: u16,
+    producer_epoch: i16,
     /// See `producer_id`.
-    base_sequence: u32,
+    base_sequence: i32,
 }
 
 impl Default for BatchBuilder {
@@ -53,7 +53,7 @@ impl BatchBuilder {
             max_timestamp: i64::MIN,
             compression: Compression::None,
             producer_id: NO_PRODUCER_ID,
-            producer_epoch: 0,
+            producer_epoch: NO_PRODUCER_EPOCH,
             base_sequence: NO_SEQUENCE,
         }
     }
@@ -66,7 +66,7 @@ impl BatchBuilder {
 
     /// Marks the batch as sent by idempotent producer `id`/`epoch`, its first
     /// record carrying sequence number `base_sequence`.
-    pub fn producer(mut self, id: u64, epoch: u16, base_sequence: u32) -> Self {
+    pub fn producer(mut self, id: i64, epoch: i16, base_sequence: i32) -> Self {
         self.producer_id = id;
         self.producer_epoch = epoch;
         self.base_sequence = base_sequence;
@@ -135,7 +135,8 @@ impl BatchBuilder {
         self.count += 1;
     }
 
-    /// Finishes the batch: `base_offset` 0 (the broker stamps it), CRC set.
+    /// Finishes the batch: `base_offset` 0 and `partition_leader_epoch` -1
+    /// (the broker stamps both), magic 2, CRC-32C set.
     pub fn build(self) -> Bytes {
         let mut buf = self.buf;
         if self.compression != Compression::None {
@@ -148,17 +149,19 @@ impl BatchBuilder {
         let mut header = &mut buf[..HEADER_LEN];
         header.put_u64(0);
         header.put_u32(batch_length);
+        header.put_i32(NO_PARTITION_LEADER_EPOCH);
+        header.put_i8(MAGIC);
         header.put_u32(0); // crc, below
         header.put_u16(self.compression as u16);
         header.put_u32(self.count.saturating_sub(1));
         header.put_i64(self.first_timestamp);
         header.put_i64(max_timestamp);
-        header.put_u64(self.producer_id);
-        header.put_u16(self.producer_epoch);
-        header.put_u32(self.base_sequence);
+        header.put_i64(self.producer_id);
+        header.put_i16(self.producer_epoch);
+        header.put_i32(self.base_sequence);
         header.put_u32(self.count);
         let crc = compute_crc(&buf);
-        buf[ATTRIBUTES_POS - 4..ATTRIBUTES_POS].copy_from_slice(&crc.to_be_bytes());
+        buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         buf.freeze()
     }
 }

@@ -1,26 +1,38 @@
-//! The record batch: one format on the wire and on disk (docs/format.md).
+//! The record batch: Kafka's RecordBatch v2, byte for byte, on the native
+//! wire, on disk and on the Kafka wire (docs/format.md, DESIGN §4).
 //!
 //! ```text
 //! position  size  field
-//!        0     8  base_offset        u64   stamped by the broker; not under the CRC
-//!        8     4  batch_length       u32   bytes after this field
-//!       12     4  crc                u32   CRC-32 (IEEE) of bytes 16..end
-//!       16     2  attributes         u16   bits 0-2 codec, bit 3 log-append time
-//!       18     4  last_offset_delta  u32   record_count - 1
-//!       22     8  first_timestamp    i64   ms since the epoch
-//!       30     8  max_timestamp      i64
-//!       38     8  producer_id        u64   u64::MAX = none
-//!       46     2  producer_epoch     u16
-//!       48     4  base_sequence      u32   u32::MAX = none
-//!       52     4  record_count       u32
-//!       56     -  records            (compressed as a whole when the codec says so)
+//!        0     8  base_offset             i64   stamped by the broker; not under the CRC
+//!        8     4  batch_length            i32   bytes after this field
+//!       12     4  partition_leader_epoch  i32   stamped by the broker; not under the CRC
+//!       16     1  magic                   i8    2
+//!       17     4  crc                     u32   CRC-32C (Castagnoli) of bytes 21..end
+//!       21     2  attributes              i16   bits 0-2 codec, 3 log-append time,
+//!                                                4 transactional, 5 control
+//!       23     4  last_offset_delta       i32   record_count - 1
+//!       27     8  base_timestamp          i64   ms since the epoch (`first_timestamp`)
+//!       35     8  max_timestamp           i64
+//!       43     8  producer_id             i64   -1 = none
+//!       51     2  producer_epoch          i16   -1 = none
+//!       53     4  base_sequence           i32   -1 = none
+//!       57     4  records_count           i32
+//!       61     -  records                 (compressed as a whole when the codec says so)
 //! ```
 //!
 //! A producer builds a batch with [`BatchBuilder`]; the broker checks it with
-//! [`RecordBatch::validate`], stamps `base_offset` in place with
-//! [`set_base_offset`] (no CRC recomputation) and stores the bytes as they
-//! are; readers iterate records with [`RecordBatch::records`] without copying
-//! keys or values.
+//! [`RecordBatch::validate`] (and refuses what it does not support with
+//! [`RecordBatch::check_producible`]), stamps `base_offset` and
+//! `partition_leader_epoch` in place with [`set_base_offset`] and
+//! [`set_partition_leader_epoch`] (no CRC recomputation: the CRC starts at
+//! `attributes`) and stores the bytes as they are; readers iterate records
+//! with [`RecordBatch::records`] without copying keys or values.
+//!
+//! Invariants: a parsed header always has magic 2 ([`BatchHeader::parse`]
+//! refuses anything else); unsigned header fields here (`base_offset`,
+//! `batch_length`, `attributes`, `last_offset_delta`, `record_count`) hold
+//! the same bits as Kafka's signed ones, and a value that would be negative
+//! in Kafka fails the length and count checks.
 
 mod builder;
 mod compression;
@@ -37,41 +49,68 @@ use bytes::Bytes;
 pub const BASE_OFFSET_POS: usize = 0;
 /// Byte position of `batch_length`.
 pub const BATCH_LENGTH_POS: usize = 8;
+/// Byte position of `partition_leader_epoch`.
+pub const PARTITION_LEADER_EPOCH_POS: usize = 12;
+/// Byte position of `magic`.
+pub const MAGIC_POS: usize = 16;
 /// Byte position of `crc`.
-pub const CRC_POS: usize = 12;
+pub const CRC_POS: usize = 17;
 /// Byte position of `attributes`; the CRC covers from here to the end.
-pub const ATTRIBUTES_POS: usize = 16;
+pub const ATTRIBUTES_POS: usize = 21;
 /// Byte position of `last_offset_delta`.
-pub const LAST_OFFSET_DELTA_POS: usize = 18;
-/// Byte position of `first_timestamp`.
-pub const FIRST_TIMESTAMP_POS: usize = 22;
+pub const LAST_OFFSET_DELTA_POS: usize = 23;
+/// Byte position of `base_timestamp` (called `first_timestamp` here).
+pub const FIRST_TIMESTAMP_POS: usize = 27;
 /// Byte position of `max_timestamp`.
-pub const MAX_TIMESTAMP_POS: usize = 30;
+pub const MAX_TIMESTAMP_POS: usize = 35;
 /// Byte position of `producer_id`.
-pub const PRODUCER_ID_POS: usize = 38;
+pub const PRODUCER_ID_POS: usize = 43;
 /// Byte position of `producer_epoch`.
-pub const PRODUCER_EPOCH_POS: usize = 46;
+pub const PRODUCER_EPOCH_POS: usize = 51;
 /// Byte position of `base_sequence`.
-pub const BASE_SEQUENCE_POS: usize = 48;
-/// Byte position of `record_count`.
-pub const RECORD_COUNT_POS: usize = 52;
+pub const BASE_SEQUENCE_POS: usize = 53;
+/// Byte position of `records_count`.
+pub const RECORD_COUNT_POS: usize = 57;
 /// Size of the batch header; records start here.
-pub const HEADER_LEN: usize = 56;
+pub const HEADER_LEN: usize = 61;
 /// Bytes before `batch_length` counts: `base_offset` and `batch_length`.
 pub const LOG_OVERHEAD: usize = 12;
 
+/// The only `magic` (record format version) Sluice reads and writes.
+pub const MAGIC: i8 = 2;
 /// Attribute bits holding the compression codec.
 pub const COMPRESSION_MASK: u16 = 0b111;
 /// Attribute bit: timestamps are the broker's log-append time.
 pub const LOG_APPEND_TIME_FLAG: u16 = 1 << 3;
+/// Attribute bit: the batch belongs to a transaction.
+pub const TRANSACTIONAL_FLAG: u16 = 1 << 4;
+/// Attribute bit: the batch is a control batch (transaction markers).
+pub const CONTROL_FLAG: u16 = 1 << 5;
 /// `producer_id` of a batch from a non-idempotent producer.
-pub const NO_PRODUCER_ID: u64 = u64::MAX;
+pub const NO_PRODUCER_ID: i64 = -1;
+/// `producer_epoch` of a batch from a non-idempotent producer.
+pub const NO_PRODUCER_EPOCH: i16 = -1;
 /// `base_sequence` of a batch from a non-idempotent producer.
-pub const NO_SEQUENCE: u32 = u32::MAX;
+pub const NO_SEQUENCE: i32 = -1;
+/// `partition_leader_epoch` of a batch not yet stamped by a leader (what
+/// Kafka's Java producer writes).
+pub const NO_PARTITION_LEADER_EPOCH: i32 = -1;
 /// Default cap on a decompressed records section (64 MiB).
 pub const DEFAULT_MAX_DECOMPRESSED_BYTES: usize = 64 * 1024 * 1024;
 
-/// Why a batch was rejected. Every variant maps to `CORRUPT_BATCH` on the wire.
+/// `sequence + increment`, wrapping from `i32::MAX` to 0 as Kafka does
+/// (`DefaultRecordBatch.incrementSequence`). `sequence` and `increment` are
+/// non-negative.
+pub fn increment_sequence(sequence: i32, increment: i32) -> i32 {
+    if sequence > i32::MAX - increment {
+        increment - (i32::MAX - sequence) - 1
+    } else {
+        sequence + increment
+    }
+}
+
+/// Why a batch was rejected. Every variant but
+/// [`Unsupported`](Self::Unsupported) maps to `CORRUPT_BATCH` on the wire.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum BatchError {
@@ -83,6 +122,9 @@ pub enum BatchError {
         /// Bytes a header needs.
         need: usize,
     },
+    /// `magic` is not 2: not a Kafka RecordBatch v2.
+    #[error("record batch magic {0} is not supported: only magic 2 (Kafka RecordBatch v2) is")]
+    UnsupportedMagic(i8),
     /// `batch_length` disagrees with the bytes present.
     #[error("batch_length says {declared} bytes follow it, but {actual} do")]
     LengthMismatch {
@@ -113,6 +155,12 @@ pub enum BatchError {
     /// Attribute bits name no known codec.
     #[error("unknown compression codec {0}")]
     UnknownCompression(u16),
+    /// A header field holds an impossible value.
+    #[error("invalid batch header: {0}")]
+    InvalidHeader(&'static str),
+    /// A well-formed batch using a feature Sluice does not support.
+    #[error("unsupported batch: {0}")]
+    Unsupported(&'static str),
     /// A record is structurally invalid.
     #[error("record {record} at byte {position} of the records section: {reason}")]
     MalformedRecord {
@@ -127,9 +175,10 @@ pub enum BatchError {
     #[error("cannot decompress records: {0}")]
     Decompress(&'static str),
     /// Decompressed records would exceed the allowed size.
-    #[error("decompressed records of {size} bytes exceed the maximum of {max}")]
+    #[error("decompressed records exceed the maximum of {max} bytes (at least {size})")]
     DecompressedTooLarge {
-        /// Declared uncompressed size.
+        /// Declared uncompressed size, or the bytes produced when the
+        /// stream was cut off (then `max + 1`).
         size: usize,
         /// The limit.
         max: usize,
@@ -155,43 +204,51 @@ pub struct BatchHeader {
     pub base_offset: u64,
     /// Bytes after the `batch_length` field.
     pub batch_length: u32,
-    /// CRC-32 of bytes 16..end.
+    /// Epoch of the leader that appended the batch (stamped by the broker).
+    pub partition_leader_epoch: i32,
+    /// CRC-32C of bytes [`ATTRIBUTES_POS`]..end.
     pub crc: u32,
-    /// Codec and timestamp-type bits.
+    /// Codec, timestamp-type, transactional and control bits.
     pub attributes: u16,
     /// Offset of the last record minus `base_offset`.
     pub last_offset_delta: u32,
-    /// Timestamp of the first record (ms).
+    /// Timestamp of the first record (ms): Kafka's `baseTimestamp`.
     pub first_timestamp: i64,
     /// Largest record timestamp (ms).
     pub max_timestamp: i64,
     /// Idempotent producer id, or [`NO_PRODUCER_ID`].
-    pub producer_id: u64,
-    /// Producer epoch.
-    pub producer_epoch: u16,
+    pub producer_id: i64,
+    /// Producer epoch, or [`NO_PRODUCER_EPOCH`].
+    pub producer_epoch: i16,
     /// Sequence number of the first record, or [`NO_SEQUENCE`].
-    pub base_sequence: u32,
+    pub base_sequence: i32,
     /// Number of records.
     pub record_count: u32,
 }
 
 impl BatchHeader {
-    /// Parses the first [`HEADER_LEN`] bytes of `buf`.
+    /// Parses the first [`HEADER_LEN`] bytes of `buf`; refuses a `magic`
+    /// other than 2.
     pub fn parse(buf: &[u8]) -> Result<Self, BatchError> {
         if buf.len() < HEADER_LEN {
             return Err(BatchError::TooShort { have: buf.len(), need: HEADER_LEN });
         }
+        let magic = buf[MAGIC_POS] as i8;
+        if magic != MAGIC {
+            return Err(BatchError::UnsupportedMagic(magic));
+        }
         Ok(Self {
             base_offset: be_u64(buf, BASE_OFFSET_POS),
             batch_length: be_u32(buf, BATCH_LENGTH_POS),
+            partition_leader_epoch: be_u32(buf, PARTITION_LEADER_EPOCH_POS) as i32,
             crc: be_u32(buf, CRC_POS),
             attributes: be_u16(buf, ATTRIBUTES_POS),
             last_offset_delta: be_u32(buf, LAST_OFFSET_DELTA_POS),
             first_timestamp: be_u64(buf, FIRST_TIMESTAMP_POS) as i64,
             max_timestamp: be_u64(buf, MAX_TIMESTAMP_POS) as i64,
-            producer_id: be_u64(buf, PRODUCER_ID_POS),
-            producer_epoch: be_u16(buf, PRODUCER_EPOCH_POS),
-            base_sequence: be_u32(buf, BASE_SEQUENCE_POS),
+            producer_id: be_u64(buf, PRODUCER_ID_POS) as i64,
+            producer_epoch: be_u16(buf, PRODUCER_EPOCH_POS) as i16,
+            base_sequence: be_u32(buf, BASE_SEQUENCE_POS) as i32,
             record_count: be_u32(buf, RECORD_COUNT_POS),
         })
     }
@@ -221,9 +278,27 @@ impl BatchHeader {
         self.attributes & LOG_APPEND_TIME_FLAG != 0
     }
 
+    /// Whether the batch belongs to a transaction.
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & TRANSACTIONAL_FLAG != 0
+    }
+
+    /// Whether the batch is a control batch (transaction markers).
+    pub fn is_control(&self) -> bool {
+        self.attributes & CONTROL_FLAG != 0
+    }
+
     /// Whether the batch comes from an idempotent producer.
     pub fn is_idempotent(&self) -> bool {
         self.producer_id != NO_PRODUCER_ID
+    }
+
+    /// Sequence number of the last record (wrapping as Kafka does).
+    pub fn last_sequence(&self) -> i32 {
+        if self.base_sequence == NO_SEQUENCE {
+            return NO_SEQUENCE;
+        }
+        increment_sequence(self.base_sequence, self.last_offset_delta.min(i32::MAX as u32) as i32)
     }
 }
 
@@ -241,6 +316,15 @@ pub fn set_base_offset(batch: &mut [u8], base_offset: u64) {
     batch[BASE_OFFSET_POS..BASE_OFFSET_POS + 8].copy_from_slice(&base_offset.to_be_bytes());
 }
 
+/// Writes `partition_leader_epoch` into a batch in place. The CRC does not
+/// cover it.
+///
+/// # Panics
+/// If `batch` is shorter than 16 bytes (callers hold validated batches).
+pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) {
+    batch[PARTITION_LEADER_EPOCH_POS..PARTITION_LEADER_EPOCH_POS + 4].copy_from_slice(&epoch.to_be_bytes());
+}
+
 /// Marks a validated batch as using log-append time `timestamp`: sets the
 /// attribute bit and both timestamps, then recomputes the CRC.
 ///
@@ -255,9 +339,16 @@ pub fn set_log_append_time(batch: &mut [u8], timestamp: i64) {
     batch[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
-/// CRC-32 of everything after the `crc` field.
+/// CRC-32C of everything from `attributes` on (hardware accelerated).
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32fast::hash(&batch[ATTRIBUTES_POS.min(batch.len())..])
+    crc32c::crc32c(&batch[ATTRIBUTES_POS.min(batch.len())..])
+}
+
+/// The batch CRC (CRC-32C) continued over `bytes`: a batch's CRC streamed
+/// in pieces is `crc_append(crc_append(0, first), second)`, for readers that
+/// do not hold the batch in one slice (`sluice verify`).
+pub fn crc_append(crc: u32, bytes: &[u8]) -> u32 {
+    crc32c::crc32c_append(crc, bytes)
 }
 
 /// A whole batch, length-checked, over shared bytes.
@@ -306,22 +397,43 @@ impl RecordBatch {
         Ok(())
     }
 
-    /// Full validation, as the broker does on produce: CRC, codec, and every
-    /// record's structure, with counts and offset deltas matching the header.
+    /// Full validation, as the broker does on produce: CRC, codec, producer
+    /// fields, and every record's structure, with counts and offset deltas
+    /// matching the header. Magic was checked by [`new`](Self::new).
     pub fn validate(&self, max_decompressed: usize) -> Result<(), BatchError> {
         self.verify_crc()?;
-        if self.header.record_count == 0 {
+        let h = &self.header;
+        if h.record_count == 0 {
             return Err(BatchError::Empty);
         }
-        if self.header.last_offset_delta != self.header.record_count - 1 {
+        if h.record_count > i32::MAX as u32 || h.last_offset_delta != h.record_count - 1 {
             return Err(BatchError::RecordCountMismatch {
-                declared: self.header.record_count,
-                actual: self.header.last_offset_delta.saturating_add(1),
+                declared: h.record_count,
+                actual: h.last_offset_delta.saturating_add(1),
             });
+        }
+        if h.is_idempotent() && (h.producer_id < 0 || h.producer_epoch < 0 || h.base_sequence < 0) {
+            return Err(BatchError::InvalidHeader(
+                "an idempotent batch needs a non-negative producer id, epoch and base sequence",
+            ));
         }
         // The iterator checks every record, the count and trailing bytes.
         let records = self.records_with_limit(max_decompressed)?;
         records.iter().try_for_each(|record| record.map(drop))
+    }
+
+    /// Refuses what a producer may send in Kafka but Sluice does not
+    /// support yet: transactional and control batches.
+    pub fn check_producible(&self) -> Result<(), BatchError> {
+        if self.header.is_control() {
+            return Err(BatchError::Unsupported("control batches come from brokers, not producers"));
+        }
+        if self.header.is_transactional() {
+            return Err(BatchError::Unsupported(
+                "transactional batches: Sluice does not support transactions yet",
+            ));
+        }
+        Ok(())
     }
 
     /// The records, decompressed when needed (up to

@@ -2,8 +2,8 @@
 //!
 //! ```text
 //! record:  length varint            bytes of the rest of the record
-//!          attributes u8            reserved, 0
-//!          timestamp_delta varint   ms after first_timestamp
+//!          attributes i8            unused, 0
+//!          timestamp_delta varlong  ms after the batch's base timestamp
 //!          offset_delta varint      index of the record in the batch
 //!          key_len varint           -1 = null key
 //!          key                      key_len bytes
@@ -11,8 +11,10 @@
 //!          value                    value_len bytes
 //!          header_count varint
 //!          headers                  header_count × (key_len varint ≥ 0, key,
-//!                                                  value_len varint, value)
+//!                                                  value_len varint (-1 = null), value)
 //! ```
+//!
+//! (Kafka's record format inside a RecordBatch v2; varints are zigzag.)
 //!
 //! [`RecordIter`] checks every field as it goes and stops at the first
 //! error: a length out of range, an offset delta that is not the record's

@@ -10,8 +10,9 @@ fn sample_batch() -> Bytes {
     b.build()
 }
 
-/// The record-batch layout, pinned byte for byte. If this fails, the on-disk
-/// and wire format changed: bump the format version and update docs/format.md.
+/// The record-batch layout (Kafka RecordBatch v2), pinned byte for byte. If
+/// this fails, the on-disk and wire format changed: it must not (the Kafka
+/// golden batches in tests/kafka_golden.rs pin it against a real client).
 #[test]
 fn golden_bytes() {
     let hex: String = sample_batch().iter().map(|b| format!("{b:02x}")).collect();
@@ -19,8 +20,10 @@ fn golden_bytes() {
         hex,
         concat!(
             "0000000000000000",
-            "00000044",
-            "bc6e2b90",
+            "00000049",
+            "ffffffff", // partition_leader_epoch: -1 until the broker stamps it
+            "02",       // magic
+            "7f3331e5", // CRC-32C
             "0000",
             "00000001",
             "0000018bcfe56800",
@@ -98,6 +101,60 @@ fn base_offset_is_outside_the_crc() {
     let mut bytes = BytesMut::from(&sample_batch()[..]);
     set_base_offset(&mut bytes, u64::MAX - 5);
     RecordBatch::new(bytes.freeze()).unwrap().verify_crc().unwrap();
+}
+
+#[test]
+fn partition_leader_epoch_is_outside_the_crc() {
+    let mut bytes = BytesMut::from(&sample_batch()[..]);
+    set_partition_leader_epoch(&mut bytes, 77);
+    let batch = RecordBatch::new(bytes.freeze()).unwrap();
+    batch.validate(1 << 20).unwrap();
+    assert_eq!(batch.header().partition_leader_epoch, 77);
+}
+
+#[test]
+fn only_magic_2_is_read() {
+    for magic in [0u8, 1, 3, 0xff] {
+        let mut bytes = BytesMut::from(&sample_batch()[..]);
+        bytes[MAGIC_POS] = magic;
+        assert_eq!(RecordBatch::new(bytes.freeze()).unwrap_err(), BatchError::UnsupportedMagic(magic as i8));
+    }
+}
+
+#[test]
+fn transactional_and_control_batches_are_not_producible() {
+    for flag in [TRANSACTIONAL_FLAG, CONTROL_FLAG] {
+        let mut bytes = BytesMut::from(&sample_batch()[..]);
+        bytes[ATTRIBUTES_POS + 1] |= flag as u8;
+        let crc = compute_crc(&bytes);
+        bytes[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
+        let batch = RecordBatch::new(bytes.freeze()).unwrap();
+        batch.validate(1 << 20).unwrap();
+        assert!(matches!(batch.check_producible(), Err(BatchError::Unsupported(_))));
+    }
+    RecordBatch::new(sample_batch()).unwrap().check_producible().unwrap();
+}
+
+#[test]
+fn idempotent_batches_need_valid_producer_fields() {
+    for (epoch, seq) in [(-1, 0), (0, -1), (-5, -5)] {
+        let mut b = BatchBuilder::new().producer(7, epoch, seq);
+        b.append(0, None, Some(b"v"), &[]);
+        let batch = RecordBatch::new(b.build()).unwrap();
+        assert!(matches!(batch.validate(1 << 20), Err(BatchError::InvalidHeader(_))), "{epoch} {seq}");
+    }
+}
+
+#[test]
+fn sequences_wrap_at_i32_max_as_in_kafka() {
+    assert_eq!(increment_sequence(5, 3), 8);
+    assert_eq!(increment_sequence(i32::MAX, 1), 0);
+    assert_eq!(increment_sequence(i32::MAX - 1, 3), 1);
+    let mut b = BatchBuilder::new().producer(7, 0, i32::MAX - 1);
+    for _ in 0..4 {
+        b.append(0, None, Some(b"v"), &[]);
+    }
+    assert_eq!(BatchHeader::parse(&b.build()).unwrap().last_sequence(), 1);
 }
 
 #[test]
@@ -204,7 +261,13 @@ fn arb_record() -> impl Strategy<Value = TestRecord> {
 }
 
 fn arb_compression() -> impl Strategy<Value = Compression> {
-    prop_oneof![Just(Compression::None), Just(Compression::Lz4), Just(Compression::Zstd)]
+    prop_oneof![
+        Just(Compression::None),
+        Just(Compression::Gzip),
+        Just(Compression::Snappy),
+        Just(Compression::Lz4),
+        Just(Compression::Zstd)
+    ]
 }
 
 proptest! {
@@ -212,7 +275,7 @@ proptest! {
 
     #[test]
     fn round_trip(records in proptest::collection::vec(arb_record(), 1..40), codec in arb_compression(),
-                  base in any::<u64>(), pid in any::<u64>(), epoch in any::<u16>(), seq in any::<u32>()) {
+                  base in any::<u64>(), pid in 0..i64::MAX, epoch in 0..i16::MAX, seq in 0..i32::MAX) {
         let mut b = BatchBuilder::new().compression(codec).producer(pid, epoch, seq);
         for r in &records {
             let headers: Vec<_> = r.headers.iter().map(|(k, v)| HeaderRef { key: k, value: v.as_deref() }).collect();
@@ -264,4 +327,12 @@ proptest! {
         bad[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         let _ = RecordBatch::new(bad.freeze()).map(|b| b.validate(1 << 20));
     }
+}
+
+#[test]
+fn crc_streams_in_pieces() {
+    let bytes = sample_batch();
+    let (a, b) = bytes[ATTRIBUTES_POS..].split_at(10);
+    assert_eq!(crc_append(crc_append(0, a), b), compute_crc(&bytes));
+    assert_eq!(compute_crc(&bytes), RecordBatch::new(bytes).unwrap().header().crc);
 }

@@ -3,37 +3,23 @@
 //! process, and reading `consume --json` output back as bytes.
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
-use std::io::Write;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
-use sluice_tests::ProcessBroker;
+use sluice_tests::{run_cli, start_cli, ProcessBroker};
 
 /// The `sluice` program.
 pub const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 
 /// Starts `sluice --broker ADDR args...` with piped stdio.
 pub fn start(broker: &ProcessBroker, args: &[&str]) -> Child {
-    Command::new(SLUICE)
-        .args(["--broker", &broker.addr.to_string()])
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap()
+    start_cli(SLUICE, &broker.addr.to_string(), args)
 }
 
 /// Runs `sluice args...` with `stdin`, to the end.
 pub fn sluice(broker: &ProcessBroker, args: &[&str], stdin: &[u8]) -> Output {
-    let mut child = start(broker, args);
-    let mut input = child.stdin.take().unwrap();
-    let stdin = stdin.to_vec();
-    let writer = std::thread::spawn(move || input.write_all(&stdin));
-    let out = child.wait_with_output().unwrap();
-    writer.join().unwrap().unwrap();
-    out
+    run_cli(SLUICE, &broker.addr.to_string(), args, stdin)
 }
 
 /// Runs `script` under `sh -c`, with `$SLUICE` the program and

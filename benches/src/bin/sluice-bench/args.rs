@@ -32,6 +32,8 @@ pub enum AcksArg {
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
     None,
+    Gzip,
+    Snappy,
     Lz4,
     Zstd,
 }
@@ -40,6 +42,8 @@ impl CompressionArg {
     pub fn codec(self) -> Compression {
         match self {
             CompressionArg::None => Compression::None,
+            CompressionArg::Gzip => Compression::Gzip,
+            CompressionArg::Snappy => Compression::Snappy,
             CompressionArg::Lz4 => Compression::Lz4,
             CompressionArg::Zstd => Compression::Zstd,
         }

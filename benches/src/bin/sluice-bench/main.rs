@@ -83,6 +83,7 @@ async fn start_broker(args: &Args, data_dir: &std::path::Path) -> anyhow::Result
     let mut config = BrokerConfig {
         listen: "127.0.0.1:0".into(),
         admin_listen: String::new(),
+        kafka_listen: String::new(),
         metrics: !args.no_metrics,
         data_dir: data_dir.to_owned(),
         ..BrokerConfig::default()

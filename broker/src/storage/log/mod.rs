@@ -206,6 +206,11 @@ struct FlushState {
     checkpointed: u64,
 }
 
+/// The `partition_leader_epoch` stamped into every appended batch. A single
+/// node leads every partition in epoch 0; replication will pass the
+/// leader's epoch to the append instead.
+pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
+
 /// One partition's log.
 #[derive(Debug)]
 pub struct Log {
@@ -342,8 +347,9 @@ impl Log {
     /// Appends one batch that the caller validated (`RecordBatch::validate`:
     /// CRC, record count, records; and its size against
     /// `max_message_bytes`), without checking it again. Stamps its base
-    /// offset, rolls the segment when due (see [`roll_due`](Self::roll_due)),
-    /// and deduplicates idempotent retries. Durability comes from
+    /// offset and leader epoch ([`SINGLE_NODE_LEADER_EPOCH`]), rolls the
+    /// segment when due (see [`roll_due`](Self::roll_due)), and deduplicates
+    /// idempotent retries. Durability comes from
     /// [`sync_to`](Self::sync_to).
     ///
     /// # Errors
@@ -384,7 +390,7 @@ impl Log {
         }
         let base_offset = state.active.next_offset();
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
-        state.active.append(batch, header, log_append_time)?;
+        state.active.append(batch, header, SINGLE_NODE_LEADER_EPOCH, log_append_time)?;
         if header.is_idempotent() {
             state.producers.record(
                 header,

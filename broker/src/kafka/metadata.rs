@@ -1,0 +1,125 @@
+//! Metadata: this broker as the only node, the leader (epoch 0) and only
+//! replica of every partition; topics with their real ids (Fetch v13+ and
+//! librdkafka need them). A named topic that does not exist is created
+//! when the broker auto-creates topics and the request allows it.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::metadata_request::MetadataRequest;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponse, MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, TopicName};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+use uuid::Uuid;
+
+use super::state::{partition, CLUSTER_ID, NODE_ID};
+use super::wire::{decode, encode, Chunks, Header};
+use super::{error, KafkaError};
+use crate::broker::Broker;
+use crate::errors::BrokerError;
+use crate::topics::{validate_topic_name, Topic};
+
+/// This broker as Kafka clients reach it: the address the client connected
+/// to (`local`), else the configured listen address.
+pub fn endpoint(broker: &Broker, local: Option<SocketAddr>) -> (String, i32) {
+    let addr = local.or_else(|| broker.config.kafka_listen.parse().ok());
+    addr.map_or_else(|| ("127.0.0.1".to_owned(), 9092), |a| (a.ip().to_string(), i32::from(a.port())))
+}
+
+/// Answers a Metadata request.
+///
+/// # Errors
+/// `Malformed` or `Encode`; unknown topics are answered in their entries.
+pub fn handle(
+    broker: &Broker,
+    header: &Header,
+    mut body: Bytes,
+    local: Option<SocketAddr>,
+) -> Result<Chunks, KafkaError> {
+    let req: MetadataRequest = decode(header, &mut body)?;
+    let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
+    let topics = match req.topics {
+        None => broker.topics.list().iter().map(describe).collect(),
+        Some(wanted) => {
+            let mut seen = HashSet::with_capacity(wanted.len());
+            wanted
+                .into_iter()
+                .filter(|t| seen.insert((t.name.clone(), t.topic_id)))
+                .map(|t| match t.name {
+                    Some(name) => by_name(broker, &name, create),
+                    None => by_id(broker, t.topic_id),
+                })
+                .collect()
+        }
+    };
+    let (host, port) = endpoint(broker, local);
+    let mut node = MetadataResponseBroker::default();
+    node.node_id = BrokerId(NODE_ID);
+    node.host = StrBytes::from_string(host);
+    node.port = port;
+    let mut response = MetadataResponse::default();
+    response.brokers = vec![node];
+    response.cluster_id = Some(StrBytes::from_static_str(CLUSTER_ID));
+    response.controller_id = BrokerId(NODE_ID);
+    response.topics = topics;
+    encode(header, &response)
+}
+
+fn by_name(broker: &Broker, name: &str, create: bool) -> MetadataResponseTopic {
+    if let Some(t) = broker.topics.get(name) {
+        return describe(&t);
+    }
+    let code = match validate_topic_name(name) {
+        Err(e) => error::code(&e),
+        Ok(()) if create => match partition(broker, name, 0) {
+            Ok(_) => return broker.topics.get(name).map_or_else(|| failed(name, 3), |t| describe(&t)),
+            Err(e) => error::code(&e),
+        },
+        Ok(()) => error::code(&BrokerError::UnknownTopic(name.to_owned())),
+    };
+    failed(name, code)
+}
+
+fn by_id(broker: &Broker, id: Uuid) -> MetadataResponseTopic {
+    match broker.topics.list().into_iter().find(|t| t.id() == id) {
+        Some(t) => describe(&t),
+        None => {
+            let mut t = MetadataResponseTopic::default();
+            t.topic_id = id;
+            t.error_code = ResponseError::UnknownTopicId.code();
+            t
+        }
+    }
+}
+
+fn failed(name: &str, code: i16) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
+    t.error_code = code;
+    t
+}
+
+fn describe(topic: &Arc<Topic>) -> MetadataResponseTopic {
+    let mut t = MetadataResponseTopic::default();
+    t.name = Some(TopicName(StrBytes::from_string(topic.name.to_string())));
+    t.topic_id = topic.id();
+    t.partitions = topic
+        .partitions
+        .iter()
+        .map(|p| {
+            let mut m = MetadataResponsePartition::default();
+            m.partition_index = p.index as i32;
+            m.leader_id = BrokerId(NODE_ID);
+            m.leader_epoch = 0;
+            m.replica_nodes = vec![BrokerId(NODE_ID)];
+            m.isr_nodes = vec![BrokerId(NODE_ID)];
+            m
+        })
+        .collect();
+    t
+}

@@ -1,0 +1,222 @@
+//! CreateTopics, DeleteTopics and CreatePartitions, over the broker's topic
+//! administration (file system work runs on a blocking thread). Kafka's
+//! config names are mapped by [`super::configs`]; `num_partitions = -1`
+//! means the broker's `default_partitions`; a replication factor must be
+//! 1 or -1 (one broker); `validate_only` checks without changing anything.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use kafka_protocol::messages::create_partitions_request::CreatePartitionsRequest;
+use kafka_protocol::messages::create_partitions_response::{
+    CreatePartitionsResponse, CreatePartitionsTopicResult,
+};
+use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreateTopicsRequest};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult, CreateTopicsResponse,
+};
+use kafka_protocol::messages::delete_topics_request::DeleteTopicsRequest;
+use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, DeleteTopicsResponse};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::configs::{entries, to_sluice};
+use super::wire::{decode, encode, Chunks, Header};
+use super::{error, KafkaError};
+use crate::broker::Broker;
+use crate::errors::BrokerError;
+use crate::topics::validate_topic_name;
+
+/// Runs `f` on a blocking thread and encodes what it returns.
+async fn blocking<T: kafka_protocol::protocol::Encodable + Send + 'static>(
+    header: Header,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<Chunks>, KafkaError> {
+    let response = tokio::task::spawn_blocking(f).await.map_err(|e| KafkaError::Encode {
+        api: header.api,
+        version: header.version,
+        reason: e.to_string(),
+    })?;
+    encode(&header, &response).map(Some)
+}
+
+fn message(e: &BrokerError) -> Option<StrBytes> {
+    Some(StrBytes::from_string(e.to_string()))
+}
+
+/// Answers CreateTopics.
+///
+/// # Errors
+/// `Malformed` or `Encode`; per-topic failures are answered.
+pub async fn create(
+    broker: Arc<Broker>,
+    header: Header,
+    mut body: Bytes,
+) -> Result<Option<Chunks>, KafkaError> {
+    let req: CreateTopicsRequest = decode(&header, &mut body)?;
+    blocking(header, move || {
+        let mut response = CreateTopicsResponse::default();
+        for topic in req.topics {
+            let mut out = CreatableTopicResult::default();
+            out.name = topic.name.clone();
+            out.num_partitions = -1;
+            out.replication_factor = -1;
+            match create_one(&broker, &topic, req.validate_only) {
+                Ok((partitions, config, id)) => {
+                    out.num_partitions = partitions as i32;
+                    out.replication_factor = 1;
+                    out.topic_id = id;
+                    out.configs = Some(described(&broker, &config));
+                }
+                Err((code, e)) => {
+                    out.error_code = code;
+                    out.error_message = e;
+                }
+            }
+            response.topics.push(out);
+        }
+        response
+    })
+    .await
+}
+
+/// `config_source` of a value set on the topic.
+const TOPIC_CONFIG: i8 = 1;
+/// `config_source` of a value left at the broker's default.
+const DEFAULT_CONFIG: i8 = 5;
+
+/// A new topic's configs as CreateTopics (v5+) reports them.
+fn described(broker: &Broker, config: &crate::storage::LogConfig) -> Vec<CreatableTopicConfigs> {
+    let defaults = entries(&broker.config.topic_defaults);
+    entries(config)
+        .into_iter()
+        .map(|(k, v)| {
+            let mut c = CreatableTopicConfigs::default();
+            let default = defaults.iter().any(|(dk, dv)| *dk == k && *dv == v);
+            c.config_source = if default { DEFAULT_CONFIG } else { TOPIC_CONFIG };
+            c.name = StrBytes::from_static_str(k);
+            c.value = Some(StrBytes::from_string(v));
+            c
+        })
+        .collect()
+}
+
+type Refusal = (i16, Option<StrBytes>);
+
+fn refuse(e: &BrokerError) -> Refusal {
+    (error::code(e), message(e))
+}
+
+/// Creates (or checks) one topic: its partition count, config and id.
+fn create_one(
+    broker: &Broker,
+    topic: &CreatableTopic,
+    validate_only: bool,
+) -> Result<(u32, crate::storage::LogConfig, uuid::Uuid), Refusal> {
+    if !matches!(topic.replication_factor, -1 | 1) {
+        let why = format!("replication factor {} on a single broker", topic.replication_factor);
+        return Err((ResponseError::InvalidReplicationFactor.code(), Some(StrBytes::from_string(why))));
+    }
+    let partitions = match (topic.num_partitions, topic.assignments.len()) {
+        (-1, 0) => broker.config.default_partitions,
+        (-1, n) => n as u32,
+        (n, _) => u32::try_from(n).unwrap_or(0),
+    };
+    let configs = topic
+        .configs
+        .iter()
+        .map(|c| to_sluice(&c.name, c.value.as_deref().unwrap_or_default()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| refuse(&e))?;
+    if validate_only {
+        validate_topic_name(&topic.name).map_err(|e| refuse(&e))?;
+        if broker.topics.get(&topic.name).is_some() {
+            return Err(refuse(&BrokerError::TopicAlreadyExists(topic.name.to_string())));
+        }
+        if partitions == 0 || partitions > broker.config.max_partitions {
+            let max = broker.config.max_partitions;
+            return Err(refuse(&BrokerError::InvalidPartitions { count: partitions, max }));
+        }
+        let mut config = broker.config.topic_defaults.clone();
+        for (k, v) in &configs {
+            config.set(k, v).map_err(|e| refuse(&BrokerError::InvalidConfig(e)))?;
+        }
+        return Ok((partitions, config, uuid::Uuid::nil()));
+    }
+    let created = broker.create_topic(&topic.name, partitions, &configs).map_err(|e| refuse(&e))?;
+    Ok((partitions, created.config(), created.id()))
+}
+
+/// Answers DeleteTopics (by name; v6+ also by id).
+///
+/// # Errors
+/// `Malformed` or `Encode`; per-topic failures are answered.
+pub async fn delete(
+    broker: Arc<Broker>,
+    header: Header,
+    mut body: Bytes,
+) -> Result<Option<Chunks>, KafkaError> {
+    let req: DeleteTopicsRequest = decode(&header, &mut body)?;
+    blocking(header, move || {
+        let mut wanted: Vec<(Option<String>, uuid::Uuid)> =
+            req.topic_names.iter().map(|n| (Some(n.to_string()), uuid::Uuid::nil())).collect();
+        wanted.extend(req.topics.iter().map(|t| (t.name.as_ref().map(|n| n.to_string()), t.topic_id)));
+        let mut response = DeleteTopicsResponse::default();
+        for (name, id) in wanted {
+            let mut out = DeletableTopicResult::default();
+            let name = name
+                .or_else(|| broker.topics.list().iter().find(|t| t.id() == id).map(|t| t.name.to_string()));
+            out.topic_id = id;
+            match name {
+                Some(name) => {
+                    if let Some(t) = broker.topics.get(&name) {
+                        out.topic_id = t.id();
+                    }
+                    if let Err(e) = broker.delete_topic(&name) {
+                        (out.error_code, out.error_message) = refuse(&e);
+                    }
+                    out.name = Some(StrBytes::from_string(name).into());
+                }
+                None => out.error_code = ResponseError::UnknownTopicId.code(),
+            }
+            response.responses.push(out);
+        }
+        response
+    })
+    .await
+}
+
+/// Answers CreatePartitions (growth only; assignments are ignored: one
+/// broker holds every partition).
+///
+/// # Errors
+/// `Malformed` or `Encode`; per-topic failures are answered.
+pub async fn create_partitions(
+    broker: Arc<Broker>,
+    header: Header,
+    mut body: Bytes,
+) -> Result<Option<Chunks>, KafkaError> {
+    let req: CreatePartitionsRequest = decode(&header, &mut body)?;
+    blocking(header, move || {
+        let mut response = CreatePartitionsResponse::default();
+        for topic in req.topics {
+            let mut out = CreatePartitionsTopicResult::default();
+            let count = u32::try_from(topic.count).unwrap_or(0);
+            let result = match broker.topics.get(&topic.name) {
+                None => Err(BrokerError::UnknownTopic(topic.name.to_string())),
+                Some(t) if count <= t.partitions.len() as u32 => {
+                    Err(BrokerError::InvalidPartitions { count, max: broker.config.max_partitions })
+                }
+                Some(_) if req.validate_only => Ok(()),
+                Some(_) => broker.add_partitions(&topic.name, count).map(|_| ()),
+            };
+            if let Err(e) = result {
+                (out.error_code, out.error_message) = refuse(&e);
+            }
+            out.name = topic.name;
+            response.results.push(out);
+        }
+        response
+    })
+    .await
+}
