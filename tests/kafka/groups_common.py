@@ -101,12 +101,10 @@ class Member:
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
-    def _on_assign(self, consumer, partitions):
+    # confluent-kafka (un)assigns by itself after these callbacks return,
+    # eagerly or incrementally as the protocol says.
+    def _on_assign(self, _consumer, partitions):
         self.assign_events.append(("assign", sorted(p.partition for p in partitions)))
-        if consumer.rebalance_protocol() == "COOPERATIVE":
-            consumer.incremental_assign(partitions)
-        else:
-            consumer.assign(partitions)
 
     def _on_revoke(self, consumer, partitions):
         self.assign_events.append(("revoke", sorted(p.partition for p in partitions)))
@@ -114,10 +112,6 @@ class Member:
             consumer.commit(asynchronous=False)
         except Exception:  # nothing to commit
             pass
-        if consumer.rebalance_protocol() == "COOPERATIVE":
-            consumer.incremental_unassign(partitions)
-        else:
-            consumer.unassign()
 
     def _record(self, values):
         with self.lock:

@@ -150,7 +150,7 @@ fn kafka_and_native_groups_share_committed_offsets() {
             .map(|o| (o["partition"].as_u64().unwrap(), o["committed"].as_u64().unwrap()))
             .collect();
         assert_eq!(committed, [(0, 7), (1, 11)], "{described}");
-        sluice(&broker, &["group", "reset-offsets", &group, "--topic", &topic, "--partition", "1", "--offset", "15"]);
+        sluice(&broker, &["group", "reset-offsets", &group, "--topic", &topic, "--partition", "1", "--to-offset", "15"]);
         let out = python(&broker, "groups_offsets.py", &[&common[..], &["--mode", "fetch"]].concat());
         assert!(out.contains("COMMITTED 0 7\n") && out.contains("COMMITTED 1 15\n"), "{out}");
     }

@@ -21,6 +21,8 @@ mod describe;
 mod join;
 mod membership;
 mod offsets;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 use std::time::Duration;
