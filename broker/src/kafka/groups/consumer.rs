@@ -45,6 +45,7 @@ pub(super) struct Remembered {
 pub(super) type Memory = std::sync::Mutex<HashMap<(String, String), Remembered>>;
 
 fn error(code: ResponseError, message: &str) -> ConsumerGroupHeartbeatResponse {
+    tracing::info!(?code, message, "ConsumerGroupHeartbeat refused");
     ConsumerGroupHeartbeatResponse::default().with_error_code(code.code()).with_error_message(Some(text(message)))
 }
 
@@ -55,6 +56,7 @@ pub(super) async fn heartbeat(groups: &KafkaGroups, at: At, body: Bytes) -> Resu
         Ok(response) => response,
         Err(e) => {
             let message = e.to_string();
+            tracing::info!(error = %message, "ConsumerGroupHeartbeat refused");
             ConsumerGroupHeartbeatResponse::default()
                 .with_error_code(broker_code(&e))
                 .with_error_message(Some(text(message)))
@@ -70,7 +72,7 @@ async fn beat(
     let broker = &groups.broker;
     let group = req.group_id.to_string();
     crate::groups::validate_group(&group)?;
-    if req.subscribed_topic_regex.is_some() {
+    if req.subscribed_topic_regex.as_ref().is_some_and(|r| !r.is_empty()) {
         return Ok(error(ResponseError::InvalidRequest, "subscription by regex is not supported"));
     }
     let member = req.member_id.to_string();
