@@ -253,7 +253,10 @@ mod tests {
                 GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 },
                 ErrorCode::TooManyGroups,
             ),
-            (GroupError::InconsistentProtocol { group: group(), other: "classic" }, ErrorCode::InvalidRequest),
+            (
+                GroupError::InconsistentProtocol { group: group(), other: "classic" },
+                ErrorCode::InvalidRequest,
+            ),
         ];
         for (e, code) in cases {
             assert_eq!(BrokerError::from(e).code(), code);

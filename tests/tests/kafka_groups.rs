@@ -24,7 +24,8 @@ fn available(client: &str) -> bool {
         "kafka" => ("kafka-python", "import kafka"),
         _ => ("confluent-kafka", "import confluent_kafka"),
     };
-    let probe = Command::new("python3").args(["-c", import]).stdout(Stdio::null()).stderr(Stdio::null()).status();
+    let probe =
+        Command::new("python3").args(["-c", import]).stdout(Stdio::null()).stderr(Stdio::null()).status();
     let ok = probe.is_ok_and(|s| s.success());
     if !ok {
         assert!(std::env::var_os("CI").is_none(), "{name} is not installed, and CI must run it");
@@ -79,14 +80,25 @@ fn share(client: &str, strategy: &str, protocol: &str) {
     let topic = format!("share-{client}-{strategy}-{protocol}");
     let group = format!("g-{topic}");
     let args = [
-        "--client", client, "--bootstrap", &kafka, "--topic", &topic, "--group", &group, "--strategy", strategy,
-        "--protocol", protocol,
+        "--client",
+        client,
+        "--bootstrap",
+        &kafka,
+        "--topic",
+        &topic,
+        "--group",
+        &group,
+        "--strategy",
+        strategy,
+        "--protocol",
+        protocol,
     ];
     let out = python(&broker, "groups_share.py", &args);
     assert!(out.contains(&format!("OK share {client} {strategy} {protocol}")), "{out}");
     // The committed offsets are the native coordinator's: 1200 records in
     // all, every one committed.
-    let described: serde_json::Value = serde_json::from_str(&sluice(&broker, &["--json", "group", "describe", &group])).unwrap();
+    let described: serde_json::Value =
+        serde_json::from_str(&sluice(&broker, &["--json", "group", "describe", &group])).unwrap();
     let offsets = described["offsets"].as_array().unwrap();
     let committed: u64 = offsets.iter().map(|o| o["committed"].as_u64().unwrap()).sum();
     assert_eq!((offsets.len(), committed), (6, 1200), "{described}");
@@ -150,7 +162,10 @@ fn kafka_and_native_groups_share_committed_offsets() {
             .map(|o| (o["partition"].as_u64().unwrap(), o["committed"].as_u64().unwrap()))
             .collect();
         assert_eq!(committed, [(0, 7), (1, 11)], "{described}");
-        sluice(&broker, &["group", "reset-offsets", &group, "--topic", &topic, "--partition", "1", "--to-offset", "15"]);
+        sluice(
+            &broker,
+            &["group", "reset-offsets", &group, "--topic", &topic, "--partition", "1", "--to-offset", "15"],
+        );
         let out = python(&broker, "groups_offsets.py", &[&common[..], &["--mode", "fetch"]].concat());
         assert!(out.contains("COMMITTED 0 7\n") && out.contains("COMMITTED 1 15\n"), "{out}");
     }

@@ -293,7 +293,12 @@ impl Coordinator {
     /// # Errors
     /// `Group`: `InconsistentProtocol` when `members > 0` and the group has
     /// native members; `InvalidGroupId`, `TooManyGroups`.
-    pub fn set_classic_members(&self, name: &str, members: usize, max_groups: usize) -> Result<(), BrokerError> {
+    pub fn set_classic_members(
+        &self,
+        name: &str,
+        members: usize,
+        max_groups: usize,
+    ) -> Result<(), BrokerError> {
         let slot = match members {
             0 => match self.slot(name) {
                 Some(slot) => slot,

@@ -36,7 +36,9 @@ impl At {
     /// Encodes `response` at this version.
     pub(super) fn encode<T: Encodable>(self, response: &T) -> Result<BytesMut, MalformedRequest> {
         let mut out = BytesMut::new();
-        response.encode(&mut out, self.version).map_err(|e| self.malformed(format!("encoding the response: {e}")))?;
+        response
+            .encode(&mut out, self.version)
+            .map_err(|e| self.malformed(format!("encoding the response: {e}")))?;
         Ok(out)
     }
 }

@@ -46,11 +46,17 @@ pub(super) type Memory = std::sync::Mutex<HashMap<(String, String), Remembered>>
 
 fn error(code: ResponseError, message: &str) -> ConsumerGroupHeartbeatResponse {
     tracing::info!(?code, message, "ConsumerGroupHeartbeat refused");
-    ConsumerGroupHeartbeatResponse::default().with_error_code(code.code()).with_error_message(Some(text(message)))
+    ConsumerGroupHeartbeatResponse::default()
+        .with_error_code(code.code())
+        .with_error_message(Some(text(message)))
 }
 
 /// Answers ConsumerGroupHeartbeat.
-pub(super) async fn heartbeat(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
+pub(super) async fn heartbeat(
+    groups: &KafkaGroups,
+    at: At,
+    body: Bytes,
+) -> Result<BytesMut, MalformedRequest> {
     let req: ConsumerGroupHeartbeatRequest = at.decode(body)?;
     let response = match beat(groups, &req).await {
         Ok(response) => response,
@@ -100,9 +106,11 @@ async fn beat(
         owned: remembered.owned.clone(),
     };
     let b = Arc::clone(broker);
-    let answer = tokio::task::spawn_blocking(move || b.groups.heartbeat(&slot, &b.topics, "kafka", native_req, join_id))
-        .await
-        .map_err(|e| BrokerError::Internal(e.to_string()))??;
+    let answer = tokio::task::spawn_blocking(move || {
+        b.groups.heartbeat(&slot, &b.topics, "kafka", native_req, join_id)
+    })
+    .await
+    .map_err(|e| BrokerError::Internal(e.to_string()))??;
     if answer.member_id != member {
         let mut memory = lock(&groups.kip848);
         memory.remove(&(group.clone(), member));
@@ -122,7 +130,12 @@ fn lock(memory: &Memory) -> std::sync::MutexGuard<'_, HashMap<(String, String), 
 
 /// Takes what the request sent (subscription, owned partitions) and
 /// returns the member's whole view.
-fn remember(groups: &KafkaGroups, group: &str, member: &str, req: &ConsumerGroupHeartbeatRequest) -> Remembered {
+fn remember(
+    groups: &KafkaGroups,
+    group: &str,
+    member: &str,
+    req: &ConsumerGroupHeartbeatRequest,
+) -> Remembered {
     let mut memory = lock(&groups.kip848);
     if memory.len() >= MAX_REMEMBERED {
         memory.retain(|(g, m), _| {
@@ -162,13 +175,20 @@ fn assignment(broker: &Broker, given: &[sluice_protocol::TopicPartitions]) -> As
     }
     let topic_partitions = by_id
         .into_iter()
-        .map(|(topic_id, partitions)| TopicPartitions::default().with_topic_id(topic_id).with_partitions(partitions))
+        .map(|(topic_id, partitions)| {
+            TopicPartitions::default().with_topic_id(topic_id).with_partitions(partitions)
+        })
         .collect();
     Assignment::default().with_topic_partitions(topic_partitions)
 }
 
 /// A leave (epoch -1, or -2 for a static member).
-async fn leave(groups: &KafkaGroups, group: &str, member: String, epoch: i32) -> ConsumerGroupHeartbeatResponse {
+async fn leave(
+    groups: &KafkaGroups,
+    group: &str,
+    member: String,
+    epoch: i32,
+) -> ConsumerGroupHeartbeatResponse {
     lock(&groups.kip848).remove(&(group.to_owned(), member.clone()));
     let req = native::GroupHeartbeatRequest {
         group: group.to_owned(),
@@ -182,7 +202,8 @@ async fn leave(groups: &KafkaGroups, group: &str, member: String, epoch: i32) ->
     if let Some(slot) = groups.broker.groups.slot(group) {
         let _turn = slot.turn().await;
         let b = Arc::clone(&groups.broker);
-        let _ = tokio::task::spawn_blocking(move || b.groups.heartbeat(&slot, &b.topics, "kafka", req, None)).await;
+        let _ = tokio::task::spawn_blocking(move || b.groups.heartbeat(&slot, &b.topics, "kafka", req, None))
+            .await;
     }
     ConsumerGroupHeartbeatResponse::default()
         .with_error_message(None)

@@ -26,9 +26,16 @@ fn coordinator(groups: &KafkaGroups, key: &str, key_type: i8) -> Coordinator {
             .with_port(-1);
     }
     if crate::groups::validate_group(key).is_err() {
-        return found.with_error_code(ResponseError::InvalidGroupId.code()).with_node_id((-1).into()).with_port(-1);
+        return found
+            .with_error_code(ResponseError::InvalidGroupId.code())
+            .with_node_id((-1).into())
+            .with_port(-1);
     }
-    found.with_node_id(e.node_id.into()).with_host(text(e.host.clone())).with_port(e.port).with_error_message(None)
+    found
+        .with_node_id(e.node_id.into())
+        .with_host(text(e.host.clone()))
+        .with_port(e.port)
+        .with_error_message(None)
 }
 
 /// Answers FindCoordinator.

@@ -33,8 +33,10 @@ fn native_state(state: &str, members: u32) -> &str {
 /// (name, state, protocol type, group type) of every group.
 fn listing(groups: &KafkaGroups) -> Vec<(String, String, String, &'static str)> {
     let classic = groups.classic.list();
-    let mut out: Vec<_> =
-        classic.iter().map(|(name, state, ptype)| (name.clone(), (*state).to_owned(), ptype.clone(), "classic")).collect();
+    let mut out: Vec<_> = classic
+        .iter()
+        .map(|(name, state, ptype)| (name.clone(), (*state).to_owned(), ptype.clone(), "classic"))
+        .collect();
     for g in groups.broker.groups.list() {
         if classic.iter().any(|(name, ..)| *name == g.group) {
             continue;
@@ -57,7 +59,8 @@ pub(super) fn list(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut
         .into_iter()
         .filter(|(_, state, _, gtype)| wanted(&req.states_filter, state) && wanted(&req.types_filter, gtype))
         .map(|(name, state, ptype, gtype)| {
-            let mut g = ListedGroup::default().with_group_id(GroupId(text(name))).with_protocol_type(text(ptype));
+            let mut g =
+                ListedGroup::default().with_group_id(GroupId(text(name))).with_protocol_type(text(ptype));
             if at.version >= 4 {
                 g = g.with_group_state(text(state));
             }

@@ -97,7 +97,11 @@ pub(super) async fn sync(groups: &KafkaGroups, at: At, body: Bytes) -> Result<By
         generation: req.generation_id,
         protocol_type: req.protocol_type.as_ref().map(|s| s.to_string()),
         protocol: req.protocol_name.as_ref().map(|s| s.to_string()),
-        assignments: req.assignments.iter().map(|a| (a.member_id.to_string(), a.assignment.clone())).collect(),
+        assignments: req
+            .assignments
+            .iter()
+            .map(|a| (a.member_id.to_string(), a.assignment.clone()))
+            .collect(),
     };
     let protocol_type = groups.classic.describe(&group).map(|v| (v.protocol_type, v.protocol));
     let response = match groups.classic.sync(&group, sync).await {

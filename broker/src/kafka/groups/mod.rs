@@ -96,15 +96,12 @@ impl KafkaGroups {
     pub fn new(broker: Arc<Broker>, endpoint: Endpoint) -> Self {
         let claims = Arc::clone(&broker);
         let claim: classic::Claim = Arc::new(move |group: &str, members: usize| {
-            claims
-                .groups
-                .set_classic_members(group, members, claims.config.max_groups)
-                .map_err(|e| match e {
-                    crate::errors::BrokerError::Group(crate::groups::GroupError::TooManyGroups { .. }) => {
-                        ClassicError::CoordinatorNotAvailable
-                    }
-                    _ => ClassicError::InconsistentProtocol,
-                })
+            claims.groups.set_classic_members(group, members, claims.config.max_groups).map_err(|e| match e {
+                crate::errors::BrokerError::Group(crate::groups::GroupError::TooManyGroups { .. }) => {
+                    ClassicError::CoordinatorNotAvailable
+                }
+                _ => ClassicError::InconsistentProtocol,
+            })
         });
         let classic = Arc::new(ClassicGroups::new(
             Duration::from_millis(broker.config.group_initial_rebalance_delay_ms),

@@ -14,12 +14,16 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::messages::offset_commit_response::{OffsetCommitResponsePartition, OffsetCommitResponseTopic};
-use kafka_protocol::messages::offset_fetch_response::{
-    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions, OffsetFetchResponseTopic,
-    OffsetFetchResponseTopics,
+use kafka_protocol::messages::offset_commit_response::{
+    OffsetCommitResponsePartition, OffsetCommitResponseTopic,
 };
-use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName};
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{
+    OffsetCommitRequest, OffsetCommitResponse, OffsetFetchRequest, OffsetFetchResponse, TopicName,
+};
 use kafka_protocol::ResponseError;
 use sluice_protocol::api::{self as native, CommitOffset, NO_OFFSET};
 use sluice_protocol::TopicPartition;
@@ -40,7 +44,8 @@ pub(super) async fn commit(groups: &KafkaGroups, at: At, body: Bytes) -> Result<
     let results = commit_offsets(groups, &req).await;
     let mut topics: BTreeMap<String, Vec<OffsetCommitResponsePartition>> = BTreeMap::new();
     for (topic, partition, code) in results {
-        let p = OffsetCommitResponsePartition::default().with_partition_index(partition).with_error_code(code);
+        let p =
+            OffsetCommitResponsePartition::default().with_partition_index(partition).with_error_code(code);
         topics.entry(topic).or_default().push(p);
     }
     let topics = topics
@@ -73,7 +78,9 @@ async fn commit_offsets(groups: &KafkaGroups, req: &OffsetCommitRequest) -> Resu
         member
     } else {
         let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
-        if let Err(e) = groups.classic.check_commit(&group, &member, instance, req.generation_id_or_member_epoch) {
+        if let Err(e) =
+            groups.classic.check_commit(&group, &member, instance, req.generation_id_or_member_epoch)
+        {
             return all_with(req, e.code());
         }
         String::new()
@@ -120,13 +127,19 @@ async fn write(broker: Arc<Broker>, req: native::OffsetCommitRequest) -> Results
             .map(|r| (r.topic, r.partition as i32, sluice_code(r.error_code)))
             .collect(),
         Ok(Err(e)) => asked.into_iter().map(|(t, p, _)| (t, p, broker_code(&e))).collect(),
-        Err(_) => asked.into_iter().map(|(t, p, _)| (t, p, ResponseError::UnknownServerError.code())).collect(),
+        Err(_) => {
+            asked.into_iter().map(|(t, p, _)| (t, p, ResponseError::UnknownServerError.code())).collect()
+        }
     }
 }
 
 /// One group's committed offsets: for the named partitions (`None`: all
 /// the group has), as (topic, partition, offset or -1, metadata).
-fn fetch_group(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32>)>>) -> Vec<(String, i32, i64, String)> {
+fn fetch_group(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Vec<(String, i32, i64, String)> {
     let partitions = match wanted {
         None => Vec::new(),
         Some(topics) => {
@@ -144,7 +157,8 @@ fn fetch_group(broker: &Broker, group: &str, wanted: Option<Vec<(String, Vec<i32
             listed
         }
     };
-    let fetched = broker.groups.fetch_offsets(&native::OffsetFetchRequest { group: group.to_owned(), partitions });
+    let fetched =
+        broker.groups.fetch_offsets(&native::OffsetFetchRequest { group: group.to_owned(), partitions });
     fetched
         .offsets
         .into_iter()
@@ -169,34 +183,39 @@ pub(super) fn fetch(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMu
     let req: OffsetFetchRequest = at.decode(body)?;
     let broker = &groups.broker;
     if at.version >= 8 {
-        let answers = req
-            .groups
-            .iter()
-            .map(|g| {
-                let wanted = g.topics.as_ref().map(|ts| {
-                    ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect()
-                });
-                let topics = by_topic(fetch_group(broker, &g.group_id, wanted))
-                    .into_iter()
-                    .map(|(name, ps)| {
-                        let partitions = ps
-                            .into_iter()
-                            .map(|(p, o, m)| {
-                                OffsetFetchResponsePartitions::default()
-                                    .with_partition_index(p)
-                                    .with_committed_offset(o)
-                                    .with_metadata(Some(text(m)))
-                            })
-                            .collect();
-                        OffsetFetchResponseTopics::default().with_name(TopicName(text(name))).with_partitions(partitions)
-                    })
-                    .collect();
-                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(topics)
-            })
-            .collect();
+        let answers =
+            req.groups
+                .iter()
+                .map(|g| {
+                    let wanted = g.topics.as_ref().map(|ts| {
+                        ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect()
+                    });
+                    let topics = by_topic(fetch_group(broker, &g.group_id, wanted))
+                        .into_iter()
+                        .map(|(name, ps)| {
+                            let partitions = ps
+                                .into_iter()
+                                .map(|(p, o, m)| {
+                                    OffsetFetchResponsePartitions::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(o)
+                                        .with_metadata(Some(text(m)))
+                                })
+                                .collect();
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(text(name)))
+                                .with_partitions(partitions)
+                        })
+                        .collect();
+                    OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_topics(topics)
+                })
+                .collect();
         return at.encode(&OffsetFetchResponse::default().with_groups(answers));
     }
-    let wanted = req.topics.as_ref().map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
+    let wanted = req
+        .topics
+        .as_ref()
+        .map(|ts| ts.iter().map(|t| (t.name.to_string(), t.partition_indexes.clone())).collect());
     let topics = by_topic(fetch_group(broker, &req.group_id, wanted))
         .into_iter()
         .map(|(name, ps)| {

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
-use kafka_protocol::messages::offset_commit_request::{OffsetCommitRequestPartition, OffsetCommitRequestTopic};
+use kafka_protocol::messages::offset_commit_request::{
+    OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+};
 use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
 use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
 use kafka_protocol::messages::*;
@@ -27,7 +29,11 @@ struct Rig {
 
 async fn rig() -> Rig {
     let dir = tempfile::tempdir().unwrap();
-    let config = BrokerConfig { data_dir: dir.path().to_owned(), group_initial_rebalance_delay_ms: 0, ..Default::default() };
+    let config = BrokerConfig {
+        data_dir: dir.path().to_owned(),
+        group_initial_rebalance_delay_ms: 0,
+        ..Default::default()
+    };
     let (broker, _) = Broker::open(config, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap();
     let b = Arc::clone(&broker);
     tokio::task::spawn_blocking(move || b.create_topic("t", 2, &[]).unwrap()).await.unwrap();
@@ -52,7 +58,10 @@ async fn call<Q: Encodable, R: Decodable>(rig: &Rig, api: ApiKey, version: i16, 
 async fn find_coordinator_answers_this_broker_at_every_version() {
     let rig = rig().await;
     for v in 0..=4 {
-        let req = FindCoordinatorRequest::default().with_key(s("g")).with_coordinator_keys(vec![s("g"), s("h")]);
+        let req = match v {
+            4 => FindCoordinatorRequest::default().with_coordinator_keys(vec![s("g"), s("h")]),
+            _ => FindCoordinatorRequest::default().with_key(s("g")),
+        };
         let r: FindCoordinatorResponse = call(&rig, ApiKey::FindCoordinator, v, &req).await;
         if v >= 4 {
             assert_eq!(r.coordinators.len(), 2);
@@ -73,7 +82,9 @@ fn join_req(member: &str) -> JoinGroupRequest {
         .with_rebalance_timeout_ms(10_000)
         .with_member_id(s(member))
         .with_protocol_type(s("consumer"))
-        .with_protocols(vec![JoinGroupRequestProtocol::default().with_name(s("range")).with_metadata(Bytes::from("m"))])
+        .with_protocols(vec![JoinGroupRequestProtocol::default()
+            .with_name(s("range"))
+            .with_metadata(Bytes::from("m"))])
 }
 
 /// One member through join, sync, heartbeat, commit, fetch and leave at
@@ -94,11 +105,16 @@ async fn lifecycle(rig: &Rig, v: i16) {
         .with_group_id(GroupId(s("g")))
         .with_generation_id(generation)
         .with_member_id(id.clone())
-        .with_assignments(vec![SyncGroupRequestAssignment::default().with_member_id(id.clone()).with_assignment(Bytes::from("a"))]);
+        .with_assignments(vec![SyncGroupRequestAssignment::default()
+            .with_member_id(id.clone())
+            .with_assignment(Bytes::from("a"))]);
     let synced: SyncGroupResponse = call(rig, ApiKey::SyncGroup, sv, &sync).await;
     assert_eq!((synced.error_code, synced.assignment.clone()), (0, Bytes::from("a")), "v{v}");
     let hv = v.min(4);
-    let beat = HeartbeatRequest::default().with_group_id(GroupId(s("g"))).with_generation_id(generation).with_member_id(id.clone());
+    let beat = HeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_generation_id(generation)
+        .with_member_id(id.clone());
     let r: HeartbeatResponse = call(rig, ApiKey::Heartbeat, hv, &beat).await;
     assert_eq!(r.error_code, 0);
     let stale = beat.clone().with_generation_id(generation + 5);
@@ -109,9 +125,9 @@ async fn lifecycle(rig: &Rig, v: i16) {
         .with_group_id(GroupId(s("g")))
         .with_generation_id_or_member_epoch(generation)
         .with_member_id(id.clone())
-        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(vec![
-            OffsetCommitRequestPartition::default().with_partition_index(1).with_committed_offset(0),
-        ])]);
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(
+            vec![OffsetCommitRequestPartition::default().with_partition_index(1).with_committed_offset(0)],
+        )]);
     let r: OffsetCommitResponse = call(rig, ApiKey::OffsetCommit, cv, &commit).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 0, "OffsetCommit v{cv}");
     let wrong = commit.clone().with_generation_id_or_member_epoch(generation + 1);
@@ -138,13 +154,17 @@ async fn the_classic_protocol_works_at_every_version() {
     }
     for v in 1..=9 {
         let fetch = if v >= 8 {
-            OffsetFetchRequest::default().with_groups(vec![offset_fetch_request::OffsetFetchRequestGroup::default()
-                .with_group_id(GroupId(s("g")))
-                .with_topics(None)])
+            OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("g")))
+                    .with_topics(None),
+            ])
         } else {
-            OffsetFetchRequest::default()
-                .with_group_id(GroupId(s("g")))
-                .with_topics(Some(vec![OffsetFetchRequestTopic::default().with_name(TopicName(s("t"))).with_partition_indexes(vec![0, 1])]))
+            OffsetFetchRequest::default().with_group_id(GroupId(s("g"))).with_topics(Some(vec![
+                OffsetFetchRequestTopic::default()
+                    .with_name(TopicName(s("t")))
+                    .with_partition_indexes(vec![0, 1]),
+            ]))
         };
         let r: OffsetFetchResponse = call(&rig, ApiKey::OffsetFetch, v, &fetch).await;
         let offsets: Vec<(i32, i64)> = if v >= 8 {
@@ -167,8 +187,13 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
         let r: ListGroupsResponse = call(&rig, ApiKey::ListGroups, v, &ListGroupsRequest::default()).await;
         assert_eq!(r.groups.len(), 1, "v{v}");
         assert_eq!(r.groups[0].protocol_type.as_str(), "consumer");
-        let d: DescribeGroupsResponse =
-            call(&rig, ApiKey::DescribeGroups, v, &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g")), GroupId(s("none"))])).await;
+        let d: DescribeGroupsResponse = call(
+            &rig,
+            ApiKey::DescribeGroups,
+            v,
+            &DescribeGroupsRequest::default().with_groups(vec![GroupId(s("g")), GroupId(s("none"))]),
+        )
+        .await;
         assert_eq!(d.groups[0].group_state.as_str(), "CompletingRebalance", "v{v}");
         assert_eq!(d.groups[0].members.len(), 1);
         assert_eq!(d.groups[1].group_state.as_str(), "Dead");
@@ -189,7 +214,8 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
     let slot = rig.broker.groups.slot_or_create("g", 10).unwrap();
     let refused = rig.broker.groups.heartbeat(&slot, &rig.broker.topics, "native", native, None).unwrap_err();
     assert!(refused.to_string().contains("another group protocol"), "{refused}");
-    let leave = LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(joined.member_id.clone());
+    let leave =
+        LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(joined.member_id.clone());
     let _: LeaveGroupResponse = call(&rig, ApiKey::LeaveGroup, 0, &leave).await;
     let r: DeleteGroupsResponse = call(&rig, ApiKey::DeleteGroups, 2, &delete).await;
     assert_eq!(r.results[0].error_code, 0, "empty now");
@@ -228,9 +254,9 @@ async fn kip848_members_are_native_members_and_exclude_classic_ones() {
         .with_group_id(GroupId(s("k")))
         .with_generation_id_or_member_epoch(again.member_epoch)
         .with_member_id(s("my-own-id"))
-        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(vec![
-            OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0),
-        ])]);
+        .with_topics(vec![OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(
+            vec![OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0)],
+        )]);
     let r: OffsetCommitResponse = call(&rig, ApiKey::OffsetCommit, 9, &commit).await;
     assert_eq!(r.topics[0].partitions[0].error_code, 0);
     let leave = beat.with_member_epoch(-1);

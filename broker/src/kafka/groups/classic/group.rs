@@ -191,7 +191,10 @@ impl ClassicGroup {
             return Ok(());
         }
         let fits = others[0].protocol_type == req.protocol_type
-            && req.protocols.iter().any(|(p, _)| others.iter().all(|m| m.protocols.iter().any(|(q, _)| q == p)));
+            && req
+                .protocols
+                .iter()
+                .any(|(p, _)| others.iter().all(|m| m.protocols.iter().any(|(q, _)| q == p)));
         if fits {
             Ok(())
         } else {
@@ -281,7 +284,8 @@ impl ClassicGroup {
         let longest = self.members.values().map(|m| m.rebalance_timeout).max().unwrap_or_default();
         self.state = State::PreparingRebalance;
         self.rebalance_deadline = now + longest;
-        self.delay_until = if from_empty { (now + self.initial_delay).min(self.rebalance_deadline) } else { now };
+        self.delay_until =
+            if from_empty { (now + self.initial_delay).min(self.rebalance_deadline) } else { now };
     }
 
     /// Moves the group along at `now`: expires dead members and ids, and
@@ -308,8 +312,12 @@ impl ClassicGroup {
             State::CompletingRebalance if now >= self.sync_deadline => {
                 // The leader did not sync in time: drop it and whoever else
                 // did not sync, and start over.
-                let late: Vec<String> =
-                    self.members.iter().filter(|(_, m)| m.syncing.is_none()).map(|(id, _)| id.clone()).collect();
+                let late: Vec<String> = self
+                    .members
+                    .iter()
+                    .filter(|(_, m)| m.syncing.is_none())
+                    .map(|(id, _)| id.clone())
+                    .collect();
                 for id in late {
                     self.remove_member(&id, now);
                 }
@@ -321,7 +329,8 @@ impl ClassicGroup {
     /// When a waiter should look again: the next session expiry, initial
     /// delay end or deadline.
     pub fn next_deadline(&self, now: Instant) -> Instant {
-        let sessions = self.members.values().filter(|m| !m.waiting()).map(|m| m.last_seen + m.session_timeout);
+        let sessions =
+            self.members.values().filter(|m| !m.waiting()).map(|m| m.last_seen + m.session_timeout);
         let phase = match self.state {
             // Everyone rejoining completes it without a deadline (the last
             // join does); the initial delay's end and the deadline do not.

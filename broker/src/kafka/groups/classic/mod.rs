@@ -63,7 +63,12 @@ impl std::fmt::Debug for ClassicGroups {
 
 impl ClassicGroups {
     /// No groups yet.
-    pub fn new(initial_delay: Duration, max_groups: usize, claim: Claim, shutdown: CancellationToken) -> Self {
+    pub fn new(
+        initial_delay: Duration,
+        max_groups: usize,
+        claim: Claim,
+        shutdown: CancellationToken,
+    ) -> Self {
         Self { groups: Mutex::new(HashMap::new()), initial_delay, max_groups, claim, shutdown }
     }
 
@@ -154,7 +159,12 @@ impl ClassicGroups {
     }
 
     /// Waits for `rx`, moving the group along at its deadlines.
-    async fn wait<T>(&self, name: &str, slot: &Slot, mut rx: oneshot::Receiver<Result<T, ClassicError>>) -> Result<T, ClassicError> {
+    async fn wait<T>(
+        &self,
+        name: &str,
+        slot: &Slot,
+        mut rx: oneshot::Receiver<Result<T, ClassicError>>,
+    ) -> Result<T, ClassicError> {
         loop {
             let deadline = lock(slot).next_deadline(Instant::now());
             tokio::select! {
@@ -174,7 +184,13 @@ impl ClassicGroups {
     /// # Errors
     /// What [`ClassicGroup::heartbeat`] refuses; `UnknownMember` for an
     /// unknown group.
-    pub fn heartbeat(&self, name: &str, id: &str, instance: Option<&str>, generation: i32) -> Result<(), ClassicError> {
+    pub fn heartbeat(
+        &self,
+        name: &str,
+        id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ClassicError> {
         self.with(name, |g| g.heartbeat(id, instance, generation, Instant::now()))
             .unwrap_or(Err(ClassicError::UnknownMember))
     }
@@ -194,7 +210,13 @@ impl ClassicGroups {
     /// # Errors
     /// What [`ClassicGroup::check_commit`] refuses; `UnknownMember` for a
     /// member of a group unknown here.
-    pub fn check_commit(&self, name: &str, id: &str, instance: Option<&str>, generation: i32) -> Result<(), ClassicError> {
+    pub fn check_commit(
+        &self,
+        name: &str,
+        id: &str,
+        instance: Option<&str>,
+        generation: i32,
+    ) -> Result<(), ClassicError> {
         match self.with(name, |g| g.check_commit(id, instance, generation, Instant::now())) {
             Some(checked) => checked,
             None if id.is_empty() && generation < 0 => Ok(()),

@@ -108,7 +108,10 @@ async fn members_joining_together_pass_one_barrier_and_the_first_leads() {
     for r in &results {
         assert_eq!((r.generation, r.leader.as_str()), (1, leader.as_str()));
     }
-    assert!(results[1].members.is_empty() && results[2].members.is_empty(), "only the leader gets the members");
+    assert!(
+        results[1].members.is_empty() && results[2].members.is_empty(),
+        "only the leader gets the members"
+    );
     assert_eq!(groups.describe("g").unwrap().state, "Stable");
 }
 
@@ -119,7 +122,11 @@ async fn the_protocol_is_chosen_by_vote_among_those_all_support() {
     let b = spawn_join(&groups, request("", &["roundrobin", "range"]));
     let c = spawn_join(&groups, request("", &["roundrobin", "range"]));
     for j in [a, b, c] {
-        assert_eq!(j.await.unwrap().unwrap().protocol, "roundrobin", "two votes to one; sticky is not common");
+        assert_eq!(
+            j.await.unwrap().unwrap().protocol,
+            "roundrobin",
+            "two votes to one; sticky is not common"
+        );
     }
     let err = groups.join("g", request("", &["cooperative-sticky"])).await.unwrap_err();
     assert_eq!(err, ClassicError::InconsistentProtocol, "no protocol in common with the members");
@@ -165,7 +172,8 @@ async fn heartbeats_report_unknown_members_generations_and_rebalances() {
     let newcomer = spawn_join(&groups, request("", &["range"]));
     tokio::task::yield_now().await;
     assert_eq!(groups.heartbeat("g", id, None, 1), Err(ClassicError::RebalanceInProgress));
-    let rejoins: Vec<_> = results.iter().map(|r| spawn_join(&groups, request(&r.member_id, &["range"]))).collect();
+    let rejoins: Vec<_> =
+        results.iter().map(|r| spawn_join(&groups, request(&r.member_id, &["range"]))).collect();
     let joined = newcomer.await.unwrap().unwrap();
     assert_eq!(joined.generation, 2);
     assert_eq!(joined.leader, results[0].member_id, "the leader stays the leader");
@@ -240,7 +248,8 @@ async fn a_follower_rejoining_a_stable_group_unchanged_gets_the_current_generati
     let j = spawn_join(&groups, changed);
     tokio::task::yield_now().await;
     assert_eq!(groups.describe("g").unwrap().state, "PreparingRebalance");
-    let others: Vec<_> = [0, 2].iter().map(|i| spawn_join(&groups, request(&results[*i].member_id, &["range"]))).collect();
+    let others: Vec<_> =
+        [0, 2].iter().map(|i| spawn_join(&groups, request(&results[*i].member_id, &["range"]))).collect();
     assert_eq!(j.await.unwrap().unwrap().generation, 2);
     for o in others {
         o.await.unwrap().unwrap();
@@ -253,8 +262,16 @@ async fn commits_check_member_generation_and_state() {
     assert_eq!(groups.check_commit("g", "", None, -1), Ok(()), "a simple commit to an unknown group");
     let joined = join_one(&groups).await;
     let id = joined.member_id.clone();
-    assert_eq!(groups.check_commit("g", "", None, -1), Err(ClassicError::UnknownMember), "the group has members");
-    assert_eq!(groups.check_commit("g", &id, None, 1), Err(ClassicError::RebalanceInProgress), "awaiting the sync");
+    assert_eq!(
+        groups.check_commit("g", "", None, -1),
+        Err(ClassicError::UnknownMember),
+        "the group has members"
+    );
+    assert_eq!(
+        groups.check_commit("g", &id, None, 1),
+        Err(ClassicError::RebalanceInProgress),
+        "awaiting the sync"
+    );
     groups.sync("g", sync_req(&id, 1, &[(&id, "x")])).await.unwrap();
     assert_eq!(groups.check_commit("g", &id, None, 1), Ok(()));
     assert_eq!(groups.check_commit("g", &id, None, 2), Err(ClassicError::IllegalGeneration));
@@ -315,9 +332,13 @@ async fn the_native_coordinator_hears_the_member_count_and_may_refuse() {
     assert_eq!(claimed.load(Ordering::SeqCst), 1);
     groups.leave("g", &joined.member_id, None).unwrap();
     assert_eq!(claimed.load(Ordering::SeqCst), 0);
-    let refusing: Claim = Arc::new(|_, n| if n > 0 { Err(ClassicError::InconsistentProtocol) } else { Ok(()) });
+    let refusing: Claim =
+        Arc::new(|_, n| if n > 0 { Err(ClassicError::InconsistentProtocol) } else { Ok(()) });
     let groups = Arc::new(ClassicGroups::new(DELAY, 10, refusing, CancellationToken::new()));
-    assert_eq!(groups.join("g", request("", &["range"])).await.unwrap_err(), ClassicError::InconsistentProtocol);
+    assert_eq!(
+        groups.join("g", request("", &["range"])).await.unwrap_err(),
+        ClassicError::InconsistentProtocol
+    );
 }
 
 #[tokio::test(start_paused = true)]
