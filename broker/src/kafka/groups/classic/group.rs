@@ -355,13 +355,13 @@ impl ClassicGroup {
             }
         }
         if self.members.is_empty() {
-            self.to_empty();
+            self.become_empty();
         } else if self.state != State::PreparingRebalance {
             self.prepare_rebalance(now);
         }
     }
 
-    fn to_empty(&mut self) {
+    fn become_empty(&mut self) {
         if self.state != State::Empty {
             self.generation += 1;
         }
@@ -386,7 +386,7 @@ impl ClassicGroup {
             }
         }
         if self.members.is_empty() {
-            self.to_empty();
+            self.become_empty();
             return;
         }
         self.generation += 1;
