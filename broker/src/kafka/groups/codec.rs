@@ -11,6 +11,7 @@ use sluice_protocol::ErrorCode;
 
 use super::MalformedRequest;
 use crate::errors::BrokerError;
+use crate::groups::GroupError;
 
 /// The api and version a request came at.
 #[derive(Debug, Clone, Copy)]
@@ -50,7 +51,12 @@ pub(super) fn text(s: impl Into<String>) -> StrBytes {
 
 /// Kafka's error code for a broker error.
 pub(super) fn broker_code(e: &BrokerError) -> i16 {
-    sluice_code(e.code())
+    match e {
+        BrokerError::Group(GroupError::InconsistentProtocol { .. }) => {
+            ResponseError::InconsistentGroupProtocol.code()
+        }
+        other => sluice_code(other.code()),
+    }
 }
 
 /// Kafka's error code for a Sluice error code.
@@ -65,7 +71,7 @@ pub(super) fn sluice_code(code: ErrorCode) -> i16 {
         ErrorCode::StaleMemberEpoch => ResponseError::StaleMemberEpoch,
         ErrorCode::GroupNotEmpty => ResponseError::NonEmptyGroup,
         ErrorCode::TooManyGroups | ErrorCode::BrokerNotAvailable => ResponseError::CoordinatorNotAvailable,
-        ErrorCode::InvalidRequest => ResponseError::InconsistentGroupProtocol,
+        ErrorCode::InvalidRequest => ResponseError::InvalidRequest,
         ErrorCode::RequestTimedOut => ResponseError::RequestTimedOut,
         ErrorCode::NotEnoughSpace | ErrorCode::StorageError => ResponseError::KafkaStorageError,
         _ => ResponseError::UnknownServerError,

@@ -214,6 +214,12 @@ async fn groups_are_listed_described_and_deleted_only_when_empty() {
     let slot = rig.broker.groups.slot_or_create("g", 10).unwrap();
     let refused = rig.broker.groups.heartbeat(&slot, &rig.broker.topics, "native", native, None).unwrap_err();
     assert!(refused.to_string().contains("another group protocol"), "{refused}");
+    let kip848 = ConsumerGroupHeartbeatRequest::default()
+        .with_group_id(GroupId(s("g")))
+        .with_member_id(s("m"))
+        .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]));
+    let r: ConsumerGroupHeartbeatResponse = call(&rig, ApiKey::ConsumerGroupHeartbeat, 1, &kip848).await;
+    assert_eq!(r.error_code, ResponseError::InconsistentGroupProtocol.code(), "nor a KIP-848 member");
     let leave =
         LeaveGroupRequest::default().with_group_id(GroupId(s("g"))).with_member_id(joined.member_id.clone());
     let _: LeaveGroupResponse = call(&rig, ApiKey::LeaveGroup, 0, &leave).await;
