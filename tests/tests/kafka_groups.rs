@@ -1,9 +1,9 @@
 //! Kafka consumer groups with Kafka clients nobody here wrote
 //! (kafka-python and confluent-kafka, librdkafka inside), against a real
 //! `sluice serve` subprocess: a group of 3 sharing 6 partitions reads every
-//! record exactly once, a member leaves and the others take over, a
-//! restarted group resumes at the committed offsets, with each client-side
-//! assignor (range, roundrobin, cooperative-sticky) and with KIP-848's
+//! record exactly once, a member leaves (or dies: its session expires) and
+//! the others take over, a restarted group resumes at the committed
+//! offsets, with each client-side assignor (range, roundrobin, cooperative-sticky) and with KIP-848's
 //! consumer protocol; and a Kafka group's committed offsets are the native
 //! coordinator's (`sluice group describe` shows them, `sluice group
 //! reset-offsets` moves them for Kafka's OffsetFetch). The Python side is in
@@ -168,5 +168,22 @@ fn kafka_and_native_groups_share_committed_offsets() {
         );
         let out = python(&broker, "groups_offsets.py", &[&common[..], &["--mode", "fetch"]].concat());
         assert!(out.contains("COMMITTED 0 7\n") && out.contains("COMMITTED 1 15\n"), "{out}");
+    }
+}
+
+/// A member killed without leaving is removed after its session timeout
+/// and the others take its partitions over (groups_expiry.py).
+#[test]
+fn a_dead_member_expires_and_the_others_take_over() {
+    for client in ["kafka", "confluent"] {
+        if !available(client) {
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let (broker, kafka) = broker(&dir);
+        let (topic, group) = (format!("expiry-{client}"), format!("eg-{client}"));
+        let args = ["--client", client, "--bootstrap", &kafka, "--topic", &topic, "--group", &group];
+        let out = python(&broker, "groups_expiry.py", &args);
+        assert!(out.contains(&format!("OK expiry {client}")), "{out}");
     }
 }
