@@ -292,6 +292,9 @@ impl ClassicGroup {
     /// completes a rebalance whose barrier or deadline passed.
     pub fn tick(&mut self, now: Instant) {
         self.pending.retain(|_, until| *until > now);
+        for m in self.members.values_mut() {
+            m.drop_abandoned();
+        }
         let dead: Vec<String> = self
             .members
             .iter()

@@ -194,6 +194,18 @@ impl Member {
         self.joining.is_some() || self.syncing.is_some()
     }
 
+    /// Forgets waiting requests nobody waits for any more (the client's
+    /// connection closed): such a member has not rejoined, and its session
+    /// runs again.
+    pub(super) fn drop_abandoned(&mut self) {
+        if self.joining.as_ref().is_some_and(oneshot::Sender::is_closed) {
+            self.joining = None;
+        }
+        if self.syncing.as_ref().is_some_and(oneshot::Sender::is_closed) {
+            self.syncing = None;
+        }
+    }
+
     /// Answers its waiting requests with `err` (it left or was removed).
     pub(super) fn fail_waiters(&mut self, err: &ClassicError) {
         if let Some(tx) = self.joining.take() {

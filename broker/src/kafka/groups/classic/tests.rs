@@ -280,6 +280,25 @@ async fn commits_check_member_generation_and_state() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn an_abandoned_join_does_not_count_and_its_member_expires() {
+    let groups = registry();
+    let results = three_settled(&groups).await;
+    // Members 0 and 1 rejoin; member 2's join is abandoned (its
+    // connection closed: the request's future is dropped).
+    let abandoned = spawn_join(&groups, request(&results[2].member_id, &["range"]));
+    tokio::task::yield_now().await;
+    abandoned.abort();
+    let _ = abandoned.await;
+    let started = Instant::now();
+    let ja = spawn_join(&groups, request(&results[0].member_id, &["range"]));
+    let jb = spawn_join(&groups, request(&results[1].member_id, &["range"]));
+    let leader = ja.await.unwrap().unwrap();
+    jb.await.unwrap().unwrap();
+    assert_eq!((leader.generation, leader.members.len()), (2, 2), "the abandoned member is out");
+    assert_eq!(started.elapsed(), REBALANCE, "removed at the rebalance deadline, not awaited forever");
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_leader_that_never_syncs_is_dropped_after_the_rebalance_timeout() {
     let groups = registry();
     let joins: Vec<_> = (0..2).map(|_| spawn_join(&groups, request("", &["range"]))).collect();
