@@ -65,6 +65,9 @@ class Member:
     after every batch it handles. `seen` (shared, with `lock`) maps each
     value read to the members that read it."""
 
+    # Every member started (wait_for reports their errors at once).
+    started = []
+
     def __init__(self, name, client, bootstrap, group, topic, seen, lock, strategy=None, protocol=None):
         self.name, self.client, self.topic = name, client, topic
         self.seen, self.lock = seen, lock
@@ -98,6 +101,7 @@ class Member:
                     config["partition.assignment.strategy"] = strategy
             self.c = Consumer(config)
             self.c.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+        Member.started.append(self)
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
 
@@ -165,6 +169,9 @@ def wait_for(what, predicate, timeout):
     while time.monotonic() < deadline:
         if predicate():
             return
+        failed = [(m.name, m.errors) for m in Member.started if m.errors]
+        if failed:
+            fail(f"waiting for {what}: a member failed: {failed}")
         time.sleep(0.05)
     fail(f"timed out after {timeout} s waiting for {what}")
 
