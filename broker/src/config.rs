@@ -56,6 +56,11 @@ pub struct BrokerConfig {
     /// Consumer groups the coordinator keeps at once (with members or
     /// committed offsets); a new group past it is refused.
     pub max_groups: usize,
+    /// A Kafka classic group that was empty waits this long (ms) for more
+    /// members before its first rebalance completes, extended by as much
+    /// for each member joining meanwhile up to the rebalance timeout
+    /// (Kafka's `group.initial.rebalance.delay.ms`, 3000 there).
+    pub group_initial_rebalance_delay_ms: u64,
     /// Longest a request may wait for its answer (a durable produce's
     /// `timeout_ms`), whatever the client asks.
     pub max_request_timeout_ms: u32,
@@ -83,6 +88,7 @@ impl Default for BrokerConfig {
             retention_check_interval_ms: 5 * 60 * 1000,
             max_fetch_wait_ms: 30_000,
             max_groups: 10_000,
+            group_initial_rebalance_delay_ms: 100,
             max_request_timeout_ms: 30_000,
             topic_defaults: LogConfig::default(),
         }

@@ -207,6 +207,7 @@ fn group_code(e: &GroupError) -> ErrorCode {
         GroupError::StaleMemberEpoch { .. } => ErrorCode::StaleMemberEpoch,
         GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
         GroupError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
+        GroupError::InconsistentProtocol { .. } => ErrorCode::InvalidRequest,
     }
 }
 
@@ -251,6 +252,10 @@ mod tests {
             (
                 GroupError::TooManyGroups { group: group(), groups: 1, max_groups: 1 },
                 ErrorCode::TooManyGroups,
+            ),
+            (
+                GroupError::InconsistentProtocol { group: group(), other: "classic" },
+                ErrorCode::InvalidRequest,
             ),
         ];
         for (e, code) in cases {

@@ -73,4 +73,14 @@ pub enum GroupError {
         /// The limit.
         max_groups: usize,
     },
+    /// The group is used by Kafka clients of the other group protocol
+    /// (classic JoinGroup members, or native/KIP-848 members): one group
+    /// speaks one protocol at a time.
+    #[error("group `{group}` has active members using another group protocol ({other}): stop them first or use another group")]
+    InconsistentProtocol {
+        /// The group.
+        group: String,
+        /// The protocol its members use ("classic" or "consumer").
+        other: &'static str,
+    },
 }

@@ -24,7 +24,7 @@ fn unknown(name: &str) -> BrokerError {
 
 /// Refuses to change a group that has members.
 fn ensure_empty(group: &Group, name: &str, action: &'static str) -> Result<(), GroupError> {
-    match group.members.len() {
+    match group.members.len() + group.classic_members {
         0 => Ok(()),
         members => Err(GroupError::NotEmpty { group: name.to_owned(), members, action }),
     }

@@ -80,11 +80,17 @@ pub(super) struct Group {
     /// Deleted and removed from the coordinator's map: whoever still holds
     /// it must look the group up again.
     pub(super) deleted: bool,
+    /// Members of the Kafka classic group of this name (the Kafka listener
+    /// keeps their state): while any, native members may not join.
+    pub(super) classic_members: usize,
 }
 
 impl Group {
     pub(super) fn state(&self) -> &'static str {
-        if self.members.is_empty() {
+        if self.members.is_empty() && self.classic_members > 0 {
+            // Kafka classic members: their state is the Kafka listener's.
+            "Classic"
+        } else if self.members.is_empty() {
             "Empty"
         } else if self.reconciling() {
             "Reconciling"
@@ -95,7 +101,7 @@ impl Group {
 
     /// Neither members nor committed offsets: the group can be dropped.
     pub(super) fn is_unused(&self) -> bool {
-        self.members.is_empty() && self.offsets.is_empty()
+        self.members.is_empty() && self.offsets.is_empty() && self.classic_members == 0
     }
 
     /// A member still has to release a partition, or to be given one.
@@ -260,6 +266,9 @@ impl Group {
                     Err(GroupError::UnknownMember { group: req.group.clone(), member: req.member_id.clone() })
                 }
             };
+        }
+        if self.classic_members > 0 {
+            return Err(GroupError::InconsistentProtocol { group: req.group.clone(), other: "classic" });
         }
         let id = new_id();
         let member = Member {

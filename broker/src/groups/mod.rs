@@ -240,7 +240,8 @@ impl Coordinator {
 
     /// Joins, heartbeats or leaves group `slot` (from
     /// [`slot_or_create`](Self::slot_or_create)): `Group::heartbeat` under
-    /// the group's lock. Blocking: may recompute the group's assignment; run
+    /// the group's lock. A joining member (empty id) is named `join_id`
+    /// when given (a KIP-848 member's own id), else by the coordinator. Blocking: may recompute the group's assignment; run
     /// it on a blocking thread, in the group's [`turn`](Slot::turn).
     ///
     /// # Errors
@@ -252,17 +253,66 @@ impl Coordinator {
         counts: &dyn PartitionCounts,
         client_id: &str,
         req: GroupHeartbeatRequest,
+        join_id: Option<String>,
     ) -> Result<GroupHeartbeatResponse, BrokerError> {
         let now = Instant::now();
         let mut group = slot.lock();
         if group.deleted {
             return Err(GroupError::Deleted { group: req.group }.into());
         }
-        let new_id = || {
-            let prefix = if client_id.is_empty() { "member" } else { client_id };
-            format!("{prefix}-{}", self.next_member.fetch_add(1, Ordering::Relaxed))
+        let new_id = || match join_id {
+            Some(id) => id,
+            None => {
+                let prefix = if client_id.is_empty() { "member" } else { client_id };
+                format!("{prefix}-{}", self.next_member.fetch_add(1, Ordering::Relaxed))
+            }
         };
         Ok(group.heartbeat(&req, client_id, counts, new_id, now)?)
+    }
+
+    /// Whether group `slot` has a native member `id` (Kafka's KIP-848
+    /// members choose their own ids: the listener asks before joining).
+    pub fn has_member(&self, slot: &Slot, id: &str) -> bool {
+        slot.lock().members.contains_key(id)
+    }
+
+    /// Native members of group `name` (after expiring the dead).
+    pub fn native_members(&self, name: &str) -> usize {
+        self.slot(name).map_or(0, |s| {
+            let mut g = s.lock();
+            g.expire(Instant::now());
+            g.members.len()
+        })
+    }
+
+    /// Records that the Kafka classic group `name` has `members` members
+    /// (creating the group, within `max_groups`, when it has any): native
+    /// members may not join while it has, and it is listed and never
+    /// dropped as unused.
+    ///
+    /// # Errors
+    /// `Group`: `InconsistentProtocol` when `members > 0` and the group has
+    /// native members; `InvalidGroupId`, `TooManyGroups`.
+    pub fn set_classic_members(
+        &self,
+        name: &str,
+        members: usize,
+        max_groups: usize,
+    ) -> Result<(), BrokerError> {
+        let slot = match members {
+            0 => match self.slot(name) {
+                Some(slot) => slot,
+                None => return Ok(()),
+            },
+            _ => self.slot_or_create(name, max_groups)?,
+        };
+        let mut g = slot.lock();
+        g.expire(Instant::now());
+        if members > 0 && !g.members.is_empty() {
+            return Err(GroupError::InconsistentProtocol { group: name.to_owned(), other: "consumer" }.into());
+        }
+        g.classic_members = members;
+        Ok(())
     }
 
     /// Removes expired members of every group (a periodic sweep).
@@ -354,7 +404,7 @@ impl Coordinator {
                 (!g.is_unused() && !g.deleted).then(|| GroupListing {
                     group: name,
                     state: g.state().into(),
-                    members: g.members.len() as u32,
+                    members: (g.members.len() + g.classic_members) as u32,
                 })
             })
             .collect();

@@ -43,7 +43,7 @@ pub async fn heartbeat(
         _ => broker.groups.slot_or_create(&req.group, broker.config.max_groups)?,
     };
     let _turn = slot.turn().await;
-    blocking(move || broker.groups.heartbeat(&slot, &broker.topics, &client_id, req)).await
+    blocking(move || broker.groups.heartbeat(&slot, &broker.topics, &client_id, req, None)).await
 }
 
 /// Commits offsets; answered once they are on stable storage.

@@ -1,0 +1,59 @@
+//! FindCoordinator (v0-v4): this broker coordinates every group. v4
+//! answers a batch of keys. Transactions are not implemented, so a
+//! transaction coordinator is never available.
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::find_coordinator_response::Coordinator;
+use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::ResponseError;
+
+use super::codec::{text, At};
+use super::{KafkaGroups, MalformedRequest};
+
+/// `key_type` of a group (the other, 1, is a transactional id).
+const GROUP_KEY: i8 = 0;
+
+/// The coordinator of one key: this broker, or an error.
+fn coordinator(groups: &KafkaGroups, key: &str, key_type: i8) -> Coordinator {
+    let e = &groups.endpoint;
+    let found = Coordinator::default().with_key(text(key));
+    if key_type != GROUP_KEY {
+        let code = ResponseError::CoordinatorNotAvailable;
+        return found
+            .with_error_code(code.code())
+            .with_error_message(Some(text("transactions are not supported")))
+            .with_node_id((-1).into())
+            .with_port(-1);
+    }
+    if crate::groups::validate_group(key).is_err() {
+        return found
+            .with_error_code(ResponseError::InvalidGroupId.code())
+            .with_node_id((-1).into())
+            .with_port(-1);
+    }
+    found
+        .with_node_id(e.node_id.into())
+        .with_host(text(e.host.clone()))
+        .with_port(e.port)
+        .with_error_message(None)
+}
+
+/// Answers FindCoordinator.
+pub(super) fn find(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
+    let req: FindCoordinatorRequest = at.decode(body)?;
+    let response = if at.version >= 4 {
+        let coordinators =
+            req.coordinator_keys.iter().map(|k| coordinator(groups, k.as_str(), req.key_type)).collect();
+        FindCoordinatorResponse::default().with_error_message(None).with_coordinators(coordinators)
+    } else {
+        let c = coordinator(groups, req.key.as_str(), req.key_type);
+        let message = if at.version >= 1 { c.error_message } else { None };
+        FindCoordinatorResponse::default()
+            .with_error_code(c.error_code)
+            .with_error_message(message)
+            .with_node_id(c.node_id)
+            .with_host(c.host)
+            .with_port(c.port)
+    };
+    at.encode(&response)
+}
