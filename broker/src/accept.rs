@@ -1,8 +1,73 @@
-//! Backoff for accept loops (the client listener in `server`, the admin
-//! HTTP listener in `admin`): after `accept` fails, pause, doubling the
-//! pause while failures last.
+//! Accept loops: [`accept_connections`], shared by the native listener
+//! (`server`) and the Kafka listener (`kafka::listener`), and the backoff
+//! after a failed `accept` that the admin HTTP listener uses too: pause,
+//! doubling the pause while failures last.
 
-use std::time::Duration;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::task::TaskTracker;
+
+use crate::broker::Broker;
+
+/// Accepts connections on `listener` until the broker shuts down, handing
+/// each to `serve` (whose future `connections` tracks) with one of
+/// `permits`. Without a permit the connection is closed at once, counted in
+/// `connections_refused` and logged at most once a second. `what` names the
+/// listener in the log. Returns at shutdown with the listener closed; the
+/// caller drains `connections`.
+pub(crate) async fn accept_connections<F, Fut>(
+    broker: &Broker,
+    listener: TcpListener,
+    permits: Arc<Semaphore>,
+    connections: &TaskTracker,
+    what: &str,
+    mut serve: F,
+) where
+    F: FnMut(TcpStream, SocketAddr, OwnedSemaphorePermit) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let mut refused = 0u64;
+    let mut last_refusal_log: Option<Instant> = None;
+    let mut backoff = AcceptBackoff::default();
+    loop {
+        let accepted = tokio::select! {
+            _ = broker.shutdown.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (socket, peer) = match accepted {
+            Ok(a) => {
+                backoff.succeeded();
+                a
+            }
+            Err(e) => {
+                let pause = backoff.failed();
+                tracing::warn!(listener = what, error = %e, pause_ms = pause.as_millis() as u64, "accept failed; backing off");
+                tokio::select! {
+                    _ = broker.shutdown.cancelled() => break,
+                    _ = tokio::time::sleep(pause) => continue,
+                }
+            }
+        };
+        match Arc::clone(&permits).try_acquire_owned() {
+            Ok(permit) => {
+                connections.spawn(serve(socket, peer, permit));
+            }
+            Err(_) => {
+                refused += 1;
+                broker.metrics.connections_refused.inc();
+                drop(socket);
+                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
+                    tracing::warn!(listener = what, %peer, max_connections = broker.config.max_connections, refused_total = refused, "connection refused: max_connections reached");
+                    last_refusal_log = Some(Instant::now());
+                }
+            }
+        }
+    }
+}
 
 /// How long an accept loop pauses after `accept` fails. Out of file
 /// descriptors (EMFILE/ENFILE) or buffers, `accept` fails at once and keeps

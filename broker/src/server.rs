@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -15,7 +15,7 @@ use std::sync::OnceLock;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::accept::AcceptBackoff;
+use crate::accept::accept_connections;
 use crate::admin::{self, AdminState};
 use crate::broker::Broker;
 use crate::config::BrokerConfig;
@@ -128,44 +128,10 @@ async fn accept_loop(
     kafka: Option<tokio::task::JoinHandle<()>>,
 ) -> Result<(), BrokerError> {
     let connections = TaskTracker::new();
-    let mut refused = 0u64;
-    let mut last_refusal_log: Option<Instant> = None;
-    let mut backoff = AcceptBackoff::default();
-    loop {
-        let accepted = tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                let pause = backoff.failed();
-                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "accept failed; backing off");
-                tokio::select! {
-                    _ = broker.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
-        match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
-                connections.spawn(connection::serve(socket, peer, Arc::clone(&broker), permit));
-            }
-            Err(_) => {
-                refused += 1;
-                broker.metrics.connections_refused.inc();
-                drop(socket);
-                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(%peer, max_connections = broker.config.max_connections, refused_total = refused, "connection refused: max_connections reached");
-                    last_refusal_log = Some(Instant::now());
-                }
-            }
-        }
-    }
-    drop(listener);
+    accept_connections(&broker, listener, permits, &connections, "native", |socket, peer, permit| {
+        connection::serve(socket, peer, Arc::clone(&broker), permit)
+    })
+    .await;
     tracing::info!(connections = connections.len(), "shutting down: draining connections");
     connections.close();
     connections.wait().await;

@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -16,7 +15,7 @@ use super::connection;
 use super::groups::{Endpoint, KafkaGroups};
 use super::producer_ids::ProducerIds;
 use super::state::{Kafka, NODE_ID};
-use crate::accept::AcceptBackoff;
+use crate::accept::accept_connections;
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 
@@ -46,42 +45,10 @@ pub async fn start(
 async fn accept_loop(kafka: Arc<Kafka>, listener: TcpListener, permits: Arc<Semaphore>) {
     let broker = Arc::clone(&kafka.broker);
     let connections = TaskTracker::new();
-    let mut backoff = AcceptBackoff::default();
-    let mut last_refusal_log: Option<Instant> = None;
-    loop {
-        let accepted = tokio::select! {
-            _ = broker.shutdown.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let (socket, peer) = match accepted {
-            Ok(a) => {
-                backoff.succeeded();
-                a
-            }
-            Err(e) => {
-                let pause = backoff.failed();
-                tracing::warn!(error = %e, pause_ms = pause.as_millis() as u64, "kafka accept failed; backing off");
-                tokio::select! {
-                    _ = broker.shutdown.cancelled() => break,
-                    _ = tokio::time::sleep(pause) => continue,
-                }
-            }
-        };
-        match Arc::clone(&permits).try_acquire_owned() {
-            Ok(permit) => {
-                connections.spawn(connection::serve(socket, peer, Arc::clone(&kafka), permit));
-            }
-            Err(_) => {
-                broker.metrics.connections_refused.inc();
-                drop(socket);
-                if last_refusal_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(1)) {
-                    tracing::warn!(%peer, max_connections = broker.config.max_connections, "kafka connection refused: max_connections reached");
-                    last_refusal_log = Some(Instant::now());
-                }
-            }
-        }
-    }
-    drop(listener);
+    accept_connections(&broker, listener, permits, &connections, "kafka", |socket, peer, permit| {
+        connection::serve(socket, peer, Arc::clone(&kafka), permit)
+    })
+    .await;
     connections.close();
     connections.wait().await;
 }
