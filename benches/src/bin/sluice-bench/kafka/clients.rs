@@ -78,9 +78,18 @@ pub fn producer_config(args: &Args, addr: &str) -> ClientConfig {
 
 /// A consumer fetching `--fetch-bytes` (default: the native consumer's
 /// 2 MiB) per request and per partition, waiting at most `max_wait_ms`
-/// (the native consumer's 500 ms; 100 ms in e2e, as there).
+/// (the native consumer's 500 ms; 100 ms in e2e, as there), and
+/// prefetching up to four fetches (the native consumer's `prefetch`).
+///
+/// librdkafka's own prefetch defaults (100 000 records, then a
+/// `fetch.queue.backoff.ms` of one second before fetching again) starve
+/// it at 100 B records: it read 0.2-0.3M records/s, idle most of the time
+/// (docs/benchmarks.md). Here the byte limit governs, and a full queue is
+/// checked again after 10 ms.
 pub fn consumer_config(args: &Args, addr: &str, max_wait_ms: u64) -> ClientConfig {
-    let fetch = args.fetch_bytes.unwrap_or(NATIVE_FETCH_BYTES).to_string();
+    let fetch_bytes = args.fetch_bytes.unwrap_or(NATIVE_FETCH_BYTES);
+    let fetch = fetch_bytes.to_string();
+    let prefetch_kib = (u64::from(fetch_bytes) * 4 / 1024).clamp(1, 2_097_151);
     let mut config = common(addr);
     config
         .set("group.id", "sluice-bench-kafka")
@@ -89,7 +98,10 @@ pub fn consumer_config(args: &Args, addr: &str, max_wait_ms: u64) -> ClientConfi
         .set("enable.partition.eof", "false")
         .set("fetch.max.bytes", &fetch)
         .set("max.partition.fetch.bytes", &fetch)
-        .set("fetch.wait.max.ms", max_wait_ms.to_string());
+        .set("fetch.wait.max.ms", max_wait_ms.to_string())
+        .set("queued.min.messages", "10000000")
+        .set("queued.max.messages.kbytes", prefetch_kib.to_string())
+        .set("fetch.queue.backoff.ms", "10");
     config
 }
 
