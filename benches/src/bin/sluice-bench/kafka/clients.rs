@@ -39,7 +39,10 @@ const NATIVE_FETCH_BYTES: u32 = 2 << 20;
 /// native clients set `TCP_NODELAY` too).
 fn common(addr: &str) -> ClientConfig {
     let mut config = ClientConfig::new();
-    config.set("bootstrap.servers", addr).set("client.id", "sluice-bench").set("socket.nagle.disable", "true");
+    config
+        .set("bootstrap.servers", addr)
+        .set("client.id", "sluice-bench")
+        .set("socket.nagle.disable", "true");
     config
 }
 
@@ -213,13 +216,13 @@ pub fn send_loop(producer: &KafkaProducer, plan: &SendPlan) -> anyhow::Result<(u
         if plan.stamp {
             value[..8].copy_from_slice(&(plan.base.elapsed().as_nanos() as u64).to_be_bytes());
         }
-        let sampled = plan.ack_latency.is_some()
-            && sent % SAMPLE_EVERY == 0
-            && plan.base.elapsed() >= plan.warmup;
+        let sampled =
+            plan.ack_latency.is_some() && sent % SAMPLE_EVERY == 0 && plan.base.elapsed() >= plan.warmup;
         let opaque = if sampled { plan.base.elapsed().as_nanos() as usize + 1 } else { 0 };
         let partition = (sent % u64::from(plan.partitions)) as i32;
-        let mut record =
-            BaseRecord::<(), [u8], usize>::with_opaque_to(&plan.topic, opaque).payload(&value[..]).partition(partition);
+        let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&plan.topic, opaque)
+            .payload(&value[..])
+            .partition(partition);
         loop {
             match producer.send(record) {
                 Ok(()) => break,
@@ -300,7 +303,8 @@ pub fn build_consumers(
     let n = args.consumers.clamp(1, args.partitions.max(1) as usize);
     let mut consumers = Vec::new();
     for i in 0..n {
-        let consumer: BaseConsumer = consumer_config(args, addr, max_wait_ms).create().context("a Kafka consumer")?;
+        let consumer: BaseConsumer =
+            consumer_config(args, addr, max_wait_ms).create().context("a Kafka consumer")?;
         consumer.fetch_metadata(Some(&args.topic), TIMEOUT)?;
         let mut assignment = TopicPartitionList::new();
         for p in (0..args.partitions as i32).filter(|p| *p as usize % n == i) {

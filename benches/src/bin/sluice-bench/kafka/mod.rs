@@ -52,3 +52,65 @@ pub fn run(_args: &Args, _addr: &str, _rt: &tokio::runtime::Runtime) -> anyhow::
          `cargo build --release -p sluice-benches --features kafka --bin sluice-bench`"
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cpu::BROKER_THREADS;
+
+    /// Starts the in-process broker as `main` does for `line`; returns
+    /// its runtime, server and the address the clients get.
+    fn broker(
+        args: &Args,
+    ) -> (tokio::runtime::Runtime, tempfile::TempDir, sluice_broker::server::Server, String) {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(BROKER_THREADS)
+            .enable_all()
+            .build()
+            .unwrap();
+        let temp = tempfile::tempdir().unwrap();
+        let (addr, server) = rt.block_on(crate::start_broker(args, temp.path())).unwrap();
+        (rt, temp, server.unwrap(), addr)
+    }
+
+    #[test]
+    fn kafka_clients_get_the_kafka_port() {
+        let args = Args::parse_from("b produce --client kafka".split_whitespace());
+        let (rt, _temp, server, addr) = broker(&args);
+        assert_eq!(Some(addr), server.kafka_addr().map(|a| a.to_string()));
+        rt.block_on(async { server.shutdown() });
+    }
+
+    #[cfg(not(feature = "kafka"))]
+    #[test]
+    fn without_the_feature_a_kafka_run_names_it() {
+        let args = Args::parse_from("b produce --client kafka".split_whitespace());
+        let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+        let err = run(&args, "127.0.0.1:1", &rt).unwrap_err().to_string();
+        assert!(err.contains("--features kafka"), "{err}");
+    }
+
+    #[cfg(feature = "kafka")]
+    #[test]
+    fn small_kafka_runs_report_their_records_and_cpu() {
+        for scenario in ["produce", "consume", "e2e"] {
+            let line = format!(
+                "b {scenario} --client kafka --messages 3000 --producers 2 --consumers 2 --partitions 3 \
+                 --acks durable --fsync never --duration 20"
+            );
+            let args = Args::parse_from(line.split_whitespace());
+            let (rt, _temp, server, addr) = broker(&args);
+            let report = crate::run_here(&args, &addr, true).unwrap();
+            rt.block_on(async { server.shutdown() });
+            assert_eq!(report.messages, 3000, "{scenario}");
+            let json = serde_json::to_value(&report).unwrap();
+            assert_eq!(json["parameters"]["client"], "kafka");
+            if cfg!(target_os = "linux") {
+                assert!(json["cpu_s_per_million"]["clients"].as_f64().unwrap() > 0.0, "{json}");
+            }
+        }
+    }
+}

@@ -29,7 +29,8 @@ pub fn produce(args: &Args, addr: &str, rt: &tokio::runtime::Runtime) -> anyhow:
     let histogram = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     // The base is reset at the start; the producers' delivery contexts
     // take it now, so the plan is built first and re-based below.
-    let mut plan = SendPlan { ack_latency: Some(Arc::clone(&histogram)), ..SendPlan::new(args, Instant::now(), false) };
+    let mut plan =
+        SendPlan { ack_latency: Some(Arc::clone(&histogram)), ..SendPlan::new(args, Instant::now(), false) };
     let producers = build_producers(args, addr, &plan)?;
     if args.scenario == Scenario::Produce {
         rt.block_on(barrier(args))?;
@@ -150,7 +151,12 @@ fn read_all<T: Send>(
 /// Reads `messages` records of the topic from its start, every partition
 /// assigned to one of `min(--consumers, --partitions)` consumers; the
 /// clock starts at the assignment.
-pub fn consume(args: &Args, addr: &str, messages: u64, rt: &tokio::runtime::Runtime) -> anyhow::Result<Report> {
+pub fn consume(
+    args: &Args,
+    addr: &str,
+    messages: u64,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<Report> {
     let consumers = build_consumers(args, addr, 500, StartAt::Start)?;
     rt.block_on(barrier(args))?;
     let cpu = cpu::sample(args.broker_cpu());
