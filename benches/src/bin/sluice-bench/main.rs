@@ -20,8 +20,9 @@
 //! The program is its own module tree (it uses `anyhow`, which libraries
 //! here do not): [`args`] (the command line), [`load`] (topic, producers,
 //! group members), [`scenarios`], [`processes`] (`--processes`), [`cpu`]
-//! (CPU accounting from `/proc`), [`report`] (JSON and summary) and
-//! [`progress`] (progress bar, `--plot`).
+//! (CPU accounting from `/proc`), [`report`] (JSON and summary),
+//! [`progress`] (progress bar, `--plot`) and [`kafka`] (`--client kafka`:
+//! the scenarios through librdkafka on the Kafka port, feature `kafka`).
 
 mod args;
 mod cpu;
