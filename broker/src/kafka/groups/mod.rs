@@ -60,7 +60,12 @@ impl KafkaGroups {
     /// # Errors
     /// [`MalformedRequest`] when the body does not decode or `api` is not in
     /// [`APIS`](Self::APIS).
-    pub async fn handle(&self, api: ApiKey, version: i16, body: Bytes) -> Result<BytesMut, MalformedRequest> {
+    pub async fn handle(
+        &self,
+        api: ApiKey,
+        version: i16,
+        body: Bytes,
+    ) -> Result<BytesMut, MalformedRequest> {
         let _ = (&self.broker, &self.endpoint, body);
         Err(MalformedRequest { api, version, reason: "not implemented".into() })
     }
