@@ -28,6 +28,17 @@ pub enum AcksArg {
     Durable,
 }
 
+/// `--client`: which client library the scenario's producers and
+/// consumers use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ClientArg {
+    /// Sluice's own producer and consumer, on the native port.
+    Native,
+    /// librdkafka on the Kafka port (needs the `kafka` feature; see
+    /// [`crate::kafka`]).
+    Kafka,
+}
+
 /// `--compression`: the producers' batch compression.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
@@ -60,9 +71,13 @@ pub struct Args {
     /// What to measure.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// A running broker (loopback); when absent, one is started on a temp dir.
+    /// A running broker (loopback; its Kafka port with `--client kafka`);
+    /// when absent, one is started on a temp dir.
     #[arg(long)]
     pub broker: Option<String>,
+    /// The client library: Sluice's own, or librdkafka over the Kafka port.
+    #[arg(long, value_enum, default_value = "native")]
+    pub client: ClientArg,
     /// Topic (created when missing).
     #[arg(long, default_value = "bench")]
     pub topic: String,

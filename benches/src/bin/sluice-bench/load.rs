@@ -16,7 +16,7 @@ use crate::args::Args;
 use crate::progress::Progress;
 
 /// One of every this many messages has its latency measured.
-const SAMPLE_EVERY: u64 = 997;
+pub const SAMPLE_EVERY: u64 = 997;
 
 /// Creates the benchmark topic with `--partitions` partitions, or checks
 /// that the one on a running broker has that many (the producers address

@@ -20,11 +20,13 @@
 //! The program is its own module tree (it uses `anyhow`, which libraries
 //! here do not): [`args`] (the command line), [`load`] (topic, producers,
 //! group members), [`scenarios`], [`processes`] (`--processes`), [`cpu`]
-//! (CPU accounting from `/proc`), [`report`] (JSON and summary) and
-//! [`progress`] (progress bar, `--plot`).
+//! (CPU accounting from `/proc`), [`report`] (JSON and summary),
+//! [`progress`] (progress bar, `--plot`) and [`kafka`] (`--client kafka`:
+//! the scenarios through librdkafka on the Kafka port, feature `kafka`).
 
 mod args;
 mod cpu;
+mod kafka;
 mod load;
 mod processes;
 mod progress;
@@ -36,7 +38,7 @@ use clap::Parser;
 use sluice_broker::config::BrokerConfig;
 use sluice_broker::server::Server;
 
-use crate::args::{Args, Scenario};
+use crate::args::{Args, ClientArg, Scenario};
 use crate::scenarios::{consume, e2e, produce};
 
 /// The machine's cores (1 when unknown).
@@ -83,14 +85,18 @@ async fn start_broker(args: &Args, data_dir: &std::path::Path) -> anyhow::Result
     let mut config = BrokerConfig {
         listen: "127.0.0.1:0".into(),
         admin_listen: String::new(),
-        kafka_listen: String::new(),
+        kafka_listen: if args.client == ClientArg::Kafka { "127.0.0.1:0".into() } else { String::new() },
         metrics: !args.no_metrics,
         data_dir: data_dir.to_owned(),
         ..BrokerConfig::default()
     };
     config.topic_defaults.fsync = args.fsync;
     let (server, _) = Server::start(config).await.context("starting the broker")?;
-    Ok((server.local_addr().to_string(), Some(server)))
+    let addr = match server.kafka_addr() {
+        Some(kafka) if args.client == ClientArg::Kafka => kafka,
+        _ => server.local_addr(),
+    };
+    Ok((addr.to_string(), Some(server)))
 }
 
 /// Runs the scenario in this process, on a client runtime sized to it.
@@ -100,6 +106,9 @@ fn run_here(args: &Args, addr: &str, create: bool) -> anyhow::Result<report::Rep
         .worker_threads(args.client_threads(cores()))
         .enable_all()
         .build()?;
+    if args.client == ClientArg::Kafka {
+        return kafka::run(args, addr, &client_rt);
+    }
     Ok(match args.scenario {
         Scenario::Produce => client_rt.block_on(produce(args, addr, create))?,
         Scenario::Consume => {

@@ -106,6 +106,9 @@ pub struct Parameters {
     acks: String,
     batch_bytes: usize,
     broker_threads: Option<usize>,
+    /// `kafka` with `--client kafka` (absent for the native client).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    client: Option<&'static str>,
     client_threads: usize,
     compression: String,
     consumers: usize,
@@ -127,6 +130,7 @@ impl Parameters {
             acks: format!("{:?}", args.acks).to_lowercase(),
             batch_bytes: args.batch_bytes,
             broker_threads: args.broker.is_none().then_some(args.broker_threads),
+            client: (args.client == crate::args::ClientArg::Kafka).then_some("kafka"),
             client_threads: args.client_threads(crate::cores()),
             compression: format!("{:?}", args.compression).to_lowercase(),
             consumers: args.consumers,
@@ -264,6 +268,7 @@ mod tests {
                 acks: "durable".into(),
                 batch_bytes: 2,
                 broker_threads: Some(2),
+                client: None,
                 client_threads: 1,
                 compression: "none".into(),
                 consumers: 1,
