@@ -4,9 +4,20 @@ kafka-python (`kafka`) or confluent-kafka (`confluent`), topic creation and
 keyed production. Every loop is bounded by a deadline; a failure exits
 non-zero with a message on stderr."""
 
+import argparse
 import sys
 import threading
 import time
+
+
+def group_parser(description):
+    """The arguments every group scenario takes; scenarios add their own."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--bootstrap", required=True)
+    p.add_argument("--client", choices=["kafka", "confluent"], required=True)
+    p.add_argument("--topic", required=True)
+    p.add_argument("--group", required=True)
+    return p
 
 
 def fail(message):

@@ -4,7 +4,6 @@ killed (SIGKILL: no LeaveGroup); after its session timeout the broker
 removes it and the two others take its partitions over and read what is
 produced next. Prints `OK expiry CLIENT` on success."""
 
-import argparse
 import os
 import signal
 import subprocess
@@ -12,18 +11,14 @@ import sys
 import threading
 import time
 
-from groups_common import Member, create_topic, fail, log, produce, settled, wait_for
+from groups_common import group_parser, Member, create_topic, fail, log, produce, settled, wait_for
 
 PARTITIONS = 4
 TIMEOUT = 90
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--client", choices=["kafka", "confluent"], required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
+    p = group_parser(__doc__)
     p.add_argument("--child", action="store_true", help="run one member until killed")
     a = p.parse_args()
     seen, lock = {}, threading.Lock()

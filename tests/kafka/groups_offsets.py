@@ -5,9 +5,8 @@ group from a Kafka consumer outside any generation (a "simple" commit);
 `--mode fetch` prints the group's committed offsets as Kafka's OffsetFetch
 reads them, one `COMMITTED PARTITION OFFSET` line per partition (-1: none)."""
 
-import argparse
 
-from groups_common import create_topic, produce
+from groups_common import group_parser, create_topic, produce
 
 COMMITS = {0: 7, 1: 11}
 
@@ -56,11 +55,7 @@ def fetch(a):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--client", choices=["kafka", "confluent"], required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
+    p = group_parser(__doc__)
     p.add_argument("--mode", choices=["commit", "fetch"], required=True)
     a = p.parse_args()
     commit(a) if a.mode == "commit" else fetch(a)

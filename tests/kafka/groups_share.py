@@ -8,10 +8,9 @@ roundrobin, cooperative-sticky); `--protocol consumer` uses KIP-848
 (confluent-kafka only) instead of the classic protocol. Prints
 `OK share CLIENT STRATEGY PROTOCOL` on success."""
 
-import argparse
 import threading
 
-from groups_common import Member, create_topic, fail, log, produce, settled, wait_for
+from groups_common import group_parser, Member, create_topic, fail, log, produce, settled, wait_for
 
 PARTITIONS = 6
 TIMEOUT = 90
@@ -44,11 +43,7 @@ def check_errors(members):
 
 
 def main():
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--bootstrap", required=True)
-    p.add_argument("--client", choices=["kafka", "confluent"], required=True)
-    p.add_argument("--topic", required=True)
-    p.add_argument("--group", required=True)
+    p = group_parser(__doc__)
     p.add_argument("--strategy", default="range", choices=["range", "roundrobin", "cooperative-sticky"])
     p.add_argument("--protocol", default="classic", choices=["classic", "consumer"])
     a = p.parse_args()
