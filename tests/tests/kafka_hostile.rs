@@ -13,51 +13,21 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
-use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
-use kafka_protocol::messages::{
-    ApiKey, ApiVersionsRequest, FetchResponse, MetadataRequest, ProduceResponse, TopicName,
-};
-use kafka_protocol::protocol::StrBytes;
-use kafka_wire::{frame, KafkaConn};
+use kafka_protocol::messages::produce_request::ProduceRequest;
+use kafka_protocol::messages::{ApiKey, ApiVersionsRequest, FetchResponse, MetadataRequest, ProduceResponse};
+use kafka_wire::{fetch, frame, name, produce, KafkaConn};
 use rand::{Rng, SeedableRng};
 use sluice_protocol::batch::BatchBuilder;
 use sluice_tests::TestBroker;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
-}
-
-fn produce(topic: &str, n: u64) -> ProduceRequest {
+/// A one-record Produce (`acks=-1`) whose value names `n`.
+fn produce_one(topic: &str, n: u64) -> ProduceRequest {
     let mut b = BatchBuilder::new();
     b.append(1_700_000_000_000, Some(b"k"), Some(format!("value {n}").as_bytes()), &[]);
-    let mut p = PartitionProduceData::default();
-    p.records = Some(b.build());
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![p];
-    let mut r = ProduceRequest::default();
-    r.transactional_id = None;
-    r.acks = -1;
-    r.timeout_ms = 10_000;
-    r.topic_data = vec![t];
-    r
-}
-
-fn fetch(topic: &str, offset: i64) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions = vec![p];
-    let mut r = FetchRequest::default();
-    r.max_bytes = 1 << 20;
-    r.topics = vec![t];
-    r
+    produce(topic, -1, b.build())
 }
 
 /// Produces one record and fetches it back, in a loop until `stop`.
@@ -71,10 +41,10 @@ fn well_behaved(
         let deadline = Instant::now() + Duration::from_secs(120);
         let mut next = 0i64;
         while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-            let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("good", next as u64)).await;
+            let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce_one("good", next as u64)).await;
             let p = &r.responses[0].partition_responses[0];
             assert_eq!((p.error_code, p.base_offset), (0, next), "the good producer is unharmed");
-            let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("good", next)).await;
+            let f: FetchResponse = c.call(ApiKey::Fetch, 12, &fetch("good", next, 0)).await;
             let p = &f.responses[0].partitions[0];
             assert!(
                 p.error_code == 0 && !p.records.as_ref().unwrap().is_empty(),
@@ -97,10 +67,10 @@ fn valid_frames() -> Vec<Bytes> {
         frames.push(frame(ApiKey::Metadata, v, 2, &metadata));
     }
     for v in [3, 7, 9] {
-        frames.push(frame(ApiKey::Produce, v, 3, &produce("hostile", 1)));
+        frames.push(frame(ApiKey::Produce, v, 3, &produce_one("hostile", 1)));
     }
     for v in [4, 11, 12] {
-        frames.push(frame(ApiKey::Fetch, v, 4, &fetch("hostile", 0)));
+        frames.push(frame(ApiKey::Fetch, v, 4, &fetch("hostile", 0, 0)));
     }
     frames
 }

@@ -10,18 +10,16 @@ mod kafka_wire;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_request::{FetchPartition, FetchRequest, FetchTopic};
 use kafka_protocol::messages::list_offsets_request::{
     ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, ProduceRequest, TopicProduceData};
 use kafka_protocol::messages::{
     ApiKey, ApiVersionsRequest, ApiVersionsResponse, FetchResponse, InitProducerIdRequest,
     InitProducerIdResponse, ListOffsetsResponse, MetadataRequest, MetadataResponse, ProduceResponse,
     ProducerId, TopicName,
 };
 use kafka_protocol::protocol::StrBytes;
-use kafka_wire::KafkaConn;
+use kafka_wire::{fetch, name, produce, KafkaConn};
 use sluice_protocol::batch::BatchBuilder;
 use sluice_tests::TestBroker;
 
@@ -29,10 +27,6 @@ async fn broker() -> (TestBroker, std::net::SocketAddr) {
     let broker = TestBroker::start(|c| c.auto_create_topics = true).await;
     let kafka = broker.kafka.expect("the Kafka listener is on");
     (broker, kafka)
-}
-
-fn name(topic: &str) -> TopicName {
-    TopicName(StrBytes::from_string(topic.to_owned()))
 }
 
 /// A batch of `n` records; with `producer`, an idempotent one.
@@ -45,35 +39,6 @@ fn batch(n: usize, producer: Option<(i64, i16, i32)>) -> Bytes {
         b.append(1_700_000_000_000 + i as i64, Some(b"k"), Some(format!("v{i}").as_bytes()), &[]);
     }
     b.build()
-}
-
-fn produce(topic: &str, acks: i16, records: Bytes) -> ProduceRequest {
-    let mut p = PartitionProduceData::default();
-    p.index = 0;
-    p.records = Some(records);
-    let mut t = TopicProduceData::default();
-    t.name = name(topic);
-    t.partition_data = vec![p];
-    let mut r = ProduceRequest::default();
-    r.acks = acks;
-    r.timeout_ms = 10_000;
-    r.topic_data = vec![t];
-    r
-}
-
-fn fetch(topic: &str, offset: i64, max_wait_ms: i32) -> FetchRequest {
-    let mut p = FetchPartition::default();
-    p.fetch_offset = offset;
-    p.partition_max_bytes = 1 << 20;
-    let mut t = FetchTopic::default();
-    t.topic = name(topic);
-    t.partitions = vec![p];
-    let mut r = FetchRequest::default();
-    r.max_wait_ms = max_wait_ms;
-    r.min_bytes = 1;
-    r.max_bytes = 1 << 20;
-    r.topics = vec![t];
-    r
 }
 
 fn part(r: &ProduceResponse) -> (i16, i64) {
