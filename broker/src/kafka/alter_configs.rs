@@ -11,7 +11,7 @@ use kafka_protocol::messages::alter_configs_response::{AlterConfigsResourceRespo
 use kafka_protocol::protocol::StrBytes;
 
 use super::configs::{apply, entries, to_sluice, TOPIC};
-use super::wire::{decode, encode, Chunks, Header};
+use super::wire::{decode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
 use crate::errors::BrokerError;
@@ -27,7 +27,7 @@ pub async fn alter(
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: AlterConfigsRequest = decode(&header, &mut body)?;
     let validate_only = req.validate_only;
-    let response = tokio::task::spawn_blocking(move || {
+    super::topics::blocking(header, move || {
         let mut response = AlterConfigsResponse::default();
         for resource in req.resources {
             let mut out = AlterConfigsResourceResponse::default();
@@ -42,12 +42,6 @@ pub async fn alter(
         response
     })
     .await
-    .map_err(|e| KafkaError::Encode {
-        api: header.api,
-        version: header.version,
-        reason: e.to_string(),
-    })?;
-    encode(&header, &response).map(Some)
 }
 
 /// The whole set of one topic's Kafka-named configs: the given ones, the

@@ -170,7 +170,7 @@ pub async fn alter(
     mut body: Bytes,
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: IncrementalAlterConfigsRequest = decode(&header, &mut body)?;
-    let response = tokio::task::spawn_blocking(move || {
+    super::topics::blocking(header, move || {
         let mut response = IncrementalAlterConfigsResponse::default();
         for resource in req.resources {
             let mut out = AlterConfigsResourceResponse::default();
@@ -207,12 +207,6 @@ pub async fn alter(
         response
     })
     .await
-    .map_err(|e| KafkaError::Encode {
-        api: header.api,
-        version: header.version,
-        reason: e.to_string(),
-    })?;
-    encode(&header, &response).map(Some)
 }
 
 /// Applies (or with `validate_only`, checks) config changes to a topic.

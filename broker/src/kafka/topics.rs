@@ -28,7 +28,7 @@ use crate::errors::BrokerError;
 use crate::topics::validate_topic_name;
 
 /// Runs `f` on a blocking thread and encodes what it returns.
-async fn blocking<T: kafka_protocol::protocol::Encodable + Send + 'static>(
+pub(super) async fn blocking<T: kafka_protocol::protocol::Encodable + Send + 'static>(
     header: Header,
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<Option<Chunks>, KafkaError> {
