@@ -20,6 +20,7 @@ use kafka_protocol::messages::{
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_wire::{fetch, name, produce, KafkaConn};
+use sluice_broker::storage::FsyncPolicy;
 use sluice_protocol::batch::BatchBuilder;
 use sluice_tests::TestBroker;
 
@@ -91,6 +92,27 @@ async fn produce_answers_by_acks_in_request_order() {
     let (_, text) = sluice_tests::http_get(admin, "/metrics");
     assert!(text.contains(r#"sluice_requests_total{api="kafka_Produce"} 5"#), "{text}");
     assert!(text.contains(r#"sluice_requests_total{api="kafka_ApiVersions"} 1"#));
+}
+
+/// `acks=-1` is answered only once the batch is on stable storage: with
+/// a 300 ms flush interval the answer waits for the flush, so the log's
+/// durable offset covers the batch when it arrives (answering after the
+/// append alone would find it at 0), while `acks=1` is answered before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acks_all_is_answered_after_the_flush_that_covers_the_batch() {
+    let broker = TestBroker::start(|c| {
+        c.auto_create_topics = true;
+        c.topic_defaults.fsync = FsyncPolicy::Interval(Duration::from_millis(300));
+    })
+    .await;
+    let mut c = KafkaConn::connect(broker.kafka.expect("the Kafka listener is on")).await;
+    let durable = || broker.server().broker().partition("durable", 0).unwrap().log().durable_offset();
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("durable", 1, batch(2, None))).await;
+    assert_eq!(part(&r), (0, 0));
+    assert_eq!(durable(), 0, "acks=1 is answered after the append, before the timed flush");
+    let r: ProduceResponse = c.call(ApiKey::Produce, 9, &produce("durable", -1, batch(3, None))).await;
+    assert_eq!(part(&r), (0, 2));
+    assert!(durable() >= 5, "acks=-1 answered before its batch was synced: durable offset {}", durable());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
