@@ -27,7 +27,7 @@ pub async fn alter(
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: AlterConfigsRequest = decode(&header, &mut body)?;
     let validate_only = req.validate_only;
-    super::topics::blocking(header, move || {
+    super::wire::blocking(header, move || {
         let mut response = AlterConfigsResponse::default();
         for resource in req.resources {
             let mut out = AlterConfigsResourceResponse::default();

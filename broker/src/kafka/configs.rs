@@ -170,7 +170,7 @@ pub async fn alter(
     mut body: Bytes,
 ) -> Result<Option<Chunks>, KafkaError> {
     let req: IncrementalAlterConfigsRequest = decode(&header, &mut body)?;
-    super::topics::blocking(header, move || {
+    super::wire::blocking(header, move || {
         let mut response = IncrementalAlterConfigsResponse::default();
         for resource in req.resources {
             let mut out = AlterConfigsResourceResponse::default();

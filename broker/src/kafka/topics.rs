@@ -21,24 +21,11 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
 use super::configs::{entries, to_sluice};
-use super::wire::{decode, encode, Chunks, Header};
+use super::wire::{blocking, decode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
 use crate::errors::BrokerError;
 use crate::topics::validate_topic_name;
-
-/// Runs `f` on a blocking thread and encodes what it returns.
-pub(super) async fn blocking<T: kafka_protocol::protocol::Encodable + Send + 'static>(
-    header: Header,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<Option<Chunks>, KafkaError> {
-    let response = tokio::task::spawn_blocking(f).await.map_err(|e| KafkaError::Encode {
-        api: header.api,
-        version: header.version,
-        reason: e.to_string(),
-    })?;
-    encode(&header, &response).map(Some)
-}
 
 fn message(e: &BrokerError) -> Option<StrBytes> {
     Some(StrBytes::from_string(e.to_string()))

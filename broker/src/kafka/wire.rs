@@ -101,6 +101,19 @@ pub fn response_header(header: &Header, body: usize) -> BytesMut {
     buf
 }
 
+/// Runs `f` on a blocking thread and encodes what it returns.
+pub(super) async fn blocking<T: kafka_protocol::protocol::Encodable + Send + 'static>(
+    header: Header,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<Option<Chunks>, KafkaError> {
+    let response = tokio::task::spawn_blocking(f).await.map_err(|e| KafkaError::Encode {
+        api: header.api,
+        version: header.version,
+        reason: e.to_string(),
+    })?;
+    encode(&header, &response).map(Some)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
