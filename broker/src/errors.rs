@@ -123,6 +123,51 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    /// This broker does not lead the partition (it follows, is offline,
+    /// or its lease lapsed): the client refreshes metadata.
+    #[error("{topic}/{partition}: this broker is not the partition's leader")]
+    NotLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// A request carried a leader epoch that is not the partition's
+    /// current one.
+    #[error("{topic}/{partition}: leader epoch {got} is not the current {current}")]
+    FencedLeaderEpoch {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The epoch the request carried.
+        got: u32,
+        /// The partition's epoch here.
+        current: u32,
+    },
+    /// Fewer in-sync replicas than `min_insync_replicas` for a durable write.
+    #[error("{topic}/{partition}: {isr} in-sync replicas, {min} required")]
+    NotEnoughReplicas {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The in-sync replicas now.
+        isr: usize,
+        /// `min_insync_replicas`.
+        min: usize,
+    },
+    /// A replication factor the cluster cannot place.
+    #[error("replication factor {asked}: {why}")]
+    InvalidReplicationFactor {
+        /// The factor asked for.
+        asked: u32,
+        /// Why it cannot be placed.
+        why: String,
+    },
+    /// The cluster controller has no leader or did not answer.
+    #[error("cluster controller not available: {0}")]
+    ControllerNotAvailable(String),
     /// A bug or an unexpected failure; the log has details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -161,6 +206,11 @@ impl BrokerError {
             BrokerError::CorruptBatch(_) => ErrorCode::CorruptBatch,
             BrokerError::Timeout(_) => ErrorCode::RequestTimedOut,
             BrokerError::ShuttingDown => ErrorCode::BrokerNotAvailable,
+            BrokerError::NotLeader { .. } => ErrorCode::NotLeaderOrFollower,
+            BrokerError::FencedLeaderEpoch { .. } => ErrorCode::FencedLeaderEpoch,
+            BrokerError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
+            BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
+            BrokerError::ControllerNotAvailable(_) => ErrorCode::ControllerNotAvailable,
             BrokerError::Group(e) => group_code(e),
             BrokerError::Storage(e) => storage_code(e),
             // Start-up failures: no client hears of them.

@@ -19,6 +19,7 @@ pub mod handlers;
 pub mod kafka;
 pub mod metrics;
 pub mod partition;
+pub mod replication;
 pub mod server;
 pub mod storage;
 pub mod topics;

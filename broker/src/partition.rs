@@ -128,6 +128,8 @@ pub struct Partition {
     appends_since_flush: AtomicU64,
     /// Flush metrics.
     metrics: Arc<Metrics>,
+    /// Leader, follower, offline, or a single node's partition.
+    pub(crate) role: crate::replication::RoleCell,
     /// Injected faults (unit tests only).
     #[cfg(test)]
     faults: Faults,
@@ -178,6 +180,7 @@ impl Partition {
             counters,
             appends_since_flush: AtomicU64::new(0),
             metrics,
+            role: crate::replication::RoleCell::default(),
             #[cfg(test)]
             faults: Faults::default(),
         }

@@ -100,6 +100,18 @@ error_codes! {
     InvalidTimestamp = 25, false, "a record timestamp is outside the topic's accepted window around the broker's clock";
     /// The broker keeps as many groups as `max_groups` allows.
     TooManyGroups = 26, false, "the broker has reached max_groups: delete unused groups or raise the limit";
+    /// This broker is not the partition's leader (it follows, or holds no
+    /// copy): refresh metadata and send to the leader.
+    NotLeaderOrFollower = 27, true, "this broker is not the leader of the partition: refresh metadata";
+    /// The request carried a leader epoch older (or newer) than the
+    /// partition's current one.
+    FencedLeaderEpoch = 28, true, "the leader epoch in the request is not the partition's current one";
+    /// Fewer replicas are in sync than the topic's `min_insync_replicas`.
+    NotEnoughReplicas = 29, true, "fewer in-sync replicas than min_insync_replicas";
+    /// A replication factor of 0 or above the number of live brokers.
+    InvalidReplicationFactor = 30, false, "the replication factor is 0 or more than the live brokers";
+    /// The cluster controller has no leader or did not answer in time.
+    ControllerNotAvailable = 31, true, "the cluster controller is not available: retry";
 }
 
 impl ErrorCode {

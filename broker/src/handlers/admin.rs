@@ -102,6 +102,10 @@ fn describe(topic: &Topic) -> TopicMetadata {
                 high_watermark: s.high_watermark,
                 size_bytes: s.size_bytes,
                 segment_count: s.segment_count,
+                leader: 0,
+                leader_epoch: 0,
+                replicas: vec![0],
+                isr: vec![0],
             }
         })
         .collect();
@@ -175,7 +179,7 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
             })
             .collect()
     };
-    Ok(MetadataResponse { topics })
+    Ok(MetadataResponse { node_id: 0, brokers: vec![], topics })
 }
 
 /// The topic `name`, created when missing and the broker auto-creates

@@ -79,6 +79,11 @@ pub fn code_of(code: ErrorCode) -> i16 {
         ErrorCode::BrokerNotAvailable => ResponseError::NotLeaderOrFollower,
         ErrorCode::InvalidProducerEpoch => ResponseError::InvalidProducerEpoch,
         ErrorCode::InvalidTimestamp => ResponseError::InvalidTimestamp,
+        ErrorCode::NotLeaderOrFollower => ResponseError::NotLeaderOrFollower,
+        ErrorCode::FencedLeaderEpoch => ResponseError::FencedLeaderEpoch,
+        ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
+        ErrorCode::InvalidReplicationFactor => ResponseError::InvalidReplicationFactor,
+        ErrorCode::ControllerNotAvailable => ResponseError::NotController,
         _ => ResponseError::UnknownServerError,
     };
     kafka.code()

@@ -46,7 +46,10 @@ pub use list_groups::{GroupListing, ListGroupsRequest, ListGroupsResponse};
 pub use list_offsets::{
     ListOffsetsPartition, ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, OffsetSpec,
 };
-pub use metadata::{MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, MAX_NAMED_TOPICS};
+pub use metadata::{
+    BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, MAX_NAMED_TOPICS,
+    NO_LEADER,
+};
 pub use offset_commit::{CommitOffset, OffsetCommitRequest, OffsetCommitResponse, PartitionResult};
 pub use offset_fetch::{FetchedOffset, OffsetFetchRequest, OffsetFetchResponse, NO_OFFSET};
 pub use produce::{Acks, ProduceRequest, ProduceResponse};

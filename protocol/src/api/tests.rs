@@ -35,25 +35,37 @@ fn arb_spec() -> impl Strategy<Value = OffsetSpec> {
     ]
 }
 fn arb_partition_metadata() -> impl Strategy<Value = PartitionMetadata> {
-    (any::<u32>(), arb_code(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()).prop_map(
-        |(
-            partition,
-            error_code,
-            log_start_offset,
-            log_end_offset,
-            high_watermark,
-            size_bytes,
-            segment_count,
-        )| PartitionMetadata {
-            partition,
-            error_code,
-            log_start_offset,
-            log_end_offset,
-            high_watermark,
-            size_bytes,
-            segment_count,
-        },
+    let replicas = || proptest::collection::vec(any::<u64>(), 0..4);
+    (
+        (any::<u32>(), arb_code(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>(), any::<u32>()),
+        (any::<i64>(), any::<u32>(), replicas(), replicas()),
     )
+        .prop_map(
+            |(
+                (
+                    partition,
+                    error_code,
+                    log_start_offset,
+                    log_end_offset,
+                    high_watermark,
+                    size_bytes,
+                    segment_count,
+                ),
+                (leader, leader_epoch, replicas, isr),
+            )| PartitionMetadata {
+                partition,
+                error_code,
+                log_start_offset,
+                log_end_offset,
+                high_watermark,
+                size_bytes,
+                segment_count,
+                leader,
+                leader_epoch,
+                replicas,
+                isr,
+            },
+        )
 }
 
 fn round_trip<M: Message + PartialEq + std::fmt::Debug>(m: &M) {
@@ -95,7 +107,11 @@ proptest! {
                        name in arb_string(), code in arb_code(), configs in arb_configs(),
                        partitions in proptest::collection::vec(arb_partition_metadata(), 0..10)) {
         round_trip(&ApiVersionsResponse { apis: apis.into_iter().map(|(api_key, min_version, max_version)| ApiVersionRange { api_key, min_version, max_version }).collect() });
-        round_trip(&MetadataResponse { topics: vec![TopicMetadata { error_code: code, name, configs, partitions }] });
+        round_trip(&MetadataResponse {
+            node_id: 2,
+            brokers: vec![BrokerMetadata { id: 2, addr: "127.0.0.1:9000".into() }],
+            topics: vec![TopicMetadata { error_code: code, name, configs, partitions }],
+        });
         round_trip(&MetadataResponse::default());
         round_trip(&CreateTopicResponse);
         round_trip(&DeleteTopicResponse);
@@ -242,6 +258,8 @@ fn samples() -> Vec<(&'static str, Bytes)> {
         (
             "metadata_response",
             MetadataResponse {
+                node_id: 0,
+                brokers: vec![BrokerMetadata { id: 0, addr: "127.0.0.1:7070".into() }],
                 topics: vec![TopicMetadata {
                     error_code: ErrorCode::None,
                     name: "t".into(),
@@ -254,6 +272,10 @@ fn samples() -> Vec<(&'static str, Bytes)> {
                         high_watermark: 2,
                         size_bytes: 150,
                         segment_count: 1,
+                        leader: 0,
+                        leader_epoch: 0,
+                        replicas: vec![0],
+                        isr: vec![0],
                     }],
                 }],
             }
