@@ -9,12 +9,13 @@ use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::clustering::ClusterHandle;
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
 use crate::groups::Coordinator;
 use crate::metrics::Metrics;
 use crate::partition::Partition;
-use crate::storage::{durable, StorageError};
+use crate::storage::{durable, LogConfig, StorageError};
 use crate::topics::{LoadReport, Topic, Topics};
 
 /// The data directory's format version: 2 = batches are Kafka's
@@ -48,6 +49,11 @@ pub struct Broker {
     pub started: Instant,
     /// The data directory's exclusive lock, released by `close`.
     lock: std::sync::Mutex<Option<std::fs::File>>,
+    /// Cluster mode: the controller handle, set once at start; unset on a
+    /// single-node broker.
+    cluster: std::sync::OnceLock<Arc<ClusterHandle>>,
+    /// The client listener's bound address, once bound.
+    client_addr: std::sync::OnceLock<String>,
 }
 
 pub use crate::storage::now_ms;
@@ -164,6 +170,8 @@ impl Broker {
             tasks: TaskTracker::new(),
             started: Instant::now(),
             lock: std::sync::Mutex::new(Some(lock)),
+            cluster: std::sync::OnceLock::new(),
+            client_addr: std::sync::OnceLock::new(),
         });
         for topic in broker.topics.list() {
             broker.start_flushers(&topic);
@@ -171,6 +179,27 @@ impl Broker {
         broker.tasks.spawn(Arc::clone(&broker).run_retention());
         broker.tasks.spawn(Arc::clone(&broker).run_group_sweeper());
         Ok((broker, report))
+    }
+
+    /// The controller handle of a clustered broker; `None` on a single node.
+    pub fn cluster(&self) -> Option<&Arc<ClusterHandle>> {
+        self.cluster.get()
+    }
+
+    /// The address clients reach this broker at: the client listener's
+    /// bound address (the configured one until it is bound).
+    pub fn client_addr(&self) -> String {
+        self.client_addr.get().cloned().unwrap_or_else(|| self.config.listen.clone())
+    }
+
+    /// Records the client listener's bound address (once, at start).
+    pub fn set_client_addr(&self, addr: std::net::SocketAddr) {
+        let _ = self.client_addr.set(addr.to_string());
+    }
+
+    /// Makes this broker clustered (once, at start, before serving).
+    pub fn set_cluster(&self, handle: Arc<ClusterHandle>) {
+        let _ = self.cluster.set(handle);
     }
 
     fn start_flushers(&self, topic: &Topic) {
@@ -188,6 +217,11 @@ impl Broker {
     pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
         let t = match self.topics.get(topic) {
             Some(t) => t,
+            None if self.config.auto_create_topics && self.cluster().is_some() => {
+                // Through the controller: the client retries meanwhile.
+                self.auto_create_in_cluster(topic);
+                return Err(BrokerError::UnknownTopic(topic.to_owned()));
+            }
             None if self.config.auto_create_topics => {
                 match self.create_topic(topic, self.config.default_partitions, &[]) {
                     Ok(t) => t,
@@ -230,22 +264,66 @@ impl Broker {
         partitions: u32,
         configs: &[(String, String)],
     ) -> Result<Arc<Topic>, BrokerError> {
+        if self.cluster().is_some() {
+            return Err(BrokerError::InvalidConfig(
+                "a clustered broker creates topics through the controller only".into(),
+            ));
+        }
+        let mut config = self.config.topic_defaults.clone();
+        for (k, v) in configs {
+            if k == "replication_factor" {
+                single_copy(v)?;
+                continue;
+            }
+            config.set(k, v).map_err(BrokerError::InvalidConfig)?;
+        }
+        self.create_topic_with(name, partitions, config, uuid::Uuid::new_v4())
+    }
+
+    /// Creates a topic with these settings and id (the reconcile loop's
+    /// call in cluster mode). Blocking.
+    ///
+    /// # Errors
+    /// As [`create_topic`](Self::create_topic).
+    pub fn create_topic_with(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: LogConfig,
+        id: uuid::Uuid,
+    ) -> Result<Arc<Topic>, BrokerError> {
         if partitions == 0 || partitions > self.config.max_partitions {
             return Err(BrokerError::InvalidPartitions {
                 count: partitions,
                 max: self.config.max_partitions,
             });
         }
-        let mut config = self.config.topic_defaults.clone();
-        for (k, v) in configs {
-            config.set(k, v).map_err(BrokerError::InvalidConfig)?;
-        }
-        let topic = self.topics.create(name, partitions, config)?;
+        let topic = self.topics.create_with_id(name, partitions, config, id)?;
         self.start_flushers(&topic);
         tracing::info!(topic = name, id = %topic.id(), partitions, "topic created");
         // Offsets of an earlier topic of this name are not this one's.
         self.groups.drop_stale_offsets(&self.topics, name)?;
         Ok(topic)
+    }
+
+    /// Proposes creating `name` with the defaults to the controller, in
+    /// the background (auto-create on a clustered broker).
+    fn auto_create_in_cluster(&self, name: &str) {
+        let (Some(cluster), Ok(handle)) = (self.cluster(), tokio::runtime::Handle::try_current()) else {
+            return;
+        };
+        let cluster = Arc::clone(cluster);
+        let cmd = crate::cluster::state::Command::CreateTopic {
+            name: name.to_owned(),
+            partitions: self.config.default_partitions,
+            replication_factor: cluster.settings.default_replication_factor,
+            config: std::collections::BTreeMap::new(),
+        };
+        handle.spawn(async move {
+            if let Err(e) = cluster.propose(cmd, |_, _| true).await {
+                tracing::debug!(error = %e, "auto-creating a topic through the controller");
+            }
+        });
     }
 
     /// Grows topic `name` to `count` partitions (at most `max_partitions`)
@@ -336,6 +414,17 @@ impl Broker {
             lock.take();
         }
         closed
+    }
+}
+
+/// A single-node broker keeps one copy of each partition.
+fn single_copy(value: &str) -> Result<(), BrokerError> {
+    match value.trim().parse::<i64>() {
+        Ok(1 | -1) => Ok(()),
+        _ => Err(BrokerError::InvalidReplicationFactor {
+            asked: value.trim().parse().unwrap_or(0),
+            why: "a single-node broker keeps one copy (start a cluster for more)".into(),
+        }),
     }
 }
 

@@ -5,6 +5,7 @@
 //! `127.0.0.1:9092`. `sluice.example.toml` in
 //! the repository documents every key.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,61 @@ pub struct BrokerConfig {
     pub max_request_timeout_ms: u32,
     /// Settings every new topic starts from.
     pub topic_defaults: LogConfig,
+    /// Cluster mode: this broker's node id (`--node-id`); unset runs a
+    /// single-node broker with no controller.
+    pub node_id: Option<u64>,
+    /// Cluster mode: the peer listener (controller and replication
+    /// traffic, `--peer-listen`).
+    pub peer_listen: String,
+    /// Cluster mode: every voter, this node included, node id (as text,
+    /// TOML keys are strings) to peer address (`--peers`).
+    pub peers: BTreeMap<String, String>,
+    /// Cluster mode: peers must present the same id (`--cluster-id`).
+    pub cluster_id: String,
+    /// Copies of each partition of a new topic when the request names
+    /// none: unset is 1 on a single node, min(3, voters) in a cluster.
+    pub default_replication_factor: Option<u16>,
+    /// A follower that has not caught up for this long leaves the ISR.
+    pub replica_lag_time_max_ms: u64,
+}
+
+/// The cluster settings of a broker started with `node_id`, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// This node's id.
+    pub node_id: u64,
+    /// Where this node's peer listener binds.
+    pub peer_listen: String,
+    /// Every voter: node id to peer address (this node's is `peer_listen`).
+    pub peers: BTreeMap<u64, String>,
+    /// The cluster's id.
+    pub cluster_id: String,
+    /// The replication factor of a topic created without one.
+    pub default_replication_factor: u16,
+}
+
+/// The default cluster id.
+pub const DEFAULT_CLUSTER_ID: &str = "sluice";
+
+/// Parses `--peers`: `ID=HOST:PORT` pairs separated by commas.
+///
+/// # Errors
+/// A pair without `=`, an id that is not a number, an empty address, or
+/// an id given twice, named in the message.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<String, String>, ConfigError> {
+    let mut peers = BTreeMap::new();
+    for pair in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let bad = |why: &str| ConfigError::Invalid(format!("--peers: `{pair}`: {why}"));
+        let (id, addr) = pair.split_once('=').ok_or_else(|| bad("expected ID=HOST:PORT"))?;
+        let id: u64 = id.trim().parse().map_err(|_| bad("the node id is not a number"))?;
+        if addr.trim().is_empty() {
+            return Err(bad("the address is empty"));
+        }
+        if peers.insert(id.to_string(), addr.trim().to_owned()).is_some() {
+            return Err(bad("node id given twice"));
+        }
+    }
+    Ok(peers)
 }
 
 impl Default for BrokerConfig {
@@ -91,6 +147,12 @@ impl Default for BrokerConfig {
             group_initial_rebalance_delay_ms: 100,
             max_request_timeout_ms: 30_000,
             topic_defaults: LogConfig::default(),
+            node_id: None,
+            peer_listen: String::new(),
+            peers: BTreeMap::new(),
+            cluster_id: DEFAULT_CLUSTER_ID.into(),
+            default_replication_factor: None,
+            replica_lag_time_max_ms: 10_000,
         }
     }
 }
@@ -160,7 +222,66 @@ impl BrokerConfig {
         if self.max_request_timeout_ms == 0 {
             return bad("max_request_timeout_ms must be positive");
         }
+        if self.replica_lag_time_max_ms == 0 {
+            return bad("replica_lag_time_max_ms must be positive");
+        }
+        self.cluster()?;
         self.topic_defaults.validate().map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
+    }
+
+    /// The cluster settings, or `None` for a single-node broker (no
+    /// `node_id`, no `peers`, no `peer_listen`).
+    ///
+    /// # Errors
+    /// Cluster settings given in part (`--peers` without `--node-id`, ...),
+    /// a peer id that is not a number, this node missing from `peers`, or
+    /// a default replication factor of 0 or over the voter count; the
+    /// message names the flag.
+    pub fn cluster(&self) -> Result<Option<ClusterSettings>, ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        let Some(node_id) = self.node_id else {
+            if !self.peers.is_empty() || !self.peer_listen.is_empty() {
+                return bad("--peers and --peer-listen need --node-id (node_id)".into());
+            }
+            return match self.default_replication_factor {
+                Some(rf) if rf != 1 => bad(format!(
+                    "default_replication_factor {rf}: a single-node broker keeps one copy"
+                )),
+                _ => Ok(None),
+            };
+        };
+        if self.peer_listen.is_empty() {
+            return bad("--node-id needs --peer-listen (peer_listen)".into());
+        }
+        let mut peers = BTreeMap::new();
+        for (id, addr) in &self.peers {
+            let Ok(n) = id.trim().parse::<u64>() else {
+                return bad(format!("--peers (peers): node id `{id}` is not a number"));
+            };
+            peers.insert(n, addr.clone());
+        }
+        if !peers.contains_key(&node_id) {
+            return bad(format!("--node-id {node_id} is not in --peers (peers)"));
+        }
+        // This node's own entry is where its peer listener binds.
+        peers.insert(node_id, self.peer_listen.clone());
+        if self.cluster_id.is_empty() {
+            return bad("--cluster-id (cluster_id) must not be empty".into());
+        }
+        let voters = u16::try_from(peers.len()).unwrap_or(u16::MAX);
+        let default_replication_factor = self.default_replication_factor.unwrap_or(voters.min(3));
+        if default_replication_factor == 0 || default_replication_factor > voters {
+            return bad(format!(
+                "default_replication_factor {default_replication_factor} with {voters} voters in --peers"
+            ));
+        }
+        Ok(Some(ClusterSettings {
+            node_id,
+            peer_listen: self.peer_listen.clone(),
+            peers,
+            cluster_id: self.cluster_id.clone(),
+            default_replication_factor,
+        }))
     }
 }
 
@@ -196,5 +317,48 @@ mod tests {
             250
         );
         assert!(BrokerConfig::from_toml("[topic_defaults]\nfsync = \"sometimes\"").is_err());
+    }
+
+    fn invalid(text: &str) -> String {
+        match BrokerConfig::from_toml(text) {
+            Err(ConfigError::Invalid(m)) => m,
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn no_cluster_settings_is_a_single_node() {
+        assert_eq!(BrokerConfig::default().cluster().unwrap(), None);
+        assert!(invalid("default_replication_factor = 3").contains("single-node"));
+        assert!(invalid("peer_listen = \"127.0.0.1:1\"").contains("--node-id"));
+    }
+
+    #[test]
+    fn cluster_settings_parse_and_name_the_bad_flag() {
+        let text = "node_id = 2\npeer_listen = \"127.0.0.1:7002\"\n\
+                    [peers]\n1 = \"h1:7001\"\n2 = \"ignored:1\"\n3 = \"h3:7003\"\n";
+        let c = BrokerConfig::from_toml(text).unwrap().cluster().unwrap().unwrap();
+        assert_eq!(c.node_id, 2);
+        assert_eq!(c.peers[&1], "h1:7001");
+        assert_eq!(c.peers[&2], "127.0.0.1:7002", "its own entry is its peer listener");
+        assert_eq!(c.default_replication_factor, 3);
+        assert_eq!(c.cluster_id, DEFAULT_CLUSTER_ID);
+        assert!(invalid("node_id = 1\n[peers]\n1 = \"a:1\"").contains("--peer-listen"));
+        assert!(invalid("node_id = 4\npeer_listen = \"a:1\"\n[peers]\n1 = \"a:1\"").contains("--node-id 4"));
+        assert!(invalid("node_id = 1\npeer_listen = \"a:1\"\n[peers]\nx = \"a:1\"").contains("`x`"));
+        let two = "node_id = 1\npeer_listen = \"a:1\"\ndefault_replication_factor = 3\n\
+                   [peers]\n1 = \"a:1\"\n2 = \"b:1\"";
+        assert!(invalid(two).contains("2 voters"));
+    }
+
+    #[test]
+    fn peers_flag_parses_and_names_the_bad_pair() {
+        let p = parse_peers("1=127.0.0.1:7001, 2=h:7002,3=h:7003").unwrap();
+        assert_eq!(p.len(), 3);
+        assert_eq!(p["2"], "h:7002");
+        for (text, part) in [("1=a:1,2", "`2`"), ("x=a:1", "not a number"), ("1=", "empty"), ("1=a:1,1=b:1", "twice")] {
+            let e = parse_peers(text).unwrap_err().to_string();
+            assert!(e.contains("--peers") && e.contains(part), "{text}: {e}");
+        }
     }
 }

@@ -10,6 +10,7 @@ pub mod broker;
 #[cfg(feature = "cli")]
 pub mod cli;
 pub mod cluster;
+pub mod clustering;
 pub mod config;
 pub mod connection;
 pub mod errors;
@@ -19,6 +20,7 @@ pub mod handlers;
 pub mod kafka;
 pub mod metrics;
 pub mod partition;
+pub mod reconcile;
 pub mod replication;
 pub mod server;
 pub mod storage;

@@ -170,6 +170,14 @@ pub struct Metrics {
     pub connections_refused: Counter,
     /// Start-up recovery time.
     pub recovery_seconds: FloatGauge,
+    /// Cluster mode: partitions whose ISR is smaller than their replicas.
+    pub under_replicated_partitions: Gauge,
+    /// Cluster mode: partitions with no leader.
+    pub offline_partitions: Gauge,
+    /// Cluster mode: the controller leader's node id (-1: none known).
+    pub controller_leader: Gauge,
+    /// Cluster mode: leader changes (epoch bumps) this broker has seen.
+    pub leader_elections: Counter,
     uptime_seconds: FloatGauge,
     log_start_offset: Family<PartitionLabels, Gauge>,
     log_end_offset: Family<PartitionLabels, Gauge>,
@@ -223,6 +231,10 @@ impl Metrics {
             connections: Gauge::default(),
             connections_refused: Counter::default(),
             recovery_seconds: FloatGauge::default(),
+            under_replicated_partitions: Gauge::default(),
+            offline_partitions: Gauge::default(),
+            controller_leader: Gauge::default(),
+            leader_elections: Counter::default(),
             uptime_seconds: FloatGauge::default(),
             log_start_offset: Family::default(),
             log_end_offset: Family::default(),
@@ -298,6 +310,26 @@ impl Metrics {
             self.recovery_seconds.clone(),
         );
         r.register("uptime_seconds", "Time since the broker started", self.uptime_seconds.clone());
+        r.register(
+            "under_replicated_partitions",
+            "Partitions whose in-sync replica set is smaller than their replica set (cluster mode)",
+            self.under_replicated_partitions.clone(),
+        );
+        r.register(
+            "offline_partitions",
+            "Partitions with no leader (cluster mode)",
+            self.offline_partitions.clone(),
+        );
+        r.register(
+            "controller_leader",
+            "Node id of the controller leader, -1 when none is known (cluster mode)",
+            self.controller_leader.clone(),
+        );
+        r.register(
+            "leader_elections",
+            "Partition leader changes seen by this broker (cluster mode)",
+            self.leader_elections.clone(),
+        );
     }
 
     /// Registers the gauges set from a [`Snapshot`] at each scrape.

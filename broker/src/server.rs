@@ -18,11 +18,15 @@ use tokio_util::sync::CancellationToken;
 use crate::accept::accept_connections;
 use crate::admin::{self, AdminState};
 use crate::broker::Broker;
-use crate::config::BrokerConfig;
+use crate::cluster::liveness::{self, BrokerAddrs, LivenessConfig};
+use crate::cluster::node::{ControllerConfig, ControllerNode};
+use crate::clustering::ClusterHandle;
+use crate::config::{BrokerConfig, ClusterSettings};
 use crate::connection;
 use crate::errors::BrokerError;
 use crate::kafka;
 use crate::metrics::Metrics;
+use crate::reconcile;
 use crate::topics::LoadReport;
 
 /// A running server.
@@ -38,6 +42,63 @@ pub struct Server {
     admin: Option<SocketAddr>,
     /// The Kafka listener's address, when on.
     kafka: Option<SocketAddr>,
+    /// Cluster mode: the peer listener's address.
+    peer: Option<SocketAddr>,
+}
+
+/// A clustered broker's controller and its loops.
+#[derive(Debug)]
+struct ClusterRun {
+    handle: Arc<ClusterHandle>,
+    liveness: tokio::task::JoinHandle<()>,
+    reconcile: tokio::task::JoinHandle<()>,
+}
+
+impl ClusterRun {
+    /// Stops the loops, then the controller node.
+    async fn stop(self) {
+        self.liveness.abort();
+        let _ = self.liveness.await;
+        self.reconcile.abort();
+        let _ = self.reconcile.await;
+        self.handle.shutdown().await;
+        tracing::info!("controller stopped");
+    }
+}
+
+/// Binds the peer listener and starts the controller node, the liveness
+/// loop (registering this broker's addresses) and the reconcile loop.
+async fn start_cluster(
+    broker: &Arc<Broker>,
+    mut settings: ClusterSettings,
+    client: SocketAddr,
+    kafka: Option<SocketAddr>,
+) -> Result<(ClusterRun, SocketAddr), BrokerError> {
+    let listen = settings.peer_listen.clone();
+    let listen_error = |source| BrokerError::Listen { addr: listen.clone(), source };
+    let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
+    let peer = listener.local_addr().map_err(listen_error)?;
+    settings.peers.insert(settings.node_id, peer.to_string());
+    let cfg = ControllerConfig::new(
+        settings.node_id,
+        &settings.cluster_id,
+        broker.config.data_dir.clone(),
+        settings.peers.clone(),
+    );
+    let node = ControllerNode::start(cfg, listener)
+        .await
+        .map_err(|e| BrokerError::Internal(format!("the cluster controller failed to start: {e}")))?;
+    let node = Arc::new(node);
+    let handle = ClusterHandle::new(Arc::clone(&node), settings);
+    broker.set_cluster(Arc::clone(&handle));
+    let addrs = BrokerAddrs {
+        client_addr: client.to_string(),
+        kafka_addr: kafka.map(|a| a.to_string()),
+        peer_addr: peer.to_string(),
+    };
+    let liveness = liveness::spawn(node, addrs, LivenessConfig::default());
+    let reconcile = reconcile::spawn(Arc::clone(broker), Arc::clone(&handle), broker.shutdown.child_token());
+    Ok((ClusterRun { handle, liveness, reconcile }, peer))
 }
 
 impl Server {
@@ -71,6 +132,7 @@ impl Server {
         let listen_error = |source| BrokerError::Listen { addr: listen.clone(), source };
         let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
         let addr = listener.local_addr().map_err(listen_error)?;
+        broker.set_client_addr(addr);
         let permits = Arc::new(Semaphore::new(broker.config.max_connections));
         let (kafka, kafka_task) = if broker.config.kafka_listen.is_empty() {
             (None, None)
@@ -78,9 +140,17 @@ impl Server {
             let (addr, task) = kafka::listener::start(Arc::clone(&broker), Arc::clone(&permits)).await?;
             (Some(addr), Some(task))
         };
-        let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener, permits, kafka_task));
+        let settings = broker.config.cluster().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
+        let (cluster, peer) = match settings {
+            Some(settings) => {
+                let (run, peer) = start_cluster(&broker, settings, addr, kafka).await?;
+                (Some(run), Some(peer))
+            }
+            None => (None, None),
+        };
+        let task = tokio::spawn(accept_loop(Arc::clone(&broker), listener, permits, kafka_task, cluster));
         state.ready.store(true, std::sync::atomic::Ordering::Release);
-        Ok((Self { broker, addr, task, admin, kafka }, report))
+        Ok((Self { broker, addr, task, admin, kafka, peer }, report))
     }
 
     /// The admin HTTP listener's address, when it is on.
@@ -91,6 +161,11 @@ impl Server {
     /// The Kafka listener's address, when it is on.
     pub fn kafka_addr(&self) -> Option<SocketAddr> {
         self.kafka
+    }
+
+    /// Cluster mode: the peer listener's address.
+    pub fn peer_addr(&self) -> Option<SocketAddr> {
+        self.peer
     }
 
     /// The address clients connect to.
@@ -120,12 +195,14 @@ impl Server {
 
 /// Accepts native clients until shutdown; then drains them, waits for the
 /// Kafka listener (`kafka`) to drain its own, and closes the broker.
-/// `permits` bounds the connections of both listeners together.
+/// `permits` bounds the connections of both listeners together; a
+/// clustered broker's controller stops before the partitions close.
 async fn accept_loop(
     broker: Arc<Broker>,
     listener: TcpListener,
     permits: Arc<Semaphore>,
     kafka: Option<tokio::task::JoinHandle<()>>,
+    cluster: Option<ClusterRun>,
 ) -> Result<(), BrokerError> {
     let connections = TaskTracker::new();
     accept_connections(&broker, listener, permits, &connections, "native", |socket, peer, permit| {
@@ -137,6 +214,9 @@ async fn accept_loop(
     connections.wait().await;
     if let Some(kafka) = kafka {
         let _ = kafka.await;
+    }
+    if let Some(cluster) = cluster {
+        cluster.stop().await;
     }
     broker.close().await?;
     tracing::info!("shutdown complete: partitions flushed and closed cleanly");

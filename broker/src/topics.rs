@@ -247,6 +247,22 @@ impl Topics {
     /// `InvalidTopicName`, `TopicAlreadyExists` (also for a topic on disk
     /// that failed to load: delete it first), `OpenFileLimit`, `Storage`.
     pub fn create(&self, name: &str, partitions: u32, config: LogConfig) -> Result<Arc<Topic>, BrokerError> {
+        self.create_with_id(name, partitions, config, Uuid::new_v4())
+    }
+
+    /// As [`create`](Self::create), with the topic's id given (a clustered
+    /// broker's reconcile loop derives it from the controller's topic id,
+    /// so every replica's topic has the same one).
+    ///
+    /// # Errors
+    /// As [`create`](Self::create).
+    pub fn create_with_id(
+        &self,
+        name: &str,
+        partitions: u32,
+        config: LogConfig,
+        id: Uuid,
+    ) -> Result<Arc<Topic>, BrokerError> {
         validate_topic_name(name)?;
         let _admin = self.admin.lock().map_err(|_| poisoned("admin lock"))?;
         let dir = self.dir.join(name);
@@ -257,7 +273,6 @@ impl Topics {
         if needed > available {
             return Err(BrokerError::OpenFileLimit { topic: name.to_owned(), partitions, needed, available });
         }
-        let id = Uuid::new_v4();
         let file = TopicFile { name: name.to_owned(), id: Some(id), partitions, config };
         let staging = layout::staging_dir(&self.dir, layout::Staging::Creating, id);
         let built = Self::build(&staging, &file).and_then(|()| Ok(durable::rename_durably(&staging, &dir)?));

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::common::{runtime, CliError};
-use crate::config::BrokerConfig;
+use crate::config::{parse_peers, BrokerConfig};
 use crate::server::Server;
 use crate::storage::FsyncPolicy;
 
@@ -41,6 +41,19 @@ pub struct ServeArgs {
     /// Longest a request waits for its answer (ms), whatever the client asks.
     #[arg(long, env = "SLUICE_MAX_REQUEST_TIMEOUT_MS")]
     max_request_timeout_ms: Option<u32>,
+    /// Cluster mode: this broker's node id (also its controller node id).
+    #[arg(long, env = "SLUICE_NODE_ID")]
+    node_id: Option<u64>,
+    /// Cluster mode: address of the peer listener (controller and
+    /// replication traffic).
+    #[arg(long, env = "SLUICE_PEER_LISTEN")]
+    peer_listen: Option<String>,
+    /// Cluster mode: every voter, this node included: 1=HOST:PORT,2=HOST:PORT,...
+    #[arg(long, env = "SLUICE_PEERS")]
+    peers: Option<String>,
+    /// Cluster mode: peers must present the same cluster id.
+    #[arg(long, env = "SLUICE_CLUSTER_ID")]
+    cluster_id: Option<String>,
     /// Log format: text, or json for log shippers.
     #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
     log_format: LogFormat,
@@ -89,6 +102,9 @@ pub fn run(args: ServeArgs) -> Result<(), CliError> {
         if let Some(addr) = server.kafka_addr() {
             tracing::info!(addr = %addr, "kafka listening");
         }
+        if let Some(addr) = server.peer_addr() {
+            tracing::info!(addr = %addr, "peer listening");
+        }
         tracing::info!(
             addr = %server.local_addr(),
             data_dir = %data_dir.display(),
@@ -117,6 +133,7 @@ fn check_listeners(config: &BrokerConfig) -> Result<(), CliError> {
         ("client listener (--listen)", &config.listen),
         ("admin listener (--admin-listen)", &config.admin_listen),
         ("Kafka listener (--kafka-listen)", &config.kafka_listen),
+        ("peer listener (--peer-listen)", &config.peer_listen),
     ];
     let failed: Vec<String> = listeners
         .iter()
@@ -160,6 +177,18 @@ fn config(args: ServeArgs) -> Result<BrokerConfig, CliError> {
     }
     if let Some(v) = args.max_request_timeout_ms {
         config.max_request_timeout_ms = v;
+    }
+    if let Some(v) = args.node_id {
+        config.node_id = Some(v);
+    }
+    if let Some(v) = args.peer_listen {
+        config.peer_listen = v;
+    }
+    if let Some(v) = args.peers {
+        config.peers = parse_peers(&v)?;
+    }
+    if let Some(v) = args.cluster_id {
+        config.cluster_id = v;
     }
     config.validate()?;
     Ok(config)

@@ -120,6 +120,21 @@ pub enum Command {
         /// Topic name.
         name: String,
     },
+    /// Grows a topic to `count` partitions; the new ones are placed like a
+    /// created topic's, with the replication factor of partition 0.
+    AddPartitions {
+        /// Topic name.
+        name: String,
+        /// The new partition count (more than now).
+        count: u32,
+    },
+    /// Replaces a topic's settings.
+    AlterTopicConfig {
+        /// Topic name.
+        name: String,
+        /// The new settings, whole.
+        config: BTreeMap<String, String>,
+    },
     /// The partition's leader shrinks or expands its ISR.
     AlterIsr {
         /// Topic name.
@@ -151,6 +166,8 @@ impl fmt::Display for Command {
                 write!(f, "create topic {name} ({partitions} partitions, RF {replication_factor})")
             }
             Self::DeleteTopic { name } => write!(f, "delete topic {name}"),
+            Self::AddPartitions { name, count } => write!(f, "grow topic {name} to {count} partitions"),
+            Self::AlterTopicConfig { name, .. } => write!(f, "alter the config of topic {name}"),
             Self::AlterIsr { topic, partition, isr, .. } => {
                 write!(f, "alter ISR of {topic}/{partition} to {isr:?}")
             }
@@ -199,6 +216,16 @@ pub enum CommandError {
     /// Zero partitions asked for.
     #[error("a topic needs at least one partition")]
     InvalidPartitions,
+    /// A partition count that does not grow the topic.
+    #[error("topic {topic} has {current} partitions; {requested} does not add any")]
+    PartitionsNotGrown {
+        /// Topic name.
+        topic: String,
+        /// Its partitions now.
+        current: u32,
+        /// The count asked for.
+        requested: u32,
+    },
     /// More copies than live brokers (or zero).
     #[error("replication factor {requested} with {live} live brokers")]
     InvalidReplicationFactor {
@@ -270,6 +297,12 @@ impl ControllerState {
             }
             Command::DeleteTopic { name } => {
                 self.topics.remove(name).ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                Ok(Outcome::Done)
+            }
+            Command::AddPartitions { name, count } => self.add_partitions(name, *count),
+            Command::AlterTopicConfig { name, config } => {
+                let t = self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic(name.clone()))?;
+                t.config = config.clone();
                 Ok(Outcome::Done)
             }
             Command::AlterIsr { topic, partition, leader, leader_epoch, isr } => {
@@ -348,6 +381,31 @@ impl ControllerState {
         let topic = TopicState { id, config: config.clone(), partitions: parts };
         self.topics.insert(name.to_owned(), topic);
         Ok(Outcome::TopicCreated { id })
+    }
+
+    fn add_partitions(&mut self, name: &str, count: u32) -> ApplyResult {
+        let live = self.live_brokers();
+        let t = self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic(name.to_owned()))?;
+        let current = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
+        if count <= current {
+            return Err(CommandError::PartitionsNotGrown { topic: name.to_owned(), current, requested: count });
+        }
+        let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
+        if rf > live.len() {
+            let requested = u16::try_from(rf).unwrap_or(u16::MAX);
+            return Err(CommandError::InvalidReplicationFactor { requested, live: live.len() });
+        }
+        let placed = place_replicas(&live, t.id, count, rf);
+        for replicas in placed.into_iter().skip(current as usize) {
+            let p = PartitionState {
+                leader: replicas.first().copied(),
+                leader_epoch: 0,
+                isr: replicas.clone(),
+                replicas,
+            };
+            t.partitions.push(p);
+        }
+        Ok(Outcome::Done)
     }
 
     fn alter_isr(

@@ -181,8 +181,52 @@ fn heartbeat_and_delete_errors() {
 }
 
 #[test]
+fn add_partitions_places_new_ones_and_refuses_shrinking() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 2, 2)).unwrap();
+    let before = s.clone();
+    let grow = |count| Command::AddPartitions { name: "t".into(), count };
+    assert_eq!(
+        s.apply(&grow(2)),
+        Err(CommandError::PartitionsNotGrown { topic: "t".into(), current: 2, requested: 2 })
+    );
+    assert_eq!(
+        s.apply(&Command::AddPartitions { name: "x".into(), count: 3 }),
+        Err(CommandError::UnknownTopic("x".into()))
+    );
+    assert_eq!(s, before);
+    s.apply(&grow(5)).unwrap();
+    let t = &s.topics["t"];
+    assert_eq!(t.partitions.len(), 5);
+    assert_eq!(t.partitions[..2], before.topics["t"].partitions[..], "old partitions unchanged");
+    for p in &t.partitions[2..] {
+        assert_eq!(p.replicas.len(), 2);
+        assert_eq!((p.leader, p.leader_epoch, &p.isr), (Some(p.replicas[0]), 0, &p.replicas));
+    }
+}
+
+#[test]
+fn alter_topic_config_replaces_the_settings() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 1, 1)).unwrap();
+    let config = BTreeMap::from([("retention_ms".to_owned(), "5".to_owned())]);
+    s.apply(&Command::AlterTopicConfig { name: "t".into(), config: config.clone() }).unwrap();
+    assert_eq!(s.topics["t"].config, config);
+    assert_eq!(
+        s.apply(&Command::AlterTopicConfig { name: "x".into(), config }),
+        Err(CommandError::UnknownTopic("x".into()))
+    );
+}
+
+#[test]
 fn commands_round_trip_through_json() {
-    let cmds = [register(1, 5), create("t", 3, 2), Command::ExpireLeases { now_ms: 7 }];
+    let cmds = [
+        register(1, 5),
+        create("t", 3, 2),
+        Command::ExpireLeases { now_ms: 7 },
+        Command::AddPartitions { name: "t".into(), count: 4 },
+        Command::AlterTopicConfig { name: "t".into(), config: BTreeMap::new() },
+    ];
     for c in cmds {
         let json = serde_json::to_vec(&c).unwrap();
         assert_eq!(serde_json::from_slice::<Command>(&json).unwrap(), c);
@@ -197,6 +241,11 @@ fn arb_command() -> impl Strategy<Value = Command> {
         (id.clone(), 0u64..100).prop_map(|(id, t)| Command::BrokerHeartbeat { id, lease_until_ms: t }),
         ("[ab]", 1u32..4, 1u16..4).prop_map(|(n, p, rf)| create(&n, p, rf)),
         "[ab]".prop_map(|name| Command::DeleteTopic { name }),
+        ("[ab]", 0u32..6).prop_map(|(name, count)| Command::AddPartitions { name, count }),
+        ("[ab]", "[xy]").prop_map(|(name, v)| Command::AlterTopicConfig {
+            name,
+            config: BTreeMap::from([("retention_ms".to_owned(), v)])
+        }),
         ("[ab]", 0u32..3, id.clone(), 0u32..4, proptest::collection::vec(1u64..=4, 0..4)).prop_map(
             |(topic, partition, leader, leader_epoch, isr)| Command::AlterIsr {
                 topic,
@@ -215,7 +264,12 @@ type History = BTreeMap<(u64, usize), BTreeMap<u32, Option<BrokerId>>>;
 
 fn check_invariants(before: &ControllerState, after: &ControllerState, seen: &mut History) {
     for t in after.topics.values() {
+        if let Some(prev) = before.topics.values().find(|b| b.id == t.id) {
+            assert!(t.partitions.len() >= prev.partitions.len(), "a topic lost partitions");
+        }
         for (i, p) in t.partitions.iter().enumerate() {
+            let distinct: std::collections::BTreeSet<_> = p.replicas.iter().collect();
+            assert_eq!(distinct.len(), p.replicas.len(), "a replica twice: {p:?}");
             assert!(!p.isr.is_empty(), "empty ISR: {p:?}");
             assert!(p.isr.iter().all(|b| p.replicas.contains(b)), "ISR outside replicas: {p:?}");
             if let Some(l) = p.leader {

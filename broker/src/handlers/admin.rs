@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    supported_apis, AddPartitionsRequest, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
+    supported_apis, AddPartitionsRequest, BrokerMetadata, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
     ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
     DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata,
     StatusResponse, TopicMetadata,
@@ -13,6 +13,7 @@ use sluice_protocol::ErrorCode;
 
 use super::blocking;
 use crate::broker::Broker;
+use crate::clustering::admin as cluster_admin;
 use crate::errors::BrokerError;
 use crate::topics::Topic;
 
@@ -33,6 +34,11 @@ pub async fn create_topic(
     broker: Arc<Broker>,
     req: CreateTopicRequest,
 ) -> Result<CreateTopicResponse, BrokerError> {
+    if let Some(c) = broker.cluster() {
+        let configs = pairs(req.configs);
+        cluster_admin::create_topic(c, &broker.config, &req.name, req.partitions, &configs).await?;
+        return Ok(CreateTopicResponse);
+    }
     blocking(move || {
         broker.create_topic(&req.name, req.partitions, &pairs(req.configs)).map(|_| CreateTopicResponse)
     })
@@ -47,6 +53,10 @@ pub async fn delete_topic(
     broker: Arc<Broker>,
     req: DeleteTopicRequest,
 ) -> Result<DeleteTopicResponse, BrokerError> {
+    if let Some(c) = broker.cluster() {
+        cluster_admin::delete_topic(c, &req.name).await?;
+        return Ok(DeleteTopicResponse);
+    }
     blocking(move || {
         broker.delete_topic(&req.name)?;
         Ok(DeleteTopicResponse)
@@ -63,6 +73,10 @@ pub async fn alter_topic(
     broker: Arc<Broker>,
     req: AlterTopicRequest,
 ) -> Result<AlterTopicResponse, BrokerError> {
+    if let Some(c) = broker.cluster() {
+        cluster_admin::alter_topic(c, &broker.config, &req.name, &pairs(req.configs), false).await?;
+        return Ok(AlterTopicResponse);
+    }
     blocking(move || {
         let config = broker.topics.alter(&req.name, &pairs(req.configs))?;
         tracing::info!(topic = %req.name, ?config, "topic altered");
@@ -80,6 +94,10 @@ pub async fn add_partitions(
     broker: Arc<Broker>,
     req: AddPartitionsRequest,
 ) -> Result<AddPartitionsResponse, BrokerError> {
+    if let Some(c) = broker.cluster() {
+        let old_count = cluster_admin::add_partitions(c, &broker.config, &req.name, req.count).await?;
+        return Ok(AddPartitionsResponse { old_count, new_count: req.count });
+    }
     blocking(move || {
         let old_count = broker.add_partitions(&req.name, req.count)?;
         Ok(AddPartitionsResponse { old_count, new_count: req.count })
@@ -161,6 +179,9 @@ pub fn status(broker: &Broker) -> StatusResponse {
 /// None: an unknown topic (or one that could not be created) is answered
 /// in its entry.
 pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataResponse, BrokerError> {
+    if let Some(c) = broker.cluster() {
+        return Ok(super::cluster::metadata(broker, c, &req));
+    }
     let topics = if req.topics.is_empty() {
         broker.topics.list().iter().map(|t| describe(t)).collect()
     } else {
@@ -179,7 +200,8 @@ pub fn metadata(broker: &Broker, req: MetadataRequest) -> Result<MetadataRespons
             })
             .collect()
     };
-    Ok(MetadataResponse { node_id: 0, brokers: vec![], topics })
+    let brokers = vec![BrokerMetadata { id: 0, addr: broker.client_addr() }];
+    Ok(MetadataResponse { node_id: 0, brokers, topics })
 }
 
 /// The topic `name`, created when missing and the broker auto-creates

@@ -82,13 +82,20 @@ fn read_once(
     (FetchResponse { partitions }, total, any_error)
 }
 
+/// The partition, if this broker serves consumers from it (it leads it).
+fn readable(broker: &Broker, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
+    let p = super::partition(broker, topic, index)?;
+    p.check_readable()?;
+    Ok(p)
+}
+
 /// Handles a fetch request.
 ///
 /// # Errors
 /// None: failures are answered per partition.
 pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Result<FetchResponse, BrokerError> {
     let parts: Vec<_> =
-        req.partitions.iter().map(|p| super::partition(&broker, &p.topic, p.partition)).collect();
+        req.partitions.iter().map(|p| readable(&broker, &p.topic, p.partition)).collect();
     let mut watches: Vec<watch::Receiver<u64>> =
         parts.iter().flatten().map(|p| p.watch_high_watermark()).collect();
     let wait = Duration::from_millis(u64::from(req.max_wait_ms.min(broker.config.max_fetch_wait_ms)));

@@ -8,6 +8,7 @@
 //! ([`blocking_in_place`]), the rest on a blocking thread.
 
 mod admin;
+mod cluster;
 mod fetch;
 mod groups;
 mod offsets;
@@ -164,5 +165,6 @@ fn route(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         RequestBody::ResetOffsets(req) => pending(id, groups::reset_offsets(b, req)),
         RequestBody::DeleteGroup(req) => pending(id, groups::delete(b, req)),
         RequestBody::Status(_) => pending(id, async move { Ok(admin::status(&b)) }),
+        RequestBody::ClusterStatus(_) => pending(id, async move { Ok(cluster::status(&b)) }),
     }
 }

@@ -18,6 +18,7 @@ pub fn list_offsets(broker: &Broker, req: ListOffsetsRequest) -> Result<ListOffs
         .into_iter()
         .map(|p| {
             let found = super::partition(broker, &p.topic, p.partition).and_then(|part| {
+                part.check_readable()?;
                 let log = part.log();
                 Ok(match p.spec {
                     OffsetSpec::Earliest => (log.log_start_offset(), -1),

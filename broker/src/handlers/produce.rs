@@ -28,6 +28,7 @@ fn storage_error(broker: &Broker, topic: &str, e: BrokerError) -> BrokerError {
 
 fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appended), BrokerError> {
     let partition = super::partition(broker, &req.topic, req.partition)?;
+    partition.check_writable(req.acks == Acks::Durable)?;
     let appended = partition
         .append(req.batch, broker.config.max_frame_bytes, now_ms())
         .map_err(|e| storage_error(broker, &req.topic, e))?;

@@ -111,7 +111,11 @@ fn resolve(broker: &Broker, header: &Header, req: &FetchRequest) -> (Vec<TopicDa
             let partition = found
                 .as_ref()
                 .and_then(|f| usize::try_from(p.partition).ok().and_then(|i| f.partitions.get(i)).cloned())
-                .ok_or(missing);
+                .ok_or(missing)
+                .and_then(|part| match part.check_readable() {
+                    Ok(()) => Ok(part),
+                    Err(e) => Err(super::error::code(&e)),
+                });
             wants.push(Want {
                 topic: topics.len(),
                 index: p.partition,

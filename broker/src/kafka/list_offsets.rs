@@ -57,7 +57,9 @@ fn lookup(broker: &Broker, topic: &str, index: i32, timestamp: i64) -> Result<(i
     if !found {
         return Err(BrokerError::UnknownTopic(topic.to_owned()));
     }
-    let log = partition(broker, topic, index)?.log();
+    let part = partition(broker, topic, index)?;
+    part.check_readable()?;
+    let log = part.log();
     Ok(match timestamp {
         LATEST => (log.high_watermark() as i64, -1),
         EARLIEST => (log.log_start_offset() as i64, -1),

@@ -63,7 +63,8 @@ pub fn handle(kafka: &Arc<Kafka>, header: &Header, mut body: Bytes) -> Result<Re
             if let Some(code) = refuse {
                 part.error_code = code;
             } else {
-                match append(broker, &topic.name, data.index, data.records.unwrap_or_default()) {
+                let records = data.records.unwrap_or_default();
+                match append(broker, &topic.name, data.index, records, req.acks == -1) {
                     Ok((partition, first, last)) => {
                         part.base_offset = first.info.base_offset as i64;
                         part.log_append_time_ms = first.info.log_append_time.unwrap_or(-1);
@@ -116,8 +117,10 @@ fn append(
     topic: &str,
     index: i32,
     records: Bytes,
+    durable: bool,
 ) -> Result<(Arc<Partition>, Appended, Appended), BrokerError> {
     let partition = partition(broker, topic, index)?;
+    partition.check_writable(durable)?;
     let mut first = None;
     let mut last = None;
     for batch in split(records)? {

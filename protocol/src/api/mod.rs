@@ -16,6 +16,7 @@
 mod add_partitions;
 mod alter_topic;
 mod api_versions;
+mod cluster_status;
 mod create_topic;
 mod delete_group;
 mod delete_topic;
@@ -36,6 +37,7 @@ mod tests;
 pub use add_partitions::{AddPartitionsRequest, AddPartitionsResponse};
 pub use alter_topic::{AlterTopicRequest, AlterTopicResponse};
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
+pub use cluster_status::{ClusterNode, ClusterStatusRequest, ClusterStatusResponse, StatusPartition};
 pub use create_topic::{ConfigEntry, CreateTopicRequest, CreateTopicResponse};
 pub use delete_group::{DeleteGroupRequest, DeleteGroupResponse};
 pub use delete_topic::{DeleteTopicRequest, DeleteTopicResponse};
@@ -179,6 +181,7 @@ api_keys! {
     DeleteGroup = 14 => DeleteGroupRequest,
     Status = 15 => StatusRequest,
     AddPartitions = 16 => AddPartitionsRequest,
+    ClusterStatus = 17 => ClusterStatusRequest,
 }
 
 /// Why a request body could not be decoded.

@@ -1,0 +1,151 @@
+//! The reconcile loop of a clustered broker: whenever the controller's
+//! applied state changes, make this broker's topics and partition roles
+//! match it, then publish that state ([`ClusterHandle::publish`]) so admin
+//! calls waiting for their command can answer.
+//!
+//! The decisions are pure ([`plan`]); this module carries them out. Every
+//! role change goes through [`apply_role`], and only when the role
+//! differs, so a partition's replication is restarted only by a real
+//! change. A step that fails (a disk error creating a topic) is logged and
+//! retried on the next pass; the state is then not published.
+//!
+//! The controller node offers no change notification, so the loop watches
+//! its applied index (a cheap read) every [`POLL`].
+
+pub mod plan;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::broker::Broker;
+use crate::cluster::state::ControllerState;
+use crate::clustering::ClusterHandle;
+use crate::errors::BrokerError;
+use crate::partition::Partition;
+use crate::replication::Role;
+use plan::{Action, LocalTopic};
+
+/// How often the loop looks at the controller's applied index.
+pub const POLL: Duration = Duration::from_millis(20);
+
+/// Sets a partition's role: the one place a role changes (the replica
+/// manager's `set_role` once replication is wired in).
+pub fn apply_role(partition: &Arc<Partition>, role: Role) {
+    partition.set_role(role);
+}
+
+/// Runs the loop until `stop` is cancelled.
+pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: CancellationToken) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut seen: Option<u64> = None;
+        let mut last: Option<Arc<ControllerState>> = None;
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                () = tokio::time::sleep(POLL) => {}
+            }
+            let leader = cluster.leader().and_then(|l| i64::try_from(l).ok()).unwrap_or(-1);
+            broker.metrics.controller_leader.set(leader);
+            let Ok(node) = cluster.node() else { return };
+            let Ok(index) = node.applied_index() else { continue };
+            if seen == Some(index) {
+                continue;
+            }
+            let Ok(state) = node.state() else { continue };
+            drop(node);
+            let state = Arc::new(state);
+            let (b, c, s) = (Arc::clone(&broker), Arc::clone(&cluster), Arc::clone(&state));
+            let done = tokio::task::spawn_blocking(move || reconcile_once(&b, &c, &s)).await;
+            match done {
+                Ok(Ok(())) => {
+                    count_elections(&broker, last.as_deref(), &state);
+                    cluster.publish(Arc::clone(&state));
+                    last = Some(state);
+                    seen = Some(index);
+                }
+                Ok(Err(e)) => tracing::warn!(error = %e, "reconcile failed; retrying"),
+                Err(e) => tracing::error!(error = %e, "reconcile task failed"),
+            }
+        }
+    })
+}
+
+/// Makes local topics and roles match `state`. Blocking (creates and
+/// deletes files).
+///
+/// # Errors
+/// The first topic change that failed (the others are still tried).
+pub fn reconcile_once(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) -> Result<(), BrokerError> {
+    let me = cluster.node_id();
+    let local: BTreeMap<String, LocalTopic> = broker
+        .topics
+        .list()
+        .iter()
+        .map(|t| {
+            let have = LocalTopic { id: t.id(), partitions: t.partitions.len() as u32, config: t.config() };
+            (t.name.to_string(), have)
+        })
+        .collect();
+    let defaults = &broker.config.topic_defaults;
+    let mut first_error = None;
+    for action in plan::plan_topics(state, me, &cluster.settings.cluster_id, defaults, &local) {
+        if let Err(e) = carry_out(broker, &action) {
+            tracing::warn!(?action, error = %e, "reconcile: topic change failed");
+            first_error.get_or_insert(e);
+        }
+    }
+    set_roles(broker, cluster, state);
+    broker.metrics.offline_partitions.set(state.offline_partitions().len() as i64);
+    broker.metrics.under_replicated_partitions.set(state.under_replicated_partitions().len() as i64);
+    first_error.map_or(Ok(()), Err)
+}
+
+fn carry_out(broker: &Broker, action: &Action) -> Result<(), BrokerError> {
+    match action {
+        Action::Delete { name } => broker.delete_topic(name),
+        Action::Create { name, id, partitions, config } => {
+            broker.create_topic_with(name, *partitions, config.clone(), *id).map(|_| ())
+        }
+        Action::Grow { name, count } => broker.add_partitions(name, *count).map(|_| ()),
+        Action::Alter { name, config } => {
+            let entries: Vec<(String, String)> =
+                config.entries().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
+            broker.topics.alter(name, &entries).map(|_| ())
+        }
+    }
+}
+
+fn set_roles(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) {
+    let me = cluster.node_id();
+    for (name, topic) in &state.topics {
+        let Some(local) = broker.topics.get(name) else { continue };
+        if local.id() != plan::local_topic_id(&cluster.settings.cluster_id, topic.id) {
+            continue;
+        }
+        for (p, local_p) in topic.partitions.iter().zip(&local.partitions) {
+            let min_isr = plan::min_insync_replicas(topic, p.replicas.len());
+            let role = plan::role_for(p, min_isr, me, &cluster.settings.peers);
+            if local_p.role() != role {
+                tracing::info!(topic = %name, partition = local_p.index, ?role, "partition role");
+                apply_role(local_p, role);
+            }
+        }
+    }
+}
+
+/// Counts the partitions whose leader epoch grew since `before`.
+fn count_elections(broker: &Broker, before: Option<&ControllerState>, after: &ControllerState) {
+    let Some(before) = before else { return };
+    for (name, t) in &after.topics {
+        let Some(old) = before.topics.get(name).filter(|o| o.id == t.id) else { continue };
+        for (p, o) in t.partitions.iter().zip(&old.partitions) {
+            if p.leader_epoch > o.leader_epoch {
+                broker.metrics.leader_elections.inc();
+            }
+        }
+    }
+}
