@@ -220,6 +220,25 @@ pub fn apply(
     changes: &[(String, String)],
     validate_only: bool,
 ) -> Result<(), BrokerError> {
+    if let Some(c) = broker.cluster() {
+        if validate_only {
+            let state = c.state();
+            let t = state.topics.get(topic).ok_or_else(|| BrokerError::UnknownTopic(topic.to_owned()))?;
+            let mut config = crate::clustering::admin::local_config(&broker.config.topic_defaults, &t.config)
+                .map_err(BrokerError::InvalidConfig)?;
+            for (k, v) in changes {
+                config.set(k, v).map_err(BrokerError::InvalidConfig)?;
+            }
+            return Ok(());
+        }
+        return super::clustered::block_on(crate::clustering::admin::alter_topic(
+            c,
+            &broker.config,
+            topic,
+            changes,
+            false,
+        ));
+    }
     let Some(t) = broker.topics.get(topic) else {
         return Err(BrokerError::UnknownTopic(topic.to_owned()));
     };

@@ -86,7 +86,7 @@ fn route(kafka: &Arc<Kafka>, mut frame: Bytes, local: Option<SocketAddr>) -> Res
         ApiKey::DescribeConfigs => later(async move { configs::describe(&k.broker, &h, body).map(Some) }),
         ApiKey::AlterConfigs => later(alter_configs::alter(Arc::clone(&k.broker), h, body)),
         ApiKey::IncrementalAlterConfigs => later(configs::alter(Arc::clone(&k.broker), h, body)),
-        ApiKey::DescribeCluster => Reply::Now(Some(cluster::describe(&header, body, local)?)),
+        ApiKey::DescribeCluster => Reply::Now(Some(cluster::describe(&kafka.broker, &header, body, local)?)),
         ApiKey::InitProducerId => later(init_producer_id::init(k, h, body)),
         api => later(async move {
             let response = k.groups.handle(api, h.version, body).await.map_err(|e| malformed(&h, e))?;

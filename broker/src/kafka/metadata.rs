@@ -1,4 +1,5 @@
-//! Metadata: this broker as the only node, the leader (epoch 0) and only
+//! Metadata: on a clustered broker, the cluster from the controller state
+//! ([`super::clustered`]). On a single node: this broker as the only node, the leader (epoch 0) and only
 //! replica of every partition; topics with their real ids (Fetch v13+ and
 //! librdkafka need them). A named topic that does not exist is created
 //! when the broker auto-creates topics and the request allows it.
@@ -17,10 +18,12 @@ use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 use uuid::Uuid;
 
+use super::clustered;
 use super::state::{partition, CLUSTER_ID, NODE_ID};
 use super::wire::{decode, encode, Chunks, Header};
 use super::{error, KafkaError};
 use crate::broker::Broker;
+use crate::clustering::ClusterHandle;
 use crate::errors::BrokerError;
 use crate::topics::{validate_topic_name, Topic};
 
@@ -42,6 +45,9 @@ pub fn handle(
     local: Option<SocketAddr>,
 ) -> Result<Chunks, KafkaError> {
     let req: MetadataRequest = decode(header, &mut body)?;
+    if let Some(c) = broker.cluster() {
+        return encode(header, &clustered_metadata(broker, c, req));
+    }
     let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
     let topics = match req.topics {
         None => broker.topics.list().iter().map(describe).collect(),
@@ -68,6 +74,52 @@ pub fn handle(
     response.controller_id = BrokerId(NODE_ID);
     response.topics = topics;
     encode(header, &response)
+}
+
+/// Metadata of a clustered broker, from the controller state.
+fn clustered_metadata(broker: &Broker, c: &ClusterHandle, req: MetadataRequest) -> MetadataResponse {
+    let state = c.state();
+    let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
+    let topics = match req.topics {
+        None => state.topics.iter().map(|(name, t)| clustered::describe(c, name, t)).collect(),
+        Some(wanted) => {
+            let mut seen = HashSet::with_capacity(wanted.len());
+            wanted
+                .into_iter()
+                .filter(|t| seen.insert((t.name.clone(), t.topic_id)))
+                .map(|t| match t.name {
+                    Some(name) => match state.topics.get(name.as_str()) {
+                        Some(topic) => clustered::describe(c, &name, topic),
+                        None => {
+                            let err = validate_topic_name(&name)
+                                .err()
+                                .unwrap_or_else(|| BrokerError::UnknownTopic(name.to_string()));
+                            if create && matches!(err, BrokerError::UnknownTopic(_)) {
+                                // Through the controller; the client asks again.
+                                let _ = broker.partition(&name, 0);
+                            }
+                            failed(&name, error::code(&err))
+                        }
+                    },
+                    None => match clustered::by_id(c, &state, t.topic_id) {
+                        Some((name, topic)) => clustered::describe(c, name, topic),
+                        None => {
+                            let mut out = MetadataResponseTopic::default();
+                            out.topic_id = t.topic_id;
+                            out.error_code = ResponseError::UnknownTopicId.code();
+                            out
+                        }
+                    },
+                })
+                .collect()
+        }
+    };
+    let mut response = MetadataResponse::default();
+    response.brokers = clustered::brokers(&state);
+    response.cluster_id = Some(StrBytes::from_string(c.settings.cluster_id.clone()));
+    response.controller_id = clustered::controller_id(c);
+    response.topics = topics;
+    response
 }
 
 fn by_name(broker: &Broker, name: &str, create: bool) -> MetadataResponseTopic {

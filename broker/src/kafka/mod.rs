@@ -9,7 +9,8 @@
 //!   request's array counts against its length before any decoder
 //!   allocates, `dispatch` routes a request to its api's module (one file
 //!   per api: `metadata`, `produce`, `fetch`, `list_offsets`, `topics`,
-//!   `configs`, `cluster`, `init_producer_id`; shared state in `state`,
+//!   `configs`, `cluster`, `init_producer_id`; a clustered broker's view
+//!   of the cluster in `clustered`; shared state in `state`,
 //!   producer ids from `producer_ids`), and [`metrics`] counts and times each
 //!   api under its own label;
 //! - [`groups`] holds the group APIs (FindCoordinator, the classic group
@@ -22,6 +23,7 @@
 
 mod alter_configs;
 mod cluster;
+mod clustered;
 mod configs;
 mod connection;
 mod dispatch;

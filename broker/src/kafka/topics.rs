@@ -23,7 +23,9 @@ use kafka_protocol::ResponseError;
 use super::configs::{entries, to_sluice};
 use super::wire::{blocking, decode, Chunks, Header};
 use super::{error, KafkaError};
+use super::clustered;
 use crate::broker::Broker;
+use crate::clustering::{admin as cluster_admin, ClusterHandle};
 use crate::errors::BrokerError;
 use crate::topics::validate_topic_name;
 
@@ -49,9 +51,9 @@ pub async fn create(
             out.num_partitions = -1;
             out.replication_factor = -1;
             match create_one(&broker, &topic, req.validate_only) {
-                Ok((partitions, config, id)) => {
+                Ok((partitions, config, id, rf)) => {
                     out.num_partitions = partitions as i32;
-                    out.replication_factor = 1;
+                    out.replication_factor = i16::try_from(rf).unwrap_or(i16::MAX);
                     out.topic_id = id;
                     out.configs = Some(described(&broker, &config));
                 }
@@ -99,8 +101,8 @@ fn create_one(
     broker: &Broker,
     topic: &CreatableTopic,
     validate_only: bool,
-) -> Result<(u32, crate::storage::LogConfig, uuid::Uuid), Refusal> {
-    if !matches!(topic.replication_factor, -1 | 1) {
+) -> Result<Created, Refusal> {
+    if !matches!(topic.replication_factor, -1 | 1) && broker.cluster().is_none() {
         let why = format!("replication factor {} on a single broker", topic.replication_factor);
         return Err((ResponseError::InvalidReplicationFactor.code(), Some(StrBytes::from_string(why))));
     }
@@ -115,6 +117,9 @@ fn create_one(
         .map(|c| to_sluice(&c.name, c.value.as_deref().unwrap_or_default()))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| refuse(&e))?;
+    if let Some(c) = broker.cluster() {
+        return create_in_cluster(broker, c, topic, partitions, configs, validate_only);
+    }
     if validate_only {
         validate_topic_name(&topic.name).map_err(|e| refuse(&e))?;
         if broker.topics.get(&topic.name).is_some() {
@@ -128,10 +133,51 @@ fn create_one(
         for (k, v) in &configs {
             config.set(k, v).map_err(|e| refuse(&BrokerError::InvalidConfig(e)))?;
         }
-        return Ok((partitions, config, uuid::Uuid::nil()));
+        return Ok((partitions, config, uuid::Uuid::nil(), 1));
     }
     let created = broker.create_topic(&topic.name, partitions, &configs).map_err(|e| refuse(&e))?;
-    Ok((partitions, created.config(), created.id()))
+    Ok((partitions, created.config(), created.id(), 1))
+}
+
+/// A created topic: partitions, settings, id, replication factor.
+type Created = (u32, crate::storage::LogConfig, uuid::Uuid, u16);
+
+/// Creates (or checks) one topic through the controller.
+fn create_in_cluster(
+    broker: &Broker,
+    c: &ClusterHandle,
+    topic: &CreatableTopic,
+    partitions: u32,
+    mut configs: Vec<(String, String)>,
+    validate_only: bool,
+) -> Result<Created, Refusal> {
+    let rf = cluster_admin::replication_factor(c, Some(&topic.replication_factor.to_string()))
+        .map_err(|e| refuse(&e))?;
+    let local = |configs: &[(String, String)]| {
+        let map = configs.iter().cloned().collect::<std::collections::BTreeMap<_, _>>();
+        cluster_admin::local_config(&broker.config.topic_defaults, &map)
+            .map_err(|e| refuse(&BrokerError::InvalidConfig(e)))
+    };
+    if validate_only {
+        validate_topic_name(&topic.name).map_err(|e| refuse(&e))?;
+        let state = c.state();
+        if state.topics.contains_key(topic.name.as_str()) {
+            return Err(refuse(&BrokerError::TopicAlreadyExists(topic.name.to_string())));
+        }
+        let live = state.live_brokers().len();
+        if usize::from(rf) > live {
+            let why = format!("{live} live brokers");
+            return Err(refuse(&BrokerError::InvalidReplicationFactor { asked: u32::from(rf), why }));
+        }
+        return Ok((partitions, local(&configs)?, uuid::Uuid::nil(), rf));
+    }
+    configs.push(("replication_factor".into(), rf.to_string()));
+    let created = cluster_admin::create_topic(c, &broker.config, &topic.name, partitions, &configs);
+    clustered::block_on(created).map_err(|e| refuse(&e))?;
+    let state = c.state();
+    let t = state.topics.get(topic.name.as_str()).ok_or_else(|| refuse(&BrokerError::UnknownTopic(topic.name.to_string())))?;
+    let id = crate::reconcile::plan::local_topic_id(&c.settings.cluster_id, t.id);
+    Ok((partitions, local(&configs)?, id, rf))
 }
 
 /// Answers DeleteTopics (by name; v6+ also by id).
@@ -159,7 +205,11 @@ pub async fn delete(
                     if let Some(t) = broker.topics.get(&name) {
                         out.topic_id = t.id();
                     }
-                    if let Err(e) = broker.delete_topic(&name) {
+                    let deleted = match broker.cluster() {
+                        Some(c) => clustered::block_on(cluster_admin::delete_topic(c, &name)),
+                        None => broker.delete_topic(&name),
+                    };
+                    if let Err(e) = deleted {
                         (out.error_code, out.error_message) = refuse(&e);
                     }
                     out.name = Some(StrBytes::from_string(name).into());
@@ -189,13 +239,9 @@ pub async fn create_partitions(
         for topic in req.topics {
             let mut out = CreatePartitionsTopicResult::default();
             let count = u32::try_from(topic.count).unwrap_or(0);
-            let result = match broker.topics.get(&topic.name) {
-                None => Err(BrokerError::UnknownTopic(topic.name.to_string())),
-                Some(t) if count <= t.partitions.len() as u32 => {
-                    Err(BrokerError::InvalidPartitions { count, max: broker.config.max_partitions })
-                }
-                Some(_) if req.validate_only => Ok(()),
-                Some(_) => broker.add_partitions(&topic.name, count).map(|_| ()),
+            let result = match broker.cluster() {
+                Some(c) => grow_in_cluster(&broker, c, &topic.name, count, req.validate_only),
+                None => grow(&broker, &topic.name, count, req.validate_only),
             };
             if let Err(e) = result {
                 (out.error_code, out.error_message) = refuse(&e);
@@ -206,4 +252,33 @@ pub async fn create_partitions(
         response
     })
     .await
+}
+
+fn grow(broker: &Broker, name: &str, count: u32, validate_only: bool) -> Result<(), BrokerError> {
+    match broker.topics.get(name) {
+        None => Err(BrokerError::UnknownTopic(name.to_owned())),
+        Some(t) if count <= t.partitions.len() as u32 => {
+            Err(BrokerError::InvalidPartitions { count, max: broker.config.max_partitions })
+        }
+        Some(_) if validate_only => Ok(()),
+        Some(_) => broker.add_partitions(name, count).map(|_| ()),
+    }
+}
+
+fn grow_in_cluster(
+    broker: &Broker,
+    c: &ClusterHandle,
+    name: &str,
+    count: u32,
+    validate_only: bool,
+) -> Result<(), BrokerError> {
+    let state = c.state();
+    match state.topics.get(name) {
+        None => Err(BrokerError::UnknownTopic(name.to_owned())),
+        Some(t) if count as usize <= t.partitions.len() || count > broker.config.max_partitions => {
+            Err(BrokerError::InvalidPartitions { count, max: broker.config.max_partitions })
+        }
+        Some(_) if validate_only => Ok(()),
+        Some(_) => clustered::block_on(cluster_admin::add_partitions(c, &broker.config, name, count)).map(|_| ()),
+    }
 }

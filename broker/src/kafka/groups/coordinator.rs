@@ -1,10 +1,11 @@
-//! FindCoordinator (v0-v4): this broker coordinates every group. v4
+//! FindCoordinator (v0-v4): this broker coordinates every group; in a
+//! cluster, the live broker with the lowest node id is named. v4
 //! answers a batch of keys. Transactions are not implemented, so a
 //! transaction coordinator is never available.
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
-use kafka_protocol::messages::{FindCoordinatorRequest, FindCoordinatorResponse};
+use kafka_protocol::messages::{BrokerId, FindCoordinatorRequest, FindCoordinatorResponse};
 use kafka_protocol::ResponseError;
 
 use super::codec::{text, At};
@@ -31,11 +32,28 @@ fn coordinator(groups: &KafkaGroups, key: &str, key_type: i8) -> Coordinator {
             .with_node_id((-1).into())
             .with_port(-1);
     }
+    if let Some((id, host, port)) = clustered_coordinator(groups) {
+        return found.with_node_id(id).with_host(text(host)).with_port(port).with_error_message(None);
+    }
     found
         .with_node_id(e.node_id.into())
         .with_host(text(e.host.clone()))
         .with_port(e.port)
         .with_error_message(None)
+}
+
+/// On a clustered broker: the live broker with the lowest id (groups are
+/// not replicated; clients send every group request there), when it runs
+/// a Kafka listener. `None` on a single node, or when this broker is it.
+fn clustered_coordinator(groups: &KafkaGroups) -> Option<(BrokerId, String, i32)> {
+    let c = groups.broker.cluster()?;
+    let id = c.coordinator();
+    if id == c.node_id() {
+        return None;
+    }
+    let state = c.state();
+    let (host, port) = crate::kafka::clustered::kafka_endpoint(state.brokers.get(&id)?)?;
+    Some((crate::kafka::clustered::kafka_id(id), host, port))
 }
 
 /// Answers FindCoordinator.
