@@ -18,6 +18,7 @@ use std::process::ExitCode;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 
 mod bench;
+mod cluster;
 mod common;
 mod consume;
 mod format;
@@ -83,7 +84,10 @@ enum Command {
     /// Run the broker.
     #[command(
         after_help = "Examples:\n  sluice serve\n  sluice serve --data-dir /var/lib/sluice --listen 0.0.0.0:9500 --fsync always\n  \
-                            sluice serve --config sluice.toml --auto-create-topics true"
+                            sluice serve --config sluice.toml --auto-create-topics true\n  \
+                            sluice serve --node-id 1 --peer-listen 127.0.0.1:9600 \\\n    \
+                            --peers 1=127.0.0.1:9600,2=127.0.0.1:9610,3=127.0.0.1:9620\n\n\
+                            docs/cluster.md shows a three-node cluster."
     )]
     Serve(serve::ServeArgs),
     /// Manage topics.
@@ -136,6 +140,15 @@ enum Command {
         client: ClientOpts,
         #[command(flatten)]
         output: OutputOpts,
+    },
+    /// The cluster: controller leader, nodes, under-replicated and offline partitions.
+    Cluster {
+        #[command(flatten)]
+        client: ClientOpts,
+        #[command(flatten)]
+        output: OutputOpts,
+        #[command(subcommand)]
+        cmd: cluster::ClusterCommand,
     },
     /// Check a data directory offline: list every corrupt batch (exit 1 if any).
     #[command(
@@ -227,6 +240,10 @@ fn run(cli: Cli) -> Result<(), CliError> {
         Command::Status { ref client, ref output } => {
             runtime()?.block_on(status::run(&addr(client), json(output)))
         }
+        Command::Cluster { ref client, ref output, cmd } => {
+            let (a, j) = (addr(client), json(output));
+            runtime()?.block_on(cluster::run(&a, j, cmd))
+        }
         Command::Verify { ref data_dir, allow_running, ref output } => {
             verify::run(data_dir, json(output), allow_running)
         }
@@ -254,8 +271,9 @@ fn completions(shell: clap_complete::Shell) {
 mod tests {
     /// Each command module with its source: they may import `common` and
     /// the library, never another command (no import cycles in this tree).
-    const COMMANDS: [(&str, &str); 8] = [
+    const COMMANDS: [(&str, &str); 9] = [
         ("bench", include_str!("bench.rs")),
+        ("cluster", include_str!("cluster.rs")),
         ("consume", include_str!("consume.rs")),
         ("group", include_str!("group.rs")),
         ("produce", include_str!("produce.rs")),

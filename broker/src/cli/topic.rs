@@ -69,7 +69,7 @@ impl TopicSettings {
 pub enum TopicCommand {
     /// Create a topic.
     #[command(
-        after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append"
+        after_help = "Examples:\n  sluice topic create orders\n  sluice topic create orders --partitions 6 --retention-ms 86400000\n  sluice topic create audit --fsync always --config message_timestamp=log_append\n  sluice topic create orders --partitions 3 --replication-factor 3 --config min_insync_replicas=2"
     )]
     Create {
         /// Topic name.
@@ -77,13 +77,18 @@ pub enum TopicCommand {
         /// Number of partitions (default: the broker's `default_partitions`).
         #[arg(long)]
         partitions: Option<u32>,
+        /// Copies of each partition (cluster mode; default: the broker's
+        /// `default_replication_factor`; 1 on a single node).
+        #[arg(long)]
+        replication_factor: Option<u16>,
         #[command(flatten)]
         settings: TopicSettings,
     },
     /// List topics.
     #[command(after_help = "Examples:\n  sluice topic list\n  sluice topic list --json")]
     List,
-    /// Show a topic's partitions, offsets, sizes and config.
+    /// Show a topic's partitions (offsets, sizes, leader, leader epoch,
+    /// replicas, in-sync replicas) and config.
     #[command(
         after_help = "Examples:\n  sluice topic describe orders\n  sluice topic describe orders --json"
     )]
@@ -142,6 +147,11 @@ struct PartitionView {
     high_watermark: u64,
     size_bytes: u64,
     segment_count: u32,
+    /// The leader's node id; -1 when offline.
+    leader: i64,
+    leader_epoch: u32,
+    replicas: Vec<u64>,
+    isr: Vec<u64>,
 }
 
 /// `topic describe --json`.
@@ -166,6 +176,10 @@ fn view(t: &TopicMetadata) -> TopicView<'_> {
                 high_watermark: p.high_watermark,
                 size_bytes: p.size_bytes,
                 segment_count: p.segment_count,
+                leader: p.leader,
+                leader_epoch: p.leader_epoch,
+                replicas: p.replicas.clone(),
+                isr: p.isr.clone(),
             })
             .collect(),
     }
@@ -179,12 +193,16 @@ fn view(t: &TopicMetadata) -> TopicView<'_> {
 pub async fn run(addr: &str, json: bool, cmd: TopicCommand) -> Result<(), CliError> {
     let conn = connect(addr).await?;
     match cmd {
-        TopicCommand::Create { name, partitions, settings } => {
+        TopicCommand::Create { name, partitions, replication_factor, settings } => {
             let partitions = match partitions {
                 Some(n) => n,
                 None => default_partitions(&conn).await?,
             };
-            create(&conn, name, partitions, &settings).await
+            let mut configs = settings.entries()?;
+            if let Some(rf) = replication_factor {
+                configs.push(ConfigEntry::new("replication_factor", rf.to_string()));
+            }
+            create(&conn, name, partitions, configs).await
         }
         TopicCommand::Delete { name } => delete(&conn, name).await,
         TopicCommand::Alter { name, settings } => alter(&conn, name, &settings).await,
@@ -206,9 +224,9 @@ async fn create(
     conn: &Connection,
     name: String,
     partitions: u32,
-    settings: &TopicSettings,
+    configs: Vec<ConfigEntry>,
 ) -> Result<(), CliError> {
-    conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs: settings.entries()? }).await?;
+    conn.call(&CreateTopicRequest { name: name.clone(), partitions, configs }).await?;
     let count = topic_metadata(conn, &name).await?.partitions.len();
     say!("created topic {name} with {count} partition(s)");
     Ok(())
@@ -297,7 +315,7 @@ async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), Cli
         .partitions
         .iter()
         .map(|p| {
-            [
+            let mut row = [
                 u64::from(p.partition),
                 p.log_start_offset,
                 p.log_end_offset,
@@ -306,9 +324,15 @@ async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), Cli
                 u64::from(p.segment_count),
             ]
             .map(|n| n.to_string())
-            .to_vec()
+            .to_vec();
+            let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(",");
+            let leader = if p.leader < 0 { "none".to_owned() } else { p.leader.to_string() };
+            row.extend([leader, p.leader_epoch.to_string(), ids(&p.replicas), ids(&p.isr)]);
+            row
         })
         .collect();
-    print_table(&["PARTITION", "START", "END", "HIGH_WATERMARK", "BYTES", "SEGMENTS"], &rows);
+    let header =
+        ["PARTITION", "START", "END", "HIGH_WATERMARK", "BYTES", "SEGMENTS", "LEADER", "EPOCH", "REPLICAS", "ISR"];
+    print_table(&header, &rows);
     Ok(())
 }
