@@ -1,0 +1,194 @@
+//! `sluice serve` in cluster mode, end to end: three `sluice serve`
+//! processes on 127.0.0.1 with `--node-id/--peer-listen/--peers` form a
+//! cluster; topics are created through the controller and appear on every
+//! node with the same leaders, epochs and ISR; produce to a non-leader is
+//! refused with NotLeaderOrFollower; a `kill -9`ed leader's partitions get
+//! a new leader at a higher epoch. Every wait polls until a deadline.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_protocol::api::{Acks, MetadataRequest};
+use sluice_protocol::client::ClientError;
+use sluice_protocol::ErrorCode;
+use sluice_tests::{batch, fetch_once, produce, run_cli, ProcessBroker};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
+
+/// Longest any one condition is waited for.
+const DEADLINE: Duration = Duration::from_secs(40);
+
+/// Three free ports on 127.0.0.1 (bound together, then released).
+fn free_ports() -> Vec<u16> {
+    let held: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
+}
+
+/// Starts nodes 1..=3 under `dir`; the peer addresses are known to all
+/// three before any starts.
+fn start_cluster(dir: &std::path::Path) -> Vec<Option<ProcessBroker>> {
+    let ports = free_ports();
+    let peers: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+    let peers = peers.join(",");
+    (1..=3)
+        .map(|id: usize| {
+            let listen = format!("127.0.0.1:{}", ports[id - 1]);
+            let node = id.to_string();
+            let flags = ["--node-id", &node, "--peer-listen", &listen, "--peers", &peers];
+            let b = ProcessBroker::spawn(SLUICE, &dir.join(format!("n{id}")), &flags);
+            assert!(b.log_text().contains("peer listening"), "{}", b.log_text());
+            Some(b)
+        })
+        .collect()
+}
+
+fn addr(b: &ProcessBroker) -> String {
+    b.addr.to_string()
+}
+
+/// Runs `sluice ARGS --json` against `at` and parses its output.
+fn cli_json(at: &str, args: &[&str]) -> Result<Value, String> {
+    let mut all = args.to_vec();
+    all.push("--json");
+    let out = run_cli(SLUICE, at, &all, b"");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| e.to_string())
+}
+
+/// Polls `probe` until it returns `Some`, panicking with `what` at the deadline.
+fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `(leader, epoch, replicas, isr)` of every partition, per `topic describe`.
+fn layout(at: &str, topic: &str) -> Option<Vec<(i64, u64, Value, Value)>> {
+    let v = cli_json(at, &["topic", "describe", topic]).ok()?;
+    let parts = v["partitions"].as_array()?;
+    Some(
+        parts
+            .iter()
+            .map(|p| {
+                (
+                    p["leader"].as_i64().unwrap(),
+                    p["leader_epoch"].as_u64().unwrap(),
+                    p["replicas"].clone(),
+                    p["isr"].clone(),
+                )
+            })
+            .collect(),
+    )
+}
+
+#[test]
+fn three_nodes_form_a_cluster_and_fail_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut nodes = start_cluster(dir.path());
+    let addrs: Vec<String> = nodes.iter().map(|n| addr(n.as_ref().unwrap())).collect();
+
+    // Every node sees three live nodes and a controller leader.
+    for at in &addrs {
+        poll("three live nodes and a controller leader", || {
+            let s = cli_json(at, &["cluster", "status"]).ok()?;
+            let live = s["nodes"].as_array()?.iter().filter(|n| n["live"] == true).count();
+            (live == 3 && s["controller_leader"].as_i64()? >= 1 && s["clustered"] == true).then_some(())
+        });
+    }
+
+    let out = run_cli(
+        SLUICE,
+        &addrs[0],
+        &["topic", "create", "t", "--partitions", "3", "--replication-factor", "3"],
+        b"",
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // Same leaders, epochs, replicas and ISR on every node.
+    let first = poll("the topic on node 1", || layout(&addrs[0], "t"));
+    assert_eq!(first.len(), 3);
+    for (leader, epoch, replicas, isr) in &first {
+        assert!((1..=3).contains(leader), "{first:?}");
+        assert_eq!((*epoch, replicas.as_array().unwrap().len(), isr.as_array().unwrap().len()), (0, 3, 3));
+    }
+    for at in &addrs[1..] {
+        poll("the same layout on every node", || (layout(at, "t")? == first).then_some(()));
+    }
+    let refused = run_cli(SLUICE, &addrs[1], &["topic", "create", "u", "--replication-factor", "4"], b"");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicationFactor"));
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let leader0 = first[0].0 as usize;
+    let follower0 = if leader0 == 1 { 2 } else { 1 };
+    rt.block_on(async {
+        // Native metadata from any node lists the three brokers.
+        let conn = nodes[1].as_ref().unwrap().connect().await;
+        let meta = conn.call(&MetadataRequest::default()).await.unwrap();
+        assert_eq!(meta.node_id, 2);
+        let mut ids: Vec<u64> = meta.brokers.iter().map(|b| b.id).collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec![1, 2, 3]);
+        assert_eq!(meta.brokers.iter().find(|b| b.id == 1).unwrap().addr, addrs[0]);
+        assert_eq!(meta.topics[0].partitions[0].leader, leader0 as i64);
+
+        // A follower refuses produce and consumer fetch; the leader takes it.
+        let follower = nodes[follower0 - 1].as_ref().unwrap().connect().await;
+        match produce(&follower, "t", 0, Acks::Leader, batch(1, 10, 1)).await {
+            Err(ClientError::Server { code, .. }) => assert_eq!(code, ErrorCode::NotLeaderOrFollower),
+            other => panic!("produce to a follower: {other:?}"),
+        }
+        let fetched = fetch_once(&follower, "t", 0, 0, 0).await.unwrap();
+        assert_eq!(fetched.error_code, ErrorCode::NotLeaderOrFollower);
+        let leader = nodes[leader0 - 1].as_ref().unwrap().connect().await;
+        let r = produce(&leader, "t", 0, Acks::Leader, batch(2, 10, 1)).await.unwrap();
+        assert_eq!(r.base_offset, 0);
+    });
+
+    // kill -9 of partition 0's leader: its partitions move to another
+    // replica at a higher epoch.
+    nodes[leader0 - 1].as_mut().unwrap().kill9();
+    nodes[leader0 - 1] = None;
+    let survivor = &addrs[follower0 - 1];
+    let moved = poll("new leaders for the killed node's partitions", || {
+        let now = layout(survivor, "t")?;
+        let done = first.iter().zip(&now).all(|(before, after)| {
+            before.0 as usize != leader0 || (after.0 as usize != leader0 && after.0 >= 1 && after.1 > before.1)
+        });
+        done.then_some(now)
+    });
+    assert_ne!(moved[0].0 as usize, leader0);
+    assert!(moved[0].3.as_array().unwrap().iter().all(|b| b.as_u64() != Some(leader0 as u64)), "{moved:?}");
+
+    // The rest shut down cleanly on SIGTERM.
+    for n in nodes.iter_mut().flatten() {
+        assert!(n.terminate(), "{}", n.log_text());
+        assert!(n.log_text().contains("shutdown complete"), "{}", n.log_text());
+    }
+}
+
+#[test]
+fn a_single_node_reports_itself_and_keeps_one_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = ProcessBroker::spawn(SLUICE, &dir.path().join("n"), &[]);
+    let at = addr(&node);
+    let s = cli_json(&at, &["cluster", "status"]).unwrap();
+    assert_eq!(s["clustered"], false);
+    assert_eq!(s["nodes"].as_array().unwrap().len(), 1);
+    assert_eq!(s["nodes"][0]["client_addr"], at.as_str());
+    assert!(!node.log_text().contains("peer listening"));
+    let refused = run_cli(SLUICE, &at, &["topic", "create", "t", "--replication-factor", "2"], b"");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicationFactor"));
+    let out = run_cli(SLUICE, &at, &["topic", "create", "t", "--replication-factor", "1"], b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let t = layout(&at, "t").unwrap();
+    assert_eq!(t[0].0, 0, "a single node leads its partitions");
+}
