@@ -294,6 +294,28 @@ fn samples() -> Vec<(&'static str, Bytes)> {
         ("add_partitions_request", AddPartitionsRequest { name: "t".into(), count: 6 }.to_bytes()),
         ("add_partitions_response", AddPartitionsResponse { old_count: 3, new_count: 6 }.to_bytes()),
         (
+            "cluster_status_response",
+            ClusterStatusResponse {
+                node_id: 2,
+                clustered: true,
+                controller_leader: 1,
+                controller_term: 3,
+                nodes: vec![ClusterNode {
+                    id: 1,
+                    client_addr: "h:1".into(),
+                    kafka_addr: "h:2".into(),
+                    peer_addr: "h:3".into(),
+                    live: true,
+                    lease_until_ms: 7,
+                }],
+                topics: 1,
+                partitions: 3,
+                under_replicated: vec![StatusPartition { topic: "t".into(), partition: 2 }],
+                offline: vec![],
+            }
+            .to_bytes(),
+        ),
+        (
             "alter_topic_request",
             AlterTopicRequest { name: "t".into(), configs: vec![ConfigEntry::new("fsync", "never")] }
                 .to_bytes(),
