@@ -276,7 +276,7 @@ fn check_invariants(before: &ControllerState, after: &ControllerState, seen: &mu
                 assert!(p.isr.contains(&l), "leader outside ISR: {p:?}");
                 assert!(after.is_live(l), "fenced leader: {p:?}");
             }
-            let prev = before.topics.values().find(|b| b.id == t.id).map(|b| &b.partitions[i]);
+            let prev = before.topics.values().find(|b| b.id == t.id).and_then(|b| b.partitions.get(i));
             if let Some(prev) = prev {
                 assert!(p.leader_epoch >= prev.leader_epoch, "epoch went back");
                 if p.leader != prev.leader {
