@@ -244,9 +244,9 @@ impl BrokerConfig {
                 return bad("--peers and --peer-listen need --node-id (node_id)".into());
             }
             return match self.default_replication_factor {
-                Some(rf) if rf != 1 => bad(format!(
-                    "default_replication_factor {rf}: a single-node broker keeps one copy"
-                )),
+                Some(rf) if rf != 1 => {
+                    bad(format!("default_replication_factor {rf}: a single-node broker keeps one copy"))
+                }
                 _ => Ok(None),
             };
         };
@@ -356,7 +356,9 @@ mod tests {
         let p = parse_peers("1=127.0.0.1:7001, 2=h:7002,3=h:7003").unwrap();
         assert_eq!(p.len(), 3);
         assert_eq!(p["2"], "h:7002");
-        for (text, part) in [("1=a:1,2", "`2`"), ("x=a:1", "not a number"), ("1=", "empty"), ("1=a:1,1=b:1", "twice")] {
+        for (text, part) in
+            [("1=a:1,2", "`2`"), ("x=a:1", "not a number"), ("1=", "empty"), ("1=a:1,1=b:1", "twice")]
+        {
             let e = parse_peers(text).unwrap_err().to_string();
             assert!(e.contains("--peers") && e.contains(part), "{text}: {e}");
         }

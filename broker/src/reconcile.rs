@@ -79,7 +79,11 @@ pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: Cancellatio
 ///
 /// # Errors
 /// The first topic change that failed (the others are still tried).
-pub fn reconcile_once(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) -> Result<(), BrokerError> {
+pub fn reconcile_once(
+    broker: &Broker,
+    cluster: &ClusterHandle,
+    state: &ControllerState,
+) -> Result<(), BrokerError> {
     let me = cluster.node_id();
     let local: BTreeMap<String, LocalTopic> = broker
         .topics

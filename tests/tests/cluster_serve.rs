@@ -30,7 +30,8 @@ fn free_ports() -> Vec<u16> {
 /// three before any starts.
 fn start_cluster(dir: &std::path::Path) -> Vec<Option<ProcessBroker>> {
     let ports = free_ports();
-    let peers: Vec<String> = ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+    let peers: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
     let peers = peers.join(",");
     (1..=3)
         .map(|id: usize| {
@@ -161,7 +162,8 @@ fn three_nodes_form_a_cluster_and_fail_over() {
     let moved = poll("new leaders for the killed node's partitions", || {
         let now = layout(survivor, "t")?;
         let done = first.iter().zip(&now).all(|(before, after)| {
-            before.0 as usize != leader0 || (after.0 as usize != leader0 && after.0 >= 1 && after.1 > before.1)
+            before.0 as usize != leader0
+                || (after.0 as usize != leader0 && after.0 >= 1 && after.1 > before.1)
         });
         done.then_some(now)
     });

@@ -107,7 +107,14 @@ pub async fn run(addr: &str, json: bool, cmd: ClusterCommand) -> Result<(), CliE
             let kafka = if n.kafka_addr.is_empty() { "-" } else { n.kafka_addr };
             let peer = if n.peer_addr.is_empty() { "-" } else { n.peer_addr };
             let role = if i64::try_from(n.id).ok() == Some(v.controller_leader) { "controller" } else { "" };
-            vec![n.id.to_string(), live.to_owned(), n.client_addr.to_owned(), kafka.to_owned(), peer.to_owned(), role.to_owned()]
+            vec![
+                n.id.to_string(),
+                live.to_owned(),
+                n.client_addr.to_owned(),
+                kafka.to_owned(),
+                peer.to_owned(),
+                role.to_owned(),
+            ]
         })
         .collect();
     print_table(&["NODE", "STATE", "CLIENT", "KAFKA", "PEER", "ROLE"], &rows);

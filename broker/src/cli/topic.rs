@@ -331,8 +331,18 @@ async fn describe(conn: &Connection, name: String, json: bool) -> Result<(), Cli
             row
         })
         .collect();
-    let header =
-        ["PARTITION", "START", "END", "HIGH_WATERMARK", "BYTES", "SEGMENTS", "LEADER", "EPOCH", "REPLICAS", "ISR"];
+    let header = [
+        "PARTITION",
+        "START",
+        "END",
+        "HIGH_WATERMARK",
+        "BYTES",
+        "SEGMENTS",
+        "LEADER",
+        "EPOCH",
+        "REPLICAS",
+        "ISR",
+    ];
     print_table(&header, &rows);
     Ok(())
 }

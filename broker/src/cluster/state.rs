@@ -388,7 +388,11 @@ impl ControllerState {
         let t = self.topics.get_mut(name).ok_or_else(|| CommandError::UnknownTopic(name.to_owned()))?;
         let current = u32::try_from(t.partitions.len()).unwrap_or(u32::MAX);
         if count <= current {
-            return Err(CommandError::PartitionsNotGrown { topic: name.to_owned(), current, requested: count });
+            return Err(CommandError::PartitionsNotGrown {
+                topic: name.to_owned(),
+                current,
+                requested: count,
+            });
         }
         let rf = t.partitions.first().map_or(1, |p| p.replicas.len());
         if rf > live.len() {

@@ -136,7 +136,9 @@ pub async fn alter_topic(
     check_config(cfg, &config, rf)?;
     let (wanted, want_config) = (name.to_owned(), config.clone());
     let cmd = Command::AlterTopicConfig { name: name.to_owned(), config };
-    c.propose(cmd, move |s, _| s.topics.get(&wanted).is_none_or(|t| t.config == want_config)).await.map(|_| ())
+    c.propose(cmd, move |s, _| s.topics.get(&wanted).is_none_or(|t| t.config == want_config))
+        .await
+        .map(|_| ())
 }
 
 /// Grows a topic to `count` partitions through the controller; returns
@@ -146,7 +148,12 @@ pub async fn alter_topic(
 /// `UnknownTopic`, `InvalidPartitions`, `InvalidConfig` (not a growth),
 /// `InvalidReplicationFactor` (too few live brokers),
 /// `ControllerNotAvailable`.
-pub async fn add_partitions(c: &ClusterHandle, cfg: &BrokerConfig, name: &str, count: u32) -> Result<u32, BrokerError> {
+pub async fn add_partitions(
+    c: &ClusterHandle,
+    cfg: &BrokerConfig,
+    name: &str,
+    count: u32,
+) -> Result<u32, BrokerError> {
     if count > cfg.max_partitions {
         return Err(BrokerError::InvalidPartitions { count, max: cfg.max_partitions });
     }

@@ -4,10 +4,10 @@
 use std::sync::Arc;
 
 use sluice_protocol::api::{
-    supported_apis, AddPartitionsRequest, BrokerMetadata, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
-    ApiVersionsResponse, ConfigEntry, CreateTopicRequest, CreateTopicResponse, DeleteTopicRequest,
-    DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse, PartitionMetadata,
-    StatusResponse, TopicMetadata,
+    supported_apis, AddPartitionsRequest, AddPartitionsResponse, AlterTopicRequest, AlterTopicResponse,
+    ApiVersionsResponse, BrokerMetadata, ConfigEntry, CreateTopicRequest, CreateTopicResponse,
+    DeleteTopicRequest, DeleteTopicResponse, FailedTopic, GroupStatus, MetadataRequest, MetadataResponse,
+    PartitionMetadata, StatusResponse, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 

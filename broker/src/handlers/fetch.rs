@@ -94,8 +94,7 @@ fn readable(broker: &Broker, topic: &str, index: u32) -> Result<Arc<Partition>, 
 /// # Errors
 /// None: failures are answered per partition.
 pub async fn handle(broker: Arc<Broker>, req: FetchRequest) -> Result<FetchResponse, BrokerError> {
-    let parts: Vec<_> =
-        req.partitions.iter().map(|p| readable(&broker, &p.topic, p.partition)).collect();
+    let parts: Vec<_> = req.partitions.iter().map(|p| readable(&broker, &p.topic, p.partition)).collect();
     let mut watches: Vec<watch::Receiver<u64>> =
         parts.iter().flatten().map(|p| p.watch_high_watermark()).collect();
     let wait = Duration::from_millis(u64::from(req.max_wait_ms.min(broker.config.max_fetch_wait_ms)));

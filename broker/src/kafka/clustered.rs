@@ -80,7 +80,11 @@ pub fn describe(c: &ClusterHandle, name: &str, t: &TopicState) -> MetadataRespon
 }
 
 /// The controller topic whose Kafka id is `id`.
-pub fn by_id<'a>(c: &ClusterHandle, state: &'a ControllerState, id: Uuid) -> Option<(&'a String, &'a TopicState)> {
+pub fn by_id<'a>(
+    c: &ClusterHandle,
+    state: &'a ControllerState,
+    id: Uuid,
+) -> Option<(&'a String, &'a TopicState)> {
     state.topics.iter().find(|(_, t)| local_topic_id(&c.settings.cluster_id, t.id) == id)
 }
 

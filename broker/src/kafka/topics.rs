@@ -20,10 +20,10 @@ use kafka_protocol::messages::delete_topics_response::{DeletableTopicResult, Del
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
 
+use super::clustered;
 use super::configs::{entries, to_sluice};
 use super::wire::{blocking, decode, Chunks, Header};
 use super::{error, KafkaError};
-use super::clustered;
 use crate::broker::Broker;
 use crate::clustering::{admin as cluster_admin, ClusterHandle};
 use crate::errors::BrokerError;
@@ -97,11 +97,7 @@ fn refuse(e: &BrokerError) -> Refusal {
 }
 
 /// Creates (or checks) one topic: its partition count, config and id.
-fn create_one(
-    broker: &Broker,
-    topic: &CreatableTopic,
-    validate_only: bool,
-) -> Result<Created, Refusal> {
+fn create_one(broker: &Broker, topic: &CreatableTopic, validate_only: bool) -> Result<Created, Refusal> {
     if !matches!(topic.replication_factor, -1 | 1) && broker.cluster().is_none() {
         let why = format!("replication factor {} on a single broker", topic.replication_factor);
         return Err((ResponseError::InvalidReplicationFactor.code(), Some(StrBytes::from_string(why))));
@@ -175,7 +171,10 @@ fn create_in_cluster(
     let created = cluster_admin::create_topic(c, &broker.config, &topic.name, partitions, &configs);
     clustered::block_on(created).map_err(|e| refuse(&e))?;
     let state = c.state();
-    let t = state.topics.get(topic.name.as_str()).ok_or_else(|| refuse(&BrokerError::UnknownTopic(topic.name.to_string())))?;
+    let t = state
+        .topics
+        .get(topic.name.as_str())
+        .ok_or_else(|| refuse(&BrokerError::UnknownTopic(topic.name.to_string())))?;
     let id = crate::reconcile::plan::local_topic_id(&c.settings.cluster_id, t.id);
     Ok((partitions, local(&configs)?, id, rf))
 }
@@ -279,6 +278,8 @@ fn grow_in_cluster(
             Err(BrokerError::InvalidPartitions { count, max: broker.config.max_partitions })
         }
         Some(_) if validate_only => Ok(()),
-        Some(_) => clustered::block_on(cluster_admin::add_partitions(c, &broker.config, name, count)).map(|_| ()),
+        Some(_) => {
+            clustered::block_on(cluster_admin::add_partitions(c, &broker.config, name, count)).map(|_| ())
+        }
     }
 }

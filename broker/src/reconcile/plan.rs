@@ -22,7 +22,6 @@ use crate::cluster::state::{BrokerId, ControllerState, PartitionState, TopicStat
 use crate::replication::Role;
 use crate::storage::LogConfig;
 
-
 /// What this broker holds of a topic.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LocalTopic {
@@ -143,11 +142,7 @@ pub fn plan_topics(
 
 /// `min_insync_replicas` of a topic: its setting, else min(2, replicas).
 pub fn min_insync_replicas(topic: &TopicState, replicas: usize) -> usize {
-    topic
-        .config
-        .get("min_insync_replicas")
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| replicas.min(2))
+    topic.config.get("min_insync_replicas").and_then(|v| v.parse().ok()).unwrap_or_else(|| replicas.min(2))
 }
 
 /// The role on node `me` of a partition in `state`; `peers` is this

@@ -76,7 +76,8 @@ fn matching_topics_need_nothing_and_changes_are_planned() {
     let local = BTreeMap::from([("t".to_owned(), local_of(&s, "t"))]);
     assert!(plan_topics(&s, 1, "c", &LogConfig::default(), &local).is_empty());
     s.apply(&Command::AddPartitions { name: "t".into(), count: 4 }).unwrap();
-    let config = BTreeMap::from([("retention_ms".into(), "1000".into()), ("min_insync_replicas".into(), "3".into())]);
+    let config =
+        BTreeMap::from([("retention_ms".into(), "1000".into()), ("min_insync_replicas".into(), "3".into())]);
     s.apply(&Command::AlterTopicConfig { name: "t".into(), config }).unwrap();
     let actions = plan_topics(&s, 1, "c", &LogConfig::default(), &local);
     assert_eq!(actions.len(), 2, "{actions:?}");
@@ -89,13 +90,14 @@ fn matching_topics_need_nothing_and_changes_are_planned() {
 fn deleted_and_recreated_topics_are_deleted_first_foreign_ones_kept() {
     let s0 = state_with(&[("t", 1, 3)], 3);
     let mut local = BTreeMap::from([("t".to_owned(), local_of(&s0, "t"))]);
-    local.insert(
-        "old".into(),
-        LocalTopic { id: Uuid::new_v4(), partitions: 1, config: LogConfig::default() },
-    );
+    local
+        .insert("old".into(), LocalTopic { id: Uuid::new_v4(), partitions: 1, config: LogConfig::default() });
     let mut s = s0.clone();
     s.apply(&Command::DeleteTopic { name: "t".into() }).unwrap();
-    assert_eq!(plan_topics(&s, 1, "c", &LogConfig::default(), &local), vec![Action::Delete { name: "t".into() }]);
+    assert_eq!(
+        plan_topics(&s, 1, "c", &LogConfig::default(), &local),
+        vec![Action::Delete { name: "t".into() }]
+    );
     s.apply(&Command::CreateTopic {
         name: "t".into(),
         partitions: 1,
