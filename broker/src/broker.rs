@@ -217,6 +217,10 @@ impl Broker {
     pub fn partition(&self, topic: &str, index: u32) -> Result<Arc<Partition>, BrokerError> {
         let t = match self.topics.get(topic) {
             Some(t) => t,
+            // The controller has it, but no replica is here: ask its leader.
+            None if self.cluster().is_some_and(|c| c.state().topics.contains_key(topic)) => {
+                return Err(BrokerError::NotLeader { topic: topic.to_owned(), partition: index });
+            }
             None if self.config.auto_create_topics && self.cluster().is_some() => {
                 // Through the controller: the client retries meanwhile.
                 self.auto_create_in_cluster(topic);
