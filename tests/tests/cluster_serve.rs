@@ -6,8 +6,16 @@
 //! a new leader at a higher epoch. Every wait polls until a deadline.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod kafka_wire;
+
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::{
+    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest as KafkaMetadataRequest,
+    MetadataResponse as KafkaMetadataResponse, ProduceResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_wire::KafkaConn;
 use serde_json::Value;
 use sluice_protocol::api::{Acks, MetadataRequest};
 use sluice_protocol::client::ClientError;
@@ -152,6 +160,8 @@ fn three_nodes_form_a_cluster_and_fail_over() {
         let leader = nodes[leader0 - 1].as_ref().unwrap().connect().await;
         let r = produce(&leader, "t", 0, Acks::Leader, batch(2, 10, 1)).await.unwrap();
         assert_eq!(r.base_offset, 0);
+
+        kafka_view(&nodes, &first, leader0, follower0).await;
     });
 
     // kill -9 of partition 0's leader: its partitions move to another
@@ -175,6 +185,44 @@ fn three_nodes_form_a_cluster_and_fail_over() {
         assert!(n.terminate(), "{}", n.log_text());
         assert!(n.log_text().contains("shutdown complete"), "{}", n.log_text());
     }
+}
+
+/// Kafka clients see the cluster: every broker's Kafka listener, the
+/// controller, the leaders and ISR; a follower refuses produce with
+/// NOT_LEADER_OR_FOLLOWER; the group coordinator is the lowest live id.
+async fn kafka_view(
+    nodes: &[Option<ProcessBroker>],
+    layout: &[(i64, u64, Value, Value)],
+    leader0: usize,
+    follower0: usize,
+) {
+    let kafka = |i: usize| nodes[i - 1].as_ref().unwrap().kafka.unwrap();
+    let mut conn = KafkaConn::connect(kafka(2)).await;
+    let mut all = KafkaMetadataRequest::default();
+    all.topics = None;
+    let meta: KafkaMetadataResponse = conn.call(ApiKey::Metadata, 12, &all).await;
+    let mut brokers: Vec<(i32, i32)> = meta.brokers.iter().map(|b| (b.node_id.0, b.port)).collect();
+    brokers.sort_unstable();
+    let want: Vec<(i32, i32)> = (1..=3).map(|i| (i as i32, i32::from(kafka(i).port()))).collect();
+    assert_eq!(brokers, want);
+    assert!(meta.controller_id.0 >= 1, "{meta:?}");
+    let t = &meta.topics[0];
+    for (p, (leader, epoch, _, isr)) in t.partitions.iter().zip(layout) {
+        assert_eq!(i64::from(p.leader_id.0), *leader);
+        assert_eq!(u64::try_from(p.leader_epoch).unwrap(), *epoch);
+        assert_eq!(p.isr_nodes.len(), isr.as_array().unwrap().len());
+    }
+    let mut follower = KafkaConn::connect(kafka(follower0)).await;
+    let req = kafka_wire::produce("t", 1, batch(1, 10, 2));
+    let r: ProduceResponse = follower.call(ApiKey::Produce, 9, &req).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 6, "NOT_LEADER_OR_FOLLOWER");
+    let mut leader = KafkaConn::connect(kafka(leader0)).await;
+    let r: ProduceResponse = leader.call(ApiKey::Produce, 9, &req).await;
+    assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
+    let mut find = FindCoordinatorRequest::default();
+    find.key = StrBytes::from_static_str("g");
+    let c: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &find).await;
+    assert_eq!((c.node_id.0, c.port), (1, i32::from(kafka(1).port())), "the lowest live id");
 }
 
 #[test]
