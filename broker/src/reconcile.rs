@@ -29,6 +29,9 @@ use crate::partition::Partition;
 use crate::replication::Role;
 use plan::{Action, LocalTopic};
 
+/// Settings a live topic cannot change (fixed when it is created).
+pub const FIXED_KEYS: [&str; 2] = ["segment_preallocate_bytes", "index_interval_bytes"];
+
 /// How often the loop looks at the controller's applied index.
 pub const POLL: Duration = Duration::from_millis(20);
 
@@ -116,9 +119,23 @@ fn carry_out(broker: &Broker, action: &Action) -> Result<(), BrokerError> {
         }
         Action::Grow { name, count } => broker.add_partitions(name, *count).map(|_| ()),
         Action::Alter { name, config } => {
-            let entries: Vec<(String, String)> =
-                config.entries().into_iter().map(|(k, v)| (k.to_owned(), v)).collect();
-            broker.topics.alter(name, &entries).map(|_| ())
+            let Some(topic) = broker.topics.get(name) else { return Ok(()) };
+            let now = topic.config().entries();
+            let mut changed = Vec::new();
+            for (k, v) in config.entries() {
+                if now.iter().any(|(nk, nv)| *nk == k && *nv == v) {
+                    continue;
+                }
+                if FIXED_KEYS.contains(&k) {
+                    tracing::warn!(topic = %name, key = k, "reconcile: a setting fixed at creation differs; kept");
+                    continue;
+                }
+                changed.push((k.to_owned(), v));
+            }
+            if changed.is_empty() {
+                return Ok(());
+            }
+            broker.topics.alter(name, &changed).map(|_| ())
         }
     }
 }

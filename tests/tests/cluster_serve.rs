@@ -135,6 +135,8 @@ fn three_nodes_form_a_cluster_and_fail_over() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicationFactor"));
 
+    admin_goes_through_the_controller(&addrs);
+
     let rt = tokio::runtime::Runtime::new().unwrap();
     let leader0 = first[0].0 as usize;
     let follower0 = if leader0 == 1 { 2 } else { 1 };
@@ -184,6 +186,29 @@ fn three_nodes_form_a_cluster_and_fail_over() {
     for n in nodes.iter_mut().flatten() {
         assert!(n.terminate(), "{}", n.log_text());
         assert!(n.log_text().contains("shutdown complete"), "{}", n.log_text());
+    }
+}
+
+/// Grow, alter and delete from one node; every node sees the change.
+fn admin_goes_through_the_controller(addrs: &[String]) {
+    let ok = |at: &str, args: &[&str]| {
+        let out = run_cli(SLUICE, at, args, b"");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    ok(&addrs[2], &["topic", "create", "g", "--partitions", "1", "--replication-factor", "2"]);
+    ok(&addrs[1], &["topic", "add-partitions", "g", "--count", "3"]);
+    ok(&addrs[0], &["topic", "alter", "g", "--retention-ms", "3600000"]);
+    for at in addrs {
+        poll("the grown, altered topic everywhere", || {
+            let v = cli_json(at, &["topic", "describe", "g"]).ok()?;
+            let parts = v["partitions"].as_array()?;
+            let placed = parts.iter().all(|p| p["replicas"].as_array().is_some_and(|r| r.len() == 2));
+            (parts.len() == 3 && placed && v["config"]["retention_ms"] == "3600000").then_some(())
+        });
+    }
+    ok(&addrs[1], &["topic", "delete", "g"]);
+    for at in addrs {
+        poll("the topic gone everywhere", || cli_json(at, &["topic", "describe", "g"]).is_err().then_some(()));
     }
 }
 

@@ -127,8 +127,8 @@ pub async fn alter_topic(
     let topic = state.topics.get(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
     let mut config = if replace { BTreeMap::new() } else { topic.config.clone() };
     for (k, v) in entries {
-        if k == "replication_factor" {
-            return Err(BrokerError::InvalidConfig("replication_factor cannot be altered".into()));
+        if ["replication_factor", "segment_preallocate_bytes", "index_interval_bytes"].contains(&k.as_str()) {
+            return Err(BrokerError::InvalidConfig(format!("`{k}` cannot change on a live topic")));
         }
         config.insert(k.clone(), v.clone());
     }
