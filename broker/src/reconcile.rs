@@ -35,6 +35,9 @@ pub const FIXED_KEYS: [&str; 2] = ["segment_preallocate_bytes", "index_interval_
 /// How often the loop looks at the controller's applied index.
 pub const POLL: Duration = Duration::from_millis(20);
 
+/// Pause before retrying a pass that failed.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
 /// Sets a partition's role: the one place a role changes (the replica
 /// manager's `set_role` once replication is wired in).
 pub fn apply_role(partition: &Arc<Partition>, role: Role) {
@@ -72,6 +75,13 @@ pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: Cancellatio
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "reconcile failed; retrying"),
                 Err(e) => tracing::error!(error = %e, "reconcile task failed"),
+            }
+            if seen != Some(index) {
+                // Failed: retry after a pause, not on every poll.
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    () = tokio::time::sleep(RETRY_AFTER) => {}
+                }
             }
         }
     })

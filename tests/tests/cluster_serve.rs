@@ -182,6 +182,21 @@ fn three_nodes_form_a_cluster_and_fail_over() {
     assert_ne!(moved[0].0 as usize, leader0);
     assert!(moved[0].3.as_array().unwrap().iter().all(|b| b.as_u64() != Some(leader0 as u64)), "{moved:?}");
 
+    // The survivor's metrics say so.
+    let admin = nodes[follower0 - 1].as_ref().unwrap().admin.unwrap();
+    poll("cluster metrics", || {
+        let (status, body) = sluice_tests::http_get(admin, "/metrics");
+        let has = |line: &str| body.lines().any(|l| l == line);
+        let leader = body.lines().find_map(|l| l.strip_prefix("sluice_controller_leader "))?;
+        let elections = body.lines().find_map(|l| l.strip_prefix("sluice_leader_elections_total "))?;
+        let ok = status == 200
+            && has("sluice_under_replicated_partitions 3")
+            && has("sluice_offline_partitions 0")
+            && leader.parse::<i64>().ok()? >= 1
+            && elections.parse::<u64>().ok()? >= 1;
+        ok.then_some(())
+    });
+
     // The rest shut down cleanly on SIGTERM.
     for n in nodes.iter_mut().flatten() {
         assert!(n.terminate(), "{}", n.log_text());
@@ -208,7 +223,9 @@ fn admin_goes_through_the_controller(addrs: &[String]) {
     }
     ok(&addrs[1], &["topic", "delete", "g"]);
     for at in addrs {
-        poll("the topic gone everywhere", || cli_json(at, &["topic", "describe", "g"]).is_err().then_some(()));
+        poll("the topic gone everywhere", || {
+            cli_json(at, &["topic", "describe", "g"]).is_err().then_some(())
+        });
     }
 }
 
