@@ -283,9 +283,9 @@ fn a_single_node_reports_itself_and_keeps_one_copy() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let t = layout(&at, "t").unwrap();
     assert_eq!(t[0].0, 0, "a single node leads its partitions");
-    let meta = tokio::runtime::Runtime::new().unwrap().block_on(async {
-        node.connect().await.call(&MetadataRequest::default()).await.unwrap()
-    });
+    let meta = tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(async { node.connect().await.call(&MetadataRequest::default()).await.unwrap() });
     assert_eq!((meta.node_id, meta.brokers.len()), (0, 1));
     assert_eq!(meta.brokers[0].addr, at, "itself, at its bound address");
 }

@@ -102,7 +102,11 @@ fn resolve(broker: &Broker, header: &Header, req: &FetchRequest) -> (Vec<TopicDa
         } else {
             broker.topics.get(t.topic.as_str())
         };
-        let missing = if header.version >= 13 {
+        let elsewhere = found.is_none() && header.version < 13 && held_elsewhere(broker, t.topic.as_str());
+        let missing = if elsewhere {
+            // The cluster has it, another broker leads it: refresh metadata.
+            ResponseError::NotLeaderOrFollower.code()
+        } else if header.version >= 13 {
             ResponseError::UnknownTopicId.code()
         } else {
             ResponseError::UnknownTopicOrPartition.code()
@@ -127,6 +131,12 @@ fn resolve(broker: &Broker, header: &Header, req: &FetchRequest) -> (Vec<TopicDa
         topics.push(TopicData { name: t.topic.to_string(), id: t.topic_id, partitions: Vec::new() });
     }
     (topics, wants)
+}
+
+/// Whether the controller of a clustered broker has `topic` (this broker
+/// holding no replica of it).
+fn held_elsewhere(broker: &Broker, topic: &str) -> bool {
+    broker.cluster().is_some_and(|c| c.state().topics.contains_key(topic))
 }
 
 /// Reads every partition once within the byte budgets; returns their
