@@ -34,9 +34,9 @@ fn free_ports() -> Vec<u16> {
     held.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
 
-/// Starts nodes 1..=3 under `dir`; the peer addresses are known to all
-/// three before any starts.
-fn start_cluster(dir: &std::path::Path) -> Vec<Option<ProcessBroker>> {
+/// Each node's cluster flags; the peer addresses are known to all three
+/// before any starts.
+fn cluster_flags() -> Vec<Vec<String>> {
     let ports = free_ports();
     let peers: Vec<String> =
         ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
@@ -44,13 +44,19 @@ fn start_cluster(dir: &std::path::Path) -> Vec<Option<ProcessBroker>> {
     (1..=3)
         .map(|id: usize| {
             let listen = format!("127.0.0.1:{}", ports[id - 1]);
-            let node = id.to_string();
-            let flags = ["--node-id", &node, "--peer-listen", &listen, "--peers", &peers];
-            let b = ProcessBroker::spawn(SLUICE, &dir.join(format!("n{id}")), &flags);
-            assert!(b.log_text().contains("peer listening"), "{}", b.log_text());
-            Some(b)
+            ["--node-id", &id.to_string(), "--peer-listen", &listen, "--peers", &peers]
+                .map(str::to_owned)
+                .to_vec()
         })
         .collect()
+}
+
+/// Starts node `id` (1-based) with its flags under `dir`.
+fn start_node(dir: &std::path::Path, flags: &[Vec<String>], id: usize) -> ProcessBroker {
+    let flags: Vec<&str> = flags[id - 1].iter().map(String::as_str).collect();
+    let b = ProcessBroker::spawn(SLUICE, &dir.join(format!("n{id}")), &flags);
+    assert!(b.log_text().contains("peer listening"), "{}", b.log_text());
+    b
 }
 
 fn addr(b: &ProcessBroker) -> String {
@@ -102,7 +108,9 @@ fn layout(at: &str, topic: &str) -> Option<Vec<(i64, u64, Value, Value)>> {
 #[test]
 fn three_nodes_form_a_cluster_and_fail_over() {
     let dir = tempfile::tempdir().unwrap();
-    let mut nodes = start_cluster(dir.path());
+    let flags = cluster_flags();
+    let mut nodes: Vec<Option<ProcessBroker>> =
+        (1..=3).map(|id| Some(start_node(dir.path(), &flags, id))).collect();
     let addrs: Vec<String> = nodes.iter().map(|n| addr(n.as_ref().unwrap())).collect();
 
     // Every node sees three live nodes and a controller leader.
@@ -197,7 +205,20 @@ fn three_nodes_form_a_cluster_and_fail_over() {
         ok.then_some(())
     });
 
-    // The rest shut down cleanly on SIGTERM.
+    // Restarted on its data directory, the node registers again and
+    // describes the topic as the others do.
+    nodes[leader0 - 1] = Some(start_node(dir.path(), &flags, leader0));
+    let back = addr(nodes[leader0 - 1].as_ref().unwrap());
+    poll("the restarted node live again", || {
+        let s = cli_json(survivor, &["cluster", "status"]).ok()?;
+        (s["nodes"].as_array()?.iter().filter(|n| n["live"] == true).count() == 3).then_some(())
+    });
+    poll("the restarted node's view", || {
+        let (a, b) = (layout(&back, "t")?, layout(survivor, "t")?);
+        (a == b && a[0].0 != leader0 as i64).then_some(())
+    });
+
+    // All shut down cleanly on SIGTERM.
     for n in nodes.iter_mut().flatten() {
         assert!(n.terminate(), "{}", n.log_text());
         assert!(n.log_text().contains("shutdown complete"), "{}", n.log_text());
