@@ -256,6 +256,9 @@ pub fn send_loop(producer: &KafkaProducer, plan: &SendPlan) -> anyhow::Result<(u
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
                     if full {
+                        if Instant::now() >= plan.deadline + TIMEOUT {
+                            bail!("the producer's queue stayed full past the run's deadline");
+                        }
                         std::thread::sleep(QUEUE_FULL_WAIT);
                     }
                     producer.poll(Duration::ZERO);
