@@ -4,11 +4,13 @@
 //! every partition.
 //!
 //! Producers send from one thread each through a `BaseProducer`, serving
-//! delivery reports with `poll` every 1024 records and while the queue is
-//! full; consumers read one record per `BaseConsumer::poll`, on a thread
-//! each. Consumers use `assign()` (no group: a Kafka group's rebalance is
-//! not what these runs measure), member `i` of `n` taking the partitions
-//! `p` with `p % n == i`.
+//! delivery reports with a zero-wait `poll` every 1024 records and while
+//! the queue is full (sleeping between tries, see [`QUEUE_FULL_WAIT`]), and
+//! stamping records with a wall clock read every 1024 records. Consumers
+//! read one record per `BaseConsumer::poll`, on a thread each. Consumers use
+//! `assign()` (no group: a Kafka group's rebalance is not what these runs
+//! measure), member `i` of `n` taking the partitions `p` with
+//! `p % n == i`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -200,12 +202,35 @@ pub fn thread_cpu_s() -> f64 {
         .map_or(0.0, |ns| ns as f64 / 1e9)
 }
 
+/// How long a sender whose queue stays full sleeps before it serves the
+/// delivery reports again.
+///
+/// Not `poll` with a timeout: the `rdkafka` crate's `BaseProducer::poll`
+/// keeps serving events until its deadline and hands librdkafka the time
+/// left in whole milliseconds, so its last millisecond is a busy loop of
+/// zero-wait polls and clock reads (a third of the sending thread's time
+/// in a 1 KiB run here, on the cores the broker needs).
+const QUEUE_FULL_WAIT: Duration = Duration::from_micros(200);
+
+/// The wall clock in milliseconds since the Unix epoch: the records'
+/// timestamp (Kafka's CreateTime).
+///
+/// The send loop reads it once per 1024 records and passes it with each
+/// record: without one, librdkafka reads the wall clock for every record
+/// (`gettimeofday`, 8% of the sending thread's time in a profile here),
+/// where the native producer stamps a batch's records with the time the
+/// batch opened.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
 /// One producer's send loop (round robin over the partitions, like the
 /// native one); returns the records sent and when the last was
 /// acknowledged per `--acks`.
 pub fn send_loop(producer: &KafkaProducer, plan: &SendPlan) -> anyhow::Result<(u64, Instant)> {
     let mut value = vec![b'x'; if plan.stamp { plan.message_size.max(8) } else { plan.message_size }];
     let (mut sent, started) = (0u64, Instant::now());
+    let mut timestamp_ms = wall_clock_ms();
     while sent < plan.per_producer && (sent % 1024 != 0 || Instant::now() < plan.deadline) {
         if plan.per_producer_rate > 0 {
             let due = Duration::from_secs_f64(sent as f64 / plan.per_producer_rate as f64);
@@ -222,19 +247,29 @@ pub fn send_loop(producer: &KafkaProducer, plan: &SendPlan) -> anyhow::Result<(u
         let partition = (sent % u64::from(plan.partitions)) as i32;
         let mut record = BaseRecord::<(), [u8], usize>::with_opaque_to(&plan.topic, opaque)
             .payload(&value[..])
-            .partition(partition);
+            .partition(partition)
+            .timestamp(timestamp_ms);
+        let mut full = false;
         loop {
             match producer.send(record) {
                 Ok(()) => break,
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                     record = back;
-                    producer.poll(Duration::from_millis(1));
+                    if full {
+                        if Instant::now() >= plan.deadline + TIMEOUT {
+                            bail!("the producer's queue stayed full past the run's deadline");
+                        }
+                        std::thread::sleep(QUEUE_FULL_WAIT);
+                    }
+                    producer.poll(Duration::ZERO);
+                    full = true;
                 }
                 Err((e, _)) => return Err(e.into()),
             }
         }
         sent += 1;
         if sent % 1024 == 0 {
+            timestamp_ms = wall_clock_ms();
             producer.poll(Duration::ZERO);
             if let Some(progress) = &plan.progress {
                 progress.add(1024);
