@@ -183,6 +183,9 @@ pub struct Router {
     max_request_bytes: AtomicUsize,
     cache: Mutex<MetadataCache>,
     conns: Mutex<HashMap<u64, Connection>>,
+    /// A bootstrap connection whose node id is not known yet (from
+    /// [`Router::connect_bootstrap`]); the next metadata request uses it.
+    spare: Mutex<Option<(String, Connection)>>,
     /// One refresh at a time; holds when the last one started.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
 }
@@ -195,6 +198,7 @@ impl Router {
             config,
             cache: Mutex::new(MetadataCache::default()),
             conns: Mutex::new(HashMap::new()),
+            spare: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(None),
         }
     }
@@ -218,6 +222,24 @@ impl Router {
             .await?
             .with_timeout(self.config.request_timeout)
             .with_max_request_bytes(self.max_request_bytes.load(Ordering::Acquire)))
+    }
+
+    /// Connects to the first reachable bootstrap address (so a client
+    /// fails at once when none is), keeping the connection for the first
+    /// metadata request.
+    pub async fn connect_bootstrap(&self) -> Result<(), ClientError> {
+        let mut last_error = None;
+        for addr in &self.config.bootstrap {
+            match self.connect(addr).await {
+                Ok(c) => {
+                    *self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+                        Some((addr.clone(), c));
+                    return Ok(());
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| ClientError::ConnectionLost("no bootstrap address".into())))
     }
 
     /// The live connection to broker `id`, opened if needed. A broker that
@@ -328,6 +350,14 @@ impl Router {
                     self.cache().mark_unreachable(id);
                     last_error = Some(e);
                 }
+                Err(e) => return Err(e),
+            }
+        }
+        let spare = self.spare.lock().unwrap_or_else(std::sync::PoisonError::into_inner).take();
+        if let Some((addr, conn)) = spare.filter(|(_, c)| !c.is_closed()) {
+            match conn.call(&request).await {
+                Ok(resp) => return Ok(self.learn(resp, conn, Some(&addr))),
+                Err(e) if is_routing_error(&e) => last_error = Some(e),
                 Err(e) => return Err(e),
             }
         }
