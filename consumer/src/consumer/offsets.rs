@@ -8,6 +8,10 @@
 //! `close()`); this module sends it and records what the broker accepted.
 //! Without a group nothing is committed. The auto-commit task runs until
 //! the consumer's shutdown token is cancelled.
+//!
+//! Committed offsets and commits go to the group's broker; `ListOffsets`
+//! goes to each partition's leader (metadata refetched first when routes
+//! are stale or unknown).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,7 +20,6 @@ use sluice_protocol::api::{
     CommitOffset, ListOffsetsPartition, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetSpec, PartitionResult, NO_OFFSET,
 };
-use sluice_protocol::client::Connection;
 use sluice_protocol::TopicPartition;
 
 use super::{names, AssignmentEvent, Inner, OffsetReset, Progress};
@@ -29,12 +32,11 @@ impl Inner {
         if tps.is_empty() {
             return Ok(());
         }
-        let conn = self.conn().await?;
-        let committed = self.committed_offsets(&conn, &tps).await?;
+        let committed = self.committed_offsets(&tps).await?;
         let starts = &self.config.start_offsets;
         let missing: Vec<&TopicPartition> =
             tps.iter().filter(|tp| !committed.contains_key(*tp) && !starts.contains_key(*tp)).collect();
-        let reset = self.reset_offsets(&conn, &missing).await?;
+        let reset = self.reset_offsets(&missing).await?;
         {
             let mut state = self.state();
             for tp in &tps {
@@ -51,13 +53,12 @@ impl Inner {
     /// The group's committed offsets of `tps` (none without a group).
     async fn committed_offsets(
         &self,
-        conn: &Connection,
         tps: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, u64>, ConsumerError> {
         let Some(group) = &self.config.group else { return Ok(HashMap::new()) };
         let request = OffsetFetchRequest { group: group.clone(), partitions: tps.to_vec() };
-        Ok(conn
-            .call(&request)
+        Ok(self
+            .group_call(&request)
             .await?
             .offsets
             .into_iter()
@@ -66,11 +67,10 @@ impl Inner {
             .collect())
     }
 
-    /// Where the reset policy starts each of `tps` (those the broker could
-    /// answer for).
+    /// Where the reset policy starts each of `tps` (those their leaders
+    /// could answer for), asking each partition's leader.
     async fn reset_offsets(
         &self,
-        conn: &Connection,
         tps: &[&TopicPartition],
     ) -> Result<HashMap<TopicPartition, u64>, ConsumerError> {
         if tps.is_empty() {
@@ -80,20 +80,34 @@ impl Inner {
             OffsetReset::Earliest => OffsetSpec::Earliest,
             OffsetReset::Latest => OffsetSpec::Latest,
         };
-        let request = ListOffsetsRequest {
-            partitions: tps
-                .iter()
-                .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
-                .collect(),
-        };
-        Ok(conn
-            .call(&request)
-            .await?
-            .partitions
-            .into_iter()
-            .filter(|p| p.error_code.is_ok())
-            .map(|p| (TopicPartition::new(p.topic, p.partition), p.offset))
-            .collect())
+        let lookups: Vec<ListOffsetsPartition> = tps
+            .iter()
+            .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
+            .collect();
+        if self.router.by_leader(lookups.clone(), |l| (&l.topic, l.partition)).1.len() > 0 {
+            self.router.cache().mark_stale(); // a partition new to this client
+        }
+        self.refresh_routes().await?;
+        let (routed, _) = self.router.by_leader(lookups, |l| (&l.topic, l.partition));
+        let mut found = HashMap::new();
+        for (leader, partitions) in routed {
+            let request = ListOffsetsRequest { partitions };
+            let result = match self.router.broker(leader).await {
+                Ok(conn) => conn.call(&request).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                self.router.report(Some(leader), e);
+            }
+            found.extend(
+                result?
+                    .partitions
+                    .into_iter()
+                    .filter(|p| p.error_code.is_ok())
+                    .map(|p| (TopicPartition::new(p.topic, p.partition), p.offset)),
+            );
+        }
+        Ok(found)
     }
 
     /// Commits the `progress` offsets of `only` (or every partition) that
@@ -134,7 +148,7 @@ impl Inner {
                 })
                 .collect(),
         };
-        let resp = self.conn().await?.call(&request).await?;
+        let resp = self.group_call(&request).await?;
         let (accepted, outcome) = commit_outcome(&offsets, &resp.results);
         let mut state = self.state();
         for (tp, offset) in accepted {
