@@ -423,7 +423,6 @@ impl Inner {
         }
         Ok(())
     }
-
 }
 
 /// An asynchronous producer. Cheap to share behind an `Arc`; `send` takes `&self`.

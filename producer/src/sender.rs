@@ -223,7 +223,10 @@ impl Sender {
 
 /// The leader of `batch`'s partition and a connection to it; the error
 /// (retriable) when none is known or it cannot be reached.
-async fn leader_of(inner: &Inner, batch: &ReadyBatch) -> Result<(u64, Connection), (Option<u64>, ClientError)> {
+async fn leader_of(
+    inner: &Inner,
+    batch: &ReadyBatch,
+) -> Result<(u64, Connection), (Option<u64>, ClientError)> {
     let (topic, partition) = (&batch.key.0, batch.key.1);
     match inner.router.leader(topic, partition).await {
         Ok(Some(found)) => Ok(found),

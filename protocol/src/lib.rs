@@ -22,7 +22,7 @@ pub use wire::{Reader, WireError, Writer};
 pub mod api;
 #[cfg(feature = "client")]
 pub mod client;
-#[cfg(feature = "client")]
-pub mod routing;
 #[cfg(feature = "io")]
 pub mod io;
+#[cfg(feature = "client")]
+pub mod routing;

@@ -268,14 +268,22 @@ impl Router {
 
     /// The leader of a partition and a connection to it; `Ok(None)` while
     /// no leader is known (refresh, then retry).
-    pub async fn leader(&self, topic: &str, partition: u32) -> Result<Option<(u64, Connection)>, ClientError> {
+    pub async fn leader(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<(u64, Connection)>, ClientError> {
         let Some(id) = self.cache().leader(topic, partition) else { return Ok(None) };
         Ok(Some((id, self.broker(id).await?)))
     }
 
     /// Groups `items` by the leader of the partition `key` names, in leader
     /// id order; the second list holds those without a known leader.
-    pub fn by_leader<T>(&self, items: Vec<T>, key: impl Fn(&T) -> (&str, u32)) -> (Vec<(u64, Vec<T>)>, Vec<T>) {
+    pub fn by_leader<T>(
+        &self,
+        items: Vec<T>,
+        key: impl Fn(&T) -> (&str, u32),
+    ) -> (Vec<(u64, Vec<T>)>, Vec<T>) {
         let cache = self.cache();
         let mut routed: Vec<(u64, Vec<T>)> = Vec::new();
         let mut unrouted = Vec::new();

@@ -29,9 +29,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use futures_util::future::join_all;
 use sluice_protocol::api::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
 use sluice_protocol::batch::split_batches;
-use futures_util::future::join_all;
 use sluice_protocol::client::{retry_backoff, ClientError};
 use sluice_protocol::routing::is_routing_code;
 use sluice_protocol::{ErrorCode, TopicPartition};
@@ -93,7 +93,8 @@ impl Inner {
             } else {
                 request_failures = request_failures.saturating_add(1);
                 let c = &self.config;
-                tokio::time::sleep(retry_backoff(c.fetch_backoff, c.fetch_backoff_max, request_failures)).await;
+                tokio::time::sleep(retry_backoff(c.fetch_backoff, c.fetch_backoff_max, request_failures))
+                    .await;
             }
         }
     }
