@@ -84,7 +84,11 @@ impl Inner {
             .iter()
             .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
             .collect();
-        if self.router.by_leader(lookups.clone(), |l| (&l.topic, l.partition)).1.len() > 0 {
+        let unknown = {
+            let cache = self.router.cache();
+            tps.iter().any(|tp| cache.leader(&tp.topic, tp.partition).is_none())
+        };
+        if unknown {
             self.router.cache().mark_stale(); // a partition new to this client
         }
         self.refresh_routes().await?;
