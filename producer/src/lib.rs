@@ -499,6 +499,7 @@ impl Producer {
         let flushed = self.flush().await;
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+        self.inner.refresh.notify_one();
         let sender = self.sender.lock().ok().and_then(|mut s| s.take());
         if let Some(sender) = sender {
             let _ = sender.await;
@@ -511,6 +512,7 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+        self.inner.refresh.notify_one(); // the metadata task ends
     }
 }
 

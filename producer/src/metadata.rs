@@ -60,6 +60,9 @@ pub(crate) async fn refresh_metadata(inner: Weak<Inner>) {
                 _ = tick.tick() => {}
                 () = wake => {}
             }
+            if inner.closed.load(Ordering::Acquire) {
+                return;
+            }
             backoff
         };
         if let Some(wait) = last.map(|at| gap.saturating_sub(at.elapsed())) {

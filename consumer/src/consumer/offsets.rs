@@ -20,10 +20,14 @@ use sluice_protocol::api::{
     CommitOffset, ListOffsetsPartition, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetSpec, PartitionResult, NO_OFFSET,
 };
+use sluice_protocol::client::retry_backoff;
 use sluice_protocol::TopicPartition;
 
 use super::{names, AssignmentEvent, Inner, OffsetReset, Progress};
 use crate::error::ConsumerError;
+
+/// Metadata refreshes waiting for partitions' leaders before ListOffsets.
+const LEADER_WAIT_ATTEMPTS: u32 = 5;
 
 impl Inner {
     /// Starts reading `tps`: at their committed offsets (with a group),
@@ -84,14 +88,7 @@ impl Inner {
             .iter()
             .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
             .collect();
-        let unknown = {
-            let cache = self.router.cache();
-            tps.iter().any(|tp| cache.leader(&tp.topic, tp.partition).is_none())
-        };
-        if unknown {
-            self.router.cache().mark_stale(); // a partition new to this client
-        }
-        self.refresh_routes().await?;
+        self.await_leaders(tps).await?;
         let (routed, _) = self.router.by_leader(lookups, |l| (&l.topic, l.partition));
         let mut found = HashMap::new();
         for (leader, partitions) in routed {
@@ -112,6 +109,28 @@ impl Inner {
             );
         }
         Ok(found)
+    }
+
+    /// Refetches metadata until every one of `tps` has a known leader, a
+    /// few times with backoff (a leader being elected); those still
+    /// without one are left to the caller.
+    async fn await_leaders(&self, tps: &[&TopicPartition]) -> Result<(), ConsumerError> {
+        for attempt in 1..=LEADER_WAIT_ATTEMPTS {
+            let unknown = {
+                let cache = self.router.cache();
+                tps.iter().any(|tp| cache.leader(&tp.topic, tp.partition).is_none())
+            };
+            if !unknown {
+                return Ok(());
+            }
+            if attempt > 1 {
+                let (base, max) = (self.config.fetch_backoff, self.config.fetch_backoff_max);
+                tokio::time::sleep(retry_backoff(base, max, attempt - 1)).await;
+            }
+            self.router.cache().mark_stale(); // a partition new to this client, or moving
+            self.refresh_routes().await?;
+        }
+        Ok(())
     }
 
     /// Commits the `progress` offsets of `only` (or every partition) that
