@@ -14,7 +14,9 @@ use routing_fake::{dead_addr, FakeCluster};
 use sluice_consumer::Consumer;
 use sluice_producer::{Producer, Record};
 use sluice_protocol::api::ApiKey;
-use sluice_tests::{create_topic, read_partition, TestBroker};
+use sluice_tests::{create_topic, read_partition, run_cli, TestBroker};
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 
 const PER_PHASE: u64 = 1000;
 
@@ -117,6 +119,23 @@ async fn the_consumer_fetches_from_the_moved_leader_and_keeps_group_traffic_on_t
     assert!(heartbeats.0.served >= 1 && heartbeats.1.served == 0, "group traffic on node 1: {heartbeats:?}");
     assert_eq!(cluster.counts(2, ApiKey::OffsetCommit).served, 0, "commits on node 1 too");
     assert!(cluster.counts(1, ApiKey::OffsetCommit).served >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_a_broker_list_and_uses_the_first_reachable_one() {
+    let broker = TestBroker::start(|_| {}).await;
+    let list = format!("{},{}", dead_addr().await, broker.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        let created = run_cli(SLUICE, &list, &["topic", "create", "t"], b"");
+        let produced = run_cli(SLUICE, &list, &["produce", "t"], b"a\nb\n");
+        (created, produced)
+    })
+    .await
+    .unwrap();
+    for o in [&out.0, &out.1] {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    assert_eq!(stored_values(&broker, 0).await, ["a", "b"]);
 }
 
 /// The values stored in `t/partition` on the real broker, in offset order.
