@@ -69,6 +69,40 @@ async fn the_producer_follows_a_moved_leader_without_losing_reordering_or_duplic
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_wait_while_a_partition_is_offline_until_a_leader_appears_or_the_delivery_timeout() {
+    let broker = TestBroker::start(|_| {}).await;
+    create_topic(&broker.connect().await, "t", 1, &[]).await.unwrap();
+    let cluster = FakeCluster::start(broker.addr, &[1, 2], 1).await;
+    let producer = |timeout: u64| {
+        Producer::builder()
+            .bootstrap(cluster.addr(1))
+            .retry_backoff(Duration::from_millis(5))
+            .retry_backoff_max(Duration::from_millis(20))
+            .delivery_timeout(Duration::from_millis(timeout))
+            .build()
+    };
+    let patient = producer(20_000).await.unwrap();
+    patient.send_and_wait(Record::new("t", "before")).await.unwrap();
+    cluster.set_offline();
+    let waiting = patient.send(Record::new("t", "during")).await.unwrap();
+    // Several refused sends while offline, then a leader appears.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while cluster.counts(1, ApiKey::Produce).refused < 1 {
+        assert!(tokio::time::Instant::now() < deadline, "the offline partition was tried");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.set_leader(2);
+    let m = waiting.await.expect("delivered once a leader appeared");
+    assert_eq!(m.offset, 1);
+
+    cluster.set_offline();
+    let impatient = producer(300).await.unwrap();
+    let error = impatient.send_and_wait(Record::new("t", "never")).await.expect_err("no leader in time");
+    assert!(matches!(error, sluice_producer::ProducerError::DeliveryTimeout(_)), "{error:?}");
+    assert_eq!(stored_values(&broker, 0).await, ["before", "during"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_consumer_fetches_from_the_moved_leader_and_keeps_group_traffic_on_the_lowest_node() {
     let broker = TestBroker::start(|_| {}).await;
     create_topic(&broker.connect().await, "t", 1, &[]).await.unwrap();

@@ -101,6 +101,12 @@ impl FakeCluster {
         self.shared.epoch.fetch_add(1, Ordering::SeqCst);
     }
 
+    /// Every partition offline (no leader) at a new epoch: metadata says
+    /// leader -1 and every node refuses.
+    pub fn set_offline(&self) {
+        self.set_leader(OFFLINE);
+    }
+
     /// See the module doc.
     pub fn lose_acks(&self, n: u32) {
         self.shared.lose_acks.store(n, Ordering::SeqCst);
@@ -135,7 +141,7 @@ impl Shared {
             self.nodes.iter().map(|(id, addr)| BrokerMetadata { id: *id, addr: addr.clone() }).collect();
         let (leader, epoch) = (self.leader.load(Ordering::SeqCst), self.epoch.load(Ordering::SeqCst));
         for p in resp.topics.iter_mut().flat_map(|t| t.partitions.iter_mut()) {
-            p.leader = leader as i64;
+            p.leader = if leader == OFFLINE { -1 } else { leader as i64 };
             p.leader_epoch = epoch;
             p.replicas = self.nodes.iter().map(|(id, _)| *id).collect();
             p.isr = p.replicas.clone();
@@ -143,6 +149,9 @@ impl Shared {
         resp
     }
 }
+
+/// The `leader` of an offline partition.
+const OFFLINE: u64 = u64::MAX;
 
 type Waiters = Arc<Mutex<HashMap<u32, oneshot::Sender<()>>>>;
 
