@@ -30,7 +30,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sluice_protocol::batch::OwnedHeader;
-use sluice_protocol::client::Connection;
+use sluice_protocol::client::{ClientError, Connection};
+use sluice_protocol::routing::Router;
 use sluice_protocol::TopicPartition;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -98,8 +99,8 @@ pub struct ConsumerRecord {
 struct Inner {
     /// The settings, as built.
     config: ConsumerBuilder,
-    /// The broker connection; replaced when it failed.
-    conn: tokio::sync::Mutex<Connection>,
+    /// Partition leaders and a connection per broker.
+    router: Router,
     /// Membership and partitions; locked only for synchronous steps.
     state: Mutex<State>,
     /// Fetched chunks waiting for `poll` (the prefetch).
@@ -126,13 +127,38 @@ impl Inner {
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live connection, reconnecting when it failed.
-    async fn conn(&self) -> Result<Connection, ConsumerError> {
-        let mut conn = self.conn.lock().await;
-        if conn.is_closed() {
-            *conn = Connection::connect(&self.config.bootstrap, &self.config.client_id).await?;
+    /// The topics this consumer reads (subscribed or assigned), for metadata.
+    fn topics(&self) -> Vec<String> {
+        let mut topics = self.config.topics.clone();
+        topics.extend(self.config.assignment.iter().map(|tp| tp.topic.clone()));
+        topics.sort_unstable();
+        topics.dedup();
+        topics
+    }
+
+    /// Sends a group request (heartbeat, commit, offset fetch) to the
+    /// group's broker: the live one with the lowest node id. A failure
+    /// that may mean it is gone makes the next call re-resolve it.
+    async fn group_call<R: sluice_protocol::api::Request>(
+        &self,
+        request: &R,
+    ) -> Result<R::Response, ConsumerError> {
+        let (id, conn): (u64, Connection) = self.router.coordinator(&self.topics()).await?;
+        let result = conn.call(request).await;
+        if let Err(e) = &result {
+            self.router.report(Some(id), e);
         }
-        Ok(conn.clone())
+        Ok(result?)
+    }
+
+    /// Refetches partition leaders when they are older than
+    /// `metadata_max_age` or known to be stale.
+    async fn refresh_routes(&self) -> Result<(), ClientError> {
+        let age = self.config.metadata_max_age;
+        if !self.router.cache().needs_refresh(std::time::Instant::now(), age) {
+            return Ok(()); // the common case: no allocation
+        }
+        self.router.refresh_if_needed(&self.topics(), self.config.metadata_max_age).await
     }
 
     /// Releases the revoked partitions a poll may release now (committing

@@ -1,6 +1,15 @@
 //! The Sluice producer: batches records per partition, pipelines produce
-//! requests on one connection, retries idempotently and applies
+//! requests to each partition's leader, retries idempotently and applies
 //! backpressure when its buffer is full.
+//!
+//! Brokers: `bootstrap` names one address or several (`a:9500,b:9500`);
+//! the first reachable one answers metadata, which says every broker and
+//! each partition's leader. Batches go to their partition's leader (one
+//! connection per broker, opened when first needed); a batch refused with
+//! `NOT_LEADER_OR_FOLLOWER` or `FENCED_LEADER_EPOCH`, or whose leader
+//! cannot be reached, refreshes metadata and is resent (same sequence
+//! numbers, so the new leader deduplicates) to the new leader, in order,
+//! within `delivery_timeout`.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), sluice_producer::ProducerError> {
@@ -38,6 +47,7 @@ mod completion;
 mod delivery;
 mod error;
 mod fxhash;
+mod metadata;
 mod partitioner;
 mod record;
 mod sender;
@@ -50,21 +60,21 @@ pub use sluice_protocol::api::Acks;
 pub use sluice_protocol::batch::Compression;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use accumulator::{Accumulator, Appended, NewRecord, Placed};
-use sluice_protocol::api::MetadataRequest;
+pub(crate) use metadata::TopicInfo;
 use sluice_protocol::batch::{BatchBuilder, HeaderRef, HEADER_LEN, NO_PRODUCER_ID};
-use sluice_protocol::client::Connection;
 use sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
-use sluice_protocol::ErrorCode;
+use sluice_protocol::routing::{parse_bootstrap, Router, RouterConfig};
 use tokio::sync::{Notify, Semaphore};
 
 /// Producer settings; see [`ProducerBuilder`] for each one's default.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
-    /// Broker address.
+    /// Broker address, or several separated by commas (tried in order
+    /// for metadata; the cluster's other brokers are learnt from it).
     pub bootstrap: String,
     /// Name sent in request headers.
     pub client_id: String,
@@ -154,7 +164,7 @@ macro_rules! setters {
 }
 
 setters! {
-    /// Broker address (default `127.0.0.1:9500`).
+    /// Broker address, or a comma-separated list (default `127.0.0.1:9500`).
     bootstrap: String,
     /// Client id in request headers (default `sluice-producer`).
     client_id: String,
@@ -191,7 +201,15 @@ setters! {
 }
 
 impl ProducerBuilder {
-    /// Connects to the broker and starts the sender.
+    /// Several bootstrap addresses, tried in order (as `bootstrap` with
+    /// them joined by commas).
+    pub fn bootstrap_servers<S: AsRef<str>>(mut self, addrs: impl IntoIterator<Item = S>) -> Self {
+        let addrs: Vec<String> = addrs.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self.config.bootstrap = addrs.join(",");
+        self
+    }
+
+    /// Connects to the first reachable bootstrap broker and starts the sender.
     pub async fn build(self) -> Result<Producer, ProducerError> {
         let mut config = self.config;
         config.max_in_flight_per_partition = config.max_in_flight_per_partition.clamp(1, 5);
@@ -200,21 +218,26 @@ impl ProducerBuilder {
         config.buffer_memory = config.buffer_memory.max(config.batch_bytes);
         config.retry_backoff_max = config.retry_backoff_max.max(config.retry_backoff);
         let producer_id = if config.idempotent { random_producer_id() } else { NO_PRODUCER_ID };
-        let conn = Connection::connect(&config.bootstrap, &config.client_id)
-            .await?
-            .with_timeout(config.request_timeout)
-            .with_max_request_bytes(config.max_request_bytes);
+        let router = Router::new(RouterConfig {
+            bootstrap: parse_bootstrap(&config.bootstrap),
+            client_id: config.client_id.clone(),
+            request_timeout: config.request_timeout,
+            max_request_bytes: config.max_request_bytes,
+            min_refresh: config.retry_backoff,
+        });
+        router.connect_bootstrap().await?;
         let inner = Arc::new(Inner {
             max_request_bytes: AtomicUsize::new(config.max_request_bytes),
             acc: Mutex::new(Accumulator::new(config.batch_bytes, config.compression, producer_id)),
             buffer: Semaphore::new(config.buffer_memory),
             wake: Notify::new(),
             closed: AtomicBool::new(false),
-            conn: tokio::sync::Mutex::new(Some(conn)),
+            router,
+            refresh: Notify::new(),
             config,
         });
         let sender = tokio::spawn(sender::run(Arc::clone(&inner)));
-        tokio::spawn(refresh_metadata(Arc::downgrade(&inner)));
+        tokio::spawn(metadata::refresh_metadata(Arc::downgrade(&inner)));
         Ok(Producer { inner, sender: Mutex::new(Some(sender)) })
     }
 }
@@ -225,30 +248,6 @@ fn random_producer_id() -> i64 {
     h.write_u128(SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
     h.write_u32(std::process::id());
     (h.finish() >> 1) as i64 // non-negative: never NO_PRODUCER_ID (-1)
-}
-
-/// Fetches the metadata of the topics in use every `metadata_max_age`
-/// until the producer is closed or dropped.
-async fn refresh_metadata(inner: Weak<Inner>) {
-    let Some(every) = inner.upgrade().map(|i| i.config.metadata_max_age.max(Duration::from_millis(10)))
-    else {
-        return;
-    };
-    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.closed.load(Ordering::Acquire) {
-            return;
-        }
-        let topics = inner.acc().known_topics();
-        for topic in topics {
-            if let Err(e) = inner.fetch_topic(&topic).await {
-                tracing::debug!(topic = %topic, error = %e, "metadata refresh failed");
-            }
-        }
-    }
 }
 
 /// State shared by the producer handle and its sender task.
@@ -264,19 +263,10 @@ pub(crate) struct Inner {
     /// The largest request the broker takes: `max_request_bytes`, lowered
     /// when a broker refuses a smaller frame.
     max_request_bytes: AtomicUsize,
-    /// The broker connection; replaced when it fails.
-    pub conn: tokio::sync::Mutex<Option<Connection>>,
-}
-
-/// What the producer knows of a topic.
-#[derive(Debug, Clone)]
-pub(crate) struct TopicInfo {
-    /// The interned name.
-    pub name: Arc<str>,
-    /// Partition count.
-    pub partitions: u32,
-    /// Largest batch the topic accepts (its `max_message_bytes`).
-    pub max_message_bytes: usize,
+    /// Partition leaders and a connection per broker.
+    pub router: Router,
+    /// Wakes the metadata task: routes may have changed.
+    pub refresh: Notify,
 }
 
 /// A record's sizes and limits, from [`Inner::check`].
@@ -314,20 +304,6 @@ impl Inner {
         self.acc.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The live connection, reconnecting when it failed.
-    pub async fn connection(&self) -> Result<Connection, ProducerError> {
-        let mut conn = self.conn.lock().await;
-        if let Some(c) = conn.as_ref().filter(|c| !c.is_closed()) {
-            return Ok(c.clone());
-        }
-        let c = Connection::connect(&self.config.bootstrap, &self.config.client_id)
-            .await?
-            .with_timeout(self.config.request_timeout)
-            .with_max_request_bytes(self.max_request_bytes());
-        *conn = Some(c.clone());
-        Ok(c)
-    }
-
     /// The largest produce request to send.
     pub fn max_request_bytes(&self) -> usize {
         self.max_request_bytes.load(Ordering::Acquire)
@@ -337,6 +313,7 @@ impl Inner {
     /// fail in `send`.
     pub fn learn_max_request_bytes(&self, max: usize) {
         let before = self.max_request_bytes.fetch_min(max, Ordering::AcqRel);
+        self.router.set_max_request_bytes(max.min(before));
         if max < before {
             tracing::warn!(max, before, "the broker's frame limit is below max_request_bytes; lowered");
         }
@@ -446,42 +423,6 @@ impl Inner {
         }
         Ok(())
     }
-
-    /// Forgets a topic's partition count (refetched on next use).
-    pub fn invalidate(&self, topic: &str) {
-        self.acc().forget_topic(topic);
-    }
-
-    /// What is known of `topic`, fetching its metadata when nothing is.
-    async fn topic(&self, topic: &Arc<str>) -> Result<TopicInfo, ProducerError> {
-        if let Some(found) = self.cached_topic(topic) {
-            return Ok(found);
-        }
-        self.fetch_topic(topic).await
-    }
-
-    /// Fetches the metadata of `topic` and remembers it. The application's `Arc` of the name is kept, so its next records
-    /// find the topic by pointer.
-    async fn fetch_topic(&self, topic: &Arc<str>) -> Result<TopicInfo, ProducerError> {
-        let conn = self.connection().await?;
-        let meta = conn.call(&MetadataRequest { topics: vec![topic.to_string()] }).await?;
-        let t = meta
-            .topics
-            .into_iter()
-            .next()
-            .filter(|t| t.error_code == ErrorCode::None && !t.partitions.is_empty());
-        let t = t.ok_or_else(|| ProducerError::UnknownTopic(topic.to_string()))?;
-        let max_message_bytes = t
-            .configs
-            .iter()
-            .find(|c| c.key == "max_message_bytes")
-            .and_then(|c| c.value.parse().ok())
-            .unwrap_or(usize::MAX);
-        let found =
-            TopicInfo { name: Arc::clone(topic), partitions: t.partitions.len() as u32, max_message_bytes };
-        self.acc().learn_topic(found.clone());
-        Ok(found)
-    }
 }
 
 /// An asynchronous producer. Cheap to share behind an `Arc`; `send` takes `&self`.
@@ -558,6 +499,7 @@ impl Producer {
         let flushed = self.flush().await;
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+        self.inner.refresh.notify_one();
         let sender = self.sender.lock().ok().and_then(|mut s| s.take());
         if let Some(sender) = sender {
             let _ = sender.await;
@@ -570,6 +512,7 @@ impl Drop for Producer {
     fn drop(&mut self) {
         self.inner.closed.store(true, Ordering::Release);
         self.inner.wake.notify_one();
+        self.inner.refresh.notify_one(); // the metadata task ends
     }
 }
 

@@ -1,11 +1,19 @@
 //! The sender task: closes lingering batches, sends ready ones in each
-//! partition's order (at most `max_in_flight` on the connection and
-//! `max_in_flight_per_partition` per partition), completes records'
+//! partition's order to that partition's leader (at most `max_in_flight`
+//! in all and `max_in_flight_per_partition` per partition), completes records'
 //! futures from the responses, and retries retriable failures in sequence
 //! order once the partition has nothing else in flight, after a backoff
 //! that doubles per failed send of the batch (with jitter, up to
 //! `retry_backoff_max`). A batch too large for the broker is never
 //! retried: resending it cannot succeed.
+//!
+//! Leaders: each batch is looked up in the router's cache as it is sent
+//! (one map lookup per batch). A batch whose partition has no known
+//! leader, whose leader cannot be reached, or that the broker refuses as
+//! not the leader fails retriably: the metadata task is woken to refetch
+//! routes, and the batch is resent after its backoff (same producer id and
+//! sequence, so a new leader that replicated the producer state
+//! deduplicates it), in sequence order like any retry.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -13,7 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_protocol::api::{Acks, ProduceRequest, ProduceResponse};
-use sluice_protocol::client::{retry_backoff, ClientError};
+use sluice_protocol::client::{retry_backoff, ClientError, Connection};
 use sluice_protocol::ErrorCode;
 use tokio::sync::mpsc;
 
@@ -22,7 +30,8 @@ use crate::error::ProducerError;
 use crate::record::UNKNOWN_OFFSET;
 use crate::Inner;
 
-type Done = (ReadyBatch, Result<ProduceResponse, ClientError>);
+/// A sent batch, the broker it went to, and its answer.
+type Done = (ReadyBatch, u64, Result<ProduceResponse, ClientError>);
 
 /// Batches of one partition waiting to be resent.
 #[derive(Debug)]
@@ -108,20 +117,17 @@ impl Sender {
         batches: Vec<ReadyBatch>,
         done: &mpsc::UnboundedSender<Done>,
     ) {
-        let conn = match inner.connection().await {
-            Ok(c) => c,
-            Err(e) => {
-                let e = ClientError::ConnectionLost(e.to_string());
-                for b in batches {
-                    self.failed(inner, b, e.clone());
-                }
-                return;
-            }
-        };
         let acks = inner.config.acks;
         let timeout_ms = inner.config.request_timeout.as_millis().min(u128::from(u32::MAX)) as u32;
         for mut batch in batches {
             batch.attempts += 1;
+            let (leader, conn) = match leader_of(inner, &batch).await {
+                Ok(found) => found,
+                Err((leader, e)) => {
+                    self.failed(inner, batch, leader, e);
+                    continue;
+                }
+            };
             let req = ProduceRequest {
                 acks,
                 timeout_ms,
@@ -132,7 +138,7 @@ impl Sender {
             if acks == Acks::None {
                 match conn.send(&req).await {
                     Ok(()) => finish(inner, &batch, Ok((UNKNOWN_OFFSET, -1))),
-                    Err(e) => self.failed(inner, batch, e),
+                    Err(e) => self.failed(inner, batch, Some(leader), e),
                 }
                 continue;
             }
@@ -143,28 +149,30 @@ impl Sender {
                     let done = done.clone();
                     tokio::spawn(async move {
                         let result = response.await;
-                        let _ = done.send((batch, result));
+                        let _ = done.send((batch, leader, result));
                     });
                 }
-                Err(e) => self.failed(inner, batch, e),
+                Err(e) => self.failed(inner, batch, Some(leader), e),
             }
         }
     }
 
-    fn handle(&mut self, inner: &Arc<Inner>, (batch, result): Done) {
+    fn handle(&mut self, inner: &Arc<Inner>, (batch, leader, result): Done) {
         if let Some(n) = self.in_flight.get_mut(&batch.key) {
             *n = n.saturating_sub(1);
         }
         self.total = self.total.saturating_sub(1);
         match result {
             Ok(resp) => finish(inner, &batch, Ok((resp.base_offset, resp.log_append_time))),
-            Err(e) => self.failed(inner, batch, e),
+            Err(e) => self.failed(inner, batch, Some(leader), e),
         }
     }
 
-    fn failed(&mut self, inner: &Arc<Inner>, batch: ReadyBatch, e: ClientError) {
+    /// A send of `batch` (to `broker`, when it got that far) failed.
+    fn failed(&mut self, inner: &Arc<Inner>, batch: ReadyBatch, broker: Option<u64>, e: ClientError) {
         let key = batch.key.clone();
         let code = e.code();
+        inner.routing_failure(broker, &e);
         // Refetched metadata brings the topic's current max_message_bytes.
         if matches!(
             code,
@@ -210,6 +218,26 @@ impl Sender {
         for b in behind {
             finish(inner, &b, Err(error.clone()));
         }
+    }
+}
+
+/// The leader of `batch`'s partition and a connection to it; the error
+/// (retriable) when none is known or it cannot be reached.
+async fn leader_of(
+    inner: &Inner,
+    batch: &ReadyBatch,
+) -> Result<(u64, Connection), (Option<u64>, ClientError)> {
+    let (topic, partition) = (&batch.key.0, batch.key.1);
+    match inner.router.leader(topic, partition).await {
+        Ok(Some(found)) => Ok(found),
+        Ok(None) => Err((
+            None,
+            ClientError::Server {
+                code: ErrorCode::NotLeaderOrFollower,
+                message: format!("no leader known for {topic}/{partition}"),
+            },
+        )),
+        Err(e) => Err((inner.router.cache().leader(topic, partition), e)),
     }
 }
 

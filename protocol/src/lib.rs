@@ -5,7 +5,8 @@
 //! The codec opens no socket and no file. Two features add I/O on top of
 //! it: `io`, the vectored frame writer over any async byte stream
 //! (module `io`, shared by the broker and the client), and `client`, the
-//! connection the producer, the consumer and the CLI share (module `client`).
+//! connection the producer, the consumer and the CLI share (module `client`)
+//! and the producer's and consumer's leader routing (module `routing`).
 //! The broker, the producer, the consumer and the CLI all speak through
 //! these types; docs/format.md draws every byte.
 
@@ -24,3 +25,5 @@ pub mod api;
 pub mod client;
 #[cfg(feature = "io")]
 pub mod io;
+#[cfg(feature = "client")]
+pub mod routing;

@@ -11,6 +11,11 @@
 //! closed stdout (`sluice topic list | head -1`) ends the process quietly
 //! with status 0, as other Unix tools do, instead of panicking.
 //!
+//! `--broker` names one address or several separated by commas
+//! (`a:9500,b:9500`): [`connect`] uses the first one that accepts a
+//! connection, in order; the producer and consumer take the whole list
+//! as their bootstrap list.
+//!
 //! [`connect`] checks that the peer speaks Sluice (an ApiVersions call)
 //! and, when it does not, says what it looks like ([`CliError::NotABroker`]).
 
@@ -136,12 +141,14 @@ pub fn runtime() -> Result<tokio::runtime::Runtime, CliError> {
     Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
 }
 
-/// Connects to the broker at `addr` for admin requests.
+/// Connects for admin requests to the first broker of `brokers` (one
+/// address, or several separated by commas) that can be reached.
 ///
 /// # Errors
-/// [`CliError::Client`] when the broker cannot be reached.
-pub async fn connect(addr: &str) -> Result<Connection, CliError> {
-    let conn = connect_waiting(addr).await.map_err(|e| CliError::from(e).explained())?;
+/// [`CliError::Client`] when no broker can be reached.
+pub async fn connect(brokers: &str) -> Result<Connection, CliError> {
+    let (conn, addr) = connect_waiting(brokers).await.map_err(|e| CliError::from(e).explained())?;
+    let addr = addr.as_str();
     let handshake = conn.with_timeout(HANDSHAKE_TIMEOUT);
     match handshake.call(&ApiVersionsRequest).await {
         Ok(_) => Ok(handshake.with_timeout(Duration::from_secs(30))),
@@ -159,21 +166,33 @@ pub fn set_connect_wait(wait: Duration) {
     let _ = CONNECT_WAIT.set(wait);
 }
 
-/// Connects, retrying while the broker cannot be reached and the wait set
-/// by [`set_connect_wait`] lasts; says on stderr what it is waiting for.
-async fn connect_waiting(addr: &str) -> Result<Connection, ClientError> {
+/// Connects to the first of `brokers` that can be reached (see
+/// [`connect`]), retrying while none can and the wait set by
+/// [`set_connect_wait`] lasts; says on stderr what it is waiting for.
+/// Returns the connection and the address it reached.
+async fn connect_waiting(brokers: &str) -> Result<(Connection, String), ClientError> {
     let deadline = tokio::time::Instant::now() + CONNECT_WAIT.get().copied().unwrap_or_default();
+    let addrs: Vec<&str> = brokers.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    let addrs = if addrs.is_empty() { vec![brokers] } else { addrs };
     let mut failures: u64 = 0;
     loop {
-        match Connection::connect(addr, CLIENT_ID).await {
-            Err(ClientError::Connect { message, .. }) if tokio::time::Instant::now() < deadline => {
-                failures += 1;
-                let pause = Duration::from_millis(100 * failures.min(10));
-                eprintln!("waiting for the broker at {addr} ({message}); retrying in {pause:?}");
-                tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
+        let mut refused = String::new();
+        for addr in &addrs {
+            match Connection::connect(addr, CLIENT_ID).await {
+                Ok(conn) => return Ok((conn, (*addr).to_owned())),
+                Err(ClientError::Connect { message, .. }) if tokio::time::Instant::now() < deadline => {
+                    refused = message;
+                }
+                Err(e @ ClientError::Connect { .. }) if addr != addrs.last().unwrap_or(addr) => {
+                    tracing::debug!(error = %e, "broker unreachable; trying the next");
+                }
+                Err(e) => return Err(e),
             }
-            other => return other,
         }
+        failures += 1;
+        let pause = Duration::from_millis(100 * failures.min(10));
+        eprintln!("waiting for the broker at {brokers} ({refused}); retrying in {pause:?}");
+        tokio::time::sleep(pause.min(deadline - tokio::time::Instant::now())).await;
     }
 }
 

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_protocol::client::Connection;
+use sluice_protocol::routing::{parse_bootstrap, Router, RouterConfig};
 use sluice_protocol::TopicPartition;
 use tokio::sync::{broadcast, mpsc, Notify};
 use tokio_util::sync::CancellationToken;
@@ -34,6 +34,7 @@ pub struct ConsumerBuilder {
     pub(super) prefetch: usize,
     pub(super) fetch_backoff: Duration,
     pub(super) fetch_backoff_max: Duration,
+    pub(super) metadata_max_age: Duration,
 }
 
 impl Default for ConsumerBuilder {
@@ -59,14 +60,30 @@ impl Default for ConsumerBuilder {
             prefetch: 4,
             fetch_backoff: Duration::from_millis(100),
             fetch_backoff_max: Duration::from_secs(1),
+            metadata_max_age: Duration::from_secs(60),
         }
     }
 }
 
 impl ConsumerBuilder {
-    /// Broker address (default `127.0.0.1:9500`).
+    /// Broker address, or several separated by commas, tried in order
+    /// for metadata (default `127.0.0.1:9500`). Partitions are fetched
+    /// from their leaders, which metadata names.
     pub fn bootstrap(mut self, addr: impl Into<String>) -> Self {
         self.bootstrap = addr.into();
+        self
+    }
+    /// Several bootstrap addresses, tried in order (as `bootstrap` with
+    /// them joined by commas).
+    pub fn bootstrap_servers<S: AsRef<str>>(mut self, addrs: impl IntoIterator<Item = S>) -> Self {
+        let addrs: Vec<String> = addrs.into_iter().map(|a| a.as_ref().to_owned()).collect();
+        self.bootstrap = addrs.join(",");
+        self
+    }
+    /// Partition leaders are refetched at least this often (default 60 s),
+    /// and at once when a leader moved or could not be reached.
+    pub fn metadata_max_age(mut self, age: Duration) -> Self {
+        self.metadata_max_age = age;
         self
     }
     /// Client id (default `sluice-consumer`).
@@ -168,14 +185,21 @@ impl ConsumerBuilder {
                 "nothing to consume: subscribe to topics or assign partitions".into(),
             ));
         }
-        let conn = Connection::connect(&self.bootstrap, &self.client_id).await?;
+        let router = Router::new(RouterConfig {
+            bootstrap: parse_bootstrap(&self.bootstrap),
+            client_id: self.client_id.clone(),
+            request_timeout: sluice_protocol::client::DEFAULT_REQUEST_TIMEOUT,
+            max_request_bytes: usize::MAX,
+            min_refresh: self.fetch_backoff,
+        });
+        router.connect_bootstrap().await?;
         let (tx, rx) = mpsc::channel(self.prefetch);
         let (events, _) = broadcast::channel(64);
         let mut config = self;
         config.fetch_backoff_max = config.fetch_backoff_max.max(config.fetch_backoff);
         let inner = Arc::new(Inner {
             config,
-            conn: tokio::sync::Mutex::new(conn),
+            router,
             state: Mutex::new(State::default()),
             chunks: tokio::sync::Mutex::new(rx),
             wake_fetcher: Notify::new(),

@@ -1,6 +1,14 @@
-//! The fetcher task: one fetch request at a time for every assigned
-//! partition that is not backing off, decoded records sent to `poll`
-//! through the bounded prefetch channel.
+//! The fetcher task: one round of fetch requests at a time for every
+//! assigned partition that is not backing off (one request per leader,
+//! concurrently), decoded records sent to `poll` through the bounded
+//! prefetch channel.
+//!
+//! Leaders come from the router's metadata cache, refetched when older
+//! than `metadata_max_age`, when a partition has no known leader, and
+//! after a leader answered `NOT_LEADER_OR_FOLLOWER` / `FENCED_LEADER_EPOCH`
+//! or could not be reached. Such a partition backs off like any failing
+//! one, but a moved leader is never reported to the application: the
+//! partition follows its leader.
 //!
 //! A partition whose fetch fails (an error code from the broker, or a
 //! batch that fails its CRC here) keeps its next offset and is left out of
@@ -21,9 +29,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use sluice_protocol::api::{FetchPartition, FetchPartitionResponse, FetchRequest};
+use futures_util::future::join_all;
+use sluice_protocol::api::{FetchPartition, FetchPartitionResponse, FetchRequest, FetchResponse};
 use sluice_protocol::batch::split_batches;
-use sluice_protocol::client::retry_backoff;
+use sluice_protocol::client::{retry_backoff, ClientError};
+use sluice_protocol::routing::is_routing_code;
 use sluice_protocol::{ErrorCode, TopicPartition};
 use tokio::sync::mpsc;
 
@@ -56,34 +66,67 @@ impl Inner {
             // A long poll ends in time for the next partition's retry.
             let max_wait =
                 until_retry.map_or(self.config.fetch_max_wait, |u| u.min(self.config.fetch_max_wait));
-            let req = self.fetch_request(&targets, max_wait);
-            let resp = match self.conn().await {
-                Ok(conn) => tokio::select! {
-                    r = conn.call(&req) => r.map_err(ConsumerError::from),
-                    _ = self.wake_fetcher.notified() => continue, // assignment changed: refetch
-                },
-                Err(e) => Err(e),
+            let fetched = tokio::select! {
+                r = self.fetch_round(targets, max_wait) => r,
+                _ = self.wake_fetcher.notified() => continue, // assignment changed: refetch
             };
-            let resp = match resp {
-                Ok(r) => r,
-                Err(e) => {
-                    request_failures = request_failures.saturating_add(1);
-                    let c = &self.config;
-                    let wait = retry_backoff(c.fetch_backoff, c.fetch_backoff_max, request_failures);
-                    tracing::debug!(error = %e, ?wait, "fetch failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            };
-            request_failures = 0;
-            for (part, t) in resp.partitions.into_iter().zip(targets) {
-                if let Some(chunk) = self.take_result(t, part) {
-                    if tx.send(chunk).await.is_err() {
-                        return;
+            let mut answered = false;
+            for (targets, result) in fetched {
+                let resp = match result {
+                    Ok(resp) => resp,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "fetch failed; retrying");
+                        continue;
+                    }
+                };
+                answered = true;
+                for (part, t) in resp.partitions.into_iter().zip(targets) {
+                    if let Some(chunk) = self.take_result(t, part) {
+                        if tx.send(chunk).await.is_err() {
+                            return;
+                        }
                     }
                 }
             }
+            if answered {
+                request_failures = 0;
+            } else {
+                request_failures = request_failures.saturating_add(1);
+                let c = &self.config;
+                tokio::time::sleep(retry_backoff(c.fetch_backoff, c.fetch_backoff_max, request_failures))
+                    .await;
+            }
         }
+    }
+
+    /// Fetches `targets` from their leaders (one request each, at once);
+    /// each leader's targets with its answer. Partitions without a known
+    /// leader are left out (and metadata made stale).
+    async fn fetch_round(
+        &self,
+        targets: Vec<Target>,
+        max_wait: Duration,
+    ) -> Vec<(Vec<Target>, Result<FetchResponse, ClientError>)> {
+        if let Err(e) = self.refresh_routes().await {
+            tracing::debug!(error = %e, "metadata refresh failed");
+        }
+        let (routed, unrouted) = self.router.by_leader(targets, |t| (&t.tp.topic, t.tp.partition));
+        if !unrouted.is_empty() {
+            tracing::debug!(partitions = unrouted.len(), "no leader known; refreshing metadata");
+            self.router.cache().mark_stale();
+        }
+        join_all(routed.into_iter().map(|(leader, targets)| async move {
+            let req = self.fetch_request(&targets, max_wait);
+            let result = match self.router.broker(leader).await {
+                Ok(conn) => conn.call(&req).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                self.router.report(Some(leader), e);
+            }
+            (targets, result)
+        }))
+        .await
     }
 
     fn fetch_request(&self, targets: &[Target], max_wait: Duration) -> FetchRequest {
@@ -127,6 +170,9 @@ impl Inner {
                 None
             }
             code => {
+                if is_routing_code(code) {
+                    self.router.cache().mark_stale();
+                }
                 let error = ConsumerError::Fetch {
                     topic: t.tp.topic.clone(),
                     partition: t.tp.partition,
@@ -157,9 +203,11 @@ impl Inner {
 
 /// Whether the application hears of a partition's `failures`-th failure
 /// in a row with `code`: at once when retrying cannot fix it, after
-/// [`REPORT_RETRIABLE_AFTER`] in a row when it might.
+/// [`REPORT_RETRIABLE_AFTER`] in a row when it might; never for a leader
+/// that moved (the partition follows it).
 fn reported(code: ErrorCode, failures: u32) -> bool {
-    !code.is_retriable() || failures >= REPORT_RETRIABLE_AFTER
+    let moved = matches!(code, ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch);
+    !code.is_retriable() || (failures >= REPORT_RETRIABLE_AFTER && !moved)
 }
 
 /// Where a partition fetched out of range starts again.
@@ -240,6 +288,7 @@ mod tests {
         assert!(!reported(ErrorCode::RequestTimedOut, 1));
         assert!(!reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER - 1));
         assert!(reported(ErrorCode::RequestTimedOut, REPORT_RETRIABLE_AFTER));
+        assert!(!reported(ErrorCode::NotLeaderOrFollower, 100), "a moved leader is followed, not reported");
     }
 
     #[test]

@@ -44,10 +44,7 @@ impl Inner {
         let mut interval = FIRST_INTERVAL;
         loop {
             let request = self.heartbeat_request(&host);
-            let result = match self.conn().await {
-                Ok(conn) => conn.call(&request).await.map_err(ConsumerError::from),
-                Err(e) => Err(e),
-            };
+            let result = self.group_call(&request).await;
             let again_now = match result {
                 Ok(resp) => {
                     interval =
@@ -161,8 +158,6 @@ impl Inner {
             topics: Vec::new(),
             owned: Vec::new(),
         };
-        if let Ok(conn) = self.conn().await {
-            let _ = conn.call(&request).await;
-        }
+        let _ = self.group_call(&request).await;
     }
 }

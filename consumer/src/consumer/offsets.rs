@@ -8,6 +8,10 @@
 //! `close()`); this module sends it and records what the broker accepted.
 //! Without a group nothing is committed. The auto-commit task runs until
 //! the consumer's shutdown token is cancelled.
+//!
+//! Committed offsets and commits go to the group's broker; `ListOffsets`
+//! goes to each partition's leader (metadata refetched first when routes
+//! are stale or unknown).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,11 +20,14 @@ use sluice_protocol::api::{
     CommitOffset, ListOffsetsPartition, ListOffsetsRequest, OffsetCommitRequest, OffsetFetchRequest,
     OffsetSpec, PartitionResult, NO_OFFSET,
 };
-use sluice_protocol::client::Connection;
+use sluice_protocol::client::retry_backoff;
 use sluice_protocol::TopicPartition;
 
 use super::{names, AssignmentEvent, Inner, OffsetReset, Progress};
 use crate::error::ConsumerError;
+
+/// Metadata refreshes waiting for partitions' leaders before ListOffsets.
+const LEADER_WAIT_ATTEMPTS: u32 = 5;
 
 impl Inner {
     /// Starts reading `tps`: at their committed offsets (with a group),
@@ -29,12 +36,11 @@ impl Inner {
         if tps.is_empty() {
             return Ok(());
         }
-        let conn = self.conn().await?;
-        let committed = self.committed_offsets(&conn, &tps).await?;
+        let committed = self.committed_offsets(&tps).await?;
         let starts = &self.config.start_offsets;
         let missing: Vec<&TopicPartition> =
             tps.iter().filter(|tp| !committed.contains_key(*tp) && !starts.contains_key(*tp)).collect();
-        let reset = self.reset_offsets(&conn, &missing).await?;
+        let reset = self.reset_offsets(&missing).await?;
         {
             let mut state = self.state();
             for tp in &tps {
@@ -51,13 +57,12 @@ impl Inner {
     /// The group's committed offsets of `tps` (none without a group).
     async fn committed_offsets(
         &self,
-        conn: &Connection,
         tps: &[TopicPartition],
     ) -> Result<HashMap<TopicPartition, u64>, ConsumerError> {
         let Some(group) = &self.config.group else { return Ok(HashMap::new()) };
         let request = OffsetFetchRequest { group: group.clone(), partitions: tps.to_vec() };
-        Ok(conn
-            .call(&request)
+        Ok(self
+            .group_call(&request)
             .await?
             .offsets
             .into_iter()
@@ -66,11 +71,10 @@ impl Inner {
             .collect())
     }
 
-    /// Where the reset policy starts each of `tps` (those the broker could
-    /// answer for).
+    /// Where the reset policy starts each of `tps` (those their leaders
+    /// could answer for), asking each partition's leader.
     async fn reset_offsets(
         &self,
-        conn: &Connection,
         tps: &[&TopicPartition],
     ) -> Result<HashMap<TopicPartition, u64>, ConsumerError> {
         if tps.is_empty() {
@@ -80,20 +84,53 @@ impl Inner {
             OffsetReset::Earliest => OffsetSpec::Earliest,
             OffsetReset::Latest => OffsetSpec::Latest,
         };
-        let request = ListOffsetsRequest {
-            partitions: tps
-                .iter()
-                .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
-                .collect(),
-        };
-        Ok(conn
-            .call(&request)
-            .await?
-            .partitions
-            .into_iter()
-            .filter(|p| p.error_code.is_ok())
-            .map(|p| (TopicPartition::new(p.topic, p.partition), p.offset))
-            .collect())
+        let lookups: Vec<ListOffsetsPartition> = tps
+            .iter()
+            .map(|tp| ListOffsetsPartition { topic: tp.topic.clone(), partition: tp.partition, spec })
+            .collect();
+        self.await_leaders(tps).await?;
+        let (routed, _) = self.router.by_leader(lookups, |l| (&l.topic, l.partition));
+        let mut found = HashMap::new();
+        for (leader, partitions) in routed {
+            let request = ListOffsetsRequest { partitions };
+            let result = match self.router.broker(leader).await {
+                Ok(conn) => conn.call(&request).await,
+                Err(e) => Err(e),
+            };
+            if let Err(e) = &result {
+                self.router.report(Some(leader), e);
+            }
+            found.extend(
+                result?
+                    .partitions
+                    .into_iter()
+                    .filter(|p| p.error_code.is_ok())
+                    .map(|p| (TopicPartition::new(p.topic, p.partition), p.offset)),
+            );
+        }
+        Ok(found)
+    }
+
+    /// Refetches metadata until every one of `tps` has a known leader, a
+    /// few times with backoff (a leader being elected); those still
+    /// without one are left to the caller.
+    async fn await_leaders(&self, tps: &[&TopicPartition]) -> Result<(), ConsumerError> {
+        for attempt in 1..=LEADER_WAIT_ATTEMPTS {
+            let unknown = {
+                let cache = self.router.cache();
+                tps.iter().any(|tp| cache.leader(&tp.topic, tp.partition).is_none())
+            };
+            if !unknown {
+                return Ok(());
+            }
+            if attempt > 1 {
+                let (base, max) = (self.config.fetch_backoff, self.config.fetch_backoff_max);
+                tokio::time::sleep(retry_backoff(base, max, attempt - 1)).await;
+            }
+            self.router.cache().mark_stale(); // a partition new to this client, or moving
+            self.refresh_routes().await?;
+        }
+        Ok(())
     }
 
     /// Commits the `progress` offsets of `only` (or every partition) that
@@ -134,7 +171,7 @@ impl Inner {
                 })
                 .collect(),
         };
-        let resp = self.conn().await?.call(&request).await?;
+        let resp = self.group_call(&request).await?;
         let (accepted, outcome) = commit_outcome(&offsets, &resp.results);
         let mut state = self.state();
         for (tp, offset) in accepted {
