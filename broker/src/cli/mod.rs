@@ -62,8 +62,10 @@ pub struct Cli {
 /// The flags of every command that talks to a broker.
 #[derive(Debug, Args)]
 struct ClientOpts {
-    /// Broker address [env: SLUICE_BROKER] [default: 127.0.0.1:9500].
-    #[arg(long = "broker", global = true, value_name = "BROKER")]
+    /// Broker address, or a comma-separated list of a cluster's brokers
+    /// (the first reachable one is asked; clients then follow partition
+    /// leaders) [env: SLUICE_BROKER] [default: 127.0.0.1:9500].
+    #[arg(long = "broker", global = true, value_name = "BROKER[,BROKER...]")]
     broker: Option<String>,
     /// While the broker cannot be reached, retry for this long (ms), saying
     /// so on stderr (default: fail at once).
