@@ -124,7 +124,8 @@ pub fn spawn(
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let (raft, identity, replication) = (raft.clone(), Arc::clone(&identity), replication.clone());
+                    let (raft, identity, replication) =
+                        (raft.clone(), Arc::clone(&identity), replication.clone());
                     conns.spawn(async move {
                         let mut conn = peer_wire::framed(stream);
                         if let Err(e) = serve(&mut conn, raft.as_ref(), &identity, &replication).await {

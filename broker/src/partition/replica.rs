@@ -319,7 +319,8 @@ impl Partition {
     ///
     /// # Errors
     /// `NotLeader` when the role changes or the leader turns out stale
-    /// first; `Timeout` at `deadline`.
+    /// first; `NotEnoughReplicas` when the ISR shrinks below
+    /// `min_insync_replicas` first; `Timeout`.
     pub(super) async fn wait_replicated(&self, last: u64, timeout: Duration) -> Result<(), BrokerError> {
         let deadline = tokio::time::Instant::now() + timeout;
         let epoch = match self.role() {
@@ -330,9 +331,20 @@ impl Partition {
         let mut roles = self.role.role.subscribe();
         let mut hw = self.hw.subscribe();
         loop {
-            let role_ok = matches!(&*roles.borrow_and_update(), Role::Leader { epoch: e, .. } if *e == epoch);
-            if !role_ok || self.is_stale() {
+            let isr_short = match &*roles.borrow_and_update() {
+                Role::Leader { epoch: e, isr, min_insync_replicas, .. } if *e == epoch => {
+                    (isr.len() < *min_insync_replicas).then_some((isr.len(), *min_insync_replicas))
+                }
+                _ => return Err(self.not_leader()),
+            };
+            if self.is_stale() {
                 return Err(self.not_leader());
+            }
+            if let Some((isr, min)) = isr_short {
+                // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: fewer copies
+                // than promised would hold it.
+                let (topic, partition) = (self.topic.to_string(), self.index);
+                return Err(BrokerError::NotEnoughReplicas { topic, partition, isr, min });
             }
             if *hw.borrow_and_update() > last {
                 return Ok(());

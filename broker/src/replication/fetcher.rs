@@ -90,7 +90,11 @@ struct Session<'a> {
     fetched: &'a mut bool,
 }
 
-async fn call(conn: &mut PeerConn, req: &ReplicaRequest, limit: Duration) -> Result<ReplicaResponse, FetchError> {
+async fn call(
+    conn: &mut PeerConn,
+    req: &ReplicaRequest,
+    limit: Duration,
+) -> Result<ReplicaResponse, FetchError> {
     conn.send(req.encode()).await.map_err(PeerError::from)?;
     let frame = tokio::time::timeout(limit, conn.next()).await.map_err(|_| PeerError::Timeout(limit))?;
     let frame = frame.ok_or(PeerError::Closed)?.map_err(PeerError::from)?;

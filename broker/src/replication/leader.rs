@@ -44,11 +44,18 @@ impl ReplicationService for ReplicaManager {
                     PeerError::Refused(format!("malformed replication frame from node {from}: {e}"))
                 })?;
                 let resp = match req {
-                    ReplicaRequest::Fetch(f) if f.replica_id == from => ReplicaResponse::Fetch(self.answer_fetch(f).await),
-                    ReplicaRequest::Fetch(f) => {
-                        return Err(PeerError::Refused(format!("node {from} fetched as node {}", f.replica_id)));
+                    ReplicaRequest::Fetch(f) if f.replica_id == from => {
+                        ReplicaResponse::Fetch(self.answer_fetch(f).await)
                     }
-                    ReplicaRequest::OffsetForLeaderEpoch(o) => ReplicaResponse::OffsetForLeaderEpoch(self.answer_epoch(&o)),
+                    ReplicaRequest::Fetch(f) => {
+                        return Err(PeerError::Refused(format!(
+                            "node {from} fetched as node {}",
+                            f.replica_id
+                        )));
+                    }
+                    ReplicaRequest::OffsetForLeaderEpoch(o) => {
+                        ReplicaResponse::OffsetForLeaderEpoch(self.answer_epoch(&o))
+                    }
                 };
                 conn.send(resp.encode()).await?;
             }
@@ -62,7 +69,12 @@ fn refused(error: ErrorCode) -> ReplicaFetchResponse {
 
 impl ReplicaManager {
     /// The leader partition a request names, or the error to answer.
-    fn led_partition(&self, topic: &str, partition: u32, epoch: Option<u32>) -> Result<Arc<Partition>, ErrorCode> {
+    fn led_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+        epoch: Option<u32>,
+    ) -> Result<Arc<Partition>, ErrorCode> {
         let p = (self.lookup)(topic, partition).ok_or(ErrorCode::UnknownPartition)?;
         let Role::Leader { epoch: mine, .. } = p.role() else {
             return Err(ErrorCode::NotLeaderOrFollower);

@@ -205,7 +205,9 @@ impl ReplicaManager {
             .iter()
             .copied()
             .filter(|r| !isr.contains(r))
-            .filter(|r| progress.get(r).is_some_and(|f| f.fetched && f.durable >= hw && f.fetch_offset >= hw.min(end)))
+            .filter(|r| {
+                progress.get(r).is_some_and(|f| f.fetched && f.durable >= hw && f.fetch_offset >= hw.min(end))
+            })
             .collect();
         if rejoining.is_empty() {
             return None;

@@ -107,3 +107,9 @@ pub trait IsrChanger: Send + Sync {
     ) -> BoxFuture<'_, Result<(), IsrError>>;
 }
 
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_isr;

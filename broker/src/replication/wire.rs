@@ -148,7 +148,12 @@ impl ReplicaRequest {
                 partition: r.u32()?,
                 epoch: r.u32()? as i32,
             }),
-            other => return Err(WireError::InvalidValue { field: "replication request kind", value: u64::from(other) }),
+            other => {
+                return Err(WireError::InvalidValue {
+                    field: "replication request kind",
+                    value: u64::from(other),
+                })
+            }
         };
         r.finish("replication request")?;
         Ok(req)
@@ -195,7 +200,12 @@ impl ReplicaResponse {
                 epoch: r.u32()? as i32,
                 end_offset: r.u64()?,
             }),
-            other => return Err(WireError::InvalidValue { field: "replication response kind", value: u64::from(other) }),
+            other => {
+                return Err(WireError::InvalidValue {
+                    field: "replication response kind",
+                    value: u64::from(other),
+                })
+            }
         };
         r.finish("replication response")?;
         Ok(resp)
@@ -238,7 +248,9 @@ mod tests {
         }
         assert!(ReplicaRequest::decode(Bytes::from_static(&[9, 0, 0])).is_err());
         // A lying batches length is refused before anything is taken.
-        let lying = Bytes::from_static(&[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff]);
+        let lying = Bytes::from_static(&[
+            1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0xff, 0xff,
+        ]);
         assert!(ReplicaResponse::decode(lying).is_err());
         let mut trailing = fetch.encode().to_vec();
         trailing.push(0);

@@ -33,6 +33,8 @@ mod loader;
 mod producer_load;
 mod read;
 mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod retention;
 mod roll;
 

@@ -111,7 +111,13 @@ impl Log {
         }
         let next = state.active.next_offset();
         self.end.store(next, Ordering::Release);
-        Ok(AppendInfo { base_offset: end, last_offset: next - 1, log_append_time: None, duplicate: false, rolled })
+        Ok(AppendInfo {
+            base_offset: end,
+            last_offset: next - 1,
+            log_append_time: None,
+            duplicate: false,
+            rolled,
+        })
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes`
