@@ -150,9 +150,14 @@ impl Partition {
     }
 
     /// Sets the partition's role (the replica manager's call; alone it
-    /// starts or stops no fetcher). A new epoch forgets followers'
-    /// progress; any update clears staleness.
+    /// starts or stops no fetcher, and a leader's high watermark needs the
+    /// node id the manager attaches). A new epoch forgets followers'
+    /// progress; a changed role clears staleness; the same role again
+    /// changes nothing.
     pub fn set_role(&self, role: Role) {
+        if *self.role.role.borrow() == role {
+            return;
+        }
         let epoch_changed = self.role.role.borrow().epoch() != role.epoch();
         if epoch_changed || !matches!(role, Role::Leader { .. }) {
             let now = Instant::now();

@@ -54,6 +54,25 @@ async fn isr_shrinks_after_the_lag_time_and_expands_after_catching_up() {
     assert_eq!(l.mgr.follower_lag(&l.p), vec![(2, 0)]);
 }
 
+/// A durable produce pending when the ISR shrinks below
+/// `min_insync_replicas` fails (NOT_ENOUGH_REPLICAS_AFTER_APPEND) instead
+/// of being acknowledged by fewer copies than promised.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shrink_below_min_insync_fails_the_pending_ack() {
+    let dir = tempfile::tempdir().unwrap();
+    let lag = super::ReplicationConfig { replica_lag_time_max: Duration::from_millis(200), ..config(1) };
+    let l = node_with(dir.path(), lag, FsyncPolicy::Always).await;
+    l.mgr.set_role(&l.p, leader(1, &[1, 2], &[1, 2], 2));
+    l.p.check_writable(true).unwrap();
+    let a = l.p.append(records(1), MAX_FRAME, now_ms()).unwrap();
+    let err = l.p.wait_durable(&a, WAIT).await.unwrap_err();
+    assert!(matches!(err, crate::errors::BrokerError::NotEnoughReplicas { isr: 1, min: 2, .. }), "{err:?}");
+    assert_eq!(isr_of(&l.p), vec![1]);
+    assert!(l.p.check_writable(true).is_err());
+    l.p.check_writable(false).unwrap();
+    assert_eq!(l.p.high_watermark(), 1, "alone in the ISR, its own flush is the HW");
+}
+
 fn hello(from: u64, to: u64) -> Hello {
     Hello {
         magic: PEER_MAGIC.into(),
