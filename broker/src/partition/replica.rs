@@ -118,6 +118,10 @@ pub struct ReplicaState {
     leader_hw: AtomicU64,
     /// The log end, bumped by every append (long-polling replica fetches).
     log_end: watch::Sender<u64>,
+    /// Held while a role change moves the high watermark and publishes
+    /// the role, and while an acknowledgement decides: it sees the high
+    /// watermark and the ISR that produced it together.
+    update: Mutex<()>,
 }
 
 impl Default for ReplicaState {
@@ -130,6 +134,7 @@ impl Default for ReplicaState {
             followers: Mutex::new(HashMap::new()),
             leader_hw: AtomicU64::new(0),
             log_end: watch::Sender::new(0),
+            update: Mutex::new(()),
         }
     }
 }
@@ -170,8 +175,9 @@ impl Partition {
             }
         }
         self.role.stale.store(false, Ordering::Release);
+        let _deciding = lock(&self.role.update);
+        self.apply_high_watermark_limit(&role);
         self.role.role.send_replace(role);
-        self.update_high_watermark_limit();
     }
 
     /// Tells the partition its broker's node id and lease (the replica
@@ -297,9 +303,16 @@ impl Partition {
     /// Recomputes replication's cap on the high watermark from the role
     /// and publishes the high watermark.
     pub fn update_high_watermark_limit(&self) {
+        let role = self.role.role.borrow().clone();
+        self.apply_high_watermark_limit(&role);
+    }
+
+    /// Sets the cap on the high watermark that `role` implies, and
+    /// publishes the high watermark.
+    fn apply_high_watermark_limit(&self, role: &Role) {
         let me = self.role.node_id.get().copied();
         let hw_now = self.high_watermark();
-        let limit = match &*self.role.role.borrow() {
+        let limit = match role {
             Role::Single => u64::MAX,
             Role::Leader { isr, .. } => {
                 let followers = lock(&self.role.followers);
@@ -336,23 +349,27 @@ impl Partition {
         let mut roles = self.role.role.subscribe();
         let mut hw = self.hw.subscribe();
         loop {
-            let isr_short = match &*roles.borrow_and_update() {
-                Role::Leader { epoch: e, isr, min_insync_replicas, .. } if *e == epoch => {
-                    (isr.len() < *min_insync_replicas).then_some((isr.len(), *min_insync_replicas))
+            {
+                // One consistent view: the ISR and the high watermark it made.
+                let _deciding = lock(&self.role.update);
+                let isr_short = match &*roles.borrow_and_update() {
+                    Role::Leader { epoch: e, isr, min_insync_replicas, .. } if *e == epoch => {
+                        (isr.len() < *min_insync_replicas).then_some((isr.len(), *min_insync_replicas))
+                    }
+                    _ => return Err(self.not_leader()),
+                };
+                if self.is_stale() {
+                    return Err(self.not_leader());
                 }
-                _ => return Err(self.not_leader()),
-            };
-            if self.is_stale() {
-                return Err(self.not_leader());
-            }
-            if let Some((isr, min)) = isr_short {
-                // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: fewer copies
-                // than promised would hold it.
-                let (topic, partition) = (self.topic.to_string(), self.index);
-                return Err(BrokerError::NotEnoughReplicas { topic, partition, isr, min });
-            }
-            if *hw.borrow_and_update() > last {
-                return Ok(());
+                if let Some((isr, min)) = isr_short {
+                    // Kafka's NOT_ENOUGH_REPLICAS_AFTER_APPEND: fewer copies
+                    // than promised would hold it.
+                    let (topic, partition) = (self.topic.to_string(), self.index);
+                    return Err(BrokerError::NotEnoughReplicas { topic, partition, isr, min });
+                }
+                if *hw.borrow_and_update() > last {
+                    return Ok(());
+                }
             }
             tokio::select! {
                 r = roles.changed() => r.map_err(|_| BrokerError::ShuttingDown)?,
