@@ -26,6 +26,8 @@ type Key = (String, u32);
 #[derive(Debug)]
 struct Fetcher {
     role: Role,
+    /// The partition it fetches for (a recreated topic is another one).
+    partition: Weak<Partition>,
     cancel: CancellationToken,
 }
 
@@ -100,7 +102,9 @@ impl ReplicaManager {
         partition.attach_replication(self.cfg.node_id, Arc::clone(&self.lease));
         let key: Key = (partition.topic.to_string(), partition.index);
         let mut fetchers = lock(&self.fetchers);
-        let keep = fetchers.get(&key).is_some_and(|f| f.role == role);
+        let keep = fetchers
+            .get(&key)
+            .is_some_and(|f| f.role == role && std::ptr::eq(f.partition.as_ptr(), Arc::as_ptr(partition)));
         if !keep {
             if let Some(old) = fetchers.remove(&key) {
                 old.cancel.cancel();
@@ -118,7 +122,7 @@ impl ReplicaManager {
         if let (Role::Follower { .. }, false) = (&role, keep) {
             let cancel = self.cancel.child_token();
             tokio::spawn(fetcher::run(Arc::clone(self), Arc::clone(partition), role.clone(), cancel.clone()));
-            fetchers.insert(key, Fetcher { role, cancel });
+            fetchers.insert(key, Fetcher { role, partition: Arc::downgrade(partition), cancel });
         }
     }
 

@@ -159,3 +159,33 @@ async fn idempotent_dedup_survives_a_failover() {
     eventually("A follows B", || all_bytes(&a.p) == all_bytes(&b.p)).await;
     assert_eq!(b.p.log().last_epoch(), 2);
 }
+
+/// Three brokers: the high watermark is the minimum over the ISR, and the
+/// acknowledgement waits for the slowest in-sync follower's flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_brokers_hw_is_the_isr_minimum() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = node(dir.path(), 1, FsyncPolicy::Always).await;
+    let fast = node(dir.path(), 2, FsyncPolicy::Always).await;
+    let slow = node(dir.path(), 3, FsyncPolicy::Interval(Duration::from_secs(3600))).await;
+    l.mgr.set_role(&l.p, leader(7, &[1, 2, 3], &[1, 2, 3], 2));
+    fast.mgr.set_role(&fast.p, follower(7, &l));
+    slow.mgr.set_role(&slow.p, follower(7, &l));
+    let appended = l.p.append(records(4), MAX_FRAME, now_ms()).unwrap();
+    eventually("both followers fetched", || {
+        fast.p.log().durable_offset() == 4 && slow.p.log().log_end_offset() == 4
+    })
+    .await;
+    assert!(matches!(l.p.wait_durable(&appended, SHORT).await, Err(BrokerError::Timeout(_))));
+    assert_eq!(l.p.high_watermark(), 0, "the slow follower holds the HW back");
+    let progress = l.p.follower_progress();
+    assert_eq!((progress[&2].durable, progress[&3].durable), (4, 0));
+    let mut cfg = slow.p.config();
+    cfg.fsync = FsyncPolicy::Always;
+    let sp = std::sync::Arc::clone(&slow.p);
+    tokio::task::spawn_blocking(move || sp.set_config(cfg)).await.unwrap();
+    l.p.wait_durable(&appended, WAIT).await.unwrap();
+    assert_eq!(l.p.high_watermark(), 4);
+    assert_eq!(all_bytes(&l.p), all_bytes(&fast.p));
+    assert_eq!(all_bytes(&l.p), all_bytes(&slow.p));
+}
