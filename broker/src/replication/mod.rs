@@ -112,4 +112,6 @@ mod test_support;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]
+mod tests_controller;
+#[cfg(test)]
 mod tests_isr;
