@@ -31,7 +31,9 @@ use crate::storage::StorageError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack on top of the fetch wait before an answer is overdue.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
-/// Longest wait for this broker's own flush of fetched batches.
+/// Longest wait for this broker's own flush of fetched batches (also at
+/// most half the lag time, so a slow `interval` flush does not make the
+/// leader think this follower stopped fetching).
 const FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// Longest reconnect backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
@@ -177,7 +179,7 @@ impl Session<'_> {
         let end = append_all(self.p, resp.batches)?.unwrap_or(offset);
         self.p.set_leader_high_watermark(resp.high_watermark);
         if end > offset {
-            self.p.wait_local(end, FLUSH_WAIT).await;
+            self.p.wait_local(end, FLUSH_WAIT.min(cfg.replica_lag_time_max / 2)).await;
         }
         Ok(())
     }

@@ -172,8 +172,9 @@ impl ReplicaManager {
 
     /// One pass of the leaders' ISR check: proposes a shrink (followers not
     /// caught up for `replica_lag_time_max`) or else an expansion
-    /// (replicas outside the ISR whose durable offset reached the high
-    /// watermark) for each led partition with no proposal in flight.
+    /// (replicas outside the ISR, caught up within that time, whose
+    /// durable offset reached the high watermark) for each led partition
+    /// with no proposal in flight.
     fn check_isr(self: &Arc<Self>) {
         let led: Vec<(Key, Arc<Partition>)> = {
             let mut led = lock(&self.led);
@@ -210,7 +211,10 @@ impl ReplicaManager {
             .copied()
             .filter(|r| !isr.contains(r))
             .filter(|r| {
-                progress.get(r).is_some_and(|f| f.fetched && f.durable >= hw && f.fetch_offset >= hw.min(end))
+                progress.get(r).is_some_and(|f| {
+                    let recent = now.duration_since(f.last_caught_up) <= lag_max;
+                    f.fetched && recent && f.durable >= hw && f.fetch_offset >= hw.min(end)
+                })
             })
             .collect();
         if rejoining.is_empty() {
