@@ -189,3 +189,29 @@ async fn three_brokers_hw_is_the_isr_minimum() {
     assert_eq!(all_bytes(&l.p), all_bytes(&fast.p));
     assert_eq!(all_bytes(&l.p), all_bytes(&slow.p));
 }
+
+/// A live truncation waits while a reader still holds bytes of the
+/// segment it cuts (cutting a mapped file under a reader could fault),
+/// then cuts once the reader lets go; appends continue at the new end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn live_truncation_waits_for_readers() {
+    let dir = tempfile::tempdir().unwrap();
+    let n = node(dir.path(), 1, FsyncPolicy::Always).await;
+    n.mgr.set_role(&n.p, leader(1, &[1], &[1], 1));
+    for _ in 0..3 {
+        let a = n.p.append(records(2), MAX_FRAME, now_ms()).unwrap();
+        n.p.wait_durable(&a, WAIT).await.unwrap();
+    }
+    let held = n.p.log().read_for_replica(0, MAX_FRAME).unwrap();
+    let p = std::sync::Arc::clone(&n.p);
+    let cut = tokio::task::spawn_blocking(move || p.truncate_live(2));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(!cut.is_finished(), "the cut waits for the reader");
+    assert_eq!(n.p.log().log_end_offset(), 6);
+    drop(held);
+    cut.await.unwrap().unwrap();
+    assert_eq!(n.p.log().log_end_offset(), 2);
+    assert_eq!(n.p.high_watermark(), 2, "the high watermark moved back with the cut");
+    let a = n.p.append(records(1), MAX_FRAME, now_ms()).unwrap();
+    assert_eq!(a.info.base_offset, 2);
+}
