@@ -235,7 +235,7 @@ fn storage_code(e: &StorageError) -> ErrorCode {
         StorageError::Sequence(SequenceError::InvalidEpoch { .. }) => ErrorCode::InvalidProducerEpoch,
         StorageError::Closed => ErrorCode::BrokerNotAvailable,
         StorageError::Io { .. } | StorageError::Failed { .. } => ErrorCode::StorageError,
-        StorageError::ReadersActive { .. } => ErrorCode::Unknown,
+        StorageError::ReadersActive { .. } | StorageError::ReplicaMismatch { .. } => ErrorCode::Unknown,
     }
 }
 

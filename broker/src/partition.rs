@@ -128,8 +128,9 @@ pub struct Partition {
     appends_since_flush: AtomicU64,
     /// Flush metrics.
     metrics: Arc<Metrics>,
-    /// Leader, follower, offline, or a single node's partition.
-    pub(crate) role: crate::replication::RoleCell,
+    /// Leader, follower, offline, or a single node's partition, and what
+    /// replication tracks for it (`replica`).
+    role: replica::ReplicaState,
     /// Injected faults (unit tests only).
     #[cfg(test)]
     faults: Faults,
@@ -180,7 +181,7 @@ impl Partition {
             counters,
             appends_since_flush: AtomicU64::new(0),
             metrics,
-            role: crate::replication::RoleCell::default(),
+            role: replica::ReplicaState::default(),
             #[cfg(test)]
             faults: Faults::default(),
         }
@@ -262,15 +263,16 @@ impl Partition {
             return Err(self.failed_error(d.failed_at));
         }
         let info = if log.roll_due(batch.as_bytes().len(), batch.header().record_count) {
-            blocking_in_place(|| log.append_batch(batch, now_ms))?
+            blocking_in_place(|| log.append_batch_at_epoch(batch, now_ms, self.append_epoch()))?
         } else {
-            log.append_batch(batch, now_ms)?
+            log.append_batch_at_epoch(batch, now_ms, self.append_epoch())?
         };
         let fsync = log.config().fsync;
         if !info.duplicate {
             self.counters.messages_in.inc_by(u64::from(batch.header().record_count));
             self.counters.bytes_in.inc_by(batch.as_bytes().len() as u64);
             self.appends_since_flush.fetch_add(1, Ordering::Relaxed);
+            self.appended_to(info.last_offset + 1);
             match fsync {
                 FsyncPolicy::Always => self.flush_wanted.notify_one(),
                 // Visible once the timer's flush makes it durable.
@@ -322,7 +324,8 @@ impl Partition {
         if d.generation == generation && d.offset > last
             || d.generation == generation + 1 && d.failed_at > last
         {
-            Ok(())
+            // Durable here; a leader with followers also waits for them.
+            self.wait_replicated(last, timeout).await
         } else if d.generation != generation {
             Err(self.failed_error(d.failed_at).into())
         } else {
@@ -535,6 +538,7 @@ impl Partition {
         {
             let mut slot = write(&self.log);
             log.set_config(slot.config()); // a change made while it opened wins
+            log.set_high_watermark_limit(slot.high_watermark_limit());
             *slot = Arc::clone(&log);
         }
         self.publish_high_watermark(&log);
@@ -550,5 +554,6 @@ impl Partition {
     }
 }
 
+pub mod replica;
 #[cfg(test)]
 mod tests;

@@ -258,7 +258,14 @@ async fn expect_closed(addr: &str, bytes: &[u8]) {
 }
 
 fn hello(cluster_id: &str, from: u64, to: u64) -> Hello {
-    Hello { magic: PEER_MAGIC.into(), version: PEER_VERSION, cluster_id: cluster_id.into(), from, to }
+    Hello {
+        magic: PEER_MAGIC.into(),
+        version: PEER_VERSION,
+        cluster_id: cluster_id.into(),
+        from,
+        to,
+        channel: super::peer_wire::Channel::Controller,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

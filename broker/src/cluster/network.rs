@@ -41,6 +41,7 @@ impl RaftNetworkFactory<TypeConfig> for PeerNetwork {
             cluster_id: self.cluster_id.clone(),
             from: self.node_id,
             to: target,
+            channel: peer_wire::Channel::Controller,
         };
         PeerClient { addr: node.addr.clone(), hello, conn: None }
     }

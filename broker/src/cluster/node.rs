@@ -126,6 +126,7 @@ pub struct ControllerNode {
     peer_addr: SocketAddr,
     cluster_id: String,
     peers: BTreeMap<u64, String>,
+    replication: peer_server::ReplicationSlot,
 }
 
 fn raft_config(cfg: &ControllerConfig) -> Result<Arc<openraft::Config>, ClusterError> {
@@ -173,7 +174,8 @@ impl ControllerNode {
             known: cfg.peers.keys().copied().collect::<BTreeSet<_>>(),
             handshake_timeout: cfg.handshake_timeout,
         };
-        let server = peer_server::spawn(listener, raft.clone(), identity);
+        let replication = peer_server::ReplicationSlot::default();
+        let server = peer_server::spawn(listener, Some(raft.clone()), identity, replication.clone());
         let node = Self {
             node_id: cfg.node_id,
             raft,
@@ -182,6 +184,7 @@ impl ControllerNode {
             peer_addr,
             cluster_id: cfg.cluster_id.clone(),
             peers: cfg.peers.clone(),
+            replication,
         };
         if pristine {
             if let Err(e) = node.initialize(&cfg.peers).await {
@@ -200,6 +203,12 @@ impl ControllerNode {
             Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
             Err(e) => Err(ClusterError::Raft(e.to_string())),
         }
+    }
+
+    /// Hands peer connections that open the replication channel to
+    /// `service` (the broker's replica manager) from now on.
+    pub fn set_replication(&self, service: Arc<dyn peer_server::ReplicationService>) {
+        self.replication.set(service);
     }
 
     /// This node's id.
@@ -283,6 +292,7 @@ impl ControllerNode {
             cluster_id: self.cluster_id.clone(),
             from: self.node_id,
             to: leader,
+            channel: peer_wire::Channel::Controller,
         };
         let mut conn = peer_wire::dial(addr, &hello, FORWARD_TIMEOUT).await?;
         peer_wire::send(&mut conn, &PeerRequest::Propose(cmd)).await?;

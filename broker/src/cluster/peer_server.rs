@@ -1,5 +1,8 @@
 //! The `--peer-listen` server: accepts peer connections, checks the
-//! handshake and hands each Raft RPC to the local openraft node.
+//! handshake and hands each Raft RPC to the local openraft node, or, for a
+//! connection that opens the replication channel, the whole connection to
+//! the broker's [`ReplicationService`] (its replica manager), once one is
+//! installed in the server's [`ReplicationSlot`].
 //!
 //! Hostile traffic is contained per connection: a foreign protocol, a
 //! lying length (over the frame maximum, refused before any allocation),
@@ -9,8 +12,10 @@
 //! connection is its own task, every read has a deadline.
 
 use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
@@ -19,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
 use super::peer_wire::{
-    self, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, WriteError, PEER_MAGIC,
+    self, Channel, Hello, HelloReply, PeerConn, PeerError, PeerRequest, PeerResponse, WriteError, PEER_MAGIC,
     PEER_VERSION,
 };
 use super::sm_store::StateMachineStore;
@@ -34,6 +39,35 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The local Raft node.
 pub type ControllerRaft = Raft<TypeConfig, StateMachineStore>;
+
+/// Serves connections that open the replication channel (implemented by
+/// the broker's replica manager; the cluster module does not know it).
+pub trait ReplicationService: Send + Sync + std::fmt::Debug {
+    /// Serves `conn` (handshake done, `from` is the dialer's node id) until
+    /// it closes or fails.
+    fn serve<'a>(
+        &'a self,
+        conn: &'a mut PeerConn,
+        from: u64,
+    ) -> Pin<Box<dyn Future<Output = Result<(), PeerError>> + Send + 'a>>;
+}
+
+/// Where the replication service is installed once the broker has one; a
+/// replication connection before that is refused.
+#[derive(Debug, Clone, Default)]
+pub struct ReplicationSlot(Arc<RwLock<Option<Arc<dyn ReplicationService>>>>);
+
+impl ReplicationSlot {
+    /// Installs (or replaces) the service.
+    pub fn set(&self, service: Arc<dyn ReplicationService>) {
+        *self.0.write().unwrap_or_else(PoisonError::into_inner) = Some(service);
+    }
+
+    /// The service, if installed.
+    pub fn get(&self) -> Option<Arc<dyn ReplicationService>> {
+        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
 
 /// Who this server is and whom it accepts.
 #[derive(Debug, Clone)]
@@ -76,7 +110,12 @@ impl PeerIdentity {
 /// Accepts peer connections on `listener` until the task is aborted;
 /// aborting it also closes every connection it accepted (they live in its
 /// `JoinSet`), so peers reconnect to whatever serves the port next.
-pub fn spawn(listener: TcpListener, raft: ControllerRaft, identity: PeerIdentity) -> JoinHandle<()> {
+pub fn spawn(
+    listener: TcpListener,
+    raft: Option<ControllerRaft>,
+    identity: PeerIdentity,
+    replication: ReplicationSlot,
+) -> JoinHandle<()> {
     let identity = Arc::new(identity);
     tokio::spawn(async move {
         let mut conns = JoinSet::new();
@@ -85,10 +124,11 @@ pub fn spawn(listener: TcpListener, raft: ControllerRaft, identity: PeerIdentity
             match listener.accept().await {
                 Ok((stream, peer)) => {
                     let _ = stream.set_nodelay(true);
-                    let (raft, identity) = (raft.clone(), Arc::clone(&identity));
+                    let (raft, identity, replication) =
+                        (raft.clone(), Arc::clone(&identity), replication.clone());
                     conns.spawn(async move {
                         let mut conn = peer_wire::framed(stream);
-                        if let Err(e) = serve(&mut conn, &raft, &identity).await {
+                        if let Err(e) = serve(&mut conn, raft.as_ref(), &identity, &replication).await {
                             log_closed(peer, &e);
                         }
                     });
@@ -114,14 +154,31 @@ fn log_closed(peer: SocketAddr, e: &PeerError) {
 }
 
 /// One connection: handshake, then requests until it closes or fails.
-async fn serve(conn: &mut PeerConn, raft: &ControllerRaft, identity: &PeerIdentity) -> Result<(), PeerError> {
+async fn serve(
+    conn: &mut PeerConn,
+    raft: Option<&ControllerRaft>,
+    identity: &PeerIdentity,
+    replication: &ReplicationSlot,
+) -> Result<(), PeerError> {
     let hello: Hello = peer_wire::recv(conn, identity.handshake_timeout).await?;
-    if let Some(why) = identity.check(&hello) {
+    let service = replication.get();
+    let refusal = identity.check(&hello).or_else(|| match hello.channel {
+        Channel::Controller if raft.is_none() => Some("no controller on this port".into()),
+        Channel::Replication if service.is_none() => Some("replication is not running yet".into()),
+        _ => None,
+    });
+    if let Some(why) = refusal {
         // Best effort: the dialer learns why before the close.
         let _ = peer_wire::send(conn, &HelloReply::Refused(why.clone())).await;
         return Err(PeerError::Refused(why));
     }
     peer_wire::send(conn, &HelloReply::Accepted).await?;
+    let (Channel::Controller, Some(raft)) = (hello.channel, raft) else {
+        return match service {
+            Some(service) => service.serve(conn, hello.from).await,
+            None => Err(PeerError::Closed),
+        };
+    };
     loop {
         let req: PeerRequest = peer_wire::recv(conn, IDLE_TIMEOUT).await?;
         let resp = handle(raft, req).await;

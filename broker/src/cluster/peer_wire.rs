@@ -6,9 +6,12 @@
 //! id, its node id, the node id it expects to reach) and the listener's
 //! [`HelloReply`]; a foreign magic, another cluster id, an unknown dialer
 //! or the wrong target is refused and the connection closed. Then the
-//! dialer sends [`PeerRequest`]s, one at a time, each answered by one
-//! [`PeerResponse`]: openraft's RPCs, and controller commands a follower
-//! forwards to the leader.
+//! dialer sends requests, one at a time, each answered by one response. On
+//! the [`Channel::Controller`] channel they are JSON [`PeerRequest`]s:
+//! openraft's RPCs, and controller commands a follower forwards to the
+//! leader. On the [`Channel::Replication`] channel they are binary
+//! replication frames (`crate::replication::wire`), served by the broker's
+//! replica manager.
 
 use std::time::Duration;
 
@@ -50,6 +53,22 @@ pub struct Hello {
     pub from: u64,
     /// The node id the dialer means to reach.
     pub to: u64,
+    /// What the connection carries after the handshake (controller RPCs
+    /// when absent, as from a dialer that predates the field).
+    #[serde(default)]
+    pub channel: Channel,
+}
+
+/// What a peer connection carries after its handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Channel {
+    /// Controller traffic: openraft RPCs and forwarded proposals, as JSON
+    /// [`PeerRequest`]s.
+    #[default]
+    Controller,
+    /// Partition replication: binary frames (`crate::replication::wire`)
+    /// so record batches travel as they are stored.
+    Replication,
 }
 
 /// The listener's answer to a [`Hello`].

@@ -1,138 +1,117 @@
 //! Replication of partition data between brokers (DESIGN.md §10,
-//! docs/cluster.md): each partition of a clustered broker has a [`Role`]
-//! that the broker's reconcile loop sets from the controller's state.
+//! docs/cluster.md "Replication"), Kafka-style (KIP-101/279 semantics):
+//! each partition of a clustered broker has a [`Role`] that the broker's
+//! reconcile loop sets, through [`ReplicaManager::set_role`], from the
+//! controller's state.
 //!
-//! Interface the rest of the broker relies on (keep it):
-//! - [`Role`]: what a partition is on this broker; [`Role::Single`] is the
-//!   single-node broker (no cluster flags), which behaves as before
-//!   replication existed.
-//! - `Partition::set_role` / `Partition::role`: the reconcile loop sets
-//!   it (through the replica manager once it exists, which also starts or
-//!   stops the follower's fetcher).
-//! - `Partition::check_writable(durable)`: every produce path (native and
-//!   Kafka) calls it before appending; `NotLeader` unless this broker
-//!   leads, `NotEnoughReplicas` for a durable write when the ISR is smaller
-//!   than `min_insync_replicas`.
-//! - `Partition::check_readable()`: every consumer fetch path calls it;
-//!   `NotLeader` unless this broker leads (followers serve only replicas).
-//! - `Partition::wait_durable`: for a leader with followers it waits until
-//!   the high watermark (the minimum durable offset over the ISR) covers
-//!   the batch.
+//! - Leader: stamps its epoch into each batch it appends; serves
+//!   followers' fetches on the replication channel of the peer port
+//!   (`leader`) with the batches as stored; tracks each follower's durable
+//!   offset; its high watermark is the minimum durable offset over the ISR
+//!   (itself included) and never decreases; durable acknowledgements wait
+//!   for it. It shrinks the ISR (a follower not caught up for
+//!   `replica_lag_time_max`) and expands it (a follower whose durable
+//!   offset reached the high watermark) by proposing `AlterIsr` to the
+//!   controller through an [`IsrChanger`], and uses only the ISR the
+//!   controller accepted. A fetch with an older epoch is refused
+//!   (`FencedLeaderEpoch`); one with a newer epoch makes this leader stale:
+//!   it refuses writes and acknowledgements until its role is updated. A
+//!   leader whose own lease lapsed refuses writes.
+//! - Follower: a fetcher task per partition (`fetcher`) asks the leader
+//!   for the end of its own last epoch (OffsetForLeaderEpoch) and cuts its
+//!   log back to where they agree, then fetches from its log end, appends
+//!   verbatim, lets the partition's flusher group-commit, and reports its
+//!   durable offset in the next fetch as soon as the flush lands.
+//! - Single: a single-node broker, as before replication existed.
+//!
+//! The partition-side rules (high watermark, write checks, verbatim
+//! appends, live truncation) live in `crate::partition::replica`; this
+//! module holds the manager, the wire frames ([`wire`]) and the tasks.
 
-use std::sync::{PoisonError, RwLock};
+mod controller;
+mod fetcher;
+mod leader;
+mod manager;
+pub mod wire;
 
-use crate::errors::BrokerError;
-use crate::partition::Partition;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
 
-/// A broker (and controller node) id.
-pub type NodeId = u64;
+pub use crate::partition::replica::{FollowerProgress, NodeId, Role};
+pub use manager::{LookupFn, ReplicaManager};
 
-/// What a partition is on this broker.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub enum Role {
-    /// A single-node broker: leader of everything at epoch 0, no replicas.
-    #[default]
-    Single,
-    /// This broker leads the partition at `epoch`.
-    Leader {
-        /// The leader epoch (stamped into every batch appended).
-        epoch: u32,
-        /// Every replica, this broker included, in preference order.
-        replicas: Vec<NodeId>,
-        /// The in-sync replicas, this broker included.
-        isr: Vec<NodeId>,
-        /// Durable writes need at least this many in the ISR.
-        min_insync_replicas: usize,
-    },
-    /// Another broker leads; this one fetches from it.
-    Follower {
-        /// The leader epoch this broker believes current.
-        epoch: u32,
-        /// The leader's node id.
+/// The replica manager's settings.
+#[derive(Debug, Clone)]
+pub struct ReplicationConfig {
+    /// This broker's node id.
+    pub node_id: NodeId,
+    /// The cluster id presented on replication connections.
+    pub cluster_id: String,
+    /// A follower not caught up to the leader's log end for this long
+    /// leaves the ISR.
+    pub replica_lag_time_max: Duration,
+    /// Most bytes a follower asks for per fetch.
+    pub fetch_max_bytes: u32,
+    /// Longest a leader holds a fetch that finds no data.
+    pub fetch_max_wait: Duration,
+    /// How often a leader checks its followers for ISR changes.
+    pub isr_check_interval: Duration,
+    /// First reconnect delay of a follower's fetcher (doubling to 1 s).
+    pub reconnect_backoff: Duration,
+}
+
+impl ReplicationConfig {
+    /// The defaults: lag 10 s, 1 MiB fetches, 500 ms fetch wait, ISR checked
+    /// every 250 ms, reconnect after 50 ms.
+    pub fn new(node_id: NodeId, cluster_id: &str) -> Self {
+        Self {
+            node_id,
+            cluster_id: cluster_id.to_owned(),
+            replica_lag_time_max: Duration::from_secs(10),
+            fetch_max_bytes: 1 << 20,
+            fetch_max_wait: Duration::from_millis(500),
+            isr_check_interval: Duration::from_millis(250),
+            reconnect_backoff: Duration::from_millis(50),
+        }
+    }
+}
+
+/// Why an ISR change was not made.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IsrError {
+    /// The controller refused it: this broker no longer leads at that
+    /// epoch (`FencedLeader`) or the ISR is invalid.
+    #[error("ISR change refused: {0}")]
+    Refused(String),
+    /// The controller could not be reached; retried later.
+    #[error("controller unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// A boxed future, for the object-safe [`IsrChanger`].
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Proposes ISR changes to the controller (`Command::AlterIsr`);
+/// implemented by `ControllerNode`, and by tests.
+pub trait IsrChanger: Send + Sync {
+    /// Asks the controller to set the ISR of `topic`/`partition` to `isr`,
+    /// as its leader `leader` at `leader_epoch`. `Ok` once committed.
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: u32,
         leader: NodeId,
-        /// The leader's peer address (`--peer-listen`), fetched from.
-        leader_peer_addr: String,
-    },
-    /// No live in-sync replica: nobody leads; writes and reads refused.
-    Offline {
-        /// The epoch the controller moved it offline at.
-        epoch: u32,
-    },
+        leader_epoch: u32,
+        isr: Vec<NodeId>,
+    ) -> BoxFuture<'_, Result<(), IsrError>>;
 }
 
-impl Role {
-    /// The leader epoch this role carries (0 for a single node).
-    pub fn epoch(&self) -> u32 {
-        match self {
-            Role::Single => 0,
-            Role::Leader { epoch, .. } | Role::Follower { epoch, .. } | Role::Offline { epoch } => *epoch,
-        }
-    }
-}
-
-/// A partition's role, shared between the reconcile loop and the request
-/// paths.
-#[derive(Debug, Default)]
-pub struct RoleCell(RwLock<Role>);
-
-impl RoleCell {
-    /// The role now.
-    pub fn get(&self) -> Role {
-        self.0.read().unwrap_or_else(PoisonError::into_inner).clone()
-    }
-
-    /// Replaces the role.
-    pub fn set(&self, role: Role) {
-        *self.0.write().unwrap_or_else(PoisonError::into_inner) = role;
-    }
-}
-
-impl Partition {
-    /// The partition's role on this broker.
-    pub fn role(&self) -> Role {
-        self.role.get()
-    }
-
-    /// Sets the partition's role (the reconcile loop's call).
-    pub fn set_role(&self, role: Role) {
-        self.role.set(role);
-    }
-
-    /// Refuses a write unless this broker leads the partition, and a
-    /// `durable` one when the ISR is under `min_insync_replicas`.
-    ///
-    /// # Errors
-    /// `NotLeader`, `NotEnoughReplicas`.
-    pub fn check_writable(&self, durable: bool) -> Result<(), BrokerError> {
-        match self.role() {
-            Role::Single => Ok(()),
-            Role::Leader { isr, min_insync_replicas, .. } => {
-                if durable && isr.len() < min_insync_replicas {
-                    return Err(BrokerError::NotEnoughReplicas {
-                        topic: self.topic.to_string(),
-                        partition: self.index,
-                        isr: isr.len(),
-                        min: min_insync_replicas,
-                    });
-                }
-                Ok(())
-            }
-            Role::Follower { .. } | Role::Offline { .. } => Err(self.not_leader()),
-        }
-    }
-
-    /// Refuses a consumer's read unless this broker leads the partition.
-    ///
-    /// # Errors
-    /// `NotLeader`.
-    pub fn check_readable(&self) -> Result<(), BrokerError> {
-        match self.role() {
-            Role::Single | Role::Leader { .. } => Ok(()),
-            Role::Follower { .. } | Role::Offline { .. } => Err(self.not_leader()),
-        }
-    }
-
-    fn not_leader(&self) -> BrokerError {
-        BrokerError::NotLeader { topic: self.topic.to_string(), partition: self.index }
-    }
-}
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests;
+#[cfg(test)]
+mod tests_controller;
+#[cfg(test)]
+mod tests_isr;

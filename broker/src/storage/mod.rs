@@ -21,7 +21,7 @@ pub mod verify;
 
 pub use config::{config_key, ConfigKey, FsyncPolicy, LogConfig, TimestampType, CONFIG_KEYS};
 pub use disk::{DiskSpace, Faults};
-pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport};
+pub use log::{AppendInfo, Log, LogStats, RecoveryReport, RetentionReport, NO_EPOCH};
 pub use producers::SequenceError;
 
 /// Milliseconds since the Unix epoch (the broker's clock for timestamps,
@@ -111,6 +111,19 @@ pub enum StorageError {
     ReadersActive {
         /// Base offset of the segment.
         segment: u64,
+    },
+    /// A replica's batch does not continue this log: its base offset is not
+    /// the log end, or its leader epoch is below the log's last epoch.
+    #[error("replica batch at offset {base_offset} epoch {epoch} does not follow the log (end {log_end_offset}, last epoch {last_epoch})")]
+    ReplicaMismatch {
+        /// The batch's base offset.
+        base_offset: u64,
+        /// The batch's leader epoch.
+        epoch: i32,
+        /// This log's end.
+        log_end_offset: u64,
+        /// This log's last epoch (-1: empty).
+        last_epoch: i32,
     },
     /// The log was closed.
     #[error("the log is closed")]

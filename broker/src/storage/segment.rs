@@ -347,6 +347,15 @@ impl Segment {
         pos
     }
 
+    /// The header of the batch holding `offset`, if this segment has one.
+    pub fn header_for(&self, offset: u64) -> Option<BatchHeader> {
+        if offset < self.base_offset || offset >= self.next_offset {
+            return None;
+        }
+        let pos = self.position_of(offset);
+        header_at(self.log.slice(0, self.size()), pos)
+    }
+
     /// The position to scan from for the first record with a timestamp at or
     /// after `timestamp`.
     pub fn position_for_timestamp(&self, timestamp: i64) -> usize {

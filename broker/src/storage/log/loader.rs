@@ -213,6 +213,7 @@ impl Log {
             durable: AtomicU64::new(if clean { end } else { 0 }),
             end: AtomicU64::new(end),
             failed: AtomicBool::new(false),
+            hw_limit: AtomicU64::new(u64::MAX),
         };
         if checkpointed < recovery_point {
             tracing::warn!(dir = %dir.display(), recovery_point, log_end_offset = end, "the log ends below its recovery point; moving the checkpoint back");

@@ -32,6 +32,9 @@
 mod loader;
 mod producer_load;
 mod read;
+mod replica;
+#[cfg(test)]
+mod replica_tests;
 mod retention;
 mod roll;
 
@@ -51,6 +54,7 @@ use super::producers::{ProducerStates, Sequence};
 use super::segment::{Segment, SegmentOptions};
 use super::{io_error, FsyncPolicy, LogConfig, StorageError, TimestampType};
 use read::ByteRange;
+pub use replica::NO_EPOCH;
 
 /// The recovery point is checkpointed after a flush at most this often.
 const CHECKPOINT_INTERVAL: Duration = Duration::from_secs(1);
@@ -206,9 +210,9 @@ struct FlushState {
     checkpointed: u64,
 }
 
-/// The `partition_leader_epoch` stamped into every appended batch. A single
-/// node leads every partition in epoch 0; replication will pass the
-/// leader's epoch to the append instead.
+/// The `partition_leader_epoch` stamped into every batch a single node
+/// appends (it leads every partition in epoch 0); a replicated leader
+/// stamps its own epoch ([`Log::append_batch_at_epoch`]).
 pub const SINGLE_NODE_LEADER_EPOCH: i32 = 0;
 
 /// One partition's log.
@@ -230,6 +234,10 @@ pub struct Log {
     end: AtomicU64,
     /// Set when a sync failed: the log refuses appends and syncs.
     failed: AtomicBool,
+    /// Replication's cap on the high watermark (`u64::MAX`: none): what
+    /// the other in-sync replicas made durable, or the leader's high
+    /// watermark on a follower. See [`Log::set_high_watermark_limit`].
+    hw_limit: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -306,7 +314,14 @@ impl Log {
     /// Offsets below this are served to consumers: the durable offset in
     /// `always` and `interval` modes (a consumer never processes a record
     /// that a power loss could take back), the log end offset in `never`.
+    /// Replication caps it further ([`set_high_watermark_limit`](Self::set_high_watermark_limit)).
     pub fn high_watermark(&self) -> u64 {
+        self.local_high_watermark().min(self.hw_limit.load(Ordering::Acquire))
+    }
+
+    /// The high watermark this log alone allows (the fsync policy's): what
+    /// a replica reports to its leader as stored.
+    pub fn local_high_watermark(&self) -> u64 {
         match self.config().fsync {
             FsyncPolicy::Always | FsyncPolicy::Interval(_) => {
                 self.durable_offset().min(self.log_end_offset())
@@ -341,7 +356,7 @@ impl Log {
         if batch.len() > max {
             return Err(StorageError::BatchTooLarge { size: batch.len(), max });
         }
-        self.append_parsed(batch, &header, now_ms)
+        self.append_parsed(batch, &header, now_ms, SINGLE_NODE_LEADER_EPOCH)
     }
 
     /// Appends one batch that the caller validated (`RecordBatch::validate`:
@@ -357,7 +372,21 @@ impl Log {
     /// `Sequence` for an idempotent batch out of sequence, `BatchTooLarge`
     /// when it does not fit a segment, and I/O errors of a roll.
     pub fn append_batch(&self, batch: &RecordBatch, now_ms: i64) -> Result<AppendInfo, StorageError> {
-        self.append_parsed(batch.as_bytes(), batch.header(), now_ms)
+        self.append_parsed(batch.as_bytes(), batch.header(), now_ms, SINGLE_NODE_LEADER_EPOCH)
+    }
+
+    /// [`append_batch`](Self::append_batch) by a leader: stamps
+    /// `leader_epoch` instead of the single node's.
+    ///
+    /// # Errors
+    /// As [`append_batch`](Self::append_batch).
+    pub fn append_batch_at_epoch(
+        &self,
+        batch: &RecordBatch,
+        now_ms: i64,
+        leader_epoch: i32,
+    ) -> Result<AppendInfo, StorageError> {
+        self.append_parsed(batch.as_bytes(), batch.header(), now_ms, leader_epoch)
     }
 
     fn append_parsed(
@@ -365,6 +394,7 @@ impl Log {
         batch: &[u8],
         header: &BatchHeader,
         now_ms: i64,
+        leader_epoch: i32,
     ) -> Result<AppendInfo, StorageError> {
         let config = self.config();
         let mut state = lock(&self.state);
@@ -390,7 +420,7 @@ impl Log {
         }
         let base_offset = state.active.next_offset();
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
-        state.active.append(batch, header, SINGLE_NODE_LEADER_EPOCH, log_append_time)?;
+        state.active.append(batch, header, leader_epoch, log_append_time)?;
         if header.is_idempotent() {
             state.producers.record(
                 header,

@@ -1,0 +1,90 @@
+//! The log's replication operations: epoch stamping, verbatim replica
+//! appends (offsets and epochs kept, a gap refused), the epoch lookups
+//! over several segments, and reading past the high watermark.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use sluice_protocol::batch::{BatchBuilder, BatchHeader, RecordBatch};
+
+use super::*;
+use crate::storage::{DiskSpace, StorageError};
+
+fn batch(records: usize) -> RecordBatch {
+    let mut b = BatchBuilder::new();
+    for i in 0..records {
+        b.append(1_700_000_000_000 + i as i64, None, Some(b"value"), &[]);
+    }
+    RecordBatch::new(b.build()).unwrap()
+}
+
+fn open(dir: &Path, segment_bytes: u64) -> Log {
+    let config = LogConfig { segment_bytes, fsync: FsyncPolicy::Never, ..LogConfig::default() };
+    Log::open(dir, config, DiskSpace::Real).unwrap().0
+}
+
+/// Every batch of `log` as (base offset, epoch).
+fn epochs(log: &Log) -> Vec<(u64, i32)> {
+    let mut out = Vec::new();
+    let mut at = log.log_start_offset();
+    while at < log.log_end_offset() {
+        let bytes = log.read_for_replica(at, 1).unwrap();
+        let h = BatchHeader::parse(&bytes).unwrap();
+        out.push((h.base_offset, h.partition_leader_epoch));
+        at = h.last_offset() + 1;
+    }
+    out
+}
+
+#[test]
+fn epochs_are_stamped_and_looked_up_across_segments() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 1024);
+    assert_eq!(log.last_epoch(), NO_EPOCH);
+    assert_eq!(log.end_offset_for_epoch(3), (None, 0));
+    // Epoch 1: offsets 0..30, epoch 4: 30..60, epoch 7: 60..90; several segments.
+    for epoch in [1, 4, 7] {
+        for _ in 0..10 {
+            log.append_batch_at_epoch(&batch(3), 0, epoch).unwrap();
+        }
+    }
+    assert!(log.stats().segment_count > 1, "the test needs several segments");
+    assert_eq!(log.last_epoch(), 7);
+    assert_eq!(log.end_offset_for_epoch(0), (None, 0));
+    assert_eq!(log.end_offset_for_epoch(1), (Some(1), 30));
+    assert_eq!(log.end_offset_for_epoch(2), (Some(1), 30));
+    assert_eq!(log.end_offset_for_epoch(4), (Some(4), 60));
+    assert_eq!(log.end_offset_for_epoch(6), (Some(4), 60));
+    assert_eq!(log.end_offset_for_epoch(7), (Some(7), 90));
+    assert_eq!(log.end_offset_for_epoch(99), (Some(7), 90));
+    assert_eq!(epochs(&log)[10], (30, 4));
+}
+
+#[test]
+fn replica_appends_are_verbatim_and_refuse_gaps_and_older_epochs() {
+    let (a, b) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let leader = open(a.path(), 4096);
+    let follower = open(b.path(), 4096);
+    for epoch in [2, 2, 5, 5, 5] {
+        leader.append_batch_at_epoch(&batch(4), 123, epoch).unwrap();
+    }
+    // The leader's log past its high watermark is served to followers.
+    leader.set_high_watermark_limit(0);
+    assert_eq!(leader.high_watermark(), 0);
+    let mut at = 0;
+    while at < leader.log_end_offset() {
+        let bytes = leader.read_for_replica(at, 1).unwrap();
+        let info = follower.append_replica(&bytes, 0).unwrap();
+        assert_eq!(info.base_offset, at);
+        at = info.last_offset + 1;
+    }
+    assert_eq!(epochs(&follower), epochs(&leader));
+    assert_eq!(follower.read_for_replica(0, 1 << 20).unwrap(), leader.read_for_replica(0, 1 << 20).unwrap());
+    // A gap and an older epoch are refused.
+    leader.append_batch_at_epoch(&batch(1), 0, 5).unwrap();
+    leader.append_batch_at_epoch(&batch(1), 0, 6).unwrap();
+    let gap = leader.read_for_replica(21, 1).unwrap();
+    assert!(matches!(follower.append_replica(&gap, 0), Err(StorageError::ReplicaMismatch { .. })));
+    let mut older = leader.read_for_replica(20, 1).unwrap().to_vec();
+    sluice_protocol::batch::set_partition_leader_epoch(&mut older, 1);
+    assert!(matches!(follower.append_replica(&older, 0), Err(StorageError::ReplicaMismatch { .. })));
+    assert_eq!(follower.log_end_offset(), 20);
+}
