@@ -18,6 +18,7 @@
 
 pub mod admin;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,6 +28,7 @@ use crate::cluster::node::{ClusterError, ControllerNode};
 use crate::cluster::state::{BrokerId, Command, CommandError, ControllerState, Outcome};
 use crate::config::ClusterSettings;
 use crate::errors::BrokerError;
+use crate::replication::ReplicaManager;
 
 /// How long an admin call waits for the controller (an election included)
 /// and then for the reconcile loop to apply its command here.
@@ -42,15 +44,26 @@ pub struct ClusterHandle {
     node: std::sync::RwLock<Option<Arc<ControllerNode>>>,
     /// This node's cluster settings (`--node-id`, `--peers`, ...).
     pub settings: ClusterSettings,
+    /// Partition replication: roles, follower fetchers, the leaders' ISR.
+    pub replicas: Arc<ReplicaManager>,
     /// The controller state the reconcile loop last applied here.
     reconciled: watch::Sender<Arc<ControllerState>>,
+    /// The lease end this broker's first accepted registration carried
+    /// (0 until then): see [`ClusterHandle::caught_up`].
+    first_lease: AtomicU64,
 }
 
 impl ClusterHandle {
     /// A handle whose reconciled state is empty until the loop runs.
-    pub fn new(node: Arc<ControllerNode>, settings: ClusterSettings) -> Arc<Self> {
+    pub fn new(node: Arc<ControllerNode>, settings: ClusterSettings, replicas: Arc<ReplicaManager>) -> Arc<Self> {
         let (reconciled, _) = watch::channel(Arc::new(ControllerState::default()));
-        Arc::new(Self { node: std::sync::RwLock::new(Some(node)), settings, reconciled })
+        Arc::new(Self {
+            node: std::sync::RwLock::new(Some(node)),
+            settings,
+            replicas,
+            reconciled,
+            first_lease: AtomicU64::new(0),
+        })
     }
 
     /// The controller node.
@@ -66,6 +79,7 @@ impl ClusterHandle {
     /// and reconcile loops stopped first; an admin call in flight is
     /// waited for up to [`ADMIN_TIMEOUT`]).
     pub async fn shutdown(&self) {
+        self.replicas.shutdown();
         let taken = self.node.write().ok().and_then(|mut n| n.take());
         let Some(mut node) = taken else { return };
         let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
@@ -87,6 +101,27 @@ impl ClusterHandle {
                 }
             }
         }
+    }
+
+    /// The liveness loop's call after every accepted registration or
+    /// heartbeat with the lease end it carried: renews the leaders' lease
+    /// and remembers the first one.
+    pub fn renewed(&self, lease_until_ms: u64) {
+        self.replicas.set_lease_until(lease_until_ms);
+        let _ = self.first_lease.compare_exchange(0, lease_until_ms, Ordering::AcqRel, Ordering::Acquire);
+    }
+
+    /// Whether `state` (this node's applied controller state) is at least
+    /// as new as this broker's registration since it started: the
+    /// registration was committed after everything the controller had
+    /// committed before it, so a state that shows it shows all of that.
+    /// A restarting broker's state machine replays its log from an older
+    /// point; acting on such a state would delete topics created since,
+    /// or lead at an epoch long superseded. The reconcile loop waits for
+    /// this.
+    pub fn caught_up(&self, state: &ControllerState) -> bool {
+        let first = self.first_lease.load(Ordering::Acquire);
+        first > 0 && state.brokers.get(&self.node_id()).is_some_and(|b| b.lease_until_ms >= first)
     }
 
     /// The controller leader this node knows of.

@@ -38,10 +38,11 @@ pub const POLL: Duration = Duration::from_millis(20);
 /// Pause before retrying a pass that failed.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Sets a partition's role: the one place a role changes (the replica
-/// manager's `set_role` once replication is wired in).
-pub fn apply_role(partition: &Arc<Partition>, role: Role) {
-    partition.set_role(role);
+/// Sets a partition's role: the one place a role changes. The replica
+/// manager starts or stops the follower's fetcher and tells the partition
+/// its node id, so a leader's high watermark follows its ISR.
+pub fn apply_role(cluster: &ClusterHandle, partition: &Arc<Partition>, role: Role) {
+    cluster.replicas.set_role(partition, role);
 }
 
 /// Runs the loop until `stop` is cancelled.
@@ -63,6 +64,9 @@ pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: Cancellatio
             }
             let Ok(state) = node.state() else { continue };
             drop(node);
+            if !cluster.caught_up(&state) {
+                continue; // replaying an older state after a restart
+            }
             let state = Arc::new(state);
             let (b, c, s) = (Arc::clone(&broker), Arc::clone(&cluster), Arc::clone(&state));
             let done = tokio::task::spawn_blocking(move || reconcile_once(&b, &c, &s)).await;
@@ -110,6 +114,12 @@ pub fn reconcile_once(
     let defaults = &broker.config.topic_defaults;
     let mut first_error = None;
     for action in plan::plan_topics(state, me, &cluster.settings.cluster_id, defaults, &local) {
+        if let Action::Delete { name } = &action {
+            // Its fetchers stop before its files go.
+            for index in 0..local.get(name).map_or(0, |t| t.partitions) {
+                cluster.replicas.forget(name, index);
+            }
+        }
         if let Err(e) = carry_out(broker, &action) {
             tracing::warn!(?action, error = %e, "reconcile: topic change failed");
             first_error.get_or_insert(e);
@@ -162,7 +172,7 @@ fn set_roles(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) 
             let role = plan::role_for(p, min_isr, me, &cluster.settings.peers);
             if local_p.role() != role {
                 tracing::info!(topic = %name, partition = local_p.index, ?role, "partition role");
-                apply_role(local_p, role);
+                apply_role(cluster, local_p, role);
             }
         }
     }

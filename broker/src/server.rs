@@ -4,7 +4,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
@@ -20,6 +20,7 @@ use crate::admin::{self, AdminState};
 use crate::broker::Broker;
 use crate::cluster::liveness::{self, BrokerAddrs, LivenessConfig};
 use crate::cluster::node::{ControllerConfig, ControllerNode};
+use crate::cluster::peer_server::ReplicationService;
 use crate::clustering::ClusterHandle;
 use crate::config::{BrokerConfig, ClusterSettings};
 use crate::connection;
@@ -27,6 +28,7 @@ use crate::errors::BrokerError;
 use crate::kafka;
 use crate::metrics::Metrics;
 use crate::reconcile;
+use crate::replication::{LookupFn, ReplicaManager, ReplicationConfig, WeakController};
 use crate::topics::LoadReport;
 
 /// A running server.
@@ -66,6 +68,26 @@ impl ClusterRun {
     }
 }
 
+/// The broker's replica manager: finds partitions without creating any
+/// (a replica exists only where the reconcile loop made it), and proposes
+/// ISR changes through the controller, held weakly (the node holds the
+/// manager to serve the replication channel).
+fn replica_manager(broker: &Arc<Broker>, node: &Arc<ControllerNode>, settings: &ClusterSettings) -> Arc<ReplicaManager> {
+    let mut cfg = ReplicationConfig::new(settings.node_id, &settings.cluster_id);
+    cfg.replica_lag_time_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
+    cfg.fetch_max_bytes = REPLICA_FETCH_MAX_BYTES;
+    let weak = Arc::downgrade(broker);
+    let lookup: LookupFn = Arc::new(move |topic: &str, index: u32| {
+        let broker = weak.upgrade()?;
+        let topic = broker.topics.get(topic).filter(|t| !t.is_deleted())?;
+        topic.partitions.get(index as usize).cloned()
+    });
+    ReplicaManager::new(cfg, Arc::new(WeakController(Arc::downgrade(node))), lookup)
+}
+
+/// Most bytes a follower fetches at once (under the 16 MiB peer frame).
+const REPLICA_FETCH_MAX_BYTES: u32 = 8 << 20;
+
 /// Binds the peer listener and starts the controller node, the liveness
 /// loop (registering this broker's addresses) and the reconcile loop.
 async fn start_cluster(
@@ -89,14 +111,17 @@ async fn start_cluster(
         .await
         .map_err(|e| BrokerError::Internal(format!("the cluster controller failed to start: {e}")))?;
     let node = Arc::new(node);
-    let handle = ClusterHandle::new(Arc::clone(&node), settings);
+    let replicas = replica_manager(broker, &node, &settings);
+    node.set_replication(Arc::clone(&replicas) as Arc<dyn ReplicationService>);
+    let handle = ClusterHandle::new(Arc::clone(&node), settings, Arc::clone(&replicas));
     broker.set_cluster(Arc::clone(&handle));
     let addrs = BrokerAddrs {
         client_addr: client.to_string(),
         kafka_addr: kafka.map(|a| a.to_string()),
         peer_addr: peer.to_string(),
     };
-    let liveness = liveness::spawn(node, addrs, LivenessConfig::default());
+    let renewals = Arc::clone(&handle);
+    let liveness = liveness::spawn(node, addrs, LivenessConfig::default(), move |until| renewals.renewed(until));
     let reconcile = reconcile::spawn(Arc::clone(broker), Arc::clone(&handle), broker.shutdown.child_token());
     Ok((ClusterRun { handle, liveness, reconcile }, peer))
 }

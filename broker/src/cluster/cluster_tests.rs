@@ -121,7 +121,7 @@ impl Cluster {
                 kafka_addr: None,
                 peer_addr: self.peers[id].clone(),
             };
-            self.loops.insert(*id, liveness::spawn(Arc::clone(node), addrs, cfg));
+            self.loops.insert(*id, liveness::spawn(Arc::clone(node), addrs, cfg, |_| {}));
         }
     }
 

@@ -60,7 +60,16 @@ fn ms(d: Duration) -> u64 {
 }
 
 /// Runs the liveness loop of the broker embedding `node` until aborted.
-pub fn spawn(node: Arc<ControllerNode>, addrs: BrokerAddrs, cfg: LivenessConfig) -> JoinHandle<()> {
+/// `renewed` is called with the lease's end (unix ms, stamped before the
+/// command was sent, so never later than the controller's view) after
+/// every registration or heartbeat the controller applied: the broker's
+/// leaders refuse writes once it passes without a renewal.
+pub fn spawn(
+    node: Arc<ControllerNode>,
+    addrs: BrokerAddrs,
+    cfg: LivenessConfig,
+    renewed: impl Fn(u64) + Send + 'static,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut registered = false;
         // (term, when this node was first seen leading in it)
@@ -69,7 +78,12 @@ pub fn spawn(node: Arc<ControllerNode>, addrs: BrokerAddrs, cfg: LivenessConfig)
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            registered = renew(&node, &addrs, cfg, registered).await;
+            let lease_until_ms = now_ms().saturating_add(ms(cfg.lease));
+            let applied;
+            (registered, applied) = renew(&node, &addrs, lease_until_ms, registered).await;
+            if applied {
+                renewed(lease_until_ms);
+            }
             if !node.is_leader() {
                 leading = None;
                 continue;
@@ -89,11 +103,16 @@ pub fn spawn(node: Arc<ControllerNode>, addrs: BrokerAddrs, cfg: LivenessConfig)
     })
 }
 
-/// Registers (or heartbeats, once registered); returns whether the broker
-/// is registered afterwards as far as it knows.
-async fn renew(node: &ControllerNode, addrs: &BrokerAddrs, cfg: LivenessConfig, registered: bool) -> bool {
+/// Registers (or heartbeats, once registered) with a lease ending at
+/// `lease_until_ms`; returns whether the broker is registered afterwards as
+/// far as it knows, and whether the controller applied the renewal.
+async fn renew(
+    node: &ControllerNode,
+    addrs: &BrokerAddrs,
+    lease_until_ms: u64,
+    registered: bool,
+) -> (bool, bool) {
     let id = node.node_id();
-    let lease_until_ms = now_ms().saturating_add(ms(cfg.lease));
     let cmd = if registered {
         Command::BrokerHeartbeat { id, lease_until_ms }
     } else {
@@ -106,16 +125,16 @@ async fn renew(node: &ControllerNode, addrs: &BrokerAddrs, cfg: LivenessConfig, 
         }
     };
     match node.propose_anywhere(cmd).await {
-        Ok(Ok(_)) => true,
-        Ok(Err(CommandError::UnknownBroker(_))) => false,
+        Ok(Ok(_)) => (true, true),
+        Ok(Err(CommandError::UnknownBroker(_))) => (false, false),
         Ok(Err(e)) => {
             tracing::warn!(broker = id, error = %e, "controller refused a liveness command");
-            registered
+            (registered, false)
         }
-        Err(ClusterError::NotLeader { .. }) => registered, // an election: next tick
+        Err(ClusterError::NotLeader { .. }) => (registered, false), // an election: next tick
         Err(e) => {
             tracing::debug!(broker = id, error = %e, "liveness: controller unreachable");
-            registered
+            (registered, false)
         }
     }
 }

@@ -17,12 +17,40 @@ impl IsrChanger for ControllerNode {
         isr: Vec<NodeId>,
     ) -> BoxFuture<'_, Result<(), IsrError>> {
         let cmd = Command::AlterIsr { topic: topic.to_owned(), partition, leader, leader_epoch, isr };
+        Box::pin(propose(self, cmd))
+    }
+}
+
+/// The controller as a broker's replica manager holds it: weakly, because
+/// the controller node holds the manager (it serves the replication
+/// channel) and must be the only owner of itself to shut down.
+#[derive(Debug)]
+pub struct WeakController(pub std::sync::Weak<ControllerNode>);
+
+impl IsrChanger for WeakController {
+    fn alter_isr(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader: NodeId,
+        leader_epoch: u32,
+        isr: Vec<NodeId>,
+    ) -> BoxFuture<'_, Result<(), IsrError>> {
+        let cmd = Command::AlterIsr { topic: topic.to_owned(), partition, leader, leader_epoch, isr };
         Box::pin(async move {
-            match self.propose_anywhere(cmd).await {
-                Ok(Ok(_)) => Ok(()),
-                Ok(Err(refused)) => Err(IsrError::Refused(refused.to_string())),
-                Err(e) => Err(IsrError::Unavailable(e.to_string())),
-            }
+            let Some(node) = self.0.upgrade() else {
+                return Err(IsrError::Unavailable("the controller is stopping".into()));
+            };
+            propose(&node, cmd).await
         })
+    }
+}
+
+/// Proposes an `AlterIsr` through `node`: `Ok` once committed.
+async fn propose(node: &ControllerNode, cmd: Command) -> Result<(), IsrError> {
+    match node.propose_anywhere(cmd).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(refused)) => Err(IsrError::Refused(refused.to_string())),
+        Err(e) => Err(IsrError::Unavailable(e.to_string())),
     }
 }

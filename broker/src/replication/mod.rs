@@ -39,6 +39,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 pub use crate::partition::replica::{FollowerProgress, NodeId, Role};
+pub use controller::WeakController;
 pub use manager::{LookupFn, ReplicaManager};
 
 /// The replica manager's settings.
