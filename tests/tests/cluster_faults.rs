@@ -1,0 +1,429 @@
+//! Fault tests of the cluster (issue #18), brokers as `sluice serve`
+//! subprocesses on loopback ([`sluice_tests::cluster`]), faults from
+//! [`sluice_tests::proxy`] and signals, judged by [`sluice_tests::checker`]:
+//!
+//! - the acceptance scenario: `sluice produce --acks durable
+//!   --print-offsets` streaming into an RF=3 topic while its leader is
+//!   killed with `kill -9`; nothing acknowledged is lost, the producer
+//!   carries on by itself, the restarted node catches up;
+//! - a bounded fault loop (`SLUICE_CLUSTER_FAULTS`, default 6): leader
+//!   `kill -9`, SIGSTOP longer than the lease, a cut between two nodes, a
+//!   one-way drop, each healed, with the workload running throughout;
+//! - power loss of one node, then of every node at once.
+//!
+//! Those need the cluster merged and are `#[ignore]`d until then. The
+//! tests without `ignore` prove each piece of the harness on what exists
+//! today (single brokers, or the cluster flags refused clearly).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sluice_tests::checker::{check, History, Report};
+use sluice_tests::cluster::{Cluster, ClusterError, ClusterOptions};
+use sluice_tests::cluster_workload::{read_disk_copy, read_replicas, ClusterWorkload, WorkloadConfig};
+use sluice_tests::produce_stream::ProduceStream;
+
+const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
+const TOPIC: &str = "faults";
+/// The controller's liveness lease (DESIGN.md §10): a pause must outlast it.
+const LEASE: Duration = Duration::from_secs(3);
+/// Committed offsets live on the coordinator only this round: a commit
+/// regression after the coordinator's node fails is reported, not failed.
+const GROUPS_REPLICATED: bool = false;
+
+fn faults() -> usize {
+    std::env::var("SLUICE_CLUSTER_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(6)
+}
+
+fn seed() -> u64 {
+    std::env::var("SLUICE_CLUSTER_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(18)
+}
+
+/// Runs `sluice ARGS` against the whole cluster, panicking with its output
+/// (and the nodes' logs) when it fails.
+fn cli_ok(c: &Cluster, args: &[&str]) -> String {
+    let out = c.cli(args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Client addresses of the nodes running and not paused.
+fn live_nodes(c: &mut Cluster) -> Vec<(u32, String)> {
+    c.live().into_iter().map(|id| (id, c.client_addr(id).to_string())).collect()
+}
+
+/// The sum of the high watermarks of `topic`'s partitions.
+async fn high_watermarks(c: &mut Cluster, topic: &str) -> u64 {
+    let Some(meta) = c.metadata(&[topic]).await else { return 0 };
+    meta.topics.iter().flat_map(|t| &t.partitions).map(|p| p.high_watermark).sum()
+}
+
+/// Waits (at most 60 s) until [`TOPIC`]'s high watermarks add up to `n`.
+async fn wait_for_records(c: &mut Cluster, n: u64) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if high_watermarks(c, TOPIC).await >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// Checks `history`, prints the report, and panics with the nodes' logs
+/// on a violation.
+fn judge(c: &Cluster, history: &History, label: &str) -> Report {
+    let report = check(history);
+    eprintln!("{label}: {report}");
+    let ok = if GROUPS_REPLICATED { report.ok() } else { report.data_ok() };
+    assert!(ok, "{label}: {report}\n{}", c.logs());
+    report
+}
+
+// ---------------------------------------------------------------------
+// What runs today: the harness on single brokers, the cluster flags.
+// ---------------------------------------------------------------------
+
+/// Three nodes with the cluster flags and a proxy on every directed pair:
+/// each node's `--peers` names itself directly and the others through its
+/// own proxies. Before the cluster exists the first node must fail naming
+/// the flag; once it exists, every node answers and lists the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_with_the_cluster_flags_start_or_fail_clearly() {
+    let options = ClusterOptions { proxies: true, ..ClusterOptions::default() };
+    let mut c = Cluster::prepare(SLUICE, 3, &options).unwrap();
+    let args = c.serve_args(1, &options).join(" ");
+    let peers = format!("1={},2={},3={}", c.peer_addr(1), c.proxy(1, 2).addr(), c.proxy(1, 3).addr());
+    assert!(args.contains(&format!("--peers {peers}")), "{args}");
+    assert!(args.contains(&format!("--node-id 1 --peer-listen {}", c.peer_addr(1))), "{args}");
+    assert_eq!(c.proxy(1, 2).upstream(), c.peer_addr(2));
+    assert_eq!(c.bootstrap().split(',').count(), 3);
+    match c.start_all(&options) {
+        Err(ClusterError::NodeFailed { node, log }) => {
+            assert!(
+                log.contains("unexpected argument '--node-id'"),
+                "node {node} failed without naming the cluster flag:\n{log}"
+            );
+            eprintln!("this build has no cluster yet: node {node} refused --node-id, as expected");
+        }
+        Err(e) => panic!("{e}"),
+        Ok(()) => {
+            let meta = c.metadata(&[]).await.expect("no node answered Metadata");
+            assert_eq!(meta.brokers.len(), 3, "{meta:?}\n{}", c.logs());
+            let before = c.client_addr(2);
+            c.restart(2, &options).unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(c.client_addr(2), before);
+            assert_eq!(c.live(), vec![1, 2, 3]);
+        }
+    }
+}
+
+/// The workload, the readers and the checker across `kill -9`, restart,
+/// SIGSTOP and SIGCONT of a single broker: everything acknowledged is
+/// back, and each fault has a measured window.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn harness_faults_on_a_single_broker() {
+    let options = ClusterOptions { standalone: true, ..ClusterOptions::default() };
+    let mut c = Cluster::start(SLUICE, 1, &options).unwrap_or_else(|e| panic!("{e}"));
+    cli_ok(&c, &["topic", "create", TOPIC, "--partitions", "3"]);
+    let w = ClusterWorkload::start(&WorkloadConfig::new(c.bootstrap(), TOPIC, 3));
+    assert!(w.wait_for_acks(50, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
+    w.fault("kill -9 node 1");
+    c.kill9(1);
+    assert!(!c.is_running(1));
+    c.restart(1, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(w.wait_for_acks(50, Duration::from_secs(60)).await, "no progress after restart\n{}", c.logs());
+    w.fault("SIGSTOP node 1");
+    c.stop(1);
+    assert!(c.live().is_empty() && c.is_running(1));
+    c.cont(1);
+    assert!(w.wait_for_acks(50, Duration::from_secs(60)).await, "no progress after SIGCONT\n{}", c.logs());
+    let mut history = w.stop().await;
+    let (reads, refused) = read_replicas(&live_nodes(&mut c), TOPIC, 3).await;
+    assert!(refused.is_empty(), "{refused:?}");
+    history.reads.extend(reads);
+    let report = judge(&c, &history, "single broker");
+    assert!(report.ok(), "{report}");
+    assert!(report.acknowledged >= 150 && report.replica_reads == 3, "{report}");
+    assert!(report.windows.iter().all(|w| w.unavailable.is_some()), "{report}");
+}
+
+/// `sluice produce --print-offsets` as a stream across a broker restart:
+/// the CLI carries on by itself and every line is acknowledged where the
+/// broker stores it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn produce_stream_across_a_restart_of_a_single_broker() {
+    let options = ClusterOptions { standalone: true, ..ClusterOptions::default() };
+    let mut c = Cluster::start(SLUICE, 1, &options).unwrap_or_else(|e| panic!("{e}"));
+    cli_ok(&c, &["topic", "create", TOPIC, "--partitions", "2"]);
+    let mut stream = ProduceStream::start(SLUICE, &c.bootstrap(), TOPIC, &[]);
+    assert!(stream.send("before", 100));
+    assert!(wait_for_records(&mut c, 100).await, "the stream's first records never arrived\n{}", c.logs());
+    c.kill9(1);
+    assert!(stream.send("during", 100), "the CLI stopped reading when the broker died");
+    c.restart(1, &options).unwrap_or_else(|e| panic!("{e}"));
+    assert!(stream.send("after", 100));
+    let outcome = stream.finish(Duration::from_secs(120));
+    assert!(outcome.status.is_some_and(|s| s.success()), "{}\n{}", outcome.stderr, c.logs());
+    assert_eq!(outcome.failures(), Vec::<String>::new());
+    let mut history = History { acks: outcome.acks(Instant::now()), ..History::default() };
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 2).await.0);
+    let report = judge(&c, &history, "produce stream");
+    assert_eq!((report.acknowledged, report.replica_reads), (300, 2), "{report}");
+}
+
+/// A power loss of a single broker on the power-loss file system: what it
+/// acknowledged before the cut is back after the restart. Skips (saying
+/// why) where FUSE cannot be mounted, fails under CI.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn power_loss_of_a_single_broker_keeps_what_it_acknowledged() {
+    let options = ClusterOptions { standalone: true, power_loss: true, ..ClusterOptions::default() };
+    let Some(mut c) = start_or_skip(1, &options, "power loss of a single broker") else { return };
+    cli_ok(&c, &["topic", "create", TOPIC, "--partitions", "2"]);
+    // No consumer: a single broker may serve what it has not synced yet.
+    let config = WorkloadConfig { group: None, ..WorkloadConfig::new(c.bootstrap(), TOPIC, 2) };
+    let w = ClusterWorkload::start(&config);
+    assert!(w.wait_for_acks(50, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
+    let cut_at = Instant::now();
+    w.fault("power loss of node 1");
+    c.power_loss(1, &options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let back_at = Instant::now();
+    assert!(w.wait_for_acks(50, Duration::from_secs(60)).await, "no progress after the power loss\n{}", c.logs());
+    let mut history = w.stop().await;
+    forget_acks_during(&mut history, cut_at, back_at);
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 2).await.0);
+    let report = judge(&c, &history, "power loss, single broker");
+    assert!(report.acknowledged >= 100 && report.replica_reads == 2, "{report}");
+}
+
+/// Starts a cluster, or returns `None` (saying why) where the power-loss
+/// file system is unavailable; under CI that fails instead.
+fn start_or_skip(n: u32, options: &ClusterOptions, test: &str) -> Option<Cluster> {
+    match Cluster::start(SLUICE, n, options) {
+        Ok(c) => Some(c),
+        Err(ClusterError::NoPowerLoss(why)) => {
+            assert!(std::env::var_os("CI").is_none(), "{test} cannot run under CI: {why}");
+            eprintln!("SKIPPED {test}: {why}");
+            None
+        }
+        Err(e) => panic!("{e}"),
+    }
+}
+
+/// Acknowledgements (and commits) that arrived between a power cut and the
+/// restart may be legitimately lost: drop them from what is demanded.
+fn forget_acks_during(history: &mut History, from: Instant, to: Instant) {
+    history.acks.retain(|a| a.at < from || a.at > to);
+    history.commits.retain(|c| c.at < from || c.at > to);
+}
+
+// ---------------------------------------------------------------------
+// The cluster's fault tests: need issue #18 merged.
+// ---------------------------------------------------------------------
+
+/// Cluster settings for the fault tests.
+fn cluster_options(proxies: bool, power_loss: bool) -> ClusterOptions {
+    ClusterOptions { proxies, power_loss, ..ClusterOptions::default() }
+}
+
+/// Creates [`TOPIC`] with RF=3 and waits until every partition has a leader.
+async fn create_replicated(c: &mut Cluster, partitions: u32) {
+    let p = partitions.to_string();
+    cli_ok(c, &["topic", "create", TOPIC, "--partitions", &p, "--replication-factor", "3"]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    for partition in 0..partitions {
+        while c.leader(TOPIC, partition).await.is_none() {
+            assert!(Instant::now() < deadline, "{TOPIC}/{partition} has no leader\n{}", c.logs());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Waits (at most 60 s) until every partition's ISR holds all 3 nodes.
+async fn wait_fully_replicated(c: &mut Cluster, partitions: u32) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let meta = c.metadata(&[TOPIC]).await;
+        let full = meta.as_ref().is_some_and(|m| {
+            m.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.isr.len() == 3).count() == partitions as usize
+        });
+        if full {
+            return;
+        }
+        assert!(Instant::now() < deadline, "ISR never full again: {meta:?}\n{}", c.logs());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Each follower's copy, read from disk while it is paused, up to the
+/// leader's high watermark (its tail past it may still be truncated).
+async fn follower_copies(c: &mut Cluster, partitions: u32) -> History {
+    let mut history = History::default();
+    let meta = c.metadata(&[TOPIC]).await.expect("no metadata");
+    for p in meta.topics.iter().flat_map(|t| &t.partitions) {
+        for id in c.ids().filter(|id| i64::from(*id) != p.leader).collect::<Vec<_>>() {
+            c.stop(id);
+            history.reads.push(read_disk_copy(c.data_dir(id), TOPIC, p.partition, Some(p.high_watermark)));
+            c.cont(id);
+        }
+    }
+    assert_eq!(history.reads.len(), partitions as usize * 2);
+    history
+}
+
+/// Acceptance (issue #18): 3 brokers, RF=3, `sluice produce --acks durable
+/// --print-offsets` streaming; `kill -9` of the leader; the producer
+/// carries on by itself; no acknowledged record lost; the killed node,
+/// restarted, rejoins the ISR and its copy equals the leader's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the cluster (issue #18) merged"]
+async fn acceptance_kill_the_leader_during_cli_produce() {
+    let options = cluster_options(false, false);
+    let mut c = Cluster::start(SLUICE, 3, &options).unwrap_or_else(|e| panic!("{e}"));
+    create_replicated(&mut c, 1).await;
+    let leader = c.leader(TOPIC, 0).await.unwrap();
+    let mut stream = ProduceStream::start(SLUICE, &c.bootstrap(), TOPIC, &[]);
+    assert!(stream.send("before", 200));
+    assert!(wait_for_records(&mut c, 200).await, "no progress\n{}", c.logs());
+    let killed_at = Instant::now();
+    c.kill9(leader);
+    let mut failover = None;
+    for round in 0..10 {
+        assert!(stream.send(&format!("after{round}"), 50), "the CLI stopped reading");
+        if failover.is_none() && c.leader(TOPIC, 0).await.is_some_and(|l| l != leader) {
+            failover = Some(killed_at.elapsed());
+        }
+    }
+    assert!(wait_for_records(&mut c, 700).await, "no progress after the kill\n{}", c.logs());
+    eprintln!("failover: new leader seen after {failover:?}, writable within {:?}", killed_at.elapsed());
+    let outcome = stream.finish(Duration::from_secs(120));
+    assert!(outcome.status.is_some_and(|s| s.success()), "{}\n{}", outcome.stderr, c.logs());
+    assert_eq!(outcome.failures(), Vec::<String>::new());
+    c.restart(leader, &options).unwrap_or_else(|e| panic!("{e}"));
+    wait_fully_replicated(&mut c, 1).await;
+    let mut history = History { acks: outcome.acks(Instant::now()), ..History::default() };
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 1).await.0);
+    let copies = follower_copies(&mut c, 1).await;
+    let leader_read = history.reads.iter().find(|r| !r.records.is_empty()).cloned().expect("leader unreadable");
+    for copy in &copies.reads {
+        let end = copy.stable_end.unwrap_or(u64::MAX);
+        let copied: Vec<_> = copy.records.iter().filter(|(o, _)| *o < end).cloned().collect();
+        assert_eq!(copied, leader_read.records, "{} differs from the leader's", copy.source);
+    }
+    history.extend(copies);
+    let report = judge(&c, &history, "acceptance");
+    assert_eq!(report.acknowledged, 700, "{report}");
+}
+
+/// One fault of the loop.
+#[derive(Debug, Clone, Copy)]
+enum FaultKind {
+    KillLeader,
+    PauseLeader,
+    Cut,
+    DropOneWay,
+}
+
+/// Injects `kind` (chosen against `partition`'s leader or a random pair),
+/// holds it, heals it, and returns its label.
+async fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut StdRng, options: &ClusterOptions) -> (String, Duration) {
+    let partition = rng.gen_range(0..3);
+    let leader = c.leader(TOPIC, partition).await.unwrap_or(1);
+    let (a, b) = (rng.gen_range(1..=3u32), rng.gen_range(1..=2u32));
+    let b = if b >= a { b + 1 } else { b };
+    let hold = Duration::from_millis(rng.gen_range(500..4000));
+    match kind {
+        FaultKind::KillLeader => {
+            c.kill9(leader);
+            tokio::time::sleep(hold).await;
+            c.restart(leader, options).unwrap_or_else(|e| panic!("{e}"));
+            (format!("kill -9 node {leader} (leader of {partition})"), hold)
+        }
+        FaultKind::PauseLeader => {
+            c.stop(leader);
+            tokio::time::sleep(LEASE + hold).await;
+            c.cont(leader);
+            (format!("SIGSTOP node {leader} (leader of {partition})"), LEASE + hold)
+        }
+        FaultKind::Cut => {
+            c.cut_between(a, b);
+            tokio::time::sleep(hold).await;
+            c.heal_all();
+            (format!("cut {a}<->{b}"), hold)
+        }
+        FaultKind::DropOneWay => {
+            c.proxy(a, b).drop_direction(rng.gen_bool(0.5));
+            tokio::time::sleep(hold).await;
+            c.heal_all();
+            (format!("one-way drop {a}->{b}"), hold)
+        }
+    }
+}
+
+/// The bounded fault loop: random faults with the workload running, the
+/// cluster healed and fully replicated between them, the checker at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the cluster (issue #18) merged"]
+async fn fault_loop() {
+    let options = cluster_options(true, false);
+    let mut c = Cluster::start(SLUICE, 3, &options).unwrap_or_else(|e| panic!("{e}"));
+    create_replicated(&mut c, 3).await;
+    let w = ClusterWorkload::start(&WorkloadConfig::new(c.bootstrap(), TOPIC, 3));
+    assert!(w.wait_for_acks(100, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
+    let mut rng = StdRng::seed_from_u64(seed());
+    let kinds = [FaultKind::KillLeader, FaultKind::PauseLeader, FaultKind::Cut, FaultKind::DropOneWay];
+    let mut counts = [0usize; 4];
+    for round in 0..faults() {
+        let k = rng.gen_range(0..kinds.len());
+        counts[k] += 1;
+        let at = Instant::now();
+        let (label, held) = inject(&mut c, kinds[k], &mut rng, &options).await;
+        w.fault_at(format!("{round}: {label} for {} ms", held.as_millis()), at);
+        assert!(w.wait_for_acks(20, Duration::from_secs(60)).await, "no progress after {label}\n{}", c.logs());
+        wait_fully_replicated(&mut c, 3).await;
+    }
+    let mut history = w.stop().await;
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 3).await.0);
+    history.extend(follower_copies(&mut c, 3).await);
+    let report = judge(&c, &history, "fault loop");
+    eprintln!("faults (kill, pause, cut, one-way drop): {counts:?}, seed {}", seed());
+    let (worst, open) = report.worst_window();
+    eprintln!("worst unavailability {worst:?}, faults with no acknowledgement after them: {open}");
+}
+
+/// Power loss of one node, then of all three at once: what was
+/// acknowledged before the cut is on every replica after the restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the cluster (issue #18) merged"]
+async fn power_loss_of_one_node_then_all() {
+    let options = cluster_options(false, true);
+    let Some(mut c) = start_or_skip(3, &options, "cluster power loss") else { return };
+    create_replicated(&mut c, 3).await;
+    let config = WorkloadConfig { group: None, ..WorkloadConfig::new(c.bootstrap(), TOPIC, 3) };
+    let w = ClusterWorkload::start(&config);
+    assert!(w.wait_for_acks(100, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
+    let victim = rand::thread_rng().gen_range(1..=3);
+    w.fault(format!("power loss of node {victim}"));
+    // One node: the other two hold everything acknowledged, nothing is excused.
+    c.power_loss(victim, &options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    assert!(w.wait_for_acks(100, Duration::from_secs(60)).await, "no progress\n{}", c.logs());
+    wait_fully_replicated(&mut c, 3).await;
+    let cut_at = Instant::now();
+    w.fault("power loss of every node");
+    c.power_loss_all(&options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let back_at = Instant::now();
+    assert!(w.wait_for_acks(100, Duration::from_secs(60)).await, "no progress\n{}", c.logs());
+    let mut history = w.stop().await;
+    forget_acks_during(&mut history, cut_at, back_at);
+    wait_fully_replicated(&mut c, 3).await;
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 3).await.0);
+    history.extend(follower_copies(&mut c, 3).await);
+    judge(&c, &history, "cluster power loss");
+}
