@@ -205,8 +205,7 @@ impl fmt::Display for Report {
 
 /// Checks `history`; see the module docs for what is checked.
 pub fn check(history: &History) -> Report {
-    let mut report =
-        Report { acknowledged: history.acks.len(), failed: history.failed, ..Report::default() };
+    let mut report = Report { acknowledged: history.acks.len(), failed: history.failed, ..Report::default() };
     check_lost(history, &mut report);
     check_positions(history, &mut report);
     check_gaps(history, &mut report);
@@ -220,7 +219,8 @@ fn check_lost(history: &History, report: &mut Report) {
     for read in history.reads.iter().filter(|r| r.kind == ReadKind::Replica) {
         report.replica_reads += 1;
         let stored: HashMap<u64, &Bytes> = read.records.iter().map(|(o, v)| (*o, v)).collect();
-        for ack in history.acks.iter().filter(|a| a.partition == read.partition && a.offset >= read.log_start) {
+        for ack in history.acks.iter().filter(|a| a.partition == read.partition && a.offset >= read.log_start)
+        {
             match stored.get(&ack.offset) {
                 Some(v) if **v == ack.value => {}
                 got => {
@@ -263,10 +263,8 @@ fn check_positions(history: &History, report: &mut Report) {
             Some(pos) if *pos != (p, o) => {
                 if seen_dup.insert(v) {
                     report.duplicated += 1;
-                    report.violation(format!(
-                        "duplicate: {v:?} at {}/{} and {p}/{o} ({source})",
-                        pos.0, pos.1
-                    ));
+                    report
+                        .violation(format!("duplicate: {v:?} at {}/{} and {p}/{o} ({source})", pos.0, pos.1));
                 }
             }
             Some(_) => {}

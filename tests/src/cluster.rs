@@ -142,7 +142,8 @@ impl Cluster {
     pub fn prepare(bin: &str, n: u32, options: &ClusterOptions) -> Result<Self, ClusterError> {
         let root = tempfile::tempdir().unwrap();
         // Held together, so the ports differ from each other and from the proxies'.
-        let held: Vec<[TcpListener; 3]> = (0..n).map(|_| [reserve_port(), reserve_port(), reserve_port()]).collect();
+        let held: Vec<[TcpListener; 3]> =
+            (0..n).map(|_| [reserve_port(), reserve_port(), reserve_port()]).collect();
         let mut slots = Vec::new();
         for (i, ports) in held.iter().enumerate() {
             let id = i as u32 + 1;
@@ -425,7 +426,8 @@ impl Cluster {
     pub async fn metadata(&mut self, topics: &[&str]) -> Option<MetadataResponse> {
         let req = MetadataRequest { topics: topics.iter().map(|t| (*t).to_owned()).collect() };
         for id in self.live() {
-            let Ok(conn) = Connection::connect(&self.client_addr(id).to_string(), "cluster-test").await else {
+            let Ok(conn) = Connection::connect(&self.client_addr(id).to_string(), "cluster-test").await
+            else {
                 continue;
             };
             if let Ok(meta) = conn.call(&req).await {
@@ -446,7 +448,9 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         for id in self.ids() {
-            self.cont(id);
+            if self.slot(id).paused {
+                self.cont(id);
+            }
             self.kill9(id);
         }
         self.proxies.clear();

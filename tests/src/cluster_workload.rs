@@ -67,12 +67,15 @@ impl WorkloadConfig {
     }
 }
 
+/// The consumer's `(offset, value)` sequence per partition.
+type Consumed = Arc<Mutex<BTreeMap<u32, Vec<(u64, Bytes)>>>>;
+
 /// The running clients and what they were told.
 #[derive(Debug)]
 pub struct ClusterWorkload {
     tasks: Vec<JoinHandle<()>>,
     history: Arc<Mutex<History>>,
-    consumed: Arc<Mutex<BTreeMap<u32, Vec<(u64, Bytes)>>>>,
+    consumed: Consumed,
     stop: Arc<AtomicBool>,
     acked: Arc<AtomicUsize>,
 }
@@ -225,7 +228,7 @@ async fn produce(ctx: Ctx, name: String) {
 
 /// Reads every partition, committing what it read after each poll; logs
 /// the sequence per partition and each acknowledged commit.
-async fn consume(ctx: Ctx, consumed: Arc<Mutex<BTreeMap<u32, Vec<(u64, Bytes)>>>>, group: String) {
+async fn consume(ctx: Ctx, consumed: Consumed, group: String) {
     let topic = ctx.config.topic.clone();
     while !ctx.stopped() {
         let built = Consumer::builder()
@@ -275,7 +278,11 @@ async fn consume(ctx: Ctx, consumed: Arc<Mutex<BTreeMap<u32, Vec<(u64, Bytes)>>>
 /// Every partition of `topic` read from its start to its high watermark on
 /// each of `nodes` (`(id, client address)`) that serves client fetches;
 /// returns the reads and the `(node, partition)` pairs that refused.
-pub async fn read_replicas(nodes: &[(u32, String)], topic: &str, partitions: u32) -> (Vec<Read>, Vec<(u32, u32)>) {
+pub async fn read_replicas(
+    nodes: &[(u32, String)],
+    topic: &str,
+    partitions: u32,
+) -> (Vec<Read>, Vec<(u32, u32)>) {
     let mut reads = Vec::new();
     let mut refused = Vec::new();
     for (id, addr) in nodes {
@@ -340,7 +347,9 @@ async fn read_whole(conn: &Connection, topic: &str, partition: u32) -> Option<(u
 pub fn read_disk_copy(data_dir: &Path, topic: &str, partition: u32, stable_end: Option<u64>) -> Read {
     let dir = data_dir.join("topics").join(topic).join(partition.to_string());
     let mut segments: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect())
+        .map(|d| {
+            d.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|e| e == "log")).collect()
+        })
         .unwrap_or_default();
     segments.sort();
     let mut records = Vec::new();

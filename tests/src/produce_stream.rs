@@ -25,6 +25,10 @@ pub struct ProduceStream {
     stderr: Option<JoinHandle<Vec<u8>>>,
 }
 
+/// Where a line was acknowledged (`(partition, offset)`), or the CLI's
+/// line instead.
+pub type Delivered = Result<(u32, u64), String>;
+
 /// How a stream ended.
 #[derive(Debug)]
 pub struct StreamOutcome {
@@ -32,7 +36,7 @@ pub struct StreamOutcome {
     pub status: Option<ExitStatus>,
     /// Each value sent, with where it was acknowledged (`Err`: the line
     /// the CLI printed instead, or "no line" when it printed none).
-    pub results: Vec<(Bytes, Result<(u32, u64), String>)>,
+    pub results: Vec<(Bytes, Delivered)>,
     /// Its stderr.
     pub stderr: String,
 }
@@ -55,10 +59,7 @@ impl StreamOutcome {
 
     /// Values that were not acknowledged, with the CLI's line for each.
     pub fn failures(&self) -> Vec<String> {
-        self.results
-            .iter()
-            .filter_map(|(v, r)| r.as_ref().err().map(|e| format!("{v:?}: {e}")))
-            .collect()
+        self.results.iter().filter_map(|(v, r)| r.as_ref().err().map(|e| format!("{v:?}: {e}"))).collect()
     }
 }
 
@@ -138,7 +139,7 @@ impl ProduceStream {
 }
 
 /// `partition offset`, or the line itself as the error.
-fn parse_line(line: &str) -> Result<(u32, u64), String> {
+fn parse_line(line: &str) -> Delivered {
     let mut words = line.split_whitespace();
     match (words.next().map(str::parse), words.next().map(str::parse), words.next()) {
         (Some(Ok(p)), Some(Ok(o)), None) => Ok((p, o)),

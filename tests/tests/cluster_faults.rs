@@ -195,7 +195,11 @@ async fn power_loss_of_a_single_broker_keeps_what_it_acknowledged() {
     w.fault("power loss of node 1");
     c.power_loss(1, &options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let back_at = Instant::now();
-    assert!(w.wait_for_acks(50, Duration::from_secs(60)).await, "no progress after the power loss\n{}", c.logs());
+    assert!(
+        w.wait_for_acks(50, Duration::from_secs(60)).await,
+        "no progress after the power loss\n{}",
+        c.logs()
+    );
     let mut history = w.stop().await;
     forget_acks_during(&mut history, cut_at, back_at);
     history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 2).await.0);
@@ -252,7 +256,8 @@ async fn wait_fully_replicated(c: &mut Cluster, partitions: u32) {
     loop {
         let meta = c.metadata(&[TOPIC]).await;
         let full = meta.as_ref().is_some_and(|m| {
-            m.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.isr.len() == 3).count() == partitions as usize
+            m.topics.iter().flat_map(|t| &t.partitions).filter(|p| p.isr.len() == 3).count()
+                == partitions as usize
         });
         if full {
             return;
@@ -311,7 +316,8 @@ async fn acceptance_kill_the_leader_during_cli_produce() {
     let mut history = History { acks: outcome.acks(Instant::now()), ..History::default() };
     history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 1).await.0);
     let copies = follower_copies(&mut c, 1).await;
-    let leader_read = history.reads.iter().find(|r| !r.records.is_empty()).cloned().expect("leader unreadable");
+    let leader_read =
+        history.reads.iter().find(|r| !r.records.is_empty()).cloned().expect("leader unreadable");
     for copy in &copies.reads {
         let end = copy.stable_end.unwrap_or(u64::MAX);
         let copied: Vec<_> = copy.records.iter().filter(|(o, _)| *o < end).cloned().collect();
@@ -333,7 +339,12 @@ enum FaultKind {
 
 /// Injects `kind` (chosen against `partition`'s leader or a random pair),
 /// holds it, heals it, and returns its label.
-async fn inject(c: &mut Cluster, kind: FaultKind, rng: &mut StdRng, options: &ClusterOptions) -> (String, Duration) {
+async fn inject(
+    c: &mut Cluster,
+    kind: FaultKind,
+    rng: &mut StdRng,
+    options: &ClusterOptions,
+) -> (String, Duration) {
     let partition = rng.gen_range(0..3);
     let leader = c.leader(TOPIC, partition).await.unwrap_or(1);
     let (a, b) = (rng.gen_range(1..=3u32), rng.gen_range(1..=2u32));
@@ -386,7 +397,11 @@ async fn fault_loop() {
         let at = Instant::now();
         let (label, held) = inject(&mut c, kinds[k], &mut rng, &options).await;
         w.fault_at(format!("{round}: {label} for {} ms", held.as_millis()), at);
-        assert!(w.wait_for_acks(20, Duration::from_secs(60)).await, "no progress after {label}\n{}", c.logs());
+        assert!(
+            w.wait_for_acks(20, Duration::from_secs(60)).await,
+            "no progress after {label}\n{}",
+            c.logs()
+        );
         wait_fully_replicated(&mut c, 3).await;
     }
     let mut history = w.stop().await;
