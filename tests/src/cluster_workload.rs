@@ -50,10 +50,14 @@ pub struct WorkloadConfig {
     pub tag: String,
     /// Run a committing consumer in this group.
     pub group: Option<String>,
+    /// When produces are acknowledged (`Durable` for every invariant;
+    /// weaker only to show the checker catching what it permits losing).
+    pub acks: sluice_producer::Acks,
 }
 
 impl WorkloadConfig {
-    /// Two producers, a consumer in group `g`, at most 100 000 records each.
+    /// Two durable producers, a consumer in group `g`, at most 100 000
+    /// records each.
     pub fn new(bootstrap: String, topic: &str, partitions: u32) -> Self {
         Self {
             bootstrap,
@@ -63,6 +67,7 @@ impl WorkloadConfig {
             max_records: 100_000,
             tag: "w".into(),
             group: Some("g".into()),
+            acks: sluice_producer::Acks::Durable,
         }
     }
 }
@@ -178,7 +183,7 @@ async fn producer(ctx: &Ctx) -> Option<Producer> {
         let built = Producer::builder()
             .bootstrap(ctx.config.bootstrap.clone())
             .idempotent(true)
-            .acks(sluice_producer::Acks::Durable)
+            .acks(ctx.config.acks)
             .linger(Duration::from_millis(2))
             .request_timeout(Duration::from_secs(5))
             .delivery_timeout(Duration::from_secs(30))

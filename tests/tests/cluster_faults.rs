@@ -20,10 +20,13 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use sluice_protocol::api::MetadataRequest;
+use sluice_protocol::client::Connection;
 use sluice_tests::checker::{check, History, Report};
 use sluice_tests::cluster::{Cluster, ClusterError, ClusterOptions};
 use sluice_tests::cluster_workload::{read_disk_copy, read_replicas, ClusterWorkload, WorkloadConfig};
 use sluice_tests::produce_stream::ProduceStream;
+use sluice_tests::proxy::Proxy;
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 const TOPIC: &str = "faults";
@@ -205,6 +208,61 @@ async fn power_loss_of_a_single_broker_keeps_what_it_acknowledged() {
     history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 2).await.0);
     let report = judge(&c, &history, "power loss, single broker");
     assert!(report.acknowledged >= 100 && report.replica_reads == 2, "{report}");
+}
+
+/// The checker can fail end to end: with `fsync=never` and `acks=leader`
+/// a power loss takes acknowledged records with it, and the checker must
+/// count them as lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_checker_catches_records_lost_to_a_power_loss_without_fsync() {
+    let options = ClusterOptions {
+        standalone: true,
+        power_loss: true,
+        extra: vec!["--fsync".into(), "never".into()],
+        ..ClusterOptions::default()
+    };
+    let Some(mut c) = start_or_skip(1, &options, "checker against a real loss") else { return };
+    cli_ok(&c, &["topic", "create", TOPIC, "--partitions", "1"]);
+    let config = WorkloadConfig {
+        group: None,
+        acks: sluice_producer::Acks::Leader,
+        ..WorkloadConfig::new(c.bootstrap(), TOPIC, 1)
+    };
+    let w = ClusterWorkload::start(&config);
+    assert!(w.wait_for_acks(50, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
+    let cut_at = Instant::now();
+    c.power_loss(1, &options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
+    let mut history = w.stop().await;
+    history.acks.retain(|a| a.at < cut_at);
+    history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 1).await.0);
+    let report = check(&history);
+    eprintln!("fsync=never, acks=leader, power loss: {report}");
+    assert!(report.acknowledged >= 50 && report.lost > 0 && !report.data_ok(), "{report}");
+}
+
+/// The proxy carries the broker's own protocol: through it a client
+/// works, a cut breaks its connection and refuses new ones, a heal lets
+/// it back, a delay slows each round trip.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_in_front_of_a_broker_cuts_heals_and_delays() {
+    let options = ClusterOptions { standalone: true, ..ClusterOptions::default() };
+    let c = Cluster::start(SLUICE, 1, &options).unwrap_or_else(|e| panic!("{e}"));
+    let proxy = Proxy::start(c.client_addr(1));
+    let addr = proxy.addr().to_string();
+    let meta = || MetadataRequest { topics: vec![] };
+    let conn = Connection::connect(&addr, "proxied").await.unwrap();
+    conn.call(&meta()).await.unwrap();
+    proxy.cut();
+    assert!(conn.call(&meta()).await.is_err(), "a call got through the cut");
+    let refused = Connection::connect(&addr, "proxied").await;
+    assert!(refused.is_err() || refused.unwrap().call(&meta()).await.is_err());
+    proxy.heal();
+    let conn = Connection::connect(&addr, "proxied").await.unwrap();
+    conn.call(&meta()).await.unwrap();
+    proxy.delay(Duration::from_millis(100));
+    let started = Instant::now();
+    conn.call(&meta()).await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(200), "{:?}", started.elapsed());
 }
 
 /// Starts a cluster, or returns `None` (saying why) where the power-loss
