@@ -47,6 +47,8 @@ pub struct ClusterOptions {
     /// `--peer-listen`, `--peers`): proves the harness before the cluster
     /// exists, and gives RF=1 baselines.
     pub standalone: bool,
+    /// The nodes' `RUST_LOG` (empty: `info`).
+    pub rust_log: String,
 }
 
 /// Why a cluster (or one node) could not start.
@@ -101,6 +103,9 @@ pub struct Cluster {
     proxies: BTreeMap<(u32, u32), Proxy>,
     root: Option<tempfile::TempDir>,
 }
+
+/// Lines of each node's log in [`Cluster::logs`].
+pub const LOG_TAIL: usize = 200;
 
 /// A port free on 127.0.0.1 now (held until the caller drops the listener).
 fn reserve_port() -> TcpListener {
@@ -238,7 +243,8 @@ impl Cluster {
     fn launch(&mut self, id: u32, options: &ClusterOptions) {
         let args = self.serve_args(id, options);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let process = ProcessBroker::launch(&self.bin, &self.slot(id).data, &args);
+        let filter = if options.rust_log.is_empty() { "info" } else { options.rust_log.as_str() };
+        let process = ProcessBroker::launch_with_log(&self.bin, &self.slot(id).data, &args, filter);
         let slot = self.slot_mut(id);
         slot.process = Some(process);
         slot.paused = false;
@@ -407,9 +413,17 @@ impl Cluster {
         format!("{}{now}", s.old_logs)
     }
 
-    /// Every node's log, headed by its id (for failure messages).
+    /// The last [`LOG_TAIL`] lines of every node's log, headed by its id
+    /// (for failure messages).
     pub fn logs(&self) -> String {
-        self.ids().map(|id| format!("===== node {id}\n{}\n", self.log(id))).collect()
+        self.ids()
+            .map(|id| {
+                let log = self.log(id);
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = lines[lines.len().saturating_sub(LOG_TAIL)..].join("\n");
+                format!("===== node {id} (last {LOG_TAIL} lines)\n{tail}\n")
+            })
+            .collect()
     }
 
     /// Runs `sluice --broker BOOTSTRAP args...` (stdin empty).

@@ -165,6 +165,11 @@ impl ProcessBroker {
     /// before anything is listening: [`try_wait_listening`](Self::try_wait_listening)
     /// waits (so several brokers that need each other can start together).
     pub fn launch(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::launch_with_log(bin, data_dir, extra, "info")
+    }
+
+    /// [`launch`](Self::launch) with `RUST_LOG` set to `filter`.
+    pub fn launch_with_log(bin: &str, data_dir: &Path, extra: &[&str], filter: &str) -> Self {
         let mut command = Command::new(bin);
         command.arg("serve");
         if !extra.contains(&"--listen") {
@@ -180,7 +185,7 @@ impl ProcessBroker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

@@ -6,9 +6,10 @@
 //!   --print-offsets` streaming into an RF=3 topic while its leader is
 //!   killed with `kill -9`; nothing acknowledged is lost, the producer
 //!   carries on by itself, the restarted node catches up;
-//! - a bounded fault loop (`SLUICE_CLUSTER_FAULTS`, default 6): leader
-//!   `kill -9`, SIGSTOP longer than the lease, a cut between two nodes, a
-//!   one-way drop, each healed, with the workload running throughout;
+//! - a bounded fault loop (`SLUICE_CLUSTER_FAULTS`, default 5: each kind
+//!   once per 5): leader `kill -9`, SIGSTOP longer than the lease, a cut
+//!   between two nodes, a one-way drop, a delay, each healed, with the
+//!   workload running throughout;
 //! - power loss of one node, then of every node at once.
 //!
 //! Those need the cluster merged and are `#[ignore]`d until then. The
@@ -19,6 +20,7 @@
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use sluice_protocol::api::MetadataRequest;
 use sluice_protocol::client::Connection;
@@ -37,7 +39,7 @@ const LEASE: Duration = Duration::from_secs(3);
 const GROUPS_REPLICATED: bool = false;
 
 fn faults() -> usize {
-    std::env::var("SLUICE_CLUSTER_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(6)
+    std::env::var("SLUICE_CLUSTER_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(5)
 }
 
 fn seed() -> u64 {
@@ -401,12 +403,27 @@ async fn acceptance_kill_the_leader_during_cli_produce() {
 }
 
 /// One fault of the loop.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum FaultKind {
     KillLeader,
     PauseLeader,
     Cut,
     DropOneWay,
+    Delay,
+}
+
+impl FaultKind {
+    const ALL: [Self; 5] = [Self::KillLeader, Self::PauseLeader, Self::Cut, Self::DropOneWay, Self::Delay];
+
+    fn name(self) -> &'static str {
+        match self {
+            Self::KillLeader => "kill -9 of a leader",
+            Self::PauseLeader => "SIGSTOP of a leader past the lease",
+            Self::Cut => "cut between two nodes",
+            Self::DropOneWay => "one-way drop",
+            Self::Delay => "delay between two nodes",
+        }
+    }
 }
 
 /// Injects `kind` (chosen against `partition`'s leader or a random pair),
@@ -442,11 +459,42 @@ async fn inject(
             (format!("cut {a}<->{b}"), hold)
         }
         FaultKind::DropOneWay => {
-            c.proxy(a, b).drop_direction(rng.gen_bool(0.5));
+            let a_to_b = rng.gen_bool(0.5);
+            c.proxy(a, b).drop_direction(a_to_b);
             tokio::time::sleep(hold).await;
             c.heal_all();
-            (format!("one-way drop {a}->{b}"), hold)
+            let (from, to) = if a_to_b { (a, b) } else { (b, a) };
+            (format!("one-way drop {from}->{to} on {a}'s connections"), hold)
         }
+        FaultKind::Delay => {
+            let delay = Duration::from_millis(rng.gen_range(20..400));
+            c.proxy(a, b).delay(delay);
+            c.proxy(b, a).delay(delay);
+            tokio::time::sleep(hold).await;
+            c.heal_all();
+            (format!("delay {} ms {a}<->{b}", delay.as_millis()), hold)
+        }
+    }
+}
+
+/// Per kind: faults run, the longest unavailability, and how many saw no
+/// acknowledgement after them (`kinds[i]` is the kind of `report.windows[i]`).
+fn summarize(report: &Report, kinds: &[FaultKind]) {
+    for kind in FaultKind::ALL {
+        let windows: Vec<_> = report
+            .windows
+            .iter()
+            .zip(kinds)
+            .filter(|(_, k)| **k == kind)
+            .map(|(w, _)| w.unavailable)
+            .collect();
+        let worst = windows.iter().flatten().max();
+        let open = windows.iter().filter(|w| w.is_none()).count();
+        eprintln!(
+            "{}: {} faults, worst unavailability {worst:?}, {open} without a later ack",
+            kind.name(),
+            windows.len()
+        );
     }
 }
 
@@ -461,13 +509,18 @@ async fn fault_loop() {
     let w = ClusterWorkload::start(&WorkloadConfig::new(c.bootstrap(), TOPIC, 3));
     assert!(w.wait_for_acks(100, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
     let mut rng = StdRng::seed_from_u64(seed());
-    let kinds = [FaultKind::KillLeader, FaultKind::PauseLeader, FaultKind::Cut, FaultKind::DropOneWay];
-    let mut counts = [0usize; 4];
+    let mut kinds: Vec<FaultKind> = Vec::new();
+    let mut block = Vec::new();
     for round in 0..faults() {
-        let k = rng.gen_range(0..kinds.len());
-        counts[k] += 1;
+        // Each block of 5 faults is every kind once, in a random order.
+        if block.is_empty() {
+            block = FaultKind::ALL.to_vec();
+            block.shuffle(&mut rng);
+        }
+        let kind = block.pop().expect("refilled above");
+        kinds.push(kind);
         let at = Instant::now();
-        let (label, held) = inject(&mut c, kinds[k], &mut rng, &options).await;
+        let (label, held) = inject(&mut c, kind, &mut rng, &options).await;
         w.fault_at(format!("{round}: {label} for {} ms", held.as_millis()), at);
         assert!(
             w.wait_for_acks(20, Duration::from_secs(60)).await,
@@ -480,9 +533,8 @@ async fn fault_loop() {
     history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 3).await.0);
     history.extend(follower_copies(&mut c, 3).await);
     let report = judge(&c, &history, "fault loop");
-    eprintln!("faults (kill, pause, cut, one-way drop): {counts:?}, seed {}", seed());
-    let (worst, open) = report.worst_window();
-    eprintln!("worst unavailability {worst:?}, faults with no acknowledgement after them: {open}");
+    eprintln!("{} faults, seed {}", kinds.len(), seed());
+    summarize(&report, &kinds);
 }
 
 /// Power loss of one node, then of all three at once: what was
