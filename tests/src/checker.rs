@@ -121,6 +121,10 @@ pub struct Window {
     pub label: String,
     /// Until the first acknowledgement after it; `None`: none came.
     pub unavailable: Option<Duration>,
+    /// Until every partition acknowledged in the history had an
+    /// acknowledgement after it (the worst-hit partition's failover);
+    /// `None`: some partition had none.
+    pub every_partition: Option<Duration>,
 }
 
 /// The checker's findings.
@@ -190,9 +194,17 @@ impl fmt::Display for Report {
             self.commit_regressions,
             self.replica_reads
         )?;
+        let ms =
+            |d: Option<Duration>| d.map_or_else(|| "never".to_owned(), |d| format!("{} ms", d.as_millis()));
         for w in &self.windows {
             match w.unavailable {
-                Some(d) => writeln!(f, "  {}: unavailable {} ms", w.label, d.as_millis())?,
+                Some(d) => writeln!(
+                    f,
+                    "  {}: unavailable {} ms, every partition again after {}",
+                    w.label,
+                    d.as_millis(),
+                    ms(w.every_partition)
+                )?,
                 None => writeln!(f, "  {}: no acknowledgement after it", w.label)?,
             }
         }
@@ -308,16 +320,28 @@ fn check_commits(history: &History, report: &mut Report) {
     }
 }
 
-/// From each fault to the first acknowledgement after it.
+/// From each fault to the first acknowledgement after it, on any
+/// partition and on every partition.
 fn windows(history: &History) -> Vec<Window> {
     let mut times: Vec<Instant> = history.acks.iter().map(|a| a.at).collect();
     times.sort_unstable();
+    let mut per_partition: BTreeMap<u32, Vec<Instant>> = BTreeMap::new();
+    for a in &history.acks {
+        per_partition.entry(a.partition).or_default().push(a.at);
+    }
+    per_partition.values_mut().for_each(|t| t.sort_unstable());
+    let first_after =
+        |times: &[Instant], at: Instant| times.get(times.partition_point(|t| *t <= at)).map(|t| *t - at);
     history
         .faults
         .iter()
         .map(|f| {
-            let next = times.partition_point(|t| *t <= f.at);
-            Window { label: f.label.clone(), unavailable: times.get(next).map(|t| *t - f.at) }
+            let every: Option<Vec<Duration>> = per_partition.values().map(|t| first_after(t, f.at)).collect();
+            Window {
+                label: f.label.clone(),
+                unavailable: first_after(&times, f.at),
+                every_partition: every.and_then(|d| d.into_iter().max()),
+            }
         })
         .collect()
 }

@@ -59,6 +59,8 @@ fn a_clean_history_passes_and_is_counted() {
     assert_eq!((report.acknowledged, report.failed, report.replica_reads), (3, 1, 3));
     assert_eq!(report.windows.len(), 1);
     assert_eq!(report.windows[0].unavailable, Some(Duration::from_millis(5)));
+    // Partition 1's first acknowledgement after the fault came at 30 ms.
+    assert_eq!(report.windows[0].every_partition, Some(Duration::from_millis(15)));
     assert_eq!(report.worst_window(), (Some(Duration::from_millis(5)), 0));
 }
 
@@ -152,8 +154,12 @@ fn a_fault_with_no_acknowledgement_after_it_has_an_open_window() {
     let t0 = Instant::now();
     let mut h = clean(t0);
     h.faults.push(Fault { label: "cut 1->2".into(), at: t0 + Duration::from_millis(35) });
+    h.faults.push(Fault { label: "kill -9 node 2".into(), at: t0 + Duration::from_millis(25) });
     let report = check(&h);
     assert_eq!(report.windows[1].unavailable, None);
+    // Partition 0 had no acknowledgement after 25 ms: not every partition came back.
+    assert_eq!(report.windows[2].unavailable, Some(Duration::from_millis(5)));
+    assert_eq!(report.windows[2].every_partition, None);
     assert_eq!(report.worst_window().1, 1);
     assert!(report.to_string().contains("cut 1->2: no acknowledgement after it"), "{report}");
 }

@@ -339,7 +339,7 @@ async fn follower_copies(c: &mut Cluster, partitions: u32) -> History {
             c.cont(id);
         }
     }
-    assert_eq!(history.reads.len(), partitions as usize * 2);
+    assert_eq!(history.reads.len(), partitions as usize * 2, "a partition without a leader: {meta:?}");
     history
 }
 
@@ -477,21 +477,18 @@ async fn inject(
     }
 }
 
-/// Per kind: faults run, the longest unavailability, and how many saw no
+/// Per kind: faults run, the longest unavailability (any partition, and
+/// until every partition was acknowledged again), and how many saw no
 /// acknowledgement after them (`kinds[i]` is the kind of `report.windows[i]`).
 fn summarize(report: &Report, kinds: &[FaultKind]) {
     for kind in FaultKind::ALL {
-        let windows: Vec<_> = report
-            .windows
-            .iter()
-            .zip(kinds)
-            .filter(|(_, k)| **k == kind)
-            .map(|(w, _)| w.unavailable)
-            .collect();
-        let worst = windows.iter().flatten().max();
-        let open = windows.iter().filter(|w| w.is_none()).count();
+        let windows: Vec<_> =
+            report.windows.iter().zip(kinds).filter(|(_, k)| **k == kind).map(|(w, _)| w).collect();
+        let worst = windows.iter().filter_map(|w| w.unavailable).max();
+        let worst_every = windows.iter().filter_map(|w| w.every_partition).max();
+        let open = windows.iter().filter(|w| w.every_partition.is_none()).count();
         eprintln!(
-            "{}: {} faults, worst unavailability {worst:?}, {open} without a later ack",
+            "{}: {} faults, worst unavailability {worst:?} (every partition: {worst_every:?}), {open} with a partition never acknowledged after",
             kind.name(),
             windows.len()
         );
