@@ -61,6 +61,9 @@ pub enum ClusterError {
         /// Its exit status and log.
         log: String,
     },
+    /// The nodes run but do not all see each other as live brokers (what
+    /// each one saw last).
+    NotFormed(String),
     /// The power-loss file system cannot be mounted here (the reason).
     NoPowerLoss(String),
     /// Mounting, unmounting or remounting failed.
@@ -71,6 +74,7 @@ impl fmt::Display for ClusterError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::NodeFailed { node, log } => write!(f, "node {node} did not start: {log}"),
+            Self::NotFormed(seen) => write!(f, "the cluster did not form: {seen}"),
             Self::NoPowerLoss(why) => write!(f, "no power-loss file system: {why}"),
             Self::Io(e) => write!(f, "power-loss file system: {e}"),
         }
@@ -449,6 +453,44 @@ impl Cluster {
             }
         }
         None
+    }
+
+    /// Waits (at most `timeout`) until every live node's Metadata lists
+    /// exactly the live nodes as brokers: all registered with the
+    /// controller, none fenced. A cluster accepts topics only then.
+    ///
+    /// # Errors
+    /// The brokers each node listed last.
+    pub async fn wait_formed(&mut self, timeout: Duration) -> Result<(), ClusterError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let live = self.live();
+            let mut seen = Vec::new();
+            for id in &live {
+                let addr = self.client_addr(*id).to_string();
+                let listed = match Connection::connect(&addr, "cluster-test").await {
+                    Ok(conn) => conn.call(&MetadataRequest { topics: vec![] }).await.ok(),
+                    Err(_) => None,
+                };
+                let mut ids: Vec<u32> =
+                    listed.iter().flat_map(|m| &m.brokers).filter_map(|b| u32::try_from(b.id).ok()).collect();
+                ids.sort_unstable();
+                seen.push((*id, ids));
+            }
+            if seen.iter().all(|(_, ids)| *ids == live) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                let seen: Vec<String> =
+                    seen.iter().map(|(id, ids)| format!("node {id} lists {ids:?}")).collect();
+                return Err(ClusterError::NotFormed(format!(
+                    "live {live:?}; {}\n{}",
+                    seen.join("; "),
+                    self.logs()
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// The leader of `topic`/`partition` per the metadata of a live node.

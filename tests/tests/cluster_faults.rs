@@ -34,6 +34,8 @@ const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 const TOPIC: &str = "faults";
 /// The controller's liveness lease (DESIGN.md §10): a pause must outlast it.
 const LEASE: Duration = Duration::from_secs(3);
+/// Longest a cluster may take to form (every node registered and live).
+const FORM: Duration = Duration::from_secs(60);
 /// Committed offsets live on the coordinator only this round: a commit
 /// regression after the coordinator's node fails is reported, not failed.
 const GROUPS_REPLICATED: bool = false;
@@ -120,12 +122,12 @@ async fn three_nodes_with_the_cluster_flags_start_or_fail_clearly() {
         }
         Err(e) => panic!("{e}"),
         Ok(()) => {
-            let meta = c.metadata(&[]).await.expect("no node answered Metadata");
-            assert_eq!(meta.brokers.len(), 3, "{meta:?}\n{}", c.logs());
+            c.wait_formed(FORM).await.unwrap_or_else(|e| panic!("{e}"));
             let before = c.client_addr(2);
             c.restart(2, &options).unwrap_or_else(|e| panic!("{e}"));
             assert_eq!(c.client_addr(2), before);
             assert_eq!(c.live(), vec![1, 2, 3]);
+            c.wait_formed(FORM).await.unwrap_or_else(|e| panic!("{e}"));
         }
     }
 }
@@ -301,6 +303,13 @@ fn cluster_options(proxies: bool, power_loss: bool) -> ClusterOptions {
     ClusterOptions { proxies, power_loss, ..ClusterOptions::default() }
 }
 
+/// Starts 3 nodes and waits until they form a cluster.
+async fn start_cluster(options: &ClusterOptions) -> Cluster {
+    let mut c = Cluster::start(SLUICE, 3, options).unwrap_or_else(|e| panic!("{e}"));
+    c.wait_formed(FORM).await.unwrap_or_else(|e| panic!("{e}"));
+    c
+}
+
 /// Creates [`TOPIC`] with RF=3 and waits until every partition has a leader.
 async fn create_replicated(c: &mut Cluster, partitions: u32) {
     let p = partitions.to_string();
@@ -367,7 +376,7 @@ async fn wait_new_leader(c: &mut Cluster, old: u32) -> u32 {
 #[ignore = "needs the cluster (issue #18) merged"]
 async fn acceptance_kill_the_leader_during_cli_produce() {
     let options = cluster_options(false, false);
-    let mut c = Cluster::start(SLUICE, 3, &options).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = start_cluster(&options).await;
     create_replicated(&mut c, 1).await;
     let leader = c.leader(TOPIC, 0).await.unwrap();
     let mut stream = ProduceStream::start(SLUICE, &c.bootstrap(), TOPIC, &[]);
@@ -505,7 +514,7 @@ fn summarize(report: &Report, kinds: &[FaultKind]) {
 #[ignore = "needs the cluster (issue #18) merged"]
 async fn fault_loop() {
     let options = cluster_options(true, false);
-    let mut c = Cluster::start(SLUICE, 3, &options).unwrap_or_else(|e| panic!("{e}"));
+    let mut c = start_cluster(&options).await;
     create_replicated(&mut c, 3).await;
     let w = ClusterWorkload::start(&WorkloadConfig::new(c.bootstrap(), TOPIC, 3));
     assert!(w.wait_for_acks(100, Duration::from_secs(30)).await, "no progress\n{}", c.logs());
@@ -545,6 +554,7 @@ async fn fault_loop() {
 async fn power_loss_of_one_node_then_all() {
     let options = cluster_options(false, true);
     let Some(mut c) = start_or_skip(3, &options, "cluster power loss") else { return };
+    c.wait_formed(FORM).await.unwrap_or_else(|e| panic!("{e}"));
     create_replicated(&mut c, 3).await;
     let config = WorkloadConfig { group: None, ..WorkloadConfig::new(c.bootstrap(), TOPIC, 3) };
     let w = ClusterWorkload::start(&config);
@@ -559,6 +569,7 @@ async fn power_loss_of_one_node_then_all() {
     w.fault("power loss of every node");
     c.power_loss_all(&options).unwrap_or_else(|e| panic!("{e}\n{}", c.logs()));
     let back_at = Instant::now();
+    c.wait_formed(FORM).await.unwrap_or_else(|e| panic!("{e}"));
     assert!(w.wait_for_acks(100, Duration::from_secs(60)).await, "no progress\n{}", c.logs());
     let mut history = w.stop().await;
     forget_acks_during(&mut history, cut_at, back_at);
