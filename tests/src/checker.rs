@@ -146,6 +146,8 @@ pub struct Report {
     pub commit_regressions: usize,
     /// Replica reads checked.
     pub replica_reads: usize,
+    /// Records in consumer reads (checked for gaps and conflicts).
+    pub consumed: usize,
     /// Per fault.
     pub windows: Vec<Window>,
     /// The first violations, described (at most [`MAX_MESSAGES`]).
@@ -184,7 +186,7 @@ impl fmt::Display for Report {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "acknowledged {}, failed {}, lost {}, duplicated {}, conflicts {}, gaps {}, commit regressions {}, replica reads {}",
+            "acknowledged {}, failed {}, lost {}, duplicated {}, conflicts {}, gaps {}, commit regressions {}, replica reads {}, consumed {}",
             self.acknowledged,
             self.failed,
             self.lost,
@@ -192,7 +194,8 @@ impl fmt::Display for Report {
             self.conflicts,
             self.gaps,
             self.commit_regressions,
-            self.replica_reads
+            self.replica_reads,
+            self.consumed
         )?;
         let ms =
             |d: Option<Duration>| d.map_or_else(|| "never".to_owned(), |d| format!("{} ms", d.as_millis()));
@@ -290,6 +293,7 @@ fn check_positions(history: &History, report: &mut Report) {
 /// Consumers never skip forward.
 fn check_gaps(history: &History, report: &mut Report) {
     for read in history.reads.iter().filter(|r| r.kind == ReadKind::Consumer) {
+        report.consumed += read.records.len();
         for pair in read.records.windows(2) {
             let (prev, next) = (pair[0].0, pair[1].0);
             if next > prev + 1 {

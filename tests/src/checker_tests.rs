@@ -56,7 +56,7 @@ fn a_clean_history_passes_and_is_counted() {
     let t0 = Instant::now();
     let report = check(&clean(t0));
     assert!(report.ok(), "{report}");
-    assert_eq!((report.acknowledged, report.failed, report.replica_reads), (3, 1, 3));
+    assert_eq!((report.acknowledged, report.failed, report.replica_reads, report.consumed), (3, 1, 3, 4));
     assert_eq!(report.windows.len(), 1);
     assert_eq!(report.windows[0].unavailable, Some(Duration::from_millis(5)));
     // Partition 1's first acknowledgement after the fault came at 30 ms.
