@@ -531,6 +531,11 @@ async fn fault_loop() {
         kinds.push(kind);
         let at = Instant::now();
         let (label, held) = inject(&mut c, kind, &mut rng, &options).await;
+        eprintln!(
+            "fault {round}: {label}, held {} ms, healed; {} acknowledged so far",
+            held.as_millis(),
+            w.acked()
+        );
         w.fault_at(format!("{round}: {label} for {} ms", held.as_millis()), at);
         assert!(
             w.wait_for_acks(20, Duration::from_secs(60)).await,
