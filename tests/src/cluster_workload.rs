@@ -46,6 +46,10 @@ pub struct WorkloadConfig {
     pub producers: usize,
     /// Records each producer sends at most.
     pub max_records: u64,
+    /// Records each producer sends per second at most (0: as fast as
+    /// acknowledged), so a long run keeps producing without filling the
+    /// disk or the history.
+    pub rate: u32,
     /// Makes values unique across runs.
     pub tag: String,
     /// Run a committing consumer in this group.
@@ -56,15 +60,16 @@ pub struct WorkloadConfig {
 }
 
 impl WorkloadConfig {
-    /// Two durable producers, a consumer in group `g`, at most 100 000
-    /// records each.
+    /// Two durable producers of 500 records/s each (at most 10 million
+    /// each), a consumer in group `g`.
     pub fn new(bootstrap: String, topic: &str, partitions: u32) -> Self {
         Self {
             bootstrap,
             topic: topic.into(),
             partitions,
             producers: 2,
-            max_records: 100_000,
+            max_records: 10_000_000,
+            rate: 500,
             tag: "w".into(),
             group: Some("g".into()),
             acks: sluice_producer::Acks::Durable,
@@ -197,13 +202,22 @@ async fn producer(ctx: &Ctx) -> Option<Producer> {
     None
 }
 
-/// Sends unique values (at most 64 unacknowledged), logging each outcome.
+/// Sends unique values (at `rate` per second, at most 64 unacknowledged),
+/// logging each outcome.
 async fn produce(ctx: Ctx, name: String) {
     let Some(p) = producer(&ctx).await else { return };
     let window = Arc::new(Semaphore::new(64));
+    let mut pace =
+        (ctx.config.rate > 0).then(|| tokio::time::interval(Duration::from_secs(1) / ctx.config.rate));
+    if let Some(p) = pace.as_mut() {
+        p.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    }
     for i in 0..ctx.config.max_records {
         if ctx.stopped() {
             break;
+        }
+        if let Some(p) = pace.as_mut() {
+            p.tick().await;
         }
         let permit = Arc::clone(&window).acquire_owned().await.unwrap();
         let value = Bytes::from(format!("{name}-{i}"));
