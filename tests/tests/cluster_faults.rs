@@ -325,6 +325,13 @@ async fn create_replicated(c: &mut Cluster, partitions: u32) {
 
 /// Waits (at most 60 s) until every partition's ISR holds all 3 nodes.
 async fn wait_fully_replicated(c: &mut Cluster, partitions: u32) {
+    if let Err(why) = fully_replicated(c, partitions).await {
+        panic!("{why}\n{}", c.logs());
+    }
+}
+
+/// [`wait_fully_replicated`], returning what the metadata said last instead of panicking.
+async fn fully_replicated(c: &mut Cluster, partitions: u32) -> Result<(), String> {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let meta = c.metadata(&[TOPIC]).await;
@@ -333,9 +340,22 @@ async fn wait_fully_replicated(c: &mut Cluster, partitions: u32) {
                 == partitions as usize
         });
         if full {
-            return;
+            return Ok(());
         }
-        assert!(Instant::now() < deadline, "ISR never full again: {meta:?}\n{}", c.logs());
+        if Instant::now() >= deadline {
+            let layout: Vec<String> = meta
+                .iter()
+                .flat_map(|m| m.topics.iter().flat_map(|t| &t.partitions))
+                .map(|p| {
+                    format!(
+                        "{}: leader {} epoch {} isr {:?} end {} hw {}",
+                        p.partition, p.leader, p.leader_epoch, p.isr, p.log_end_offset, p.high_watermark
+                    )
+                })
+                .collect();
+            let node = meta.as_ref().map_or(0, |m| m.node_id);
+            return Err(format!("ISR never full again (node {node} says: {})", layout.join("; ")));
+        }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -521,6 +541,7 @@ async fn fault_loop() {
     let mut rng = StdRng::seed_from_u64(seed());
     let mut kinds: Vec<FaultKind> = Vec::new();
     let mut block = Vec::new();
+    let mut stuck = None;
     for round in 0..faults() {
         // Each block of 5 faults is every kind once, in a random order.
         if block.is_empty() {
@@ -537,15 +558,23 @@ async fn fault_loop() {
             w.acked()
         );
         w.fault_at(format!("{round}: {label} for {} ms", held.as_millis()), at);
-        assert!(
-            w.wait_for_acks(20, Duration::from_secs(60)).await,
-            "no progress after {label}\n{}",
-            c.logs()
-        );
-        wait_fully_replicated(&mut c, 3).await;
+        if !w.wait_for_acks(20, Duration::from_secs(60)).await {
+            stuck = Some(format!("no progress within 60 s after fault {round}: {label}"));
+            break;
+        }
+        if let Err(why) = fully_replicated(&mut c, 3).await {
+            stuck = Some(format!("after fault {round}: {label}: {why}"));
+            break;
+        }
     }
     let mut history = w.stop().await;
     history.reads.extend(read_replicas(&live_nodes(&mut c), TOPIC, 3).await.0);
+    if let Some(why) = stuck {
+        // What the clients were told so far still has to hold.
+        let report = check(&history);
+        summarize(&report, &kinds);
+        panic!("{why} (seed {})\n{report}\n{}", seed(), c.logs());
+    }
     history.extend(follower_copies(&mut c, 3).await);
     let report = judge(&c, &history, "fault loop");
     eprintln!("{} faults, seed {}", kinds.len(), seed());
