@@ -3,7 +3,12 @@
 //! client helpers. Everything talks to loopback only.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod checker;
+pub mod cluster;
+pub mod cluster_workload;
 pub mod powerfs;
+pub mod produce_stream;
+pub mod proxy;
 pub mod workload;
 
 use std::io::{BufRead, BufReader};
@@ -146,6 +151,25 @@ impl ProcessBroker {
     }
 
     fn start(bin: &str, data_dir: &Path, extra: &[&str], wait_for_clients: bool) -> Self {
+        let mut broker = Self::launch(bin, data_dir, extra);
+        let waited = if wait_for_clients {
+            broker.try_wait_listening()
+        } else {
+            broker.wait_for(|e| matches!(e, Listening::Admin(_)))
+        };
+        waited.unwrap_or_else(|e| panic!("{e}"));
+        broker
+    }
+
+    /// Starts `bin serve` as [`spawn`](Self::spawn) does but returns at once,
+    /// before anything is listening: [`try_wait_listening`](Self::try_wait_listening)
+    /// waits (so several brokers that need each other can start together).
+    pub fn launch(bin: &str, data_dir: &Path, extra: &[&str]) -> Self {
+        Self::launch_with_log(bin, data_dir, extra, "info")
+    }
+
+    /// [`launch`](Self::launch) with `RUST_LOG` set to `filter`.
+    pub fn launch_with_log(bin: &str, data_dir: &Path, extra: &[&str], filter: &str) -> Self {
         let mut command = Command::new(bin);
         command.arg("serve");
         if !extra.contains(&"--listen") {
@@ -161,7 +185,7 @@ impl ProcessBroker {
             .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
-            .env("RUST_LOG", "info")
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -194,7 +218,7 @@ impl ProcessBroker {
                 }
             }
         });
-        let mut broker = Self {
+        Self {
             child,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             admin: None,
@@ -202,36 +226,46 @@ impl ProcessBroker {
             data_dir: data_dir.to_owned(),
             log,
             events: rx,
-        };
-        if wait_for_clients {
-            broker.wait_listening();
-        } else {
-            broker.wait_for(|e| matches!(e, Listening::Admin(_)));
         }
-        broker
     }
 
-    /// Waits (at most 60 s) for an event matching `want`, recording addresses.
-    fn wait_for(&mut self, want: impl Fn(&Listening) -> bool) {
+    /// Waits (at most 60 s) for an event matching `want`, recording
+    /// addresses; on failure kills the broker and returns its log.
+    fn wait_for(&mut self, want: impl Fn(&Listening) -> bool) -> Result<(), String> {
         loop {
-            let event = self.events.recv_timeout(Duration::from_secs(60)).unwrap_or_else(|_| {
+            let Ok(event) = self.events.recv_timeout(Duration::from_secs(60)) else {
                 let _ = self.child.kill();
-                panic!("broker did not start:\n{}", self.log_text())
-            });
+                let status = self.child.wait().map(|s| s.to_string()).unwrap_or_default();
+                return Err(format!("broker did not start ({status}):\n{}", self.log_text()));
+            };
             match event {
                 Listening::Admin(a) => self.admin = Some(a),
                 Listening::Kafka(a) => self.kafka = Some(a),
                 Listening::Clients(a) => self.addr = a,
             }
             if want(&event) {
-                return;
+                return Ok(());
             }
         }
     }
 
     /// Waits until the broker accepts clients (after recovery).
     pub fn wait_listening(&mut self) {
-        self.wait_for(|e| matches!(e, Listening::Clients(_)));
+        self.try_wait_listening().unwrap_or_else(|e| panic!("{e}"));
+    }
+
+    /// Waits (at most 60 s) until the broker accepts clients; when it exits
+    /// or stays silent instead, kills it and returns its log.
+    ///
+    /// # Errors
+    /// The broker's exit status and log.
+    pub fn try_wait_listening(&mut self) -> Result<(), String> {
+        self.wait_for(|e| matches!(e, Listening::Clients(_)))
+    }
+
+    /// Whether the process has exited (reaping it if so).
+    pub fn has_exited(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
     /// The process id.
