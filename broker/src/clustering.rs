@@ -55,7 +55,11 @@ pub struct ClusterHandle {
 
 impl ClusterHandle {
     /// A handle whose reconciled state is empty until the loop runs.
-    pub fn new(node: Arc<ControllerNode>, settings: ClusterSettings, replicas: Arc<ReplicaManager>) -> Arc<Self> {
+    pub fn new(
+        node: Arc<ControllerNode>,
+        settings: ClusterSettings,
+        replicas: Arc<ReplicaManager>,
+    ) -> Arc<Self> {
         let (reconciled, _) = watch::channel(Arc::new(ControllerState::default()));
         Arc::new(Self {
             node: std::sync::RwLock::new(Some(node)),

@@ -72,7 +72,11 @@ impl ClusterRun {
 /// (a replica exists only where the reconcile loop made it), and proposes
 /// ISR changes through the controller, held weakly (the node holds the
 /// manager to serve the replication channel).
-fn replica_manager(broker: &Arc<Broker>, node: &Arc<ControllerNode>, settings: &ClusterSettings) -> Arc<ReplicaManager> {
+fn replica_manager(
+    broker: &Arc<Broker>,
+    node: &Arc<ControllerNode>,
+    settings: &ClusterSettings,
+) -> Arc<ReplicaManager> {
     let mut cfg = ReplicationConfig::new(settings.node_id, &settings.cluster_id);
     cfg.replica_lag_time_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
     cfg.fetch_max_bytes = REPLICA_FETCH_MAX_BYTES;
@@ -121,7 +125,8 @@ async fn start_cluster(
         peer_addr: peer.to_string(),
     };
     let renewals = Arc::clone(&handle);
-    let liveness = liveness::spawn(node, addrs, LivenessConfig::default(), move |until| renewals.renewed(until));
+    let liveness =
+        liveness::spawn(node, addrs, LivenessConfig::default(), move |until| renewals.renewed(until));
     let reconcile = reconcile::spawn(Arc::clone(broker), Arc::clone(&handle), broker.shutdown.child_token());
     Ok((ClusterRun { handle, liveness, reconcile }, peer))
 }

@@ -281,7 +281,9 @@ impl ControllerState {
                     lease_until_ms: *lease_until_ms,
                     fenced: false,
                 };
-                self.brokers.insert(*id, info);
+                if self.brokers.insert(*id, info).is_some() {
+                    self.new_incarnation(*id);
+                }
                 self.revive(*id);
                 Ok(Outcome::Done)
             }
@@ -467,6 +469,24 @@ impl ControllerState {
 
     /// A broker came back: offline partitions whose ISR holds it get a
     /// leader again.
+    /// A registered broker registers again: it restarted, perhaps within
+    /// its lease, and its log may have lost an unsynced tail that its
+    /// followers had fetched. Whatever it led gets a new epoch, under
+    /// another live ISR member when there is one (it has everything
+    /// acknowledged and more), else under itself: followers then truncate
+    /// by epoch to the new leader's log instead of keeping bytes the same
+    /// epoch now writes differently.
+    fn new_incarnation(&mut self, id: BrokerId) {
+        let live: BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
+        for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
+            if p.leader == Some(id) {
+                let other = p.isr.iter().copied().find(|b| *b != id && live.contains(b));
+                p.leader = Some(other.unwrap_or(id));
+                p.leader_epoch += 1;
+            }
+        }
+    }
+
     fn revive(&mut self, id: BrokerId) {
         let live: BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
         for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {

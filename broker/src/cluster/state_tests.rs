@@ -101,6 +101,33 @@ fn expired_leader_fails_over_to_isr_with_new_epoch() {
 }
 
 #[test]
+fn a_leader_that_registers_again_hands_over_with_a_new_epoch() {
+    let mut s = three_brokers();
+    s.apply(&create("t", 3, 3)).unwrap();
+    let before = s.topics["t"].partitions.clone();
+    let restarted = before[0].leader.unwrap();
+    // It restarted within its lease: the same id registers again.
+    s.apply(&register(restarted, 2_000)).unwrap();
+    for (old, new) in before.iter().zip(&s.topics["t"].partitions) {
+        if old.leader == Some(restarted) {
+            assert_eq!(new.leader_epoch, old.leader_epoch + 1, "{new:?}");
+            let leader = new.leader.unwrap();
+            assert_ne!(leader, restarted, "another live ISR member leads: {new:?}");
+            assert!(old.isr.contains(&leader));
+        } else {
+            assert_eq!(new, old, "partitions it did not lead are untouched");
+        }
+    }
+    // Alone in the ISR, it keeps leading, at a new epoch.
+    let mut s = ControllerState::default();
+    s.apply(&register(1, 1_000)).unwrap();
+    s.apply(&create("solo", 1, 1)).unwrap();
+    s.apply(&register(1, 2_000)).unwrap();
+    let p = &s.topics["solo"].partitions[0];
+    assert_eq!((p.leader, p.leader_epoch), (Some(1), 1));
+}
+
+#[test]
 fn no_unclean_election_partition_goes_offline_and_comes_back_with_isr() {
     let mut s = three_brokers();
     s.apply(&create("t", 1, 3)).unwrap();
