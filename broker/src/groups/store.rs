@@ -90,7 +90,7 @@ fn config() -> LogConfig {
 }
 
 /// Everything in a log: latest value per key, and the number of records.
-fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), StorageError> {
+pub(super) fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), StorageError> {
     let mut map = HashMap::new();
     let mut records = 0;
     let mut next = log.log_start_offset();
@@ -238,7 +238,7 @@ impl OffsetStore {
     }
 }
 
-fn batch(entries: &[(OffsetKey, Option<Committed>)]) -> Vec<u8> {
+pub(super) fn batch(entries: &[(OffsetKey, Option<Committed>)]) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     let ts = now_ms();
     for (k, v) in entries {
