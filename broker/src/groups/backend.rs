@@ -255,3 +255,6 @@ impl Coordinator {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
