@@ -134,7 +134,12 @@ async fn committed(at: &Connection, group: &str) -> Result<Option<u64>, ErrorCod
 /// node knows it.
 async fn create_topic(c: &Cluster) {
     let at = c.node(1).addr.to_string();
-    let out = run_cli(SLUICE, &at, &["topic", "create", "t", "--partitions", "1", "--replication-factor", "3"], b"");
+    let out = run_cli(
+        SLUICE,
+        &at,
+        &["topic", "create", "t", "--partitions", "1", "--replication-factor", "3"],
+        b"",
+    );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     for (_, n) in c.live() {
         let conn = n.connect().await;
@@ -186,7 +191,11 @@ async fn the_coordinator_is_the_offsets_leader() {
         find.key = StrBytes::from_static_str("g");
         let f: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &find).await;
         let want = c.node(coord).kafka.unwrap().port();
-        assert_eq!((f.error_code, f.node_id.0, f.port), (0, coord as i32, i32::from(want)), "asked node {id}");
+        assert_eq!(
+            (f.error_code, f.node_id.0, f.port),
+            (0, coord as i32, i32::from(want)),
+            "asked node {id}"
+        );
     }
 }
 

@@ -230,7 +230,11 @@ impl Coordinator {
                 return Err(e.into());
             }
         };
-        tracing::info!(groups_offsets = offsets.len(), records, "coordinating groups: loaded the committed offsets");
+        tracing::info!(
+            groups_offsets = offsets.len(),
+            records,
+            "coordinating groups: loaded the committed offsets"
+        );
         *self.map() = groups_from(offsets);
         self.backend.set(Lead::Leading(Arc::clone(partition)));
         Ok(())

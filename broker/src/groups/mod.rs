@@ -48,8 +48,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::errors::BrokerError;
 use crate::topics::Topics;
 use assign::Tp;
-use group::{Group, Member};
 use backend::Backend;
+use group::{Group, Member};
 use store::{Committed, OffsetKey, OffsetStore};
 
 pub use crate::errors::GroupError;

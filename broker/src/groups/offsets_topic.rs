@@ -54,7 +54,8 @@ pub fn refuse_client_change(name: &str) -> Result<(), BrokerError> {
     if is_internal(name) {
         return Err(BrokerError::InvalidTopicName {
             name: name.to_owned(),
-            reason: "is the cluster's internal offsets topic: clients may not create, change, delete or write it",
+            reason:
+                "is the cluster's internal offsets topic: clients may not create, change, delete or write it",
         });
     }
     Ok(())

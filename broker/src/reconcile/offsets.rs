@@ -37,9 +37,15 @@ pub fn wants_topic(state: &ControllerState, controller_leader: bool, replication
 
 /// Proposes creating the offsets topic when [`wants_topic`], unless an
 /// earlier proposal (`creating`) is still in flight.
-pub fn ensure_topic(cluster: &Arc<ClusterHandle>, state: &ControllerState, creating: &mut Option<JoinHandle<()>>) {
+pub fn ensure_topic(
+    cluster: &Arc<ClusterHandle>,
+    state: &ControllerState,
+    creating: &mut Option<JoinHandle<()>>,
+) {
     let rf = cluster.settings.default_replication_factor;
-    if creating.as_ref().is_some_and(|h| !h.is_finished()) || !wants_topic(state, cluster.leader().is_some(), rf) {
+    if creating.as_ref().is_some_and(|h| !h.is_finished())
+        || !wants_topic(state, cluster.leader().is_some(), rf)
+    {
         return;
     }
     let cmd = Command::CreateTopic {
@@ -51,7 +57,9 @@ pub fn ensure_topic(cluster: &Arc<ClusterHandle>, state: &ControllerState, creat
     let cluster = Arc::clone(cluster);
     *creating = Some(tokio::spawn(async move {
         match cluster.propose(cmd, |s, _| s.topics.contains_key(OFFSETS_TOPIC)).await {
-            Ok(_) => tracing::info!(topic = OFFSETS_TOPIC, replication_factor = rf, "created the offsets topic"),
+            Ok(_) => {
+                tracing::info!(topic = OFFSETS_TOPIC, replication_factor = rf, "created the offsets topic")
+            }
             Err(e) => tracing::debug!(error = %e, "creating the offsets topic (retried on a later pass)"),
         }
     }));

@@ -180,7 +180,9 @@ fn refused(at: At, req: &OffsetFetchRequest, code: i16) -> OffsetFetchResponse {
         let answers = req
             .groups
             .iter()
-            .map(|g| OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(code))
+            .map(|g| {
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(code)
+            })
             .collect();
         return OffsetFetchResponse::default().with_groups(answers);
     }
