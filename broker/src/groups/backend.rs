@@ -81,6 +81,17 @@ impl Pending {
     }
 }
 
+/// A partition error meaning this broker no longer leads the offsets
+/// partition, as the group error clients act on (find the coordinator).
+fn coordinator_lost(e: BrokerError) -> BrokerError {
+    match e {
+        BrokerError::NotLeader { .. } | BrokerError::FencedLeaderEpoch { .. } => {
+            GroupError::NotCoordinator { why: e.to_string() }.into()
+        }
+        other => other,
+    }
+}
+
 /// Runs `future` to completion from blocking code (a blocking thread, or a
 /// worker of a multi-threaded runtime, which hands its tasks off first).
 fn block_on<F: std::future::Future>(future: F) -> Result<F::Output, BrokerError> {
@@ -121,9 +132,9 @@ impl Backend {
     /// durable.
     ///
     /// # Errors
-    /// `NotCoordinator` when not leading; the log's or the partition's
-    /// refusal (full disk, a failed sync, no longer leader, too few in-sync
-    /// replicas).
+    /// `NotCoordinator` when not leading (a partition's `NotLeader` or
+    /// `FencedLeaderEpoch` included); the log's or the partition's refusal
+    /// (full disk, a failed sync, too few in-sync replicas).
     pub fn append(&self, entries: &[(OffsetKey, Option<Committed>)]) -> Result<Pending, BrokerError> {
         match self {
             Backend::Local(store) => Ok(Pending::Local(store.append(entries)?)),
@@ -134,9 +145,10 @@ impl Backend {
                         BrokerError::Group,
                     ));
                 };
-                partition.check_writable(true)?;
+                partition.check_writable(true).map_err(coordinator_lost)?;
                 let batch = Bytes::from(store::batch(entries));
-                let appended = partition.append(batch, MAX_BATCH_BYTES, now_ms())?;
+                let appended =
+                    partition.append(batch, MAX_BATCH_BYTES, now_ms()).map_err(coordinator_lost)?;
                 Ok(Pending::Replicated(partition, appended))
             }
         }
@@ -154,7 +166,7 @@ impl Backend {
                 if !appended.awaits_flush() {
                     return Ok(());
                 }
-                block_on(partition.wait_durable(&appended, COMMIT_TIMEOUT))?
+                block_on(partition.wait_durable(&appended, COMMIT_TIMEOUT))?.map_err(coordinator_lost)
             }
             (Backend::Cluster(_), Pending::Local(_)) => {
                 Err(BrokerError::Internal("a local offsets-log append on a clustered broker".into()))

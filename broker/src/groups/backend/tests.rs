@@ -157,3 +157,15 @@ async fn a_leader_without_enough_in_sync_replicas_refuses_commits() {
     assert_eq!(commit(&rig, "g", 3).await, Err(ErrorCode::NotEnoughReplicas));
     assert_eq!(fetch(&rig, "g"), Ok(None), "nothing was acknowledged");
 }
+
+/// Between the partition's role change and the coordinator following it,
+/// a commit is refused with NotCoordinator (not the partition's
+/// NotLeaderOrFollower), so the client finds the coordinator again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_after_the_leadership_moved_is_not_coordinator() {
+    let rig = rig().await;
+    set_role(&rig, leader()).await;
+    rig.offsets.set_role(follower());
+    assert_eq!(commit(&rig, "g", 3).await, Err(ErrorCode::NotCoordinator));
+    assert_eq!(rig.offsets.log().log_end_offset(), 0, "nothing appended");
+}
