@@ -208,7 +208,11 @@ async fn committed_offsets_survive_the_coordinator() {
     // Five records in t/0 (on its leader), committed by two groups.
     let t_leader = poll("t/0's leader", || async { leader_of_t(&c).await }).await;
     let conn = c.node(t_leader).connect().await;
-    produce(&conn, "t", 0, Acks::Durable, batch(5, 10, 1)).await.unwrap();
+    // Durable: retried while the ISR is still forming (NotEnoughReplicas).
+    poll("five records in t/0", || async {
+        produce(&conn, "t", 0, Acks::Durable, batch(5, 10, 1)).await.ok().map(drop)
+    })
+    .await;
     let leader = c.node(coord).connect().await;
     for (group, offset) in [("a", 5), ("b", 3)] {
         let done = poll("a commit on the coordinator", || async {

@@ -187,6 +187,27 @@ impl Backend {
     }
 }
 
+/// How a new coordinator reads the offsets partition: up to its log end,
+/// not only below its high watermark, as Kafka's coordinator loads its
+/// offsets topic. A new leader's high watermark lags what its in-sync
+/// replicas acknowledged (it learns it from the next fetches), so a read
+/// capped there misses the last acknowledged commits.
+///
+/// With today's storage `Log::read` stops at the durable offset, which for
+/// a partition whose records were all appended and flushed here is its
+/// end. The replication core (issue #18) caps `Log::read` at the
+/// replicated high watermark and adds `Log::read_for_replica` (up to the
+/// log end): this is the one place that switches to it when they merge
+/// (tests/tests/cluster_groups.rs, `committed_offsets_survive_the_coordinator`,
+/// checks it).
+fn read_to_end(
+    log: &crate::storage::Log,
+    offset: u64,
+    max_bytes: usize,
+) -> Result<Bytes, crate::storage::StorageError> {
+    log.read(offset, max_bytes)
+}
+
 /// Groups rebuilt from committed offsets (latest value per key).
 pub(super) fn groups_from(offsets: HashMap<OffsetKey, Committed>) -> HashMap<String, Arc<Slot>> {
     let mut groups: HashMap<String, Group> = HashMap::new();
@@ -235,7 +256,7 @@ impl Coordinator {
         }
         self.backend.set(Lead::Loading);
         self.drop_all_groups();
-        let (offsets, records) = match store::read_all(&partition.log()) {
+        let (offsets, records) = match store::read_all_with(&partition.log(), read_to_end) {
             Ok(read) => read,
             Err(e) => {
                 self.backend.set(Lead::Not);
