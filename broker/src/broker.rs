@@ -147,13 +147,16 @@ impl Broker {
         config.validate().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         let loader_metrics = Arc::clone(&metrics);
         let data_dir = config.data_dir.clone();
+        // A clustered broker's committed offsets live in a replicated
+        // internal topic (groups::offsets_topic), not in a local log.
+        let clustered = config.node_id.is_some();
         let cancel = shutdown.child_token();
         let (lock, topics, groups, report) = tokio::task::spawn_blocking(move || {
             crate::fds::raise_limit();
             let lock = lock_data_dir(&data_dir)?;
             check_meta(&data_dir)?;
             // The offsets log first: topics take what descriptors are left.
-            let groups = Coordinator::open(&data_dir)?;
+            let groups = if clustered { Coordinator::clustered() } else { Coordinator::open(&data_dir)? };
             let (topics, report) = Topics::load(&data_dir, cancel, loader_metrics)?;
             groups.clamp_to_log_ends(&topics)?;
             groups.adopt_topic_ids(&topics)?;

@@ -13,8 +13,9 @@
 //!   [`ClusterHandle::propose`]: nothing creates or deletes a topic
 //!   locally except the reconcile loop.
 //!
-//! This module depends on the controller and the error types only (not on
-//! the broker), so the broker can hold a handle.
+//! This module depends on the controller and the error types only (and the
+//! offsets topic's name), not on the broker, so the broker can hold a
+//! handle.
 
 pub mod admin;
 
@@ -148,11 +149,13 @@ impl ClusterHandle {
         self.reconciled.send_replace(state);
     }
 
-    /// The broker that answers group requests: the live broker with the
-    /// lowest id (this one while the state knows no live broker). Groups
-    /// are not replicated: every broker coordinates its own.
-    pub fn coordinator(&self) -> BrokerId {
-        self.state().live_brokers().first().copied().unwrap_or(self.node_id())
+    /// The group coordinator: the leader of partition 0 of the internal
+    /// offsets topic (`__sluice_offsets`) in the reconciled state; `None`
+    /// while that topic does not exist yet or its partition is offline.
+    pub fn coordinator(&self) -> Option<BrokerId> {
+        let state = self.state();
+        let topic = state.topics.get(crate::groups::offsets_topic::OFFSETS_TOPIC)?;
+        topic.partitions.first()?.leader
     }
 
     /// Proposes `cmd` to the controller (forwarded to its leader, retried

@@ -258,6 +258,7 @@ fn group_code(e: &GroupError) -> ErrorCode {
         GroupError::NotEmpty { .. } => ErrorCode::GroupNotEmpty,
         GroupError::TooManyGroups { .. } => ErrorCode::TooManyGroups,
         GroupError::InconsistentProtocol { .. } => ErrorCode::InvalidRequest,
+        GroupError::NotCoordinator { .. } => ErrorCode::NotCoordinator,
     }
 }
 

@@ -11,7 +11,13 @@
 //!
 //! The controller node offers no change notification, so the loop watches
 //! its applied index (a cheap read) every [`POLL`].
+//!
+//! Group coordination follows the offsets topic ([`offsets`]): the loop
+//! creates it at bootstrap, and after each role change of its partition
+//! makes this broker load the committed offsets (leader) or drop its
+//! groups (any other role).
 
+pub mod offsets;
 pub mod plan;
 
 use std::collections::BTreeMap;
@@ -50,6 +56,7 @@ pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: Cancellatio
     tokio::spawn(async move {
         let mut seen: Option<u64> = None;
         let mut last: Option<Arc<ControllerState>> = None;
+        let mut creating_offsets = None;
         loop {
             tokio::select! {
                 () = stop.cancelled() => return,
@@ -74,6 +81,7 @@ pub fn spawn(broker: Arc<Broker>, cluster: Arc<ClusterHandle>, stop: Cancellatio
                 Ok(Ok(())) => {
                     count_elections(&broker, last.as_deref(), &state);
                     cluster.publish(Arc::clone(&state));
+                    offsets::ensure_topic(&cluster, &state, &mut creating_offsets);
                     last = Some(state);
                     seen = Some(index);
                 }
@@ -172,8 +180,9 @@ fn set_roles(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) 
             let role = plan::role_for(p, min_isr, me, &cluster.settings.peers);
             if local_p.role() != role {
                 tracing::info!(topic = %name, partition = local_p.index, ?role, "partition role");
-                apply_role(cluster, local_p, role);
+                apply_role(cluster, local_p, role.clone());
             }
+            offsets::follow_role(broker, local_p, &role);
         }
     }
 }

@@ -137,8 +137,8 @@ impl Inner {
     }
 
     /// Sends a group request (heartbeat, commit, offset fetch) to the
-    /// group's broker: the live one with the lowest node id. A failure
-    /// that may mean it is gone makes the next call re-resolve it.
+    /// group's coordinator (see `sluice_protocol::routing`). A failure
+    /// that may mean it moved makes the next call look it up again.
     async fn group_call<R: sluice_protocol::api::Request>(
         &self,
         request: &R,
@@ -146,7 +146,7 @@ impl Inner {
         let (id, conn): (u64, Connection) = self.router.coordinator(&self.topics()).await?;
         let result = conn.call(request).await;
         if let Err(e) = &result {
-            self.router.report(Some(id), e);
+            self.router.report_group(id, e);
         }
         Ok(result?)
     }

@@ -112,6 +112,10 @@ error_codes! {
     InvalidReplicationFactor = 30, false, "the replication factor is 0 or more than the live brokers";
     /// The cluster controller has no leader or did not answer in time.
     ControllerNotAvailable = 31, true, "the cluster controller is not available: retry";
+    /// This broker does not coordinate groups now (another broker leads the
+    /// `__sluice_offsets` partition, or this one is still loading it): find
+    /// the coordinator again and retry there.
+    NotCoordinator = 32, true, "this broker is not the group coordinator: find the coordinator and retry";
 }
 
 impl ErrorCode {

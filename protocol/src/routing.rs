@@ -17,19 +17,21 @@
 //!   routing error (`NOT_LEADER_OR_FOLLOWER`, `FENCED_LEADER_EPOCH`,
 //!   unknown topic or partition) or of a broker that could not be reached;
 //!   refreshes are at least `min_refresh` apart.
-//! - **Group coordinator**: the live broker with the lowest node id (the
-//!   cluster's rule while groups are not replicated); a broker that could
-//!   not be reached is skipped until the next refresh.
+//! - **Group coordinator**: the leader of partition 0 of the cluster's
+//!   offsets topic ([`OFFSETS_TOPIC`], asked for by name); where metadata
+//!   has no such topic (a single node), the lowest node id not found
+//!   unreachable. A `NotCoordinator` answer or a lost connection makes
+//!   the next group request look it up again.
 //!
 //! Looking a route up takes two short mutex holds and no allocation, so a
 //! caller may do it per batch.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::api::{MetadataRequest, MetadataResponse};
+use crate::api::{MetadataRequest, MetadataResponse, OFFSETS_TOPIC};
 use crate::client::{ClientError, Connection};
 use crate::ErrorCode;
 
@@ -110,10 +112,15 @@ impl MetadataCache {
         all
     }
 
-    /// Where group requests go: the lowest node id not found unreachable
+    /// Where group requests go: the leader of the offsets topic's
+    /// partition 0 (`None` while it has none), or, where there is no such
+    /// topic (a single node), the lowest node id not found unreachable
     /// since the last refresh.
     pub fn group_coordinator(&self) -> Option<u64> {
-        self.brokers.keys().copied().filter(|id| !self.unreachable.contains(id)).min()
+        match self.topics.get(OFFSETS_TOPIC) {
+            Some(routes) => routes.first().and_then(|r| r.leader),
+            None => self.brokers.keys().copied().filter(|id| !self.unreachable.contains(id)).min(),
+        }
     }
 
     /// Whether the cache should be refetched: never fetched, older than
@@ -188,6 +195,8 @@ pub struct Router {
     spare: Mutex<Option<(String, Connection)>>,
     /// One refresh at a time; holds when the last one started.
     refreshing: tokio::sync::Mutex<Option<Instant>>,
+    /// The group coordinator moved or failed: look it up again.
+    group_stale: AtomicBool,
 }
 
 impl Router {
@@ -200,6 +209,7 @@ impl Router {
             conns: Mutex::new(HashMap::new()),
             spare: Mutex::new(None),
             refreshing: tokio::sync::Mutex::new(None),
+            group_stale: AtomicBool::new(false),
         }
     }
 
@@ -305,15 +315,28 @@ impl Router {
     /// the cluster from metadata of `topics` first if nothing is known.
     pub async fn coordinator(&self, topics: &[String]) -> Result<(u64, Connection), ClientError> {
         let known = self.cache().group_coordinator();
-        let id = match known {
+        let id = match known.filter(|_| !self.group_stale.swap(false, Ordering::AcqRel)) {
             Some(id) => id,
             None => {
-                self.metadata(topics.to_vec()).await?;
+                let mut topics = topics.to_vec();
+                topics.push(OFFSETS_TOPIC.to_owned());
+                self.metadata(topics).await?;
                 let id = self.cache().group_coordinator();
-                id.ok_or_else(|| ClientError::ConnectionLost("no broker is reachable".into()))?
+                id.ok_or_else(|| ClientError::ConnectionLost("no group coordinator yet".into()))?
             }
         };
         Ok((id, self.broker(id).await?))
+    }
+
+    /// Tells the router a group request to broker `id` failed with `e`:
+    /// `NotCoordinator` or a connection failure makes the next
+    /// [`coordinator`](Self::coordinator) call look the coordinator up.
+    pub fn report_group(&self, id: u64, e: &ClientError) {
+        let moved = matches!(e, ClientError::Server { code: ErrorCode::NotCoordinator, .. });
+        if moved || is_routing_error(e) {
+            self.group_stale.store(true, Ordering::Release);
+        }
+        self.report(Some(id), e);
     }
 
     /// Tells the router that a request to broker `id` (if known) failed

@@ -198,7 +198,8 @@ fn three_nodes_form_a_cluster_and_fail_over() {
         let leader = body.lines().find_map(|l| l.strip_prefix("sluice_controller_leader "))?;
         let elections = body.lines().find_map(|l| l.strip_prefix("sluice_leader_elections_total "))?;
         let ok = status == 200
-            && has("sluice_under_replicated_partitions 3")
+            // t's 3 partitions and `__sluice_offsets`' one (RF 3 too).
+            && has("sluice_under_replicated_partitions 4")
             && has("sluice_offline_partitions 0")
             && leader.parse::<i64>().ok()? >= 1
             && elections.parse::<u64>().ok()? >= 1;
@@ -252,7 +253,7 @@ fn admin_goes_through_the_controller(addrs: &[String]) {
 
 /// Kafka clients see the cluster: every broker's Kafka listener, the
 /// controller, the leaders and ISR; a follower refuses produce with
-/// NOT_LEADER_OR_FOLLOWER; the group coordinator is the lowest live id.
+/// NOT_LEADER_OR_FOLLOWER; the group coordinator is the offsets leader.
 async fn kafka_view(
     nodes: &[Option<ProcessBroker>],
     layout: &[(i64, u64, Value, Value)],
@@ -282,10 +283,23 @@ async fn kafka_view(
     let mut leader = KafkaConn::connect(kafka(leader0)).await;
     let r: ProduceResponse = leader.call(ApiKey::Produce, 9, &req).await;
     assert_eq!(r.responses[0].partition_responses[0].error_code, 0);
-    let mut find = FindCoordinatorRequest::default();
-    find.key = StrBytes::from_static_str("g");
-    let c: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &find).await;
-    assert_eq!((c.node_id.0, c.port), (1, i32::from(kafka(1).port())), "the lowest live id");
+    // The group coordinator is the leader of `__sluice_offsets`
+    // partition 0 (created at bootstrap; tests/tests/cluster_groups.rs).
+    let native = nodes[1].as_ref().unwrap().connect().await;
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let (c, coordinator) = loop {
+        let named = MetadataRequest { topics: vec!["__sluice_offsets".into()] };
+        let leader = native.call(&named).await.unwrap().topics[0].partitions.first().map_or(-1, |p| p.leader);
+        let mut find = FindCoordinatorRequest::default();
+        find.key = StrBytes::from_static_str("g");
+        let c: FindCoordinatorResponse = conn.call(ApiKey::FindCoordinator, 3, &find).await;
+        if c.error_code == 0 && leader >= 1 {
+            break (c, leader as usize);
+        }
+        assert!(std::time::Instant::now() < deadline, "no group coordinator: {c:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!((c.node_id.0, c.port), (coordinator as i32, i32::from(kafka(coordinator).port())));
 }
 
 #[test]

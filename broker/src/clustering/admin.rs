@@ -7,6 +7,9 @@
 //! are proposed, so the controller never holds a topic config a broker
 //! cannot open. `replication_factor` and `min_insync_replicas` are topic
 //! settings only the controller keeps ([`CLUSTER_KEYS`]).
+//!
+//! The internal offsets topic is never created, deleted or changed here
+//! (`InvalidTopicName`): the reconcile loop creates it at bootstrap.
 
 use std::collections::BTreeMap;
 
@@ -14,6 +17,7 @@ use super::ClusterHandle;
 use crate::cluster::state::{Command, Outcome};
 use crate::config::BrokerConfig;
 use crate::errors::BrokerError;
+use crate::groups::offsets_topic::refuse_client_change;
 use crate::storage::LogConfig;
 use crate::topics::validate_topic_name;
 
@@ -84,6 +88,7 @@ pub async fn create_topic(
     configs: &[(String, String)],
 ) -> Result<(), BrokerError> {
     validate_topic_name(name)?;
+    refuse_client_change(name)?;
     if partitions == 0 || partitions > cfg.max_partitions {
         return Err(BrokerError::InvalidPartitions { count: partitions, max: cfg.max_partitions });
     }
@@ -105,6 +110,7 @@ pub async fn create_topic(
 /// # Errors
 /// `UnknownTopic`, `ControllerNotAvailable`.
 pub async fn delete_topic(c: &ClusterHandle, name: &str) -> Result<(), BrokerError> {
+    refuse_client_change(name)?;
     let id = c.node()?.state().ok().and_then(|s| s.topics.get(name).map(|t| t.id));
     let wanted = name.to_owned();
     let cmd = Command::DeleteTopic { name: name.to_owned() };
@@ -123,6 +129,7 @@ pub async fn alter_topic(
     entries: &[(String, String)],
     replace: bool,
 ) -> Result<(), BrokerError> {
+    refuse_client_change(name)?;
     let state = c.node()?.state().map_err(|e| BrokerError::ControllerNotAvailable(e.to_string()))?;
     let topic = state.topics.get(name).ok_or_else(|| BrokerError::UnknownTopic(name.to_owned()))?;
     let mut config = if replace { BTreeMap::new() } else { topic.config.clone() };
@@ -154,6 +161,7 @@ pub async fn add_partitions(
     name: &str,
     count: u32,
 ) -> Result<u32, BrokerError> {
+    refuse_client_change(name)?;
     if count > cfg.max_partitions {
         return Err(BrokerError::InvalidPartitions { count, max: cfg.max_partitions });
     }

@@ -83,4 +83,11 @@ pub enum GroupError {
         /// The protocol its members use ("classic" or "consumer").
         other: &'static str,
     },
+    /// This broker does not coordinate groups now (cluster mode: it does not
+    /// lead the offsets topic's partition, or is still loading it).
+    #[error("this broker is not the group coordinator ({why}): find the coordinator and retry")]
+    NotCoordinator {
+        /// Why ("another broker leads __sluice_offsets", "loading").
+        why: String,
+    },
 }

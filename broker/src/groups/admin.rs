@@ -170,10 +170,11 @@ impl Coordinator {
         };
         let offsets: Vec<(Tp, Committed)> =
             changes.iter().map(|c| (Tp::new(c.topic.clone(), c.partition), committed(c))).collect();
-        let sync_to = self.store.append(&offset_entries(&req.group, &offsets))?;
+        let pending = self.backend.append(&offset_entries(&req.group, &offsets))?;
         drop(group);
-        self.store.sync_to(sync_to)?;
-        slot.lock().apply_synced(offsets, sync_to);
+        let position = pending.position();
+        self.backend.sync(pending)?;
+        slot.lock().apply_synced(offsets, position);
         Ok(changes)
     }
 
@@ -197,7 +198,7 @@ impl Coordinator {
             .collect();
         // Tombstones are appended under the group's lock (so they precede
         // any later commit to a group of the same name) and synced after it.
-        let sync_to = if entries.is_empty() { None } else { Some(self.store.append(&entries)?) };
+        let pending = if entries.is_empty() { None } else { Some(self.backend.append(&entries)?) };
         group.deleted = true;
         group.offsets.clear();
         {
@@ -207,8 +208,8 @@ impl Coordinator {
             }
         }
         drop(group);
-        if let Some(sync_to) = sync_to {
-            self.store.sync_to(sync_to)?;
+        if let Some(pending) = pending {
+            self.backend.sync(pending)?;
         }
         Ok(())
     }
@@ -238,8 +239,8 @@ impl Coordinator {
             }
         }
         if !fixes.is_empty() {
-            let end = self.store.append(&fixes)?;
-            self.store.sync_to(end)?;
+            let pending = self.backend.append(&fixes)?;
+            self.backend.sync(pending)?;
         }
         Ok(())
     }

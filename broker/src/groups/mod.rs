@@ -26,7 +26,9 @@
 
 mod admin;
 pub mod assign;
+mod backend;
 mod group;
+pub mod offsets_topic;
 pub mod store;
 mod topic_ids;
 
@@ -46,6 +48,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::errors::BrokerError;
 use crate::topics::Topics;
 use assign::Tp;
+use backend::Backend;
 use group::{Group, Member};
 use store::{Committed, OffsetKey, OffsetStore};
 
@@ -146,12 +149,13 @@ fn offset_entries(group: &str, offsets: &[(Tp, Committed)]) -> Vec<(OffsetKey, O
         .collect()
 }
 
-/// All groups and the offsets store.
+/// All groups and where their offsets are written.
 #[derive(Debug)]
 pub struct Coordinator {
     /// Group name to its slot. Held only to find, add or remove a slot.
     groups: Mutex<HashMap<String, Arc<Slot>>>,
-    store: OffsetStore,
+    /// The local offsets log, or the replicated offsets partition.
+    backend: Backend,
     next_member: AtomicU64,
 }
 
@@ -162,12 +166,12 @@ impl Coordinator {
     /// `Storage` when the offsets log cannot be opened or recovered.
     pub fn open(data_dir: &std::path::Path) -> Result<Self, BrokerError> {
         let (store, offsets) = OffsetStore::open(data_dir)?;
-        let mut groups: HashMap<String, Group> = HashMap::new();
-        for ((group, topic, partition), committed) in offsets {
-            groups.entry(group).or_default().offsets.insert(Tp::new(topic, partition), (committed, 0));
-        }
-        let groups = groups.into_iter().map(|(name, g)| (name, Slot::new(g))).collect();
-        Ok(Self { groups: Mutex::new(groups), store, next_member: AtomicU64::new(1) })
+        Ok(Self::with_backend(Backend::Local(store), offsets))
+    }
+
+    fn with_backend(backend: Backend, offsets: HashMap<OffsetKey, Committed>) -> Self {
+        let groups = backend::groups_from(offsets);
+        Self { groups: Mutex::new(groups), backend, next_member: AtomicU64::new(1) }
     }
 
     fn map(&self) -> MutexGuard<'_, HashMap<String, Arc<Slot>>> {
@@ -188,9 +192,11 @@ impl Coordinator {
     /// `max_groups` exist (after dropping unused groups, when at the limit).
     ///
     /// # Errors
-    /// `Group`: `InvalidGroupId` for a bad name, `TooManyGroups` at the limit.
+    /// `Group`: `InvalidGroupId` for a bad name, `TooManyGroups` at the
+    /// limit, `NotCoordinator` when this broker does not coordinate.
     pub fn slot_or_create(&self, name: &str, max_groups: usize) -> Result<Arc<Slot>, BrokerError> {
         validate_group(name)?;
+        self.check_coordinator()?;
         if let Some(slot) = self.slot(name) {
             return Ok(slot);
         }
@@ -338,8 +344,9 @@ impl Coordinator {
         req: OffsetCommitRequest,
         max_groups: usize,
     ) -> Result<OffsetCommitResponse, BrokerError> {
+        self.check_coordinator()?;
         let slot = self.slot_or_create(&req.group, max_groups)?;
-        let (results, accepted, sync_to) = {
+        let (results, accepted, pending) = {
             let mut group = slot.lock();
             if group.deleted {
                 return Err(GroupError::Deleted { group: req.group }.into());
@@ -350,16 +357,21 @@ impl Coordinator {
             if accepted.is_empty() {
                 return Ok(OffsetCommitResponse { results });
             }
-            let sync_to = self.store.append(&offset_entries(&req.group, &accepted))?;
-            (results, accepted, sync_to)
+            let pending = self.backend.append(&offset_entries(&req.group, &accepted))?;
+            (results, accepted, pending)
         };
-        self.store.sync_to(sync_to)?;
-        slot.lock().apply_synced(accepted, sync_to);
+        let position = pending.position();
+        self.backend.sync(pending)?;
+        slot.lock().apply_synced(accepted, position);
         Ok(OffsetCommitResponse { results })
     }
 
     /// Reads committed offsets.
-    pub fn fetch_offsets(&self, req: &OffsetFetchRequest) -> OffsetFetchResponse {
+    ///
+    /// # Errors
+    /// `Group` (`NotCoordinator`) when this broker does not coordinate.
+    pub fn fetch_offsets(&self, req: &OffsetFetchRequest) -> Result<OffsetFetchResponse, BrokerError> {
+        self.check_coordinator()?;
         let slot = self.slot(&req.group);
         let guard = slot.as_ref().map(|s| s.lock());
         let group = guard.as_deref();
@@ -378,7 +390,7 @@ impl Coordinator {
                 })
                 .collect::<Vec<_>>()
         };
-        OffsetFetchResponse {
+        Ok(OffsetFetchResponse {
             offsets: offsets
                 .into_iter()
                 .map(|(Tp { topic, partition }, c)| FetchedOffset {
@@ -389,7 +401,7 @@ impl Coordinator {
                     error_code: ErrorCode::None,
                 })
                 .collect(),
-        }
+        })
     }
 
     /// Every group with members or offsets.
@@ -417,6 +429,6 @@ impl Coordinator {
     /// # Errors
     /// `Storage` when the final flush fails.
     pub fn close(&self) -> Result<(), BrokerError> {
-        Ok(self.store.close()?)
+        self.backend.close()
     }
 }

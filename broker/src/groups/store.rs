@@ -91,12 +91,22 @@ fn config() -> LogConfig {
 
 /// Everything in a log: latest value per key, and the number of records.
 fn read_all(log: &Log) -> Result<(HashMap<OffsetKey, Committed>, usize), StorageError> {
+    read_all_with(log, Log::read)
+}
+
+/// Everything in a log read with `read` (from an offset, at most so many
+/// bytes: [`Log::read`], or a read up to the log end): latest value per
+/// key, and the number of records.
+pub(super) fn read_all_with(
+    log: &Log,
+    read: impl Fn(&Log, u64, usize) -> Result<bytes::Bytes, StorageError>,
+) -> Result<(HashMap<OffsetKey, Committed>, usize), StorageError> {
     let mut map = HashMap::new();
     let mut records = 0;
     let mut next = log.log_start_offset();
     let end = log.log_end_offset();
     while next < end {
-        let bytes = match log.read(next, 1 << 20) {
+        let bytes = match read(log, next, 1 << 20) {
             Ok(bytes) => bytes,
             Err(StorageError::CorruptBatch { segment, position, source }) => {
                 // Bit rot in the offsets log: those commits are lost (older
@@ -238,7 +248,7 @@ impl OffsetStore {
     }
 }
 
-fn batch(entries: &[(OffsetKey, Option<Committed>)]) -> Vec<u8> {
+pub(super) fn batch(entries: &[(OffsetKey, Option<Committed>)]) -> Vec<u8> {
     let mut b = BatchBuilder::new();
     let ts = now_ms();
     for (k, v) in entries {

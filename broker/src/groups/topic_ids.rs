@@ -88,8 +88,8 @@ impl Coordinator {
         }
         let entries: Vec<(OffsetKey, Option<Committed>)> =
             changes.iter().map(|(key, _, change)| (key.clone(), change.clone())).collect();
-        let sync_to = self.store.append(&entries)?;
-        self.store.sync_to(sync_to)?;
+        let pending = self.backend.append(&entries)?;
+        self.backend.sync(pending)?;
         for ((name, topic, partition), judged, change) in changes {
             let Some(slot) = self.slot(&name) else { continue };
             let mut group = slot.lock();

@@ -26,7 +26,9 @@ pub fn metadata(broker: &Broker, c: &ClusterHandle, req: &MetadataRequest) -> Me
         .map(|b| BrokerMetadata { id: b.id, addr: b.client_addr.clone() })
         .collect();
     let topics = if req.topics.is_empty() {
-        state.topics.iter().map(|(name, t)| describe(broker, name, t)).collect()
+        // Internal topics only when asked for by name.
+        let listed = state.topics.iter().filter(|(name, _)| !crate::groups::offsets_topic::is_internal(name));
+        listed.map(|(name, t)| describe(broker, name, t)).collect()
     } else {
         let mut seen = HashSet::with_capacity(req.topics.len());
         req.topics

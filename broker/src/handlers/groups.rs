@@ -4,6 +4,10 @@
 //! `dispatch` on the async workers. A heartbeat first waits for its group's
 //! turn asynchronously, so a storm of heartbeats on one group holds no
 //! thread while it waits and never delays another group's.
+//!
+//! On a clustered broker only the group coordinator (the leader of the
+//! internal offsets partition) answers group requests; every handler
+//! first checks that this broker is it (`NotCoordinator` otherwise).
 
 use std::sync::Arc;
 
@@ -29,6 +33,7 @@ pub async fn heartbeat(
     req: GroupHeartbeatRequest,
 ) -> Result<GroupHeartbeatResponse, BrokerError> {
     crate::groups::validate_group(&req.group)?;
+    broker.groups.check_coordinator()?;
     let slot = match req.member_epoch {
         LEAVE_EPOCH => match broker.groups.slot(&req.group) {
             Some(slot) => slot,
@@ -60,19 +65,21 @@ pub async fn commit(
 /// Reads committed offsets (in memory: answered on the async worker).
 ///
 /// # Errors
-/// None: a group or partition without an offset reads `NO_OFFSET`.
+/// `NotCoordinator` only: a group or partition without an offset reads
+/// `NO_OFFSET`.
 pub async fn fetch_offsets(
     broker: Arc<Broker>,
     req: OffsetFetchRequest,
 ) -> Result<OffsetFetchResponse, BrokerError> {
-    Ok(broker.groups.fetch_offsets(&req))
+    broker.groups.fetch_offsets(&req)
 }
 
 /// Lists the groups with members or offsets (in memory).
 ///
 /// # Errors
-/// None.
+/// `NotCoordinator`.
 pub async fn list(broker: Arc<Broker>) -> Result<ListGroupsResponse, BrokerError> {
+    broker.groups.check_coordinator()?;
     Ok(ListGroupsResponse { groups: broker.groups.list() })
 }
 
@@ -84,6 +91,7 @@ pub async fn describe(
     broker: Arc<Broker>,
     req: DescribeGroupRequest,
 ) -> Result<DescribeGroupResponse, BrokerError> {
+    broker.groups.check_coordinator()?;
     broker.groups.describe(&broker.topics, &req.group)
 }
 
@@ -95,6 +103,7 @@ pub async fn reset_offsets(
     broker: Arc<Broker>,
     req: ResetOffsetsRequest,
 ) -> Result<ResetOffsetsResponse, BrokerError> {
+    broker.groups.check_coordinator()?;
     blocking(move || {
         Ok(ResetOffsetsResponse {
             offsets: broker.groups.reset_offsets(&broker.topics, &req, broker.config.max_groups)?,
@@ -112,6 +121,7 @@ pub async fn delete(
     broker: Arc<Broker>,
     req: DeleteGroupRequest,
 ) -> Result<DeleteGroupResponse, BrokerError> {
+    broker.groups.check_coordinator()?;
     blocking(move || {
         broker.groups.delete(&req.group)?;
         tracing::info!(group = %req.group, "group deleted");

@@ -27,6 +27,9 @@ fn storage_error(broker: &Broker, topic: &str, e: BrokerError) -> BrokerError {
 }
 
 fn append(broker: &Broker, req: ProduceRequest) -> Result<(Arc<Partition>, Appended), BrokerError> {
+    if broker.cluster().is_some() {
+        crate::groups::offsets_topic::refuse_client_change(&req.topic)?;
+    }
     let partition = super::partition(broker, &req.topic, req.partition)?;
     partition.check_writable(req.acks == Acks::Durable)?;
     let appended = partition

@@ -59,6 +59,7 @@ pub fn describe(c: &ClusterHandle, name: &str, t: &TopicState) -> MetadataRespon
     let mut out = MetadataResponseTopic::default();
     out.name = Some(TopicName(StrBytes::from_string(name.to_owned())));
     out.topic_id = local_topic_id(&c.settings.cluster_id, t.id);
+    out.is_internal = crate::groups::offsets_topic::is_internal(name);
     out.partitions = t
         .partitions
         .iter()

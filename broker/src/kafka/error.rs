@@ -84,6 +84,7 @@ pub fn code_of(code: ErrorCode) -> i16 {
         ErrorCode::NotEnoughReplicas => ResponseError::NotEnoughReplicas,
         ErrorCode::InvalidReplicationFactor => ResponseError::InvalidReplicationFactor,
         ErrorCode::ControllerNotAvailable => ResponseError::NotController,
+        ErrorCode::NotCoordinator => ResponseError::NotCoordinator,
         _ => ResponseError::UnknownServerError,
     };
     kafka.code()

@@ -81,7 +81,13 @@ fn clustered_metadata(broker: &Broker, c: &ClusterHandle, req: MetadataRequest) 
     let state = c.state();
     let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
     let topics = match req.topics {
-        None => state.topics.iter().map(|(name, t)| clustered::describe(c, name, t)).collect(),
+        // Internal topics only when asked for by name.
+        None => state
+            .topics
+            .iter()
+            .filter(|(name, _)| !crate::groups::offsets_topic::is_internal(name))
+            .map(|(name, t)| clustered::describe(c, name, t))
+            .collect(),
         Some(wanted) => {
             let mut seen = HashSet::with_capacity(wanted.len());
             wanted

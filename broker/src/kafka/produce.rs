@@ -119,6 +119,9 @@ fn append(
     records: Bytes,
     durable: bool,
 ) -> Result<(Arc<Partition>, Appended, Appended), BrokerError> {
+    if broker.cluster().is_some() {
+        crate::groups::offsets_topic::refuse_client_change(topic)?;
+    }
     let partition = partition(broker, topic, index)?;
     partition.check_writable(durable)?;
     let mut first = None;

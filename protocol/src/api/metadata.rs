@@ -55,6 +55,11 @@ pub struct BrokerMetadata {
     pub addr: String,
 }
 
+/// The internal topic of a cluster's committed offsets: the leader of its
+/// partition 0 is every group's coordinator (docs/cluster.md, "Groups").
+/// A single-node broker has no such topic and coordinates its own groups.
+pub const OFFSETS_TOPIC: &str = "__sluice_offsets";
+
 /// The `leader` of a partition that has none (offline).
 pub const NO_LEADER: i64 = -1;
 

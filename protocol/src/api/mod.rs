@@ -50,7 +50,7 @@ pub use list_offsets::{
 };
 pub use metadata::{
     BrokerMetadata, MetadataRequest, MetadataResponse, PartitionMetadata, TopicMetadata, MAX_NAMED_TOPICS,
-    NO_LEADER,
+    NO_LEADER, OFFSETS_TOPIC,
 };
 pub use offset_commit::{CommitOffset, OffsetCommitRequest, OffsetCommitResponse, PartitionResult};
 pub use offset_fetch::{FetchedOffset, OffsetFetchRequest, OffsetFetchResponse, NO_OFFSET};

@@ -74,6 +74,13 @@ pub(super) fn sluice_code(code: ErrorCode) -> i16 {
         ErrorCode::InvalidRequest => ResponseError::InvalidRequest,
         ErrorCode::RequestTimedOut => ResponseError::RequestTimedOut,
         ErrorCode::NotEnoughSpace | ErrorCode::StorageError => ResponseError::KafkaStorageError,
+        // The coordinator lost (or never had) the offsets partition's
+        // leadership: the client finds the coordinator again (as Kafka maps
+        // its offsets-log append errors).
+        ErrorCode::NotCoordinator | ErrorCode::NotLeaderOrFollower | ErrorCode::FencedLeaderEpoch => {
+            ResponseError::NotCoordinator
+        }
+        ErrorCode::NotEnoughReplicas => ResponseError::CoordinatorNotAvailable,
         _ => ResponseError::UnknownServerError,
     };
     kafka.code()

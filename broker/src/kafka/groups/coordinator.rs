@@ -1,6 +1,8 @@
-//! FindCoordinator (v0-v4): this broker coordinates every group; in a
-//! cluster, the live broker with the lowest node id is named. v4
-//! answers a batch of keys. Transactions are not implemented, so a
+//! FindCoordinator (v0-v4): a single node coordinates every group; in a
+//! cluster, the leader of the internal offsets partition
+//! (`__sluice_offsets` partition 0) does, and COORDINATOR_NOT_AVAILABLE is
+//! the answer while it has no leader or the leader is loading. v4 answers
+//! a batch of keys. Transactions are not implemented, so a
 //! transaction coordinator is never available.
 
 use bytes::{Bytes, BytesMut};
@@ -32,8 +34,17 @@ fn coordinator(groups: &KafkaGroups, key: &str, key_type: i8) -> Coordinator {
             .with_node_id((-1).into())
             .with_port(-1);
     }
-    if let Some((id, host, port)) = clustered_coordinator(groups) {
-        return found.with_node_id(id).with_host(text(host)).with_port(port).with_error_message(None);
+    if groups.broker.cluster().is_some() {
+        return match clustered_coordinator(groups) {
+            Some((id, host, port)) => {
+                found.with_node_id(id).with_host(text(host)).with_port(port).with_error_message(None)
+            }
+            None => found
+                .with_error_code(ResponseError::CoordinatorNotAvailable.code())
+                .with_error_message(Some(text("the group coordinator is not available yet: retry")))
+                .with_node_id((-1).into())
+                .with_port(-1),
+        };
     }
     found
         .with_node_id(e.node_id.into())
@@ -42,14 +53,18 @@ fn coordinator(groups: &KafkaGroups, key: &str, key_type: i8) -> Coordinator {
         .with_error_message(None)
 }
 
-/// On a clustered broker: the live broker with the lowest id (groups are
-/// not replicated; clients send every group request there), when it runs
-/// a Kafka listener. `None` on a single node, or when this broker is it.
+/// On a clustered broker: the leader of the offsets partition, when it
+/// runs a Kafka listener and (when it is this broker) has loaded the
+/// committed offsets. `None` while there is no such broker yet.
 fn clustered_coordinator(groups: &KafkaGroups) -> Option<(BrokerId, String, i32)> {
     let c = groups.broker.cluster()?;
-    let id = c.coordinator();
+    let id = c.coordinator()?;
     if id == c.node_id() {
-        return None;
+        if !groups.broker.groups.is_coordinator() {
+            return None;
+        }
+        let e = &groups.endpoint;
+        return Some((crate::kafka::clustered::kafka_id(id), e.host.clone(), e.port));
     }
     let state = c.state();
     let (host, port) = crate::kafka::clustered::kafka_endpoint(state.brokers.get(&id)?)?;

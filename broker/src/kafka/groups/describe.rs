@@ -52,6 +52,9 @@ fn listing(groups: &KafkaGroups) -> Vec<(String, String, String, &'static str)> 
 /// Answers ListGroups (v4+ filters by state, v5+ by type).
 pub(super) fn list(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
     let req: ListGroupsRequest = at.decode(body)?;
+    if let Some(code) = groups.not_coordinator() {
+        return at.encode(&ListGroupsResponse::default().with_error_code(code));
+    }
     let wanted = |filter: &[kafka_protocol::protocol::StrBytes], value: &str| {
         filter.is_empty() || filter.iter().any(|f| f.eq_ignore_ascii_case(value))
     };
@@ -80,6 +83,9 @@ fn described(groups: &KafkaGroups, name: &GroupId) -> DescribedGroup {
     let base = DescribedGroup::default().with_group_id(name.clone()).with_error_message(None);
     if crate::groups::validate_group(name).is_err() {
         return base.with_error_code(ResponseError::InvalidGroupId.code()).with_group_state(text("Dead"));
+    }
+    if let Some(code) = groups.not_coordinator() {
+        return base.with_error_code(code).with_group_state(text("Dead"));
     }
     if let Some(view) = groups.classic.describe(name).filter(|v| !v.members.is_empty()) {
         let members = view
@@ -136,6 +142,9 @@ pub(super) fn describe(groups: &KafkaGroups, at: At, body: Bytes) -> Result<Byte
 async fn delete_one(groups: &KafkaGroups, name: &GroupId) -> i16 {
     if crate::groups::validate_group(name).is_err() {
         return ResponseError::InvalidGroupId.code();
+    }
+    if let Some(code) = groups.not_coordinator() {
+        return code;
     }
     if groups.classic.has_members(name) {
         return ResponseError::NonEmptyGroup.code();

@@ -61,6 +61,9 @@ pub(super) async fn join(groups: &KafkaGroups, at: At, body: Bytes) -> Result<By
             .with_error_code(kafka_protocol::ResponseError::InvalidGroupId.code());
         return at.encode(&response);
     }
+    if groups.not_coordinator().is_some() {
+        return at.encode(&refused(at, &ClassicError::NotCoordinator, &req.member_id));
+    }
     let response = match groups.classic.join(&group, join_request(at, &req)).await {
         Ok(joined) => {
             let members = joined
@@ -103,6 +106,9 @@ pub(super) async fn sync(groups: &KafkaGroups, at: At, body: Bytes) -> Result<By
             .map(|a| (a.member_id.to_string(), a.assignment.clone()))
             .collect(),
     };
+    if let Some(code) = groups.not_coordinator() {
+        return at.encode(&SyncGroupResponse::default().with_error_code(code));
+    }
     let protocol_type = groups.classic.describe(&group).map(|v| (v.protocol_type, v.protocol));
     let response = match groups.classic.sync(&group, sync).await {
         Ok(assignment) => {

@@ -14,6 +14,9 @@ const MAX_LEAVERS: usize = 1000;
 /// Answers Heartbeat.
 pub(super) fn heartbeat(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
     let req: HeartbeatRequest = at.decode(body)?;
+    if let Some(code) = groups.not_coordinator() {
+        return at.encode(&HeartbeatResponse::default().with_error_code(code));
+    }
     let instance = req.group_instance_id.as_ref().map(|s| s.as_str());
     let beat = groups.classic.heartbeat(&req.group_id, &req.member_id, instance, req.generation_id);
     let code = beat.err().map_or(0, |e| e.code());
@@ -23,6 +26,9 @@ pub(super) fn heartbeat(groups: &KafkaGroups, at: At, body: Bytes) -> Result<Byt
 /// Answers LeaveGroup.
 pub(super) fn leave(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
     let req: LeaveGroupRequest = at.decode(body)?;
+    if let Some(code) = groups.not_coordinator() {
+        return at.encode(&LeaveGroupResponse::default().with_error_code(code));
+    }
     if at.version < 3 {
         let left = groups.classic.leave(&req.group_id, &req.member_id, None);
         return at.encode(&LeaveGroupResponse::default().with_error_code(left.err().map_or(0, |e| e.code())));

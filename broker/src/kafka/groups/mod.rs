@@ -12,6 +12,11 @@
 //! at a time. Every handler is one file; `handle` is a dispatch of one-line
 //! calls. Waits (the rebalance barrier) are asynchronous; disk work (commits
 //! and deletes fsync) runs on blocking threads.
+//!
+//! On a clustered broker only the coordinator (the leader of the internal
+//! offsets partition, as FindCoordinator says) answers group requests;
+//! every other broker answers NOT_COORDINATOR, and a client finds the
+//! coordinator again.
 
 pub mod classic;
 mod codec;
@@ -142,6 +147,15 @@ impl KafkaGroups {
             ApiKey::ConsumerGroupHeartbeat => consumer::heartbeat(self, at, body).await,
             _ => Err(at.malformed("not a group api")),
         }
+    }
+}
+
+impl KafkaGroups {
+    /// NOT_COORDINATOR's code when this broker does not coordinate groups
+    /// now (a clustered broker that does not lead `__sluice_offsets`).
+    fn not_coordinator(&self) -> Option<i16> {
+        let refused = self.broker.groups.check_coordinator().err()?;
+        Some(codec::broker_code(&refused))
     }
 }
 

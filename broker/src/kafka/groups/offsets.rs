@@ -70,6 +70,9 @@ async fn commit_offsets(groups: &KafkaGroups, req: &OffsetCommitRequest) -> Resu
     if crate::groups::validate_group(&group).is_err() {
         return all_with(req, ResponseError::InvalidGroupId.code());
     }
+    if let Some(code) = groups.not_coordinator() {
+        return all_with(req, code);
+    }
     let broker = &groups.broker;
     let member = req.member_id.to_string();
     let native_member = !member.is_empty()
@@ -157,8 +160,9 @@ fn fetch_group(
             listed
         }
     };
-    let fetched =
-        broker.groups.fetch_offsets(&native::OffsetFetchRequest { group: group.to_owned(), partitions });
+    let request = native::OffsetFetchRequest { group: group.to_owned(), partitions };
+    // Not coordinating (a leadership change since `fetch` checked): no rows.
+    let Ok(fetched) = broker.groups.fetch_offsets(&request) else { return Vec::new() };
     fetched
         .offsets
         .into_iter()
@@ -167,6 +171,38 @@ fn fetch_group(
             (o.topic, o.partition as i32, offset, o.metadata)
         })
         .collect()
+}
+
+/// A fetch refused as a whole (this broker does not coordinate): v8+ per
+/// group, v2-v7 at the top, v1 (no top-level code) per named partition.
+fn refused(at: At, req: &OffsetFetchRequest, code: i16) -> OffsetFetchResponse {
+    if at.version >= 8 {
+        let answers = req
+            .groups
+            .iter()
+            .map(|g| {
+                OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone()).with_error_code(code)
+            })
+            .collect();
+        return OffsetFetchResponse::default().with_groups(answers);
+    }
+    if at.version >= 2 {
+        return OffsetFetchResponse::default().with_error_code(code);
+    }
+    let topics = req.topics.iter().flatten().map(|t| {
+        let partitions = t
+            .partition_indexes
+            .iter()
+            .map(|p| {
+                OffsetFetchResponsePartition::default()
+                    .with_partition_index(*p)
+                    .with_committed_offset(-1)
+                    .with_error_code(code)
+            })
+            .collect();
+        OffsetFetchResponseTopic::default().with_name(t.name.clone()).with_partitions(partitions)
+    });
+    OffsetFetchResponse::default().with_topics(topics.collect())
 }
 
 /// Groups (topic → partitions) the way both response layouts need.
@@ -182,6 +218,9 @@ fn by_topic(rows: Vec<(String, i32, i64, String)>) -> BTreeMap<String, Vec<(i32,
 pub(super) fn fetch(groups: &KafkaGroups, at: At, body: Bytes) -> Result<BytesMut, MalformedRequest> {
     let req: OffsetFetchRequest = at.decode(body)?;
     let broker = &groups.broker;
+    if let Some(code) = groups.not_coordinator() {
+        return at.encode(&refused(at, &req, code));
+    }
     if at.version >= 8 {
         let answers =
             req.groups

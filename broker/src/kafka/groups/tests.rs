@@ -283,3 +283,100 @@ async fn unsupported_versions_and_garbage_are_malformed() {
     body.extend_from_slice(b"trailing");
     assert!(rig.groups.handle(ApiKey::Heartbeat, 0, body.freeze()).await.is_err());
 }
+
+/// A broker in cluster mode that does not lead `__sluice_offsets` (no
+/// controller runs: nothing makes it the coordinator).
+async fn clustered_rig() -> Rig {
+    let dir = tempfile::tempdir().unwrap();
+    let config = BrokerConfig {
+        data_dir: dir.path().to_owned(),
+        node_id: Some(1),
+        peer_listen: "127.0.0.1:1".into(),
+        peers: [("1".to_owned(), "127.0.0.1:1".to_owned())].into_iter().collect(),
+        cluster_id: "test".into(),
+        ..Default::default()
+    };
+    let (broker, _) = Broker::open(config, CancellationToken::new(), Arc::new(Metrics::new())).await.unwrap();
+    let endpoint = Endpoint { node_id: 1, host: "127.0.0.1".into(), port: 9092 };
+    Rig { groups: KafkaGroups::new(Arc::clone(&broker), endpoint), broker, _dir: dir }
+}
+
+/// A broker that does not coordinate answers every group api, at every
+/// version, with NOT_COORDINATOR (so Kafka clients find the coordinator).
+#[tokio::test]
+async fn a_broker_that_does_not_coordinate_answers_not_coordinator() {
+    let rig = clustered_rig().await;
+    let nc = ResponseError::NotCoordinator.code();
+    let g = || GroupId(s("g"));
+    for v in 0..=9 {
+        let r: JoinGroupResponse = call(&rig, ApiKey::JoinGroup, v, &join_req("")).await;
+        assert_eq!(r.error_code, nc, "JoinGroup v{v}");
+    }
+    for v in 0..=5 {
+        let sync = SyncGroupRequest::default().with_group_id(g()).with_member_id(s("m"));
+        let r: SyncGroupResponse = call(&rig, ApiKey::SyncGroup, v, &sync).await;
+        assert_eq!(r.error_code, nc, "SyncGroup v{v}");
+        let leave = LeaveGroupRequest::default().with_group_id(g());
+        let leave = if v >= 3 { leave } else { leave.with_member_id(s("m")) };
+        let r: LeaveGroupResponse = call(&rig, ApiKey::LeaveGroup, v, &leave).await;
+        assert_eq!(r.error_code, nc, "LeaveGroup v{v}");
+        let r: ListGroupsResponse = call(&rig, ApiKey::ListGroups, v, &ListGroupsRequest::default()).await;
+        assert_eq!(r.error_code, nc, "ListGroups v{v}");
+        let describe = DescribeGroupsRequest::default().with_groups(vec![g()]);
+        let r: DescribeGroupsResponse = call(&rig, ApiKey::DescribeGroups, v, &describe).await;
+        assert_eq!(r.groups[0].error_code, nc, "DescribeGroups v{v}");
+    }
+    for v in 0..=4 {
+        let beat = HeartbeatRequest::default().with_group_id(g()).with_member_id(s("m"));
+        let r: HeartbeatResponse = call(&rig, ApiKey::Heartbeat, v, &beat).await;
+        assert_eq!(r.error_code, nc, "Heartbeat v{v}");
+    }
+    for v in 0..=2 {
+        let delete = DeleteGroupsRequest::default().with_groups_names(vec![g()]);
+        let r: DeleteGroupsResponse = call(&rig, ApiKey::DeleteGroups, v, &delete).await;
+        assert_eq!(r.results[0].error_code, nc, "DeleteGroups v{v}");
+    }
+    for v in 2..=9 {
+        let commit = OffsetCommitRequest::default().with_group_id(g()).with_topics(vec![
+            OffsetCommitRequestTopic::default().with_name(TopicName(s("t"))).with_partitions(vec![
+                OffsetCommitRequestPartition::default().with_partition_index(0).with_committed_offset(0),
+            ]),
+        ]);
+        let r: OffsetCommitResponse = call(&rig, ApiKey::OffsetCommit, v, &commit).await;
+        assert_eq!(r.topics[0].partitions[0].error_code, nc, "OffsetCommit v{v}");
+    }
+    for v in 1..=9 {
+        let topics = vec![OffsetFetchRequestTopic::default()
+            .with_name(TopicName(s("t")))
+            .with_partition_indexes(vec![0])];
+        let req = if v >= 8 {
+            use kafka_protocol::messages::offset_fetch_request::{
+                OffsetFetchRequestGroup, OffsetFetchRequestTopics,
+            };
+            let t = OffsetFetchRequestTopics::default()
+                .with_name(TopicName(s("t")))
+                .with_partition_indexes(vec![0]);
+            let group = OffsetFetchRequestGroup::default().with_group_id(g()).with_topics(Some(vec![t]));
+            OffsetFetchRequest::default().with_groups(vec![group])
+        } else {
+            OffsetFetchRequest::default().with_group_id(g()).with_topics(Some(topics))
+        };
+        let r: OffsetFetchResponse = call(&rig, ApiKey::OffsetFetch, v, &req).await;
+        let code = match v {
+            8.. => r.groups[0].error_code,
+            2.. => r.error_code,
+            _ => r.topics[0].partitions[0].error_code,
+        };
+        assert_eq!(code, nc, "OffsetFetch v{v}");
+    }
+    for v in 0..=1 {
+        let join = ConsumerGroupHeartbeatRequest::default()
+            .with_group_id(g())
+            .with_member_id(s(&uuid::Uuid::new_v4().to_string()))
+            .with_rebalance_timeout_ms(10_000)
+            .with_subscribed_topic_names(Some(vec![TopicName(s("t"))]))
+            .with_topic_partitions(Some(vec![]));
+        let r: ConsumerGroupHeartbeatResponse = call(&rig, ApiKey::ConsumerGroupHeartbeat, v, &join).await;
+        assert_eq!(r.error_code, nc, "ConsumerGroupHeartbeat v{v}");
+    }
+}

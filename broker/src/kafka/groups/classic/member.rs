@@ -44,6 +44,10 @@ pub enum ClassicError {
     /// The coordinator could not take the request (too many groups).
     #[error("coordinator not available")]
     CoordinatorNotAvailable,
+    /// This broker does not coordinate groups now (cluster mode): the
+    /// member finds the coordinator again.
+    #[error("not the coordinator")]
+    NotCoordinator,
 }
 
 impl ClassicError {
@@ -59,6 +63,7 @@ impl ClassicError {
             ClassicError::GroupFull => ResponseError::GroupMaxSizeReached,
             ClassicError::FencedInstance => ResponseError::FencedInstanceId,
             ClassicError::CoordinatorNotAvailable => ResponseError::CoordinatorNotAvailable,
+            ClassicError::NotCoordinator => ResponseError::NotCoordinator,
         }
         .code()
     }
