@@ -172,7 +172,12 @@ async fn the_coordinator_is_the_offsets_leader() {
     }
 
     // Commits on the coordinator; every other broker says NotCoordinator.
-    let r = leader.call(&commit_request("g", 0)).await.unwrap();
+    // The coordinator may still be loading the offsets log (NotCoordinator,
+    // retriable) when metadata already names it.
+    let r = poll("the coordinator to take a commit", || async {
+        leader.call(&commit_request("g", 0)).await.ok()
+    })
+    .await;
     assert_eq!(r.results[0].error_code, ErrorCode::None);
     assert_eq!(committed(&leader, "g").await, Ok(Some(0)));
     for (id, n) in c.live().filter(|(id, _)| *id != coord) {
@@ -235,7 +240,10 @@ async fn committed_offsets_survive_the_coordinator() {
         });
         assert_eq!(got.await, Some(offset), "group {group}");
     }
-    let r = now.call(&commit_request("a", 4)).await.unwrap();
+    let r = poll("the new coordinator to take a commit", || async {
+        now.call(&commit_request("a", 4)).await.ok()
+    })
+    .await;
     assert_eq!(r.results[0].error_code, ErrorCode::None, "the new coordinator takes commits");
     assert_eq!(committed(&now, "a").await, Ok(Some(4)));
 }
