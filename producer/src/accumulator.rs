@@ -480,6 +480,43 @@ mod tests {
     }
 
     #[test]
+    fn a_run_lands_as_appending_one_by_one_would() {
+        static VALUE: [u8; 200] = [b'v'; 200];
+        let fixed = BatchBuilder::fixed_len(None, Some(&VALUE), &[]);
+        let big = || NewRecord {
+            timestamp: Some(5),
+            key: None,
+            value: Some(&VALUE),
+            headers: &[],
+            fixed,
+            size: fixed + 25,
+            batch_limit: usize::MAX,
+        };
+        let key: PartitionKey = ("t".into(), 0);
+        let (mut one, mut run) =
+            (Accumulator::new(1024, Compression::None, 7), Accumulator::new(1024, Compression::None, 7));
+        let expected: Vec<(bool, u32)> = (0..10)
+            .map(|_| one.append(&key.0, key.1, &big(), false))
+            .map(|p| (p.completion.is_some(), p.index))
+            .collect();
+        let mut got = Vec::new();
+        let wake = run.append_run(&key.0, key.1, (0..10).map(|_| big()), |_, new_batch, index, timestamp| {
+            assert_eq!(timestamp, 5);
+            got.push((new_batch, index));
+        });
+        assert!(wake, "batches opened and closed");
+        assert_eq!(got, expected);
+        one.close_expired(Duration::ZERO, true);
+        run.close_expired(Duration::ZERO, true);
+        let bytes = |acc: &mut Accumulator| -> Vec<Bytes> {
+            acc.take_ready(100, |_| 100).into_iter().map(|b| b.bytes).collect()
+        };
+        let (a, b) = (bytes(&mut one), bytes(&mut run));
+        assert!(a.len() > 2, "several batches: {}", a.len());
+        assert_eq!(a, b, "the same batches, byte for byte");
+    }
+
+    #[test]
     fn sticky_partition_moves_on_whenever_its_batch_closes() {
         let mut acc = Accumulator::new(1 << 20, Compression::None, NO_PRODUCER_ID);
         let topic: Arc<str> = "t".into();
