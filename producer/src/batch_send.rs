@@ -127,14 +127,15 @@ impl Appending {
             batch_limit: c.batch_limit,
         });
         let mut segment = None;
-        let wake = acc.append_run(&topics[topic].name, partition, new, |completion, new_batch, index, timestamp| {
-            let s = match segment {
-                Some(s) if !new_batch => s,
-                _ => delivery.open_segment(Arc::clone(completion)),
-            };
-            segment = Some(s);
-            delivery.push(s, index, timestamp);
-        });
+        let wake =
+            acc.append_run(&topics[topic].name, partition, new, |completion, new_batch, index, timestamp| {
+                let s = match segment {
+                    Some(s) if !new_batch => s,
+                    _ => delivery.open_segment(Arc::clone(completion)),
+                };
+                segment = Some(s);
+                delivery.push(s, index, timestamp);
+            });
         if let Some(s) = segment {
             match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
                 Some(i) => current[i].2 = s,
