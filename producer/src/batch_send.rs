@@ -4,7 +4,11 @@
 //! appended in order under one accumulator lock per chunk of buffer
 //! memory (the chunk's memory reserved at once, so backpressure is kept:
 //! a call larger than `buffer_memory` waits chunk by chunk), with one
-//! clock read and one completion per batch the records land in.
+//! clock read and one completion per batch the records land in. Runs of
+//! records with one topic and explicit partition (and no headers) are
+//! appended with the partition's queue found once per run
+//! (`Accumulator::append_run`); the batches are byte for byte those that
+//! appending one by one would build.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
