@@ -114,6 +114,16 @@ impl PartitionQueue {
     }
 }
 
+/// Moves a topic's sticky partition on when the batch it was filling
+/// closes (full, lingered or flushed), as Kafka's sticky partitioner does.
+fn move_sticky(sticky: &mut FxHashMap<Arc<str>, (u32, u32)>, key: &PartitionKey) {
+    if let Some((p, count)) = sticky.get_mut(&key.0) {
+        if *p == key.1 {
+            *p = (*p + 1) % *count;
+        }
+    }
+}
+
 /// Every partition's batches.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
@@ -202,6 +212,7 @@ impl Accumulator {
     }
 
     /// What is known of `topic`.
+    #[inline]
     pub fn topic(&mut self, topic: &Arc<str>) -> Option<&TopicInfo> {
         if !self.last_topic.as_ref().is_some_and(|t| Arc::ptr_eq(&t.name, topic) || *t.name == **topic) {
             self.last_topic = Some(self.topics.get(&**topic)?.clone());
@@ -255,17 +266,8 @@ impl Accumulator {
         *p
     }
 
-    /// Moves a topic's sticky partition on when the batch it was filling
-    /// closes (full, lingered or flushed), as Kafka's sticky partitioner does.
-    fn batch_closed(&mut self, key: &PartitionKey) {
-        if let Some((p, count)) = self.sticky.get_mut(&key.0) {
-            if *p == key.1 {
-                *p = (*p + 1) % *count;
-            }
-        }
-    }
-
     /// The queue of `topic`/`partition`, created on first use.
+    #[inline(always)]
     fn queue_of(&mut self, topic: &Arc<str>, partition: u32) -> usize {
         if let Some(i) = self.last {
             let (t, p) = &self.queues[i].key;
@@ -286,6 +288,47 @@ impl Accumulator {
         i
     }
 
+    /// The open batch of queue `q` with room for `size` more bytes (of at
+    /// most `batch_bytes`): the open one, or a new one after closing it
+    /// when full. Says whether a batch was opened or closed.
+    fn room(&mut self, q: usize, size: usize, batch_bytes: usize) -> (Appended, &mut OpenBatch) {
+        let (compression, producer_id) = (self.compression, self.producer_id);
+        let queue = &mut self.queues[q];
+        let mut appended = Appended::Filling;
+        if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + size > batch_bytes) {
+            queue.close(producer_id);
+            move_sticky(&mut self.sticky, &queue.key);
+            appended = Appended::Closed;
+        }
+        let unfinished = &mut self.unfinished;
+        let open = queue.open.get_or_insert_with(|| {
+            if appended == Appended::Filling {
+                appended = Appended::Opened;
+            }
+            let completion = Completer::new(Arc::clone(&queue.key.0), queue.key.1);
+            unfinished.push(Arc::clone(completion.completion()));
+            OpenBatch {
+                builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
+                created: Instant::now(),
+                created_ms: now_ms(),
+                completion,
+                reserved: 0,
+            }
+        });
+        (appended, open)
+    }
+
+    /// Closes queue `q`'s open batch if it reached `batch_bytes`.
+    fn close_if_full(&mut self, q: usize, batch_bytes: usize) -> bool {
+        let queue = &mut self.queues[q];
+        if queue.open.as_ref().is_none_or(|o| o.builder.size_in_bytes() < batch_bytes) {
+            return false;
+        }
+        queue.close(self.producer_id);
+        move_sticky(&mut self.sticky, &queue.key);
+        true
+    }
+
     /// Appends a record to `topic`/`partition`.
     pub fn append(
         &mut self,
@@ -294,6 +337,8 @@ impl Accumulator {
         record: &NewRecord<'_>,
         subscribe: bool,
     ) -> Placed {
+        // The same steps as `room` and `close_if_full`, written out: the
+        // per-record path of `send` compiles tighter this way.
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let (compression, producer_id) = (self.compression, self.producer_id);
         let q = self.queue_of(topic, partition);
@@ -327,18 +372,48 @@ impl Accumulator {
             appended = Appended::Closed;
         }
         if appended == Appended::Closed {
-            let key = (Arc::clone(topic), partition);
-            self.batch_closed(&key);
+            move_sticky(&mut self.sticky, &queue.key);
         }
         Placed { completion, index, timestamp, appended }
+    }
+
+    /// Appends records to `topic`/`partition` in order, as [`append`]
+    /// would one by one, finding the queue once (a `send_batch` run).
+    /// `placed(completion, new_batch, index, timestamp)` is called per
+    /// record with its batch's completion, `new_batch` true for the run's
+    /// first record in each batch. Returns whether a batch opened or closed (wake the sender).
+    ///
+    /// [`append`]: Self::append
+    pub fn append_run<'r>(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        records: impl Iterator<Item = NewRecord<'r>>,
+        mut placed: impl FnMut(&Completion, bool, u32, i64),
+    ) -> bool {
+        let q = self.queue_of(topic, partition);
+        let (mut wake, mut new_batch) = (false, true);
+        for record in records {
+            let batch_bytes = self.batch_bytes.min(record.batch_limit);
+            let (appended, open) = self.room(q, record.size, batch_bytes);
+            let index = open.builder.record_count();
+            let timestamp = record.timestamp.unwrap_or(open.created_ms);
+            open.builder.append_fixed(timestamp, record.key, record.value, record.headers, record.fixed);
+            open.reserved += record.size;
+            let first = new_batch || appended != Appended::Filling || index == 0;
+            placed(open.completion.completion(), first, index, timestamp);
+            new_batch = self.close_if_full(q, batch_bytes);
+            wake |= new_batch || appended != Appended::Filling;
+        }
+        wake
     }
 
     /// Closes the open batch of queue `q`: stamps its sequence, moves it to
     /// the ready queue.
     fn close(&mut self, q: usize) {
-        let key = self.queues[q].key.clone();
-        self.batch_closed(&key);
-        self.queues[q].close(self.producer_id);
+        let queue = &mut self.queues[q];
+        move_sticky(&mut self.sticky, &queue.key);
+        queue.close(self.producer_id);
     }
 
     /// Closes batches older than `linger` (every batch when `all`); returns
@@ -426,6 +501,43 @@ mod tests {
             size,
             batch_limit: usize::MAX,
         }
+    }
+
+    #[test]
+    fn a_run_lands_as_appending_one_by_one_would() {
+        static VALUE: [u8; 200] = [b'v'; 200];
+        let fixed = BatchBuilder::fixed_len(None, Some(&VALUE), &[]);
+        let big = || NewRecord {
+            timestamp: Some(5),
+            key: None,
+            value: Some(&VALUE),
+            headers: &[],
+            fixed,
+            size: fixed + 25,
+            batch_limit: usize::MAX,
+        };
+        let key: PartitionKey = ("t".into(), 0);
+        let (mut one, mut run) =
+            (Accumulator::new(1024, Compression::None, 7), Accumulator::new(1024, Compression::None, 7));
+        let expected: Vec<(bool, u32)> = (0..10)
+            .map(|_| one.append(&key.0, key.1, &big(), false))
+            .map(|p| (p.completion.is_some(), p.index))
+            .collect();
+        let mut got = Vec::new();
+        let wake = run.append_run(&key.0, key.1, (0..10).map(|_| big()), |_, new_batch, index, timestamp| {
+            assert_eq!(timestamp, 5);
+            got.push((new_batch, index));
+        });
+        assert!(wake, "batches opened and closed");
+        assert_eq!(got, expected);
+        one.close_expired(Duration::ZERO, true);
+        run.close_expired(Duration::ZERO, true);
+        let bytes = |acc: &mut Accumulator| -> Vec<Bytes> {
+            acc.take_ready(100, |_| 100).into_iter().map(|b| b.bytes).collect()
+        };
+        let (a, b) = (bytes(&mut one), bytes(&mut run));
+        assert!(a.len() > 2, "several batches: {}", a.len());
+        assert_eq!(a, b, "the same batches, byte for byte");
     }
 
     #[test]

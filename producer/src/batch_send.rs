@@ -4,12 +4,16 @@
 //! appended in order under one accumulator lock per chunk of buffer
 //! memory (the chunk's memory reserved at once, so backpressure is kept:
 //! a call larger than `buffer_memory` waits chunk by chunk), with one
-//! clock read and one completion per batch the records land in.
+//! clock read and one completion per batch the records land in. Runs of
+//! records with one topic and explicit partition (and no headers) are
+//! appended with the partition's queue found once per run
+//! (`Accumulator::append_run`); the batches are byte for byte those that
+//! appending one by one would build.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::accumulator::{Appended, NewRecord};
+use crate::accumulator::{Accumulator, Appended, NewRecord};
 use crate::delivery::BatchDelivery;
 use crate::{header_refs, Checked, Inner, Producer, ProducerError, Record, TopicInfo};
 
@@ -86,40 +90,101 @@ struct Appending {
 
 impl Appending {
     /// Appends `records` (the call's records from `first` on) under one
-    /// accumulator lock; returns whether the sender should wake.
+    /// accumulator lock; returns whether the sender should wake. Records
+    /// with an explicit partition and no headers go in runs of one topic
+    /// and partition (the queue found once per run); others one by one.
     fn append(&mut self, inner: &Inner, records: &[Record], first: usize) -> Result<bool, ProducerError> {
         let mut acc = inner.acc();
         let mut wake = false;
-        for (record, &(c, topic)) in records.iter().zip(&self.checked[first..]) {
-            let info = &self.topics[topic];
-            let headers = header_refs(record);
-            let new = NewRecord {
-                timestamp: record.timestamp,
-                key: record.key.as_deref(),
-                value: record.value.as_deref(),
-                headers: &headers,
-                fixed: c.fixed,
-                size: c.size,
-                batch_limit: c.batch_limit,
-            };
-            let partition = inner.partition_of(&mut acc, record, info.partitions);
-            let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
-            let placed = acc.append(&info.name, partition, &new, at.is_none());
-            wake |= placed.appended != Appended::Filling;
-            let segment = match (placed.completion, at) {
-                (Some(completion), at) => {
-                    let s = self.delivery.open_segment(completion);
-                    match at {
-                        Some(i) => self.current[i].2 = s,
-                        None => self.current.push((topic, partition, s)),
-                    }
-                    s
-                }
-                (None, Some(i)) => self.current[i].2,
-                (None, None) => return Err(ProducerError::Closed),
-            };
-            self.delivery.push(segment, placed.index, placed.timestamp);
+        let mut i = 0;
+        while i < records.len() {
+            let topic = self.checked[first + i].1;
+            let runs = |r: &Record| r.headers.is_empty() && r.partition == records[i].partition;
+            if records[i].partition.is_none() || !records[i].headers.is_empty() {
+                wake |= self.append_one(inner, &mut acc, &records[i], first + i)?;
+                i += 1;
+                continue;
+            }
+            let mut end = i + 1;
+            while end < records.len() && runs(&records[end]) && self.checked[first + end].1 == topic {
+                end += 1;
+            }
+            wake |= self.append_run(&mut acc, &records[i..end], first + i);
+            i = end;
         }
         Ok(wake)
+    }
+
+    /// Appends a run of records without headers to one topic and explicit
+    /// partition (the call's records from `first` on).
+    fn append_run(&mut self, acc: &mut Accumulator, records: &[Record], first: usize) -> bool {
+        let Appending { topics, checked, current, delivery } = self;
+        let topic = checked[first].1;
+        let partition = records[0].partition.unwrap_or(0);
+        let new = records.iter().zip(&checked[first..]).map(|(record, (c, _))| NewRecord {
+            timestamp: record.timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &[],
+            fixed: c.fixed,
+            size: c.size,
+            batch_limit: c.batch_limit,
+        });
+        let mut segment = None;
+        let wake =
+            acc.append_run(&topics[topic].name, partition, new, |completion, new_batch, index, timestamp| {
+                let s = match segment {
+                    Some(s) if !new_batch => s,
+                    _ => delivery.open_segment(Arc::clone(completion)),
+                };
+                segment = Some(s);
+                delivery.push(s, index, timestamp);
+            });
+        if let Some(s) = segment {
+            match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
+                Some(i) => current[i].2 = s,
+                None => current.push((topic, partition, s)),
+            }
+        }
+        wake
+    }
+
+    /// Appends one record (the call's record `at`).
+    fn append_one(
+        &mut self,
+        inner: &Inner,
+        acc: &mut Accumulator,
+        record: &Record,
+        at: usize,
+    ) -> Result<bool, ProducerError> {
+        let (c, topic) = self.checked[at];
+        let info = &self.topics[topic];
+        let headers = header_refs(record);
+        let new = NewRecord {
+            timestamp: record.timestamp,
+            key: record.key.as_deref(),
+            value: record.value.as_deref(),
+            headers: &headers,
+            fixed: c.fixed,
+            size: c.size,
+            batch_limit: c.batch_limit,
+        };
+        let partition = inner.partition_of(acc, record, info.partitions);
+        let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
+        let placed = acc.append(&info.name, partition, &new, at.is_none());
+        let segment = match (placed.completion, at) {
+            (Some(completion), at) => {
+                let s = self.delivery.open_segment(completion);
+                match at {
+                    Some(i) => self.current[i].2 = s,
+                    None => self.current.push((topic, partition, s)),
+                }
+                s
+            }
+            (None, Some(i)) => self.current[i].2,
+            (None, None) => return Err(ProducerError::Closed),
+        };
+        self.delivery.push(segment, placed.index, placed.timestamp);
+        Ok(placed.appended != Appended::Filling)
     }
 }

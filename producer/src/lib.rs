@@ -459,7 +459,7 @@ impl Producer {
                     if placed.appended != Appended::Filling {
                         self.inner.wake.notify_one();
                     }
-                    let completion = placed.completion.ok_or(ProducerError::Closed)?;
+                    let Some(completion) = placed.completion else { return Err(ProducerError::Closed) };
                     return Ok(DeliveryFuture::new(completion, placed.index, placed.timestamp));
                 }
                 Append::NeedTopic => {
@@ -518,6 +518,7 @@ impl Drop for Producer {
 
 /// The headers of a record as the batch builder takes them (no allocation
 /// for a record without headers).
+#[inline]
 fn header_refs(record: &Record) -> Vec<HeaderRef<'_>> {
     if record.headers.is_empty() {
         return Vec::new(); // the common case, without the collect machinery

@@ -97,3 +97,43 @@ async fn a_batch_too_large_for_the_buffer_is_sent_chunk_by_chunk() {
     assert_eq!(offsets, (0..500).collect::<Vec<u64>>(), "dense, in order, past the buffer's size");
     producer.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_of_one_partition_among_keyed_and_headed_records_report_where_each_landed() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 2, &[]).await.unwrap();
+    // Small batches: runs of one partition cross batch boundaries.
+    let producer =
+        Producer::builder().bootstrap(broker.addr.to_string()).batch_bytes(2048usize).build().await.unwrap();
+    let mut deliveries = Vec::new();
+    for call in 0..4u32 {
+        let records = (0..300u32).map(|i| {
+            let n = call * 300 + i;
+            let record = Record::new("t", format!("{n:08}"));
+            match i % 50 {
+                7 => record.partition(1).header("h", "v"), // breaks a run
+                9 => record.key(format!("k{n}")),          // partition from the key
+                _ => record.partition((i / 100) % 2),      // runs of 100
+            }
+        });
+        deliveries.push(producer.send_batch(records).await.unwrap());
+    }
+    let mut reported: HashMap<(u32, u64), Bytes> = HashMap::new();
+    for (call, delivery) in deliveries.into_iter().enumerate() {
+        for (i, r) in delivery.await.into_iter().enumerate() {
+            let meta = r.unwrap();
+            let value = Bytes::from(format!("{:08}", call * 300 + i));
+            assert!(reported.insert((meta.partition, meta.offset), value).is_none(), "offset reported twice");
+        }
+    }
+    producer.close().await.unwrap();
+    let mut logged = 0;
+    for p in 0..2 {
+        for (offset, value) in values_of(&admin, p).await {
+            assert_eq!(reported.get(&(p, offset)), Some(&value), "partition {p} offset {offset}");
+            logged += 1;
+        }
+    }
+    assert_eq!(logged, 1200);
+}

@@ -10,6 +10,11 @@ use super::{
     NO_PARTITION_LEADER_EPOCH, NO_PRODUCER_EPOCH, NO_PRODUCER_ID, NO_SEQUENCE,
 };
 
+/// Bytes of a record's prefix at most: length (5), attributes (1),
+/// timestamp delta (10), offset delta (5), key length (5), value length
+/// (5), rounded up.
+const PREFIX_MAX: usize = 32;
+
 /// Accumulates records into one batch.
 #[derive(Debug)]
 pub struct BatchBuilder {
@@ -139,17 +144,27 @@ impl BatchBuilder {
         let body = fixed + varint::len(delta) + varint::len(i64::from(self.count));
         debug_assert_eq!(body, body_len(delta, self.count, key, value, headers));
         let buf = &mut self.buf;
-        buf.reserve(body + varint::MAX_VARINT_LEN);
+        // Room for the whole record, and for the prefix's fixed-size copy.
+        buf.reserve((body + varint::MAX_VARINT_LEN).max(PREFIX_MAX));
         // Length, attributes (0, the same byte as varint 0), deltas and the
-        // key's length go out in one copy (with the value's length too when
-        // there is no key); then the key, the value, and the headers.
-        let (count, key_len) = (i64::from(self.count), nullable_len_field(key));
+        // key's length (with the value's length too when there is no key)
+        // are encoded on the stack and copied as one fixed-size block (no
+        // `memcpy` call for a few bytes), then cut to the bytes used; then
+        // the key, the value, and the headers.
+        let mut prefix = [0u8; PREFIX_MAX];
+        let mut n = varint::encode_at(&mut prefix, 0, body as i64);
+        n = varint::encode_at(&mut prefix, n + 1, delta);
+        n = varint::encode_at(&mut prefix, n, i64::from(self.count));
+        n = varint::encode_at(&mut prefix, n, nullable_len_field(key));
+        if key.is_none() {
+            n = varint::encode_at(&mut prefix, n, nullable_len_field(value));
+        }
+        let start = buf.len();
+        buf.extend_from_slice(&prefix);
+        buf.truncate(start + n);
         if let Some(key) = key {
-            put_varints(buf, [body as i64, 0, delta, count, key_len]);
             buf.extend_from_slice(key);
             put_varints(buf, [nullable_len_field(value)]);
-        } else {
-            put_varints(buf, [body as i64, 0, delta, count, key_len, nullable_len_field(value)]);
         }
         if let Some(value) = value {
             buf.extend_from_slice(value);
