@@ -89,6 +89,12 @@ async fn wait_for_records(c: &mut Cluster, n: u64) -> bool {
 fn judge(c: &Cluster, history: &History, label: &str) -> Report {
     let report = check(history);
     eprintln!("{label}: {report}");
+    if let Ok(dir) = std::env::var("SLUICE_CLUSTER_LOG_DIR") {
+        // Every node's whole log, for debugging a failure.
+        for id in 1..=3 {
+            let _ = std::fs::write(format!("{dir}/node{id}.log"), c.log(id));
+        }
+    }
     let ok = if GROUPS_REPLICATED { report.ok() } else { report.data_ok() };
     assert!(ok, "{label}: {report}\n{}", c.logs());
     report

@@ -116,3 +116,5 @@ mod tests;
 mod tests_controller;
 #[cfg(test)]
 mod tests_isr;
+#[cfg(test)]
+mod tests_fence;
