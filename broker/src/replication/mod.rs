@@ -115,6 +115,6 @@ mod tests;
 #[cfg(test)]
 mod tests_controller;
 #[cfg(test)]
-mod tests_isr;
-#[cfg(test)]
 mod tests_fence;
+#[cfg(test)]
+mod tests_isr;

@@ -63,7 +63,8 @@ async fn a_clustered_broker_fences_every_partition_until_its_role_arrives() {
     let t = broker.topics.get("t").unwrap();
     t.partitions.iter().for_each(|p| assert_fenced(p));
     // Topics the reconcile loop creates, and partitions it adds, too.
-    let created = broker.create_topic_with("u", 1, broker.config.topic_defaults.clone(), uuid::Uuid::new_v4());
+    let created =
+        broker.create_topic_with("u", 1, broker.config.topic_defaults.clone(), uuid::Uuid::new_v4());
     assert_fenced(&created.unwrap().partitions[0]);
     broker.add_partitions("t", 3).unwrap();
     assert_fenced(&broker.topics.get("t").unwrap().partitions[2]);
