@@ -223,12 +223,9 @@ impl Topics {
         Ok((topics, report))
     }
 
-    /// Makes this a clustered broker's registry (once, at open, before
-    /// serving): every partition, loaded or created later, is fenced until
-    /// the reconcile loop gives it the controller's role. Without this a
-    /// partition starts as a single node's (`Role::Single`) and a restarted
-    /// node would accept and acknowledge writes on its own, at epoch 0,
-    /// that no other replica holds.
+    /// Makes this a clustered broker's registry (at open, before serving):
+    /// every partition, loaded or created later, is fenced until the
+    /// reconcile loop gives it the controller's role (see [`Partition::fence`]).
     pub fn set_clustered(&self) {
         self.clustered.store(true, Ordering::Release);
         for topic in self.list() {

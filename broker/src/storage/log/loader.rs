@@ -239,7 +239,6 @@ impl Log {
             // before serving it.
             log.flush()?;
         }
-        tracing::debug!(dir = %dir.display(), clean, recovery_point, log_end_offset = log.log_end_offset(), last_epoch = log.last_epoch(), "log opened");
         // Sealed segments that are on disk need no open file.
         super::lock(&log.state).sealed.values().for_each(Segment::release_fds);
         if clean {
