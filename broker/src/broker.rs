@@ -164,6 +164,10 @@ impl Broker {
         })
         .await
         .map_err(|e| BrokerError::Internal(e.to_string()))??;
+        if config.node_id.is_some() {
+            // Nothing is served on its own before the controller says who leads.
+            topics.set_clustered();
+        }
         let broker = Arc::new(Self {
             config,
             topics,

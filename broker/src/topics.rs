@@ -121,6 +121,9 @@ pub struct Topics {
     cancel: CancellationToken,
     /// Metrics handed to partitions.
     metrics: Arc<Metrics>,
+    /// A clustered broker's: every partition starts fenced (see
+    /// [`Partition::fence`]) until the controller's role reaches it.
+    clustered: AtomicBool,
 }
 
 fn io<'a>(op: &'static str, path: &'a Path) -> impl Fn(std::io::Error) -> BrokerError + 'a {
@@ -215,8 +218,26 @@ impl Topics {
             admin: std::sync::Mutex::new(()),
             cancel,
             metrics,
+            clustered: AtomicBool::new(false),
         };
         Ok((topics, report))
+    }
+
+    /// Makes this a clustered broker's registry (at open, before serving):
+    /// every partition, loaded or created later, is fenced until the
+    /// reconcile loop gives it the controller's role (see [`Partition::fence`]).
+    pub fn set_clustered(&self) {
+        self.clustered.store(true, Ordering::Release);
+        for topic in self.list() {
+            topic.partitions.iter().for_each(|p| p.fence());
+        }
+    }
+
+    /// Fences `partitions` on a clustered broker (see [`set_clustered`](Self::set_clustered)).
+    fn fence_if_clustered(&self, partitions: &[Arc<Partition>]) {
+        if self.clustered.load(Ordering::Acquire) {
+            partitions.iter().for_each(|p| p.fence());
+        }
     }
 
     /// Topics on disk that are not served (they failed to load), with why.
@@ -284,6 +305,7 @@ impl Topics {
                 return Err(e);
             }
         };
+        self.fence_if_clustered(&topic.partitions);
         self.map.write().map_err(|_| poisoned("topic map"))?.insert(name.to_owned(), Arc::clone(&topic));
         Ok(topic)
     }

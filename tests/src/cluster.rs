@@ -247,7 +247,13 @@ impl Cluster {
     fn launch(&mut self, id: u32, options: &ClusterOptions) {
         let args = self.serve_args(id, options);
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let filter = if options.rust_log.is_empty() { "info" } else { options.rust_log.as_str() };
+        // SLUICE_CLUSTER_RUST_LOG overrides the default filter (debugging).
+        let from_env = std::env::var("SLUICE_CLUSTER_RUST_LOG").unwrap_or_default();
+        let filter = match (options.rust_log.as_str(), from_env.as_str()) {
+            ("", "") => "info",
+            ("", env) => env,
+            (set, _) => set,
+        };
         let process = ProcessBroker::launch_with_log(&self.bin, &self.slot(id).data, &args, filter);
         let slot = self.slot_mut(id);
         slot.process = Some(process);

@@ -163,8 +163,11 @@ impl Partition {
         if *self.role.role.borrow() == role {
             return;
         }
-        let epoch_changed = self.role.role.borrow().epoch() != role.epoch();
-        if epoch_changed || !matches!(role, Role::Leader { .. }) {
+        let (epoch_changed, was_leader) = {
+            let old = self.role.role.borrow();
+            (old.epoch() != role.epoch(), matches!(*old, Role::Leader { .. }))
+        };
+        if epoch_changed || !was_leader || !matches!(role, Role::Leader { .. }) {
             let now = Instant::now();
             let mut followers = lock(&self.role.followers);
             followers.clear();
@@ -178,6 +181,18 @@ impl Partition {
         let _deciding = lock(&self.role.update);
         self.apply_high_watermark_limit(&role);
         self.role.role.send_replace(role);
+    }
+
+    /// Fences a clustered broker's partition until the controller's role
+    /// reaches it: `Offline` at epoch 0, refusing writes and reads. A
+    /// partition starts as a single node's (`Single`, which acknowledges
+    /// on its own durability), so without this a restarted node would
+    /// acknowledge writes that no other replica holds (and that truncation
+    /// to the elected leader's log later removes). A no-op once a role was set.
+    pub fn fence(&self) {
+        if *self.role.role.borrow() == Role::Single {
+            self.set_role(Role::Offline { epoch: 0 });
+        }
     }
 
     /// Tells the partition its broker's node id and lease (the replica
@@ -274,6 +289,7 @@ impl Partition {
             let mut followers = lock(&self.role.followers);
             let f = followers.entry(follower).or_insert_with(|| FollowerProgress::new(now));
             f.durable = f.durable.max(durable.min(fetch_offset).min(end));
+            tracing::debug!(topic = %self.topic, partition = self.index, follower, fetch_offset, reported = durable, counted = f.durable, log_end_offset = end, "follower fetch");
             f.fetch_offset = fetch_offset;
             f.fetched = true;
             if fetch_offset >= end {
@@ -328,6 +344,9 @@ impl Partition {
         let log = read(&self.log);
         log.set_high_watermark_limit(limit);
         self.publish_high_watermark(&log);
+        if let Role::Leader { epoch, isr, .. } = role {
+            tracing::debug!(topic = %self.topic, partition = self.index, epoch, ?isr, limit, local = log.local_high_watermark(), hw = self.high_watermark(), "leader high watermark");
+        }
     }
 
     /// After this broker's own flush covered a batch ending at `last`:

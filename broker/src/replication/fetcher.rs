@@ -142,6 +142,7 @@ impl Session<'_> {
         }
         let (_, own_end) = log.end_offset_for_epoch(epoch);
         let target = end_offset.min(own_end);
+        tracing::debug!(topic = %self.p.topic, partition = self.p.index, leader = self.leader, epoch = self.epoch, own_last_epoch = log.last_epoch(), answered_epoch = epoch, leader_end = end_offset, own_end, target, log_end_offset = log.log_end_offset(), durable = log.durable_offset(), "KIP-279 truncation check");
         if target < log.log_end_offset() {
             drop(log);
             let p = Arc::clone(self.p);
@@ -168,6 +169,7 @@ impl Session<'_> {
             max_bytes: cfg.fetch_max_bytes,
             max_wait_ms: u32::try_from(cfg.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
         });
+        tracing::debug!(topic = %self.p.topic, partition = self.p.index, epoch = self.epoch, fetch_offset = offset, durable = log.local_high_watermark(), log_durable = log.durable_offset(), "replica fetch");
         drop(log);
         let ReplicaResponse::Fetch(resp) = call(conn, &req, cfg.fetch_max_wait + ANSWER_SLACK).await? else {
             return Err(FetchError::Unexpected);

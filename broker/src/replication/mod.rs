@@ -115,4 +115,6 @@ mod tests;
 #[cfg(test)]
 mod tests_controller;
 #[cfg(test)]
+mod tests_fence;
+#[cfg(test)]
 mod tests_isr;

@@ -60,6 +60,7 @@ impl Topics {
             let name = Arc::clone(&topic.name);
             partitions.push(Arc::new(Partition::new(name, index, log, cancel, Arc::clone(&self.metrics))));
         }
+        self.fence_if_clustered(&partitions[old as usize..]);
         layout::write_topic_file(&topic.dir, &file)?;
         let grown = Arc::new(Topic {
             id: topic.id,
