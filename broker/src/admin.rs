@@ -22,7 +22,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::accept::AcceptBackoff;
 use crate::broker::Broker;
-use crate::metrics::{GroupOffsetSnapshot, GroupSnapshot, Metrics, PartitionSnapshot, Snapshot};
+use crate::metrics::{
+    FollowerLabels, GroupOffsetSnapshot, GroupSnapshot, Metrics, PartitionSnapshot, Snapshot,
+};
 
 /// What the admin endpoints read.
 #[derive(Debug)]
@@ -97,7 +99,22 @@ fn snapshot(broker: &Broker) -> Snapshot {
             }
         })
         .collect();
-    Snapshot { uptime: broker.started.elapsed(), partitions, groups }
+    Snapshot { uptime: broker.started.elapsed(), partitions, groups, followers: followers(broker) }
+}
+
+/// The replication lag of every follower of a partition this broker leads.
+fn followers(broker: &Broker) -> Vec<(FollowerLabels, u64)> {
+    let Some(cluster) = broker.cluster() else { return Vec::new() };
+    let mut out = Vec::new();
+    for topic in broker.topics.list() {
+        for p in &topic.partitions {
+            for (follower, lag) in cluster.replicas.follower_lag(p) {
+                let labels = FollowerLabels { topic: topic.name.to_string(), partition: p.index, follower };
+                out.push((labels, lag));
+            }
+        }
+    }
+    out
 }
 
 /// `/ready`'s body once serving: `ready`, then each topic on disk that

@@ -57,6 +57,17 @@ pub struct PartitionLabels {
     pub partition: u32,
 }
 
+/// Labels of a follower of a partition this broker leads.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FollowerLabels {
+    /// Topic.
+    pub topic: String,
+    /// Partition index.
+    pub partition: u32,
+    /// The follower's node id.
+    pub follower: u64,
+}
+
 /// Labels of a request kind.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApiLabels {
@@ -102,6 +113,9 @@ pub struct Snapshot {
     pub partitions: Vec<PartitionSnapshot>,
     /// Every consumer group.
     pub groups: Vec<GroupSnapshot>,
+    /// Cluster mode: each follower of each partition this broker leads,
+    /// and how many offsets it is behind the log end.
+    pub followers: Vec<(FollowerLabels, u64)>,
 }
 
 /// One partition at a scrape.
@@ -178,6 +192,11 @@ pub struct Metrics {
     pub controller_leader: Gauge,
     /// Cluster mode: leader changes (epoch bumps) this broker has seen.
     pub leader_elections: Counter,
+    /// Cluster mode: ISR shrinks the controller accepted from this broker.
+    pub isr_shrinks: Counter,
+    /// Cluster mode: ISR expansions the controller accepted from this broker.
+    pub isr_expands: Counter,
+    replica_lag: Family<FollowerLabels, Gauge>,
     uptime_seconds: FloatGauge,
     log_start_offset: Family<PartitionLabels, Gauge>,
     log_end_offset: Family<PartitionLabels, Gauge>,
@@ -235,6 +254,9 @@ impl Metrics {
             offline_partitions: Gauge::default(),
             controller_leader: Gauge::default(),
             leader_elections: Counter::default(),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
+            replica_lag: Family::default(),
             uptime_seconds: FloatGauge::default(),
             log_start_offset: Family::default(),
             log_end_offset: Family::default(),
@@ -330,6 +352,21 @@ impl Metrics {
             "Partition leader changes seen by this broker (cluster mode)",
             self.leader_elections.clone(),
         );
+        r.register(
+            "isr_shrinks",
+            "ISR shrinks accepted from this broker as leader (cluster mode)",
+            self.isr_shrinks.clone(),
+        );
+        r.register(
+            "isr_expands",
+            "ISR expansions accepted from this broker as leader (cluster mode)",
+            self.isr_expands.clone(),
+        );
+        r.register(
+            "replica_lag_offsets",
+            "Offsets a follower is behind the log end of a partition this broker leads (cluster mode)",
+            self.replica_lag.clone(),
+        );
     }
 
     /// Registers the gauges set from a [`Snapshot`] at each scrape.
@@ -414,6 +451,10 @@ impl Metrics {
             gauge(&self.high_watermark.get_or_create(&labels), s.high_watermark);
             gauge(&self.partition_bytes.get_or_create(&labels), s.size_bytes);
             gauge(&self.segments.get_or_create(&labels), u64::from(s.segment_count));
+        }
+        self.replica_lag.clear();
+        for (labels, lag) in &state.followers {
+            gauge(&self.replica_lag.get_or_create(labels), *lag);
         }
         self.group_lag.clear();
         self.group_committed.clear();

@@ -80,6 +80,8 @@ fn replica_manager(
     let mut cfg = ReplicationConfig::new(settings.node_id, &settings.cluster_id);
     cfg.replica_lag_time_max = Duration::from_millis(broker.config.replica_lag_time_max_ms);
     cfg.fetch_max_bytes = REPLICA_FETCH_MAX_BYTES;
+    cfg.isr_shrinks = broker.metrics.isr_shrinks.clone();
+    cfg.isr_expands = broker.metrics.isr_expands.clone();
     let weak = Arc::downgrade(broker);
     let lookup: LookupFn = Arc::new(move |topic: &str, index: u32| {
         let broker = weak.upgrade()?;

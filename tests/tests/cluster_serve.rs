@@ -202,7 +202,10 @@ fn three_nodes_form_a_cluster_and_fail_over() {
             && has("sluice_under_replicated_partitions 4")
             && has("sluice_offline_partitions 0")
             && leader.parse::<i64>().ok()? >= 1
-            && elections.parse::<u64>().ok()? >= 1;
+            && elections.parse::<u64>().ok()? >= 1
+            && body.lines().any(|l| l.starts_with("sluice_isr_shrinks_total "))
+            // It leads what moved to it, and the other survivor follows.
+            && body.lines().any(|l| l.starts_with("sluice_replica_lag_offsets{") && l.contains("follower=\""));
         ok.then_some(())
     });
 

@@ -44,8 +44,6 @@ pub struct ReplicaManager {
     led: Mutex<HashMap<Key, Weak<Partition>>>,
     /// ISR proposals in flight.
     proposing: Mutex<HashSet<Key>>,
-    isr_shrinks: AtomicU64,
-    isr_expands: AtomicU64,
     /// Stops the fetchers and the ISR check.
     pub(super) cancel: CancellationToken,
 }
@@ -71,8 +69,6 @@ impl ReplicaManager {
             fetchers: Mutex::new(HashMap::new()),
             led: Mutex::new(HashMap::new()),
             proposing: Mutex::new(HashSet::new()),
-            isr_shrinks: AtomicU64::new(0),
-            isr_expands: AtomicU64::new(0),
             cancel: CancellationToken::new(),
         });
         let weak = Arc::downgrade(&me);
@@ -149,12 +145,12 @@ impl ReplicaManager {
 
     /// ISR shrinks the controller accepted from this broker.
     pub fn isr_shrinks(&self) -> u64 {
-        self.isr_shrinks.load(Ordering::Relaxed)
+        self.cfg.isr_shrinks.get()
     }
 
     /// ISR expansions the controller accepted from this broker.
     pub fn isr_expands(&self) -> u64 {
-        self.isr_expands.load(Ordering::Relaxed)
+        self.cfg.isr_expands.get()
     }
 
     /// Replication lag per follower of a partition this broker leads: how
@@ -228,8 +224,8 @@ impl ReplicaManager {
         tracing::info!(topic = %p.topic, partition = p.index, epoch, from = ?old, to = ?new_isr, "proposing an ISR change");
         match self.isr.alter_isr(&p.topic, p.index, self.cfg.node_id, epoch, new_isr.clone()).await {
             Ok(()) => {
-                let counter = if shrink { &self.isr_shrinks } else { &self.isr_expands };
-                counter.fetch_add(1, Ordering::Relaxed);
+                let counter = if shrink { &self.cfg.isr_shrinks } else { &self.cfg.isr_expands };
+                counter.inc();
                 // Accepted by the controller: take effect now, unless the
                 // role moved on meanwhile (the reconcile loop sends the
                 // same ISR later anyway).

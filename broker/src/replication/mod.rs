@@ -38,6 +38,8 @@ use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 
+use prometheus_client::metrics::counter::Counter;
+
 pub use crate::partition::replica::{FollowerProgress, NodeId, Role};
 pub use controller::WeakController;
 pub use manager::{LookupFn, ReplicaManager};
@@ -60,6 +62,10 @@ pub struct ReplicationConfig {
     pub isr_check_interval: Duration,
     /// First reconnect delay of a follower's fetcher (doubling to 1 s).
     pub reconnect_backoff: Duration,
+    /// Counts ISR shrinks the controller accepted (the broker's metric).
+    pub isr_shrinks: Counter,
+    /// Counts ISR expansions the controller accepted (the broker's metric).
+    pub isr_expands: Counter,
 }
 
 impl ReplicationConfig {
@@ -74,6 +80,8 @@ impl ReplicationConfig {
             fetch_max_wait: Duration::from_millis(500),
             isr_check_interval: Duration::from_millis(250),
             reconnect_backoff: Duration::from_millis(50),
+            isr_shrinks: Counter::default(),
+            isr_expands: Counter::default(),
         }
     }
 }
