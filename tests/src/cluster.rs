@@ -555,3 +555,24 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Each of three nodes' cluster flags (`--node-id`, `--peer-listen`,
+/// `--peers`) with peer ports that were free a moment ago (bound together,
+/// then released), for tests that start `ProcessBroker`s themselves.
+pub fn three_node_flags() -> Vec<Vec<String>> {
+    let held: Vec<std::net::TcpListener> =
+        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
+    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().expect("addr").port()).collect();
+    drop(held);
+    let peers: Vec<String> =
+        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
+    let peers = peers.join(",");
+    (1..=3)
+        .map(|id: usize| {
+            let listen = format!("127.0.0.1:{}", ports[id - 1]);
+            ["--node-id", &id.to_string(), "--peer-listen", &listen, "--peers", &peers]
+                .map(str::to_owned)
+                .to_vec()
+        })
+        .collect()
+}

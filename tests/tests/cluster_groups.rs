@@ -26,25 +26,6 @@ const OFFSETS: &str = "__sluice_offsets";
 /// Longest any one condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(40);
 
-/// Three nodes' cluster flags (peer ports bound together, then released).
-fn cluster_flags() -> Vec<Vec<String>> {
-    let held: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().unwrap().port()).collect();
-    drop(held);
-    let peers: Vec<String> =
-        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let peers = peers.join(",");
-    (1..=3)
-        .map(|id: usize| {
-            let listen = format!("127.0.0.1:{}", ports[id - 1]);
-            ["--node-id", &id.to_string(), "--peer-listen", &listen, "--peers", &peers]
-                .map(str::to_owned)
-                .to_vec()
-        })
-        .collect()
-}
-
 /// A three-node cluster; node `i` is `nodes[i - 1]` (`None` once killed).
 struct Cluster {
     nodes: Vec<Option<ProcessBroker>>,
@@ -54,7 +35,7 @@ struct Cluster {
 impl Cluster {
     fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let flags = cluster_flags();
+        let flags = sluice_tests::cluster::three_node_flags();
         let nodes = (1..=3)
             .map(|id| {
                 let f: Vec<&str> = flags[id - 1].iter().map(String::as_str).collect();

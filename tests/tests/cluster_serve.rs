@@ -27,30 +27,6 @@ const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 /// Longest any one condition is waited for.
 const DEADLINE: Duration = Duration::from_secs(40);
 
-/// Three free ports on 127.0.0.1 (bound together, then released).
-fn free_ports() -> Vec<u16> {
-    let held: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
-    held.iter().map(|l| l.local_addr().unwrap().port()).collect()
-}
-
-/// Each node's cluster flags; the peer addresses are known to all three
-/// before any starts.
-fn cluster_flags() -> Vec<Vec<String>> {
-    let ports = free_ports();
-    let peers: Vec<String> =
-        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let peers = peers.join(",");
-    (1..=3)
-        .map(|id: usize| {
-            let listen = format!("127.0.0.1:{}", ports[id - 1]);
-            ["--node-id", &id.to_string(), "--peer-listen", &listen, "--peers", &peers]
-                .map(str::to_owned)
-                .to_vec()
-        })
-        .collect()
-}
-
 /// Starts node `id` (1-based) with its flags under `dir`.
 fn start_node(dir: &std::path::Path, flags: &[Vec<String>], id: usize) -> ProcessBroker {
     let flags: Vec<&str> = flags[id - 1].iter().map(String::as_str).collect();
@@ -108,7 +84,7 @@ fn layout(at: &str, topic: &str) -> Option<Vec<(i64, u64, Value, Value)>> {
 #[test]
 fn three_nodes_form_a_cluster_and_fail_over() {
     let dir = tempfile::tempdir().unwrap();
-    let flags = cluster_flags();
+    let flags = sluice_tests::cluster::three_node_flags();
     let mut nodes: Vec<Option<ProcessBroker>> =
         (1..=3).map(|id| Some(start_node(dir.path(), &flags, id))).collect();
     let addrs: Vec<String> = nodes.iter().map(|n| addr(n.as_ref().unwrap())).collect();

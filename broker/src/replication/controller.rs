@@ -1,4 +1,5 @@
-//! [`IsrChanger`] for the controller node: an ISR change is a
+//! [`IsrChanger`] for the controller node, held weakly
+//! ([`WeakController`]): an ISR change is a
 //! `Command::AlterIsr` proposed through the controller quorum (forwarded
 //! to its leader from any node); the state machine refuses it from a
 //! broker that no longer leads at that epoch (`FencedLeader`).
@@ -6,20 +7,6 @@
 use super::{BoxFuture, IsrChanger, IsrError, NodeId};
 use crate::cluster::node::ControllerNode;
 use crate::cluster::state::Command;
-
-impl IsrChanger for ControllerNode {
-    fn alter_isr(
-        &self,
-        topic: &str,
-        partition: u32,
-        leader: NodeId,
-        leader_epoch: u32,
-        isr: Vec<NodeId>,
-    ) -> BoxFuture<'_, Result<(), IsrError>> {
-        let cmd = Command::AlterIsr { topic: topic.to_owned(), partition, leader, leader_epoch, isr };
-        Box::pin(propose(self, cmd))
-    }
-}
 
 /// The controller as a broker's replica manager holds it: weakly, because
 /// the controller node holds the manager (it serves the replication

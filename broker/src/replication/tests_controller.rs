@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use super::test_support::*;
 use super::wire::{OffsetForLeaderEpoch, ReplicaRequest, ReplicaResponse};
-use super::{IsrChanger, IsrError};
+use super::{IsrChanger, IsrError, WeakController};
 use crate::cluster::node::{ControllerConfig, ControllerNode};
 use crate::cluster::peer_server::ReplicationService;
 use crate::cluster::peer_wire::{self, Channel, Hello, PEER_MAGIC, PEER_VERSION};
@@ -50,7 +50,9 @@ async fn the_controller_commits_isr_changes_and_fences_stale_leaders() {
     let leader = p.leader.unwrap();
     assert_eq!(p.isr.len(), 2);
 
-    let changer: &dyn IsrChanger = node.as_ref();
+    // As the broker holds it (weakly: the node holds the replica manager).
+    let weak = WeakController(Arc::downgrade(&node));
+    let changer: &dyn IsrChanger = &weak;
     changer.alter_isr(TOPIC, 0, leader, p.leader_epoch, vec![leader]).await.unwrap();
     assert_eq!(node.state().unwrap().partition(TOPIC, 0).unwrap().isr, vec![leader]);
     let stale = changer.alter_isr(TOPIC, 0, leader, p.leader_epoch + 1, p.replicas.clone()).await;
