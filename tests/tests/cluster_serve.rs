@@ -149,6 +149,22 @@ fn three_nodes_form_a_cluster_and_fail_over() {
 
         kafka_view(&nodes, &first, leader0, follower0).await;
     });
+    // The CLI asked through a broker that does not lead partition 0 finds
+    // its offsets and records on the leader.
+    let args = [
+        "consume",
+        "t",
+        "--partition",
+        "0",
+        "--from-beginning",
+        "--max-messages",
+        "2",
+        "--timeout-ms",
+        "10000",
+    ];
+    let read = run_cli(SLUICE, &addrs[follower0 - 1], &args, b"");
+    assert!(read.status.success(), "{read:?}");
+    assert_eq!(String::from_utf8_lossy(&read.stderr).trim(), "2 records", "{read:?}");
 
     // kill -9 of partition 0's leader: its partitions move to another
     // replica at a higher epoch.

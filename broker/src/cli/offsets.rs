@@ -96,8 +96,53 @@ pub async fn partitions(
     Ok(out)
 }
 
-/// Offsets of `tps` for `spec`, in order.
+/// Offsets of `tps` for `spec`, in order, each asked of its partition's
+/// leader (named by `conn`'s metadata; a single node answers for all).
 async fn list(conn: &Connection, tps: &[(String, u32)], spec: OffsetSpec) -> Result<Vec<u64>, CliError> {
+    let mut by_leader: Vec<(Option<String>, Vec<(String, u32)>)> = Vec::new();
+    for (tp, leader) in tps.iter().zip(leader_addrs(conn, tps).await?) {
+        match by_leader.iter_mut().find(|(l, _)| *l == leader) {
+            Some((_, group)) => group.push(tp.clone()),
+            None => by_leader.push((leader, vec![tp.clone()])),
+        }
+    }
+    let mut found = std::collections::HashMap::new();
+    for (leader, group) in by_leader {
+        let other;
+        let at = match leader {
+            Some(addr) => {
+                other = super::common::connect(&addr).await?;
+                &other
+            }
+            None => conn,
+        };
+        for (tp, offset) in group.iter().zip(list_at(at, &group, spec).await?) {
+            found.insert(tp.clone(), offset);
+        }
+    }
+    Ok(tps.iter().map(|tp| found[tp]).collect())
+}
+
+/// The address of each partition's leader where it is another broker than
+/// the one `conn` reaches (`None`: ask `conn`).
+async fn leader_addrs(conn: &Connection, tps: &[(String, u32)]) -> Result<Vec<Option<String>>, CliError> {
+    let mut topics: Vec<String> = tps.iter().map(|(t, _)| t.clone()).collect();
+    topics.dedup();
+    let meta = conn.call(&MetadataRequest { topics }).await?;
+    let addr_of =
+        |id: i64| meta.brokers.iter().find(|b| i64::try_from(b.id).ok() == Some(id)).map(|b| b.addr.clone());
+    Ok(tps
+        .iter()
+        .map(|(t, p)| {
+            let topic = meta.topics.iter().find(|m| &m.name == t)?;
+            let leader = topic.partitions.iter().find(|m| m.partition == *p)?.leader;
+            (i64::try_from(meta.node_id).ok() != Some(leader)).then(|| addr_of(leader)).flatten()
+        })
+        .collect())
+}
+
+/// Offsets of `tps` for `spec` from the broker `conn` reaches.
+async fn list_at(conn: &Connection, tps: &[(String, u32)], spec: OffsetSpec) -> Result<Vec<u64>, CliError> {
     let request = ListOffsetsRequest {
         partitions: tps
             .iter()
