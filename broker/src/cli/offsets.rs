@@ -96,10 +96,13 @@ pub async fn partitions(
     Ok(out)
 }
 
+/// Topic-partitions.
+type Partitions = Vec<(String, u32)>;
+
 /// Offsets of `tps` for `spec`, in order, each asked of its partition's
 /// leader (named by `conn`'s metadata; a single node answers for all).
 async fn list(conn: &Connection, tps: &[(String, u32)], spec: OffsetSpec) -> Result<Vec<u64>, CliError> {
-    let mut by_leader: Vec<(Option<String>, Vec<(String, u32)>)> = Vec::new();
+    let mut by_leader: Vec<(Option<String>, Partitions)> = Vec::new();
     for (tp, leader) in tps.iter().zip(leader_addrs(conn, tps).await?) {
         match by_leader.iter_mut().find(|(l, _)| *l == leader) {
             Some((_, group)) => group.push(tp.clone()),
