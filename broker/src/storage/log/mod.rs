@@ -414,25 +414,8 @@ impl Log {
                 });
             }
         }
-        let rolled = self.maybe_roll(&mut state, &config, header, batch.len())?;
-        if batch.len() > state.active.capacity() {
-            return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
-        }
-        let base_offset = state.active.next_offset();
         let log_append_time = (config.message_timestamp == TimestampType::LogAppend).then_some(now_ms);
-        state.active.append(batch, header, leader_epoch, log_append_time)?;
-        if header.is_idempotent() {
-            state.producers.record(
-                header,
-                base_offset,
-                now_ms,
-                config.producer_expiry_ms,
-                config.max_producers_per_partition as usize,
-            );
-        }
-        let next = state.active.next_offset();
-        self.end.store(next, Ordering::Release);
-        Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time, duplicate: false, rolled })
+        self.write_at_end(&mut state, &config, header, batch, leader_epoch, log_append_time, now_ms)
     }
 
     /// Makes every offset below `offset` durable, sharing the flush with

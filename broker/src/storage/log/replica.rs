@@ -95,29 +95,7 @@ impl Log {
                 last_epoch,
             });
         }
-        let rolled = self.maybe_roll(&mut state, &config, &header, batch.len())?;
-        if batch.len() > state.active.capacity() {
-            return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
-        }
-        state.active.append(batch, &header, header.partition_leader_epoch, None)?;
-        if header.is_idempotent() {
-            state.producers.record(
-                &header,
-                end,
-                now_ms,
-                config.producer_expiry_ms,
-                config.max_producers_per_partition as usize,
-            );
-        }
-        let next = state.active.next_offset();
-        self.end.store(next, Ordering::Release);
-        Ok(AppendInfo {
-            base_offset: end,
-            last_offset: next - 1,
-            log_append_time: None,
-            duplicate: false,
-            rolled,
-        })
+        self.write_at_end(&mut state, &config, &header, batch, header.partition_leader_epoch, None, now_ms)
     }
 
     /// Reads whole batches from the one holding `offset`, up to `max_bytes`

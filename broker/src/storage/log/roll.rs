@@ -4,15 +4,51 @@
 //! [`Log::roll_due`] lets an async caller move such an append off its
 //! workers.
 
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use sluice_protocol::batch::BatchHeader;
 
 use super::{lock, segment_options, Log, State};
 use crate::storage::segment::Segment;
-use crate::storage::{LogConfig, StorageError};
+use crate::storage::{AppendInfo, LogConfig, StorageError};
 
 impl Log {
+    /// Writes a checked batch at the log end (a produce's or a replica's):
+    /// rolls the segment when due, appends it stamped with `leader_epoch`
+    /// (and `log_append_time`), records its producer state, and publishes
+    /// the new end.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn write_at_end(
+        &self,
+        state: &mut State,
+        config: &LogConfig,
+        header: &BatchHeader,
+        batch: &[u8],
+        leader_epoch: i32,
+        log_append_time: Option<i64>,
+        now_ms: i64,
+    ) -> Result<AppendInfo, StorageError> {
+        let rolled = self.maybe_roll(state, config, header, batch.len())?;
+        if batch.len() > state.active.capacity() {
+            return Err(StorageError::BatchTooLarge { size: batch.len(), max: state.active.capacity() });
+        }
+        let base_offset = state.active.next_offset();
+        state.active.append(batch, header, leader_epoch, log_append_time)?;
+        if header.is_idempotent() {
+            state.producers.record(
+                header,
+                base_offset,
+                now_ms,
+                config.producer_expiry_ms,
+                config.max_producers_per_partition as usize,
+            );
+        }
+        let next = state.active.next_offset();
+        self.end.store(next, Ordering::Release);
+        Ok(AppendInfo { base_offset, last_offset: next - 1, log_append_time, duplicate: false, rolled })
+    }
+
     pub(super) fn maybe_roll(
         &self,
         state: &mut State,
