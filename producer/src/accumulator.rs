@@ -45,6 +45,21 @@ struct OpenBatch {
     reserved: usize,
 }
 
+impl OpenBatch {
+    /// An empty batch reporting to `completion`, its buffer sized for
+    /// `batch_bytes` (at most 1 MiB up front).
+    #[inline(always)]
+    fn new(completion: Completer, batch_bytes: usize, compression: Compression) -> Self {
+        Self {
+            builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
+            created: Instant::now(),
+            created_ms: now_ms(),
+            completion,
+            reserved: 0,
+        }
+    }
+}
+
 /// A closed batch, ready to send (and to resend on retriable failure).
 #[derive(Debug)]
 pub(crate) struct ReadyBatch {
@@ -307,13 +322,7 @@ impl Accumulator {
             }
             let completion = Completer::new(Arc::clone(&queue.key.0), queue.key.1);
             unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch {
-                builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
-                created: Instant::now(),
-                created_ms: now_ms(),
-                completion,
-                reserved: 0,
-            }
+            OpenBatch::new(completion, batch_bytes, compression)
         });
         (appended, open)
     }
@@ -354,13 +363,7 @@ impl Accumulator {
             }
             let completion = Completer::new(Arc::clone(topic), partition);
             self.unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch {
-                builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
-                created: Instant::now(),
-                created_ms: now_ms(),
-                completion,
-                reserved: 0,
-            }
+            OpenBatch::new(completion, batch_bytes, compression)
         });
         let index = open.builder.record_count();
         let timestamp = record.timestamp.unwrap_or(open.created_ms);

@@ -112,7 +112,27 @@ pub struct Cluster {
 pub const LOG_TAIL: usize = 200;
 
 /// A port free on 127.0.0.1 now (held until the caller drops the listener).
+/// Taken from 20000-31999, below Linux's ephemeral range (32768 up): the
+/// node binds it only after the listener is dropped, and a port from the
+/// ephemeral range could meanwhile go to another test's `127.0.0.1:0`
+/// socket. Each process walks the range from its own random start.
 fn reserve_port() -> TcpListener {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        std::process::id().wrapping_mul(7919) % SPAN,
+        Ordering::AcqRel,
+        Ordering::Acquire,
+    );
+    for _ in 0..SPAN {
+        let port = LOW + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            return l;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap()
 }
 

@@ -51,17 +51,7 @@ pub fn handle(
     let create = req.allow_auto_topic_creation && broker.config.auto_create_topics;
     let topics = match req.topics {
         None => broker.topics.list().iter().map(describe).collect(),
-        Some(wanted) => {
-            let mut seen = HashSet::with_capacity(wanted.len());
-            wanted
-                .into_iter()
-                .filter(|t| seen.insert((t.name.clone(), t.topic_id)))
-                .map(|t| match t.name {
-                    Some(name) => by_name(broker, &name, create),
-                    None => by_id(broker, t.topic_id),
-                })
-                .collect()
-        }
+        Some(wanted) => each_wanted(wanted, |name| by_name(broker, name, create), |id| by_id(broker, id)),
     };
     let (host, port) = endpoint(broker, local);
     let mut node = MetadataResponseBroker::default();
@@ -76,6 +66,24 @@ pub fn handle(
     encode(header, &response)
 }
 
+/// Each requested topic once (by name, or by id for a nameless entry), in
+/// the order first asked for, described by `by_name` or `by_id`.
+fn each_wanted(
+    wanted: Vec<kafka_protocol::messages::metadata_request::MetadataRequestTopic>,
+    mut by_name: impl FnMut(&TopicName) -> MetadataResponseTopic,
+    mut by_id: impl FnMut(Uuid) -> MetadataResponseTopic,
+) -> Vec<MetadataResponseTopic> {
+    let mut seen = HashSet::with_capacity(wanted.len());
+    wanted
+        .into_iter()
+        .filter(|t| seen.insert((t.name.clone(), t.topic_id)))
+        .map(|t| match t.name {
+            Some(name) => by_name(&name),
+            None => by_id(t.topic_id),
+        })
+        .collect()
+}
+
 /// Metadata of a clustered broker, from the controller state.
 fn clustered_metadata(broker: &Broker, c: &ClusterHandle, req: MetadataRequest) -> MetadataResponse {
     let state = c.state();
@@ -88,37 +96,31 @@ fn clustered_metadata(broker: &Broker, c: &ClusterHandle, req: MetadataRequest) 
             .filter(|(name, _)| !crate::groups::offsets_topic::is_internal(name))
             .map(|(name, t)| clustered::describe(c, name, t))
             .collect(),
-        Some(wanted) => {
-            let mut seen = HashSet::with_capacity(wanted.len());
-            wanted
-                .into_iter()
-                .filter(|t| seen.insert((t.name.clone(), t.topic_id)))
-                .map(|t| match t.name {
-                    Some(name) => match state.topics.get(name.as_str()) {
-                        Some(topic) => clustered::describe(c, &name, topic),
-                        None => {
-                            let err = validate_topic_name(&name)
-                                .err()
-                                .unwrap_or_else(|| BrokerError::UnknownTopic(name.to_string()));
-                            if create && matches!(err, BrokerError::UnknownTopic(_)) {
-                                // Through the controller; the client asks again.
-                                let _ = broker.partition(&name, 0);
-                            }
-                            failed(&name, error::code(&err))
-                        }
-                    },
-                    None => match clustered::by_id(c, &state, t.topic_id) {
-                        Some((name, topic)) => clustered::describe(c, name, topic),
-                        None => {
-                            let mut out = MetadataResponseTopic::default();
-                            out.topic_id = t.topic_id;
-                            out.error_code = ResponseError::UnknownTopicId.code();
-                            out
-                        }
-                    },
-                })
-                .collect()
-        }
+        Some(wanted) => each_wanted(
+            wanted,
+            |name: &TopicName| match state.topics.get(name.as_str()) {
+                Some(topic) => clustered::describe(c, name, topic),
+                None => {
+                    let err = validate_topic_name(name)
+                        .err()
+                        .unwrap_or_else(|| BrokerError::UnknownTopic(name.to_string()));
+                    if create && matches!(err, BrokerError::UnknownTopic(_)) {
+                        // Through the controller; the client asks again.
+                        let _ = broker.partition(name, 0);
+                    }
+                    failed(name, error::code(&err))
+                }
+            },
+            |id| match clustered::by_id(c, &state, id) {
+                Some((name, topic)) => clustered::describe(c, name, topic),
+                None => {
+                    let mut out = MetadataResponseTopic::default();
+                    out.topic_id = id;
+                    out.error_code = ResponseError::UnknownTopicId.code();
+                    out
+                }
+            },
+        ),
     };
     let mut response = MetadataResponse::default();
     response.brokers = clustered::brokers(&state);
