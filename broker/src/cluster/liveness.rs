@@ -9,10 +9,13 @@
 //! itself never reads a clock: both times travel in the commands.
 //! An `ExpireLeases` entry is proposed only when some live broker's lease
 //! has ended by the leader's clock, so an idle healthy cluster writes only
-//! heartbeats. A newly elected controller leader expires nothing during
-//! its first lease (heartbeats failed during the election through no fault
-//! of the brokers), so a broker that dies together with the controller
-//! leader is fenced after the election plus one lease.
+//! heartbeats. The leader checks for ended leases every fifth of a
+//! heartbeat interval, so a dead broker is fenced within 100 ms of its
+//! lease's end. A newly elected controller leader first gives every broker
+//! [`GRACE_INTERVALS`] heartbeat intervals to renew (heartbeats failed
+//! during the election through no fault of the brokers), so a broker that
+//! dies together with the controller leader is fenced after the election
+//! plus the longer of its lease and that grace.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -21,6 +24,10 @@ use tokio::task::JoinHandle;
 
 use super::node::{ClusterError, ControllerNode};
 use super::state::{Command, CommandError};
+
+/// Heartbeat intervals a new controller leader waits before expiring
+/// leases: one that may be lost to the election, one to land, one spare.
+pub const GRACE_INTERVALS: u32 = 3;
 
 /// How often a broker heartbeats and how long a lease lasts.
 #[derive(Debug, Clone, Copy)]
@@ -74,15 +81,22 @@ pub fn spawn(
         let mut registered = false;
         // (term, when this node was first seen leading in it)
         let mut leading: Option<(u64, Instant)> = None;
-        let mut tick = tokio::time::interval(cfg.interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut beat = tokio::time::interval(cfg.interval);
+        beat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check = tokio::time::interval(cfg.interval / 5);
+        check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let grace = (cfg.interval * GRACE_INTERVALS).min(cfg.lease);
         loop {
-            tick.tick().await;
-            let lease_until_ms = now_ms().saturating_add(ms(cfg.lease));
-            let applied;
-            (registered, applied) = renew(&node, &addrs, lease_until_ms, registered).await;
-            if applied {
-                renewed(lease_until_ms);
+            tokio::select! {
+                _ = beat.tick() => {
+                    let lease_until_ms = now_ms().saturating_add(ms(cfg.lease));
+                    let applied;
+                    (registered, applied) = renew(&node, &addrs, lease_until_ms, registered).await;
+                    if applied {
+                        renewed(lease_until_ms);
+                    }
+                }
+                _ = check.tick() => {}
             }
             if !node.is_leader() {
                 leading = None;
@@ -93,10 +107,7 @@ pub fn spawn(
                 Some((t, at)) if t == term => at,
                 _ => leading.insert((term, Instant::now())).1,
             };
-            // A new leader grants every broker one full lease first: their
-            // heartbeats failed during the election, through no fault of
-            // their own.
-            if since.elapsed() >= cfg.lease {
+            if since.elapsed() >= grace {
                 expire(&node).await;
             }
         }

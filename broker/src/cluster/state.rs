@@ -467,8 +467,6 @@ impl ControllerState {
         Outcome::Fenced { brokers: fenced }
     }
 
-    /// A broker came back: offline partitions whose ISR holds it get a
-    /// leader again.
     /// A registered broker registers again: it restarted, perhaps within
     /// its lease, and its log may have lost an unsynced tail that its
     /// followers had fetched. Whatever it led gets a new epoch, under
@@ -476,6 +474,14 @@ impl ControllerState {
     /// acknowledged and more), else under itself: followers then truncate
     /// by epoch to the new leader's log instead of keeping bytes the same
     /// epoch now writes differently.
+    ///
+    /// It also leaves every ISR whose live leader is another broker, as a
+    /// new incarnation leaves them in KRaft: its leaders would otherwise
+    /// hold their high watermarks at the durable offset its old
+    /// incarnation last reported until it had truncated and caught up, or
+    /// for `replica_lag_time_max_ms` (writes with `acks=durable` stalled for
+    /// up to 10 s after a quick restart). Its leaders add it back once it
+    /// has caught up, as for any lagging follower.
     fn new_incarnation(&mut self, id: BrokerId) {
         let live: BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
         for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {
@@ -484,9 +490,14 @@ impl ControllerState {
                 p.leader = Some(other.unwrap_or(id));
                 p.leader_epoch += 1;
             }
+            if p.leader.is_some_and(|l| l != id && live.contains(&l)) {
+                p.isr.retain(|b| *b != id);
+            }
         }
     }
 
+    /// A broker came back: offline partitions whose ISR holds it get a
+    /// leader again.
     fn revive(&mut self, id: BrokerId) {
         let live: BTreeSet<BrokerId> = self.live_brokers().into_iter().collect();
         for p in self.topics.values_mut().flat_map(|t| t.partitions.iter_mut()) {

@@ -115,8 +115,11 @@ fn a_leader_that_registers_again_hands_over_with_a_new_epoch() {
             assert_ne!(leader, restarted, "another live ISR member leads: {new:?}");
             assert!(old.isr.contains(&leader));
         } else {
-            assert_eq!(new, old, "partitions it did not lead are untouched");
+            assert_eq!((new.leader, new.leader_epoch), (old.leader, old.leader_epoch), "{new:?}");
         }
+        // It left every ISR until its leaders see it caught up.
+        assert!(!new.isr.contains(&restarted), "{new:?}");
+        assert_eq!(new.isr.len(), old.isr.len() - 1, "{new:?}");
     }
     // Alone in the ISR, it keeps leading, at a new epoch.
     let mut s = ControllerState::default();

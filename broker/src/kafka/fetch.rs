@@ -170,12 +170,6 @@ fn read_once(broker: &Broker, wants: &[Want], max_bytes: usize) -> (Vec<Partitio
                 return out;
             }
             let read = match u64::try_from(want.offset) {
-                // Appended but not yet visible (acks=1 answers before the
-                // flush): nothing yet, as Kafka answers between its high
-                // watermark and log end.
-                Ok(offset) if offset > log.high_watermark() && offset <= log.log_end_offset() => {
-                    Ok(Bytes::new())
-                }
                 Ok(offset) => log.read(offset, limit.max(1)),
                 Err(_) => Err(StorageError::OffsetOutOfRange {
                     offset: 0,

@@ -163,17 +163,35 @@ impl Partition {
         if *self.role.role.borrow() == role {
             return;
         }
-        let (epoch_changed, was_leader) = {
+        let (epoch_changed, old_isr) = {
             let old = self.role.role.borrow();
-            (old.epoch() != role.epoch(), matches!(*old, Role::Leader { .. }))
+            let old_isr = match &*old {
+                Role::Leader { isr, .. } => Some(isr.clone()),
+                _ => None,
+            };
+            (old.epoch() != role.epoch(), old_isr)
         };
-        if epoch_changed || !was_leader || !matches!(role, Role::Leader { .. }) {
-            let now = Instant::now();
-            let mut followers = lock(&self.role.followers);
-            followers.clear();
-            if let Role::Leader { replicas, .. } = &role {
-                for r in replicas.iter().filter(|r| Some(*r) != self.role.node_id.get()) {
-                    followers.insert(*r, FollowerProgress::new(now));
+        let now = Instant::now();
+        match (&role, old_isr) {
+            // The same leadership, its ISR changed: a replica dropped from
+            // it (by this leader, or by the controller when it restarted)
+            // must fetch again before it counts, so that what its old
+            // incarnation reported cannot bring it straight back.
+            (Role::Leader { isr, .. }, Some(old_isr)) if !epoch_changed => {
+                let mut followers = lock(&self.role.followers);
+                for r in old_isr.iter().filter(|r| !isr.contains(r)) {
+                    if let Some(f) = followers.get_mut(r) {
+                        *f = FollowerProgress::new(now);
+                    }
+                }
+            }
+            _ => {
+                let mut followers = lock(&self.role.followers);
+                followers.clear();
+                if let Role::Leader { replicas, .. } = &role {
+                    for r in replicas.iter().filter(|r| Some(*r) != self.role.node_id.get()) {
+                        followers.insert(*r, FollowerProgress::new(now));
+                    }
                 }
             }
         }

@@ -153,3 +153,32 @@ async fn a_stopping_partition_flushes_its_pending_durable_produces() {
     tokio::time::timeout(WAIT, waiter).await.expect("answered promptly").unwrap().unwrap();
     assert_eq!(p.log().durable_offset(), 1);
 }
+
+/// A replica dropped from the ISR at the same epoch (the controller did it
+/// when that broker restarted) must fetch again before it can rejoin: what
+/// its old incarnation reported is forgotten, so the leader neither counts
+/// it toward the high watermark nor adds it straight back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_dropped_from_the_isr_is_forgotten_until_it_fetches_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = partition(dir.path(), FsyncPolicy::Always);
+    p.attach_replication(1, Arc::new(AtomicU64::new(u64::MAX)));
+    let leader = |isr: &[u64]| crate::replication::Role::Leader {
+        epoch: 4,
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        min_insync_replicas: 2,
+    };
+    p.set_role(leader(&[1, 2, 3]));
+    p.append(batch(5).into_bytes(), 1 << 20, 1_700_000_000_000).unwrap();
+    for follower in [2, 3] {
+        p.record_follower_fetch(follower, 5, 5);
+    }
+    let fetched = |id| p.follower_progress().get(&id).map(|f| (f.fetched, f.durable));
+    assert_eq!((fetched(2), fetched(3)), (Some((true, 5)), Some((true, 5))));
+    p.set_role(leader(&[1, 2]));
+    assert_eq!(fetched(2), Some((true, 5)), "an ISR member keeps its progress");
+    assert_eq!(fetched(3), Some((false, 0)), "the dropped replica starts over");
+    p.record_follower_fetch(3, 2, 2);
+    assert_eq!(fetched(3), Some((true, 2)));
+}

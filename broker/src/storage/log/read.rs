@@ -30,18 +30,25 @@ pub(super) struct ByteRange {
 impl Log {
     /// Reads whole batches starting with the one that holds `offset`, up to
     /// `max_bytes` (at least one batch), from one segment, below the high
-    /// watermark. Empty at the high watermark; `OffsetOutOfRange` outside
-    /// `[log_start_offset, high_watermark]`; `CorruptBatch` when the first
-    /// batch fails its CRC.
+    /// watermark. Empty from the high watermark to the log end (appended,
+    /// not yet acknowledged: as Kafka answers there); `OffsetOutOfRange`
+    /// outside `[log_start_offset, log_end_offset]`; `CorruptBatch` when the
+    /// first batch fails its CRC.
+    ///
+    /// A newly elected leader's high watermark lags the offsets its
+    /// predecessor served (it learns it from its followers' next fetches):
+    /// a consumer positioned there must wait, not be told its offset is out
+    /// of range and reset to the start of the log.
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Bytes, StorageError> {
         let hw = self.high_watermark();
         let ByteRange { file, segment: base, start, end } = {
             let state = lock(&self.state);
             let log_start_offset = state.log_start_offset();
-            if offset < log_start_offset || offset > hw {
-                return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset: hw });
+            let log_end_offset = state.active.next_offset().max(hw);
+            if offset < log_start_offset || offset > log_end_offset {
+                return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
             }
-            if offset == hw {
+            if offset >= hw {
                 return Ok(Bytes::new());
             }
             let seg = state.segment_for(offset);

@@ -88,3 +88,31 @@ fn replica_appends_are_verbatim_and_refuse_gaps_and_older_epochs() {
     assert!(matches!(follower.append_replica(&older, 0), Err(StorageError::ReplicaMismatch { .. })));
     assert_eq!(follower.log_end_offset(), 20);
 }
+
+/// A new leader's high watermark lags what its predecessor served: a
+/// consumer positioned between it and the log end waits (an empty read),
+/// and is told "out of range" only past the log end. Before, the read
+/// refused every offset past the high watermark and the consumer reset to
+/// the start of the log, re-reading and re-committing older offsets.
+#[test]
+fn reads_between_the_high_watermark_and_the_log_end_are_empty_not_out_of_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = open(dir.path(), 4096);
+    for _ in 0..5 {
+        log.append_batch_at_epoch(&batch(4), 0, 3).unwrap();
+    }
+    log.set_high_watermark_limit(8);
+    assert_eq!((log.high_watermark(), log.log_end_offset()), (8, 20));
+    assert!(!log.read(4, 1 << 20).unwrap().is_empty());
+    for offset in [8, 12, 20] {
+        assert!(log.read(offset, 1 << 20).unwrap().is_empty(), "offset {offset}");
+    }
+    assert!(matches!(
+        log.read(21, 1 << 20),
+        Err(StorageError::OffsetOutOfRange { offset: 21, log_end_offset: 20, .. })
+    ));
+    // Below the high watermark a read ends at it.
+    let bytes = log.read(0, 1 << 20).unwrap();
+    let last = sluice_protocol::batch::split_batches(bytes).last().unwrap().unwrap();
+    assert_eq!(last.header().last_offset() + 1, 8);
+}
