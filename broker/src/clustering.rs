@@ -198,6 +198,37 @@ impl ClusterHandle {
     }
 }
 
+impl ClusterHandle {
+    /// Adds node `id` at `peer_addr` to the cluster as a non-voting member
+    /// (`sluice cluster add-node`), through the controller leader, retried
+    /// through an election until [`ADMIN_TIMEOUT`].
+    ///
+    /// # Errors
+    /// `InvalidRequest` for a voter's id or an empty address;
+    /// `ControllerNotAvailable` when no controller leader answers in time.
+    pub async fn add_node(&self, id: BrokerId, peer_addr: &str) -> Result<(), BrokerError> {
+        let deadline = tokio::time::Instant::now() + ADMIN_TIMEOUT;
+        loop {
+            match self.node()?.add_node(id, peer_addr).await {
+                Ok(()) => return Ok(()),
+                Err(ClusterError::Refused(why)) => return Err(BrokerError::InvalidRequest(why)),
+                Err(e @ (ClusterError::NotLeader { .. } | ClusterError::Peer(_))) => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return Err(BrokerError::ControllerNotAvailable(format!("add node {id}: {e}")));
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(e) => return Err(BrokerError::ControllerNotAvailable(format!("add node {id}: {e}"))),
+            }
+        }
+    }
+
+    /// Whether node `id` votes in the controller quorum.
+    pub fn is_voter(&self, id: BrokerId) -> bool {
+        self.node().is_ok_and(|n| n.is_voter(id))
+    }
+}
+
 /// The broker error for a command the controller refused.
 pub fn refusal(e: CommandError) -> BrokerError {
     match e {

@@ -234,7 +234,7 @@ impl BrokerConfig {
     ///
     /// # Errors
     /// Cluster settings given in part (`--peers` without `--node-id`, ...),
-    /// a peer id that is not a number, this node missing from `peers`, or
+    /// a peer id that is not a number, no `peers`, or
     /// a default replication factor of 0 or over the voter count; the
     /// message names the flag.
     pub fn cluster(&self) -> Result<Option<ClusterSettings>, ConfigError> {
@@ -260,11 +260,15 @@ impl BrokerConfig {
             };
             peers.insert(n, addr.clone());
         }
-        if !peers.contains_key(&node_id) {
-            return bad(format!("--node-id {node_id} is not in --peers (peers)"));
+        if peers.is_empty() {
+            return bad("--node-id needs --peers (peers): the controller's voters".into());
         }
-        // This node's own entry is where its peer listener binds.
-        peers.insert(node_id, self.peer_listen.clone());
+        // A voter's own entry is where its peer listener binds. A node not
+        // in --peers joins as a non-voting member once an operator adds it
+        // (`sluice cluster add-node`).
+        if let Some(own) = peers.get_mut(&node_id) {
+            own.clone_from(&self.peer_listen);
+        }
         if self.cluster_id.is_empty() {
             return bad("--cluster-id (cluster_id) must not be empty".into());
         }
@@ -344,7 +348,11 @@ mod tests {
         assert_eq!(c.default_replication_factor, 3);
         assert_eq!(c.cluster_id, DEFAULT_CLUSTER_ID);
         assert!(invalid("node_id = 1\n[peers]\n1 = \"a:1\"").contains("--peer-listen"));
-        assert!(invalid("node_id = 4\npeer_listen = \"a:1\"\n[peers]\n1 = \"a:1\"").contains("--node-id 4"));
+        // A node not in --peers is one to add later: the voters stay as listed.
+        let added = "node_id = 4\npeer_listen = \"d:4\"\n[peers]\n1 = \"a:1\"\n2 = \"b:2\"\n3 = \"c:3\"";
+        let c = BrokerConfig::from_toml(added).unwrap().cluster().unwrap().unwrap();
+        assert_eq!((c.node_id, c.peers.len(), c.peers.contains_key(&4)), (4, 3, false));
+        assert!(invalid("node_id = 4\npeer_listen = \"a:1\"").contains("--peers"));
         assert!(invalid("node_id = 1\npeer_listen = \"a:1\"\n[peers]\nx = \"a:1\"").contains("`x`"));
         let two = "node_id = 1\npeer_listen = \"a:1\"\ndefault_replication_factor = 3\n\
                    [peers]\n1 = \"a:1\"\n2 = \"b:1\"";

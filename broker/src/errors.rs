@@ -168,6 +168,10 @@ pub enum BrokerError {
     /// The cluster controller has no leader or did not answer.
     #[error("cluster controller not available: {0}")]
     ControllerNotAvailable(String),
+    /// A well-formed request this broker cannot act on (`add-node` on a
+    /// single node, or with a voter's id).
+    #[error("{0}")]
+    InvalidRequest(String),
     /// A bug or an unexpected failure; the log has details.
     #[error("internal error: {0}")]
     Internal(String),
@@ -211,6 +215,7 @@ impl BrokerError {
             BrokerError::NotEnoughReplicas { .. } => ErrorCode::NotEnoughReplicas,
             BrokerError::InvalidReplicationFactor { .. } => ErrorCode::InvalidReplicationFactor,
             BrokerError::ControllerNotAvailable(_) => ErrorCode::ControllerNotAvailable,
+            BrokerError::InvalidRequest(_) => ErrorCode::InvalidRequest,
             BrokerError::Group(e) => group_code(e),
             BrokerError::Storage(e) => storage_code(e),
             // Start-up failures: no client hears of them.

@@ -28,7 +28,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::broker::Broker;
-use crate::cluster::state::ControllerState;
+use crate::cluster::state::{BrokerId, ControllerState};
 use crate::clustering::ClusterHandle;
 use crate::errors::BrokerError;
 use crate::partition::Partition;
@@ -177,7 +177,7 @@ fn set_roles(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) 
         }
         for (p, local_p) in topic.partitions.iter().zip(&local.partitions) {
             let min_isr = plan::min_insync_replicas(topic, p.replicas.len());
-            let role = plan::role_for(p, min_isr, me, &cluster.settings.peers);
+            let role = plan::role_for(p, min_isr, me, |id| leader_addr(cluster, state, id));
             if local_p.role() != role {
                 tracing::info!(topic = %name, partition = local_p.index, ?role, "partition role");
                 apply_role(cluster, local_p, role.clone());
@@ -185,6 +185,14 @@ fn set_roles(broker: &Broker, cluster: &ClusterHandle, state: &ControllerState) 
             offsets::follow_role(broker, local_p, &role);
         }
     }
+}
+
+/// Where to fetch from broker `id`: its `--peers` entry (a voter, perhaps
+/// through a proxy the operator put there), else the peer address it
+/// registered (a node added with `sluice cluster add-node`).
+fn leader_addr(cluster: &ClusterHandle, state: &ControllerState, id: BrokerId) -> Option<String> {
+    let listed = cluster.settings.peers.get(&id).cloned();
+    listed.or_else(|| state.brokers.get(&id).map(|b| b.peer_addr.clone()))
 }
 
 /// Counts the partitions whose leader epoch grew since `before`.

@@ -106,7 +106,10 @@ async fn start_cluster(
     let listen_error = |source| BrokerError::Listen { addr: listen.clone(), source };
     let listener = TcpListener::bind(&listen).await.map_err(listen_error)?;
     let peer = listener.local_addr().map_err(listen_error)?;
-    settings.peers.insert(settings.node_id, peer.to_string());
+    if let Some(own) = settings.peers.get_mut(&settings.node_id) {
+        // A voter's own entry is where its peer listener bound (port 0 resolved).
+        *own = peer.to_string();
+    }
     let cfg = ControllerConfig::new(
         settings.node_id,
         &settings.cluster_id,

@@ -309,6 +309,8 @@ fn a_single_node_reports_itself_and_keeps_one_copy() {
     assert!(!node.log_text().contains("peer listening"));
     let refused = run_cli(SLUICE, &at, &["topic", "create", "t", "--replication-factor", "2"], b"");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("InvalidReplicationFactor"));
+    let refused = run_cli(SLUICE, &at, &["cluster", "add-node", "2", "127.0.0.1:1"], b"");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("single node"), "{refused:?}");
     let out = run_cli(SLUICE, &at, &["topic", "create", "t", "--replication-factor", "1"], b"");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let t = layout(&at, "t").unwrap();
@@ -318,4 +320,81 @@ fn a_single_node_reports_itself_and_keeps_one_copy() {
         .block_on(async { node.connect().await.call(&MetadataRequest::default()).await.unwrap() });
     assert_eq!((meta.node_id, meta.brokers.len()), (0, 1));
     assert_eq!(meta.brokers[0].addr, at, "itself, at its bound address");
+}
+
+/// A fourth broker started with the voters' `--peers` (not in them) waits
+/// until `sluice cluster add-node` admits it; then it registers as a
+/// non-voting member, takes replicas of a topic created afterwards, serves
+/// clients, and after a `kill -9` and restart rejoins every ISR. A voter's
+/// id cannot be added again.
+#[test]
+fn a_node_added_later_joins_without_a_vote_and_takes_new_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = sluice_tests::cluster::three_node_flags();
+    let nodes: Vec<ProcessBroker> = (1..=3).map(|id| start_node(dir.path(), &flags, id)).collect();
+    let addrs: Vec<String> = nodes.iter().map(addr).collect();
+    let live = |at: &str, n: usize| {
+        let s = cli_json(at, &["cluster", "status"]).ok()?;
+        let nodes = s["nodes"].as_array()?.clone();
+        (nodes.iter().filter(|n| n["live"] == true).count() == n).then_some(nodes)
+    };
+    poll("three live nodes", || live(&addrs[0], 3));
+
+    // Node 4: the voters' --peers, its own peer port.
+    let voters = flags[0][5].clone();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let peer4 = format!("127.0.0.1:{port}");
+    let flags4 = ["--node-id", "4", "--peer-listen", &peer4, "--peers", &voters];
+    let mut fourth = ProcessBroker::spawn(SLUICE, &dir.path().join("n4"), &flags4);
+    assert!(fourth.log_text().contains("waiting to be added"), "{}", fourth.log_text());
+    assert_eq!(live(&addrs[0], 3).unwrap().len(), 3, "not a member before it is added");
+
+    let refused = run_cli(SLUICE, &addrs[0], &["cluster", "add-node", "2", "127.0.0.1:1"], b"");
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("voter"), "{refused:?}");
+    // Asked of any node: a follower forwards it to the controller leader.
+    for at in &addrs[1..] {
+        let out = run_cli(SLUICE, at, &["cluster", "add-node", "4", &peer4], b"");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let all = poll("node 4 live on every node's view", || {
+        let views: Vec<_> = addrs.iter().chain([&addr(&fourth)]).map(|at| live(at, 4)).collect();
+        views.into_iter().collect::<Option<Vec<_>>>()
+    });
+    for view in all {
+        let voter = |id: u64| view.iter().find(|n| n["id"] == id).map(|n| n["voter"] == true);
+        assert_eq!(
+            (voter(1), voter(2), voter(3), voter(4)),
+            (Some(true), Some(true), Some(true), Some(false))
+        );
+    }
+
+    // A topic created now is placed over all four; node 4 leads some of it.
+    let create = ["topic", "create", "wide", "--partitions", "4", "--replication-factor", "3"];
+    let out = run_cli(SLUICE, &addrs[0], &create, b"");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let wide = poll("the topic on node 4", || layout(&addr(&fourth), "wide"));
+    assert!(wide.iter().any(|p| p.0 == 4), "{wide:?}");
+    let on4 = |l: &[(i64, u64, Value, Value)]| {
+        l.iter().filter(|p| p.2.as_array().unwrap().contains(&4.into())).count()
+    };
+    assert_eq!(on4(&wide), 3, "{wide:?}");
+    let everyone = format!("{},{}", addrs.join(","), addr(&fourth));
+    let input: String = (1..=40).map(|i| format!("{i}\n")).collect();
+    let out = run_cli(SLUICE, &everyone, &["produce", "wide", "--acks", "durable"], input.as_bytes());
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let args = ["consume", "wide", "--from-beginning", "--max-messages", "40", "--timeout-ms", "10000"];
+    let read = run_cli(SLUICE, &addr(&fourth), &args, b"");
+    assert_eq!(String::from_utf8_lossy(&read.stderr).trim(), "40 records", "{read:?}");
+
+    // kill -9 and restart: it comes back on its own (no add-node again)
+    // and every ISR is whole again.
+    fourth.kill9();
+    drop(fourth);
+    let fourth = ProcessBroker::spawn(SLUICE, &dir.path().join("n4"), &flags4);
+    poll("node 4 back in every ISR", || {
+        let l = layout(&addrs[1], "wide")?;
+        let whole = l.iter().all(|p| p.3.as_array().is_some_and(|isr| isr.len() == 3));
+        (whole && live(&addr(&fourth), 4).is_some()).then_some(())
+    });
 }

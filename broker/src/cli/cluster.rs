@@ -5,7 +5,7 @@
 
 use clap::Subcommand;
 use serde::Serialize;
-use sluice_protocol::api::{ClusterStatusRequest, ClusterStatusResponse, StatusPartition};
+use sluice_protocol::api::{AddNodeRequest, ClusterStatusRequest, ClusterStatusResponse, StatusPartition};
 
 use super::common::{connect, print_json, print_table, say, CliError};
 
@@ -17,6 +17,19 @@ pub enum ClusterCommand {
         after_help = "Examples:\n  sluice cluster status\n  sluice cluster status --json --broker 127.0.0.1:9510"
     )]
     Status,
+    /// Admit a new broker as a non-voting member: start it first with its own
+    /// --node-id and --peer-listen and the voters' --peers; it then takes
+    /// replicas of topics created or grown from now on.
+    #[command(
+        name = "add-node",
+        after_help = "Example:\n  sluice cluster add-node 4 127.0.0.1:9630 --broker 127.0.0.1:9100"
+    )]
+    AddNode {
+        /// The new node's --node-id.
+        node_id: u64,
+        /// Its --peer-listen address, as the other nodes reach it.
+        peer_addr: String,
+    },
 }
 
 /// `cluster status --json` (fields in alphabetical order).
@@ -41,6 +54,8 @@ struct NodeView<'a> {
     kafka_addr: &'a str,
     live: bool,
     peer_addr: &'a str,
+    /// Votes in the controller quorum (listed in `--peers`).
+    voter: bool,
 }
 
 #[derive(Serialize)]
@@ -68,6 +83,7 @@ fn view(s: &ClusterStatusResponse) -> StatusView<'_> {
                 kafka_addr: &n.kafka_addr,
                 live: n.live,
                 peer_addr: &n.peer_addr,
+                voter: n.voter,
             })
             .collect(),
         offline: parts(&s.offline),
@@ -89,8 +105,12 @@ fn names(p: &[PartitionView<'_>]) -> String {
 /// # Errors
 /// A connection failure or the broker's refusal.
 pub async fn run(addr: &str, json: bool, cmd: ClusterCommand) -> Result<(), CliError> {
-    let ClusterCommand::Status = cmd;
     let conn = connect(addr).await?;
+    if let ClusterCommand::AddNode { node_id, peer_addr } = cmd {
+        conn.call(&AddNodeRequest { node_id, peer_addr: peer_addr.clone() }).await?;
+        say!("added node {node_id} ({peer_addr}) as a non-voting member; it registers once it has caught up (see `sluice cluster status`)");
+        return Ok(());
+    }
     let status = conn.call(&ClusterStatusRequest).await?;
     let v = view(&status);
     if json {
@@ -106,7 +126,11 @@ pub async fn run(addr: &str, json: bool, cmd: ClusterCommand) -> Result<(), CliE
             let live = if n.live { "live" } else { "fenced" };
             let kafka = if n.kafka_addr.is_empty() { "-" } else { n.kafka_addr };
             let peer = if n.peer_addr.is_empty() { "-" } else { n.peer_addr };
-            let role = if i64::try_from(n.id).ok() == Some(v.controller_leader) { "controller" } else { "" };
+            let role = match (i64::try_from(n.id).ok() == Some(v.controller_leader), n.voter) {
+                (true, _) => "controller",
+                (false, true) => "voter",
+                (false, false) => "observer",
+            };
             vec![
                 n.id.to_string(),
                 live.to_owned(),

@@ -7,6 +7,13 @@
 //! initializes the group with exactly that membership; openraft allows
 //! several nodes to do so with identical membership, so no node is special
 //! and the cluster forms once a majority is up.
+//!
+//! Adding a node: a node whose id is not in `peers` starts as an observer
+//! that initializes nothing and waits; `sluice cluster add-node` makes the
+//! controller leader add it as a Raft learner ([`ControllerNode::add_node`]),
+//! after which it receives the controller's log, accepts and is accepted
+//! by the other members, and registers as a broker. It never votes: the
+//! quorum stays the voters in `peers`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -87,8 +94,8 @@ pub enum ClusterError {
     /// The timing settings are invalid.
     #[error("controller config: {0}")]
     Config(String),
-    /// This node is not `peers`' member, or `peers` is empty.
-    #[error("node {0} is not in the controller's peer list")]
+    /// `peers` is empty: there is no quorum to join.
+    #[error("node {0}: the controller's peer list is empty")]
     NotAPeer(u64),
     /// Only the controller leader accepts commands.
     #[error("not the controller leader (leader: {leader:?})")]
@@ -99,6 +106,9 @@ pub enum ClusterError {
     /// The Raft node failed or stopped.
     #[error("controller raft: {0}")]
     Raft(String),
+    /// The request is not acceptable (`add-node` with a voter's id, ...).
+    #[error("{0}")]
+    Refused(String),
     /// Forwarding to the leader failed on the peer connection.
     #[error("forwarding to the controller leader: {0}")]
     Peer(#[from] PeerError),
@@ -109,6 +119,7 @@ impl From<WriteError> for ClusterError {
         match e {
             WriteError::NotLeader(leader) => Self::NotLeader { leader },
             WriteError::Raft(msg) => Self::Raft(msg),
+            WriteError::Refused(msg) => Self::Refused(msg),
         }
     }
 }
@@ -151,9 +162,10 @@ impl ControllerNode {
     /// # Errors
     /// Storage failures, a bad config, or a Raft node that fails to start.
     pub async fn start(cfg: ControllerConfig, listener: TcpListener) -> Result<Self, ClusterError> {
-        if !cfg.peers.contains_key(&cfg.node_id) {
+        if cfg.peers.is_empty() {
             return Err(ClusterError::NotAPeer(cfg.node_id));
         }
+        let voter = cfg.peers.contains_key(&cfg.node_id);
         let config = raft_config(&cfg)?;
         let dir = cfg.data_dir.join(CONTROLLER_DIR);
         let open_dir = dir.clone();
@@ -186,13 +198,21 @@ impl ControllerNode {
             peers: cfg.peers.clone(),
             replication,
         };
-        if pristine {
+        if pristine && voter {
             if let Err(e) = node.initialize(&cfg.peers).await {
                 let _ = node.shutdown().await;
                 return Err(e);
             }
         }
-        tracing::info!(node = cfg.node_id, %peer_addr, dir = %dir.display(), pristine, "controller node started");
+        if pristine && !voter {
+            tracing::info!(
+                node = cfg.node_id,
+                %peer_addr,
+                "not a voter in --peers: waiting to be added (`sluice cluster add-node {} {peer_addr}`)",
+                cfg.node_id
+            );
+        }
+        tracing::info!(node = cfg.node_id, %peer_addr, dir = %dir.display(), pristine, voter, "controller node started");
         Ok(node)
     }
 
@@ -285,21 +305,67 @@ impl ControllerNode {
             Some(l) if l != self.node_id => l,
             _ => return self.propose(cmd).await,
         };
-        let addr = self.peers.get(&leader).ok_or(ClusterError::NotLeader { leader: Some(leader) })?;
-        let hello = Hello {
-            magic: PEER_MAGIC.into(),
-            version: PEER_VERSION,
-            cluster_id: self.cluster_id.clone(),
-            from: self.node_id,
-            to: leader,
-            channel: peer_wire::Channel::Controller,
-        };
-        let mut conn = peer_wire::dial(addr, &hello, FORWARD_TIMEOUT).await?;
+        let addr = self.member_addr(leader).ok_or(ClusterError::NotLeader { leader: Some(leader) })?;
+        let mut conn = self.dial(leader, &addr).await?;
         peer_wire::send(&mut conn, &PeerRequest::Propose(cmd)).await?;
         match peer_wire::recv(&mut conn, FORWARD_TIMEOUT).await? {
             PeerResponse::Propose(r) => r.map_err(ClusterError::from),
             other => Err(ClusterError::Raft(format!("leader answered a proposal with {other:?}"))),
         }
+    }
+
+    /// Adds node `id`, reachable at `peer_addr`, as a non-voting member
+    /// (through the controller leader, forwarded from a follower). Returns
+    /// once the membership change is committed; the node then catches up
+    /// and registers by itself.
+    ///
+    /// # Errors
+    /// `Refused` (a voter's id, an empty address), `NotLeader` with no
+    /// known leader, `Raft`, or `Peer` when the leader cannot be reached.
+    pub async fn add_node(&self, id: u64, peer_addr: &str) -> Result<(), ClusterError> {
+        let leader = match self.leader() {
+            Some(l) if l != self.node_id => l,
+            _ => {
+                return peer_server::add_learner_local(&self.raft, id, peer_addr.to_owned())
+                    .await
+                    .map_err(ClusterError::from)
+            }
+        };
+        let addr = self.member_addr(leader).ok_or(ClusterError::NotLeader { leader: Some(leader) })?;
+        let mut conn = self.dial(leader, &addr).await?;
+        peer_wire::send(&mut conn, &PeerRequest::AddLearner { id, addr: peer_addr.to_owned() }).await?;
+        match peer_wire::recv(&mut conn, FORWARD_TIMEOUT).await? {
+            PeerResponse::AddLearner(r) => r.map_err(ClusterError::from),
+            other => Err(ClusterError::Raft(format!("leader answered add-node with {other:?}"))),
+        }
+    }
+
+    /// Whether `id` votes in the controller quorum (as this node last saw
+    /// the membership).
+    pub fn is_voter(&self, id: u64) -> bool {
+        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id)
+    }
+
+    /// The peer address of member `id`: from the controller's membership
+    /// (which knows added nodes too), else from `--peers`.
+    fn member_addr(&self, id: u64) -> Option<String> {
+        let watch = self.raft.metrics();
+        let metrics = watch.borrow_watched();
+        let known = metrics.membership_config.membership().get_node(&id).map(|n| n.addr.clone());
+        known.or_else(|| self.peers.get(&id).cloned())
+    }
+
+    /// A controller-channel connection to member `to` at `addr`.
+    async fn dial(&self, to: u64, addr: &str) -> Result<peer_wire::PeerConn, ClusterError> {
+        let hello = Hello {
+            magic: PEER_MAGIC.into(),
+            version: PEER_VERSION,
+            cluster_id: self.cluster_id.clone(),
+            from: self.node_id,
+            to,
+            channel: peer_wire::Channel::Controller,
+        };
+        Ok(peer_wire::dial(addr, &hello, FORWARD_TIMEOUT).await?)
     }
 
     /// Stops the Raft node and the peer server.

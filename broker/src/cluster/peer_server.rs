@@ -19,6 +19,7 @@ use std::sync::{Arc, PoisonError, RwLock};
 use std::time::Duration;
 
 use openraft::errors::{ClientWriteError, RaftError};
+use openraft::type_config::async_runtime::WatchReceiver;
 use openraft::Raft;
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
@@ -76,7 +77,9 @@ pub struct PeerIdentity {
     pub cluster_id: String,
     /// This node's id (a dialer must name it as its target).
     pub node_id: u64,
-    /// Node ids allowed to connect.
+    /// Node ids allowed to connect: the voters in `--peers`; nodes added
+    /// since (`sluice cluster add-node`) are allowed by the controller's
+    /// membership.
     pub known: BTreeSet<u64>,
     /// Time a new connection has to send its handshake.
     pub handshake_timeout: Duration,
@@ -99,9 +102,6 @@ impl PeerIdentity {
         }
         if hello.to != self.node_id {
             return Some(format!("this is node {}, not node {}", self.node_id, hello.to));
-        }
-        if !self.known.contains(&hello.from) {
-            return Some(format!("node {} is not a member of this cluster", hello.from));
         }
         None
     }
@@ -162,7 +162,9 @@ async fn serve(
 ) -> Result<(), PeerError> {
     let hello: Hello = peer_wire::recv(conn, identity.handshake_timeout).await?;
     let service = replication.get();
-    let refusal = identity.check(&hello).or_else(|| match hello.channel {
+    let member = identity.known.contains(&hello.from) || raft.is_some_and(|r| is_member(r, hello.from));
+    let unknown = (!member).then(|| format!("node {} is not a member of this cluster", hello.from));
+    let refusal = identity.check(&hello).or(unknown).or_else(|| match hello.channel {
         Channel::Controller if raft.is_none() => Some("no controller on this port".into()),
         Channel::Replication if service.is_none() => Some("replication is not running yet".into()),
         _ => None,
@@ -205,6 +207,41 @@ async fn handle(raft: &ControllerRaft, req: PeerRequest) -> PeerResponse {
             PeerResponse::TransferLeader(raft.handle_transfer_leader(rpc).await.map_err(|e| e.to_string()))
         }
         PeerRequest::Propose(cmd) => PeerResponse::Propose(write_local(raft, cmd).await),
+        PeerRequest::AddLearner { id, addr } => {
+            PeerResponse::AddLearner(add_learner_local(raft, id, addr).await)
+        }
+    }
+}
+
+/// Whether `id` is a member of the controller group (a voter, or a node
+/// added with `sluice cluster add-node`) as `raft` last saw its membership.
+pub fn is_member(raft: &ControllerRaft, id: u64) -> bool {
+    raft.metrics().borrow_watched().membership_config.membership().get_node(&id).is_some()
+}
+
+/// Adds node `id` at `addr` as a non-voting member (a Raft learner)
+/// through the local node, which must be the controller leader; a voter's
+/// id is refused (re-adding it would demote nothing but could change its
+/// address). Returns once the membership change is committed, without
+/// waiting for the new node to catch up.
+///
+/// # Errors
+/// `Refused`, `NotLeader` with the leader this node knows of, or `Raft`.
+pub async fn add_learner_local(raft: &ControllerRaft, id: u64, addr: String) -> Result<(), WriteError> {
+    let is_voter =
+        raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id);
+    if is_voter {
+        return Err(WriteError::Refused(format!("node {id} is a voter already")));
+    }
+    if addr.trim().is_empty() {
+        return Err(WriteError::Refused("the peer address is empty".into()));
+    }
+    match raft.add_learner(id, openraft::BasicNode::new(addr), false).await {
+        Ok(_) => Ok(()),
+        Err(RaftError::APIError(ClientWriteError::ForwardToLeader(f))) => {
+            Err(WriteError::NotLeader(f.leader_id))
+        }
+        Err(e) => Err(WriteError::Raft(e.to_string())),
     }
 }
 

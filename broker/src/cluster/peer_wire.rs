@@ -100,6 +100,14 @@ pub enum PeerRequest {
     TransferLeader(TransferLeaderRequest<TypeConfig>),
     /// A controller command forwarded by a node that is not the leader.
     Propose(Command),
+    /// `sluice cluster add-node`, forwarded to the leader: add this node
+    /// as a non-voting member at this peer address.
+    AddLearner {
+        /// The new node's id.
+        id: u64,
+        /// Its peer address.
+        addr: String,
+    },
 }
 
 /// The answer to a [`PeerRequest`]; `Err` carries the remote failure's text.
@@ -115,6 +123,8 @@ pub enum PeerResponse {
     TransferLeader(Result<TransferLeaderResponse<TypeConfig>, String>),
     /// To [`PeerRequest::Propose`].
     Propose(Result<ApplyResult, WriteError>),
+    /// To [`PeerRequest::AddLearner`].
+    AddLearner(Result<(), WriteError>),
 }
 
 /// Why a proposed command was not applied.
@@ -126,6 +136,9 @@ pub enum WriteError {
     /// The Raft node failed or is stopping.
     #[error("controller raft: {0}")]
     Raft(String),
+    /// The request is not acceptable (a node id that is a voter, ...).
+    #[error("{0}")]
+    Refused(String),
 }
 
 /// Why a peer exchange failed.

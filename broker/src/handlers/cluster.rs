@@ -4,10 +4,11 @@
 //! holds one) and ClusterStatus (single-node brokers report themselves).
 
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use sluice_protocol::api::{
-    BrokerMetadata, ClusterNode, ClusterStatusResponse, ConfigEntry, MetadataRequest, MetadataResponse,
-    PartitionMetadata, StatusPartition, TopicMetadata,
+    AddNodeRequest, AddNodeResponse, BrokerMetadata, ClusterNode, ClusterStatusResponse, ConfigEntry,
+    MetadataRequest, MetadataResponse, PartitionMetadata, StatusPartition, TopicMetadata,
 };
 use sluice_protocol::ErrorCode;
 
@@ -15,6 +16,7 @@ use crate::broker::Broker;
 use crate::cluster::state::TopicState;
 use crate::clustering::admin::local_config;
 use crate::clustering::ClusterHandle;
+use crate::errors::BrokerError;
 
 /// Native Metadata on a clustered broker.
 pub fn metadata(broker: &Broker, c: &ClusterHandle, req: &MetadataRequest) -> MetadataResponse {
@@ -108,6 +110,7 @@ pub fn status(broker: &Broker) -> ClusterStatusResponse {
                 peer_addr: String::new(),
                 live: true,
                 lease_until_ms: 0,
+                voter: true,
             }],
             topics: topics.len() as u32,
             partitions: topics.iter().map(|t| t.partitions.len() as u32).sum(),
@@ -126,6 +129,7 @@ pub fn status(broker: &Broker) -> ClusterStatusResponse {
             peer_addr: b.peer_addr.clone(),
             live: !b.fenced,
             lease_until_ms: b.lease_until_ms,
+            voter: c.is_voter(b.id),
         })
         .collect();
     ClusterStatusResponse {
@@ -139,4 +143,21 @@ pub fn status(broker: &Broker) -> ClusterStatusResponse {
         under_replicated: named(state.under_replicated_partitions()),
         offline: named(state.offline_partitions()),
     }
+}
+
+/// AddNode: admits a broker as a non-voting member (`sluice cluster add-node`).
+///
+/// # Errors
+/// `InvalidRequest` on a single node, for a voter's id or an empty
+/// address; `ControllerNotAvailable` when the controller does not answer.
+pub async fn add_node(broker: Arc<Broker>, req: AddNodeRequest) -> Result<AddNodeResponse, BrokerError> {
+    let Some(c) = broker.cluster() else {
+        return Err(BrokerError::InvalidRequest(
+            "this broker runs as a single node: start every node with --node-id, --peer-listen and --peers"
+                .into(),
+        ));
+    };
+    c.add_node(req.node_id, &req.peer_addr).await?;
+    tracing::info!(node = req.node_id, peer_addr = %req.peer_addr, "added a node to the cluster (non-voting)");
+    Ok(AddNodeResponse)
 }

@@ -166,5 +166,6 @@ fn route(broker: &Arc<Broker>, frame: Bytes) -> Dispatch {
         RequestBody::DeleteGroup(req) => pending(id, groups::delete(b, req)),
         RequestBody::Status(_) => pending(id, async move { Ok(admin::status(&b)) }),
         RequestBody::ClusterStatus(_) => pending(id, async move { Ok(cluster::status(&b)) }),
+        RequestBody::AddNode(req) => pending(id, cluster::add_node(b, req)),
     }
 }

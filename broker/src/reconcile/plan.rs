@@ -147,7 +147,12 @@ pub fn min_insync_replicas(topic: &TopicState, replicas: usize) -> usize {
 
 /// The role on node `me` of a partition in `state`; `peers` is this
 /// node's `--peers` map (a follower fetches from the address there).
-pub fn role_for(p: &PartitionState, min_isr: usize, me: BrokerId, peers: &BTreeMap<u64, String>) -> Role {
+pub fn role_for(
+    p: &PartitionState,
+    min_isr: usize,
+    me: BrokerId,
+    peer_addr: impl Fn(BrokerId) -> Option<String>,
+) -> Role {
     match p.leader {
         Some(l) if l == me => Role::Leader {
             epoch: p.leader_epoch,
@@ -155,8 +160,8 @@ pub fn role_for(p: &PartitionState, min_isr: usize, me: BrokerId, peers: &BTreeM
             isr: p.isr.clone(),
             min_insync_replicas: min_isr,
         },
-        Some(l) if p.replicas.contains(&me) => match peers.get(&l) {
-            Some(addr) => Role::Follower { epoch: p.leader_epoch, leader: l, leader_peer_addr: addr.clone() },
+        Some(l) if p.replicas.contains(&me) => match peer_addr(l) {
+            Some(addr) => Role::Follower { epoch: p.leader_epoch, leader: l, leader_peer_addr: addr },
             None => Role::Offline { epoch: p.leader_epoch },
         },
         _ => Role::Offline { epoch: p.leader_epoch },

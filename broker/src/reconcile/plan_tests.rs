@@ -116,17 +116,17 @@ fn roles_follow_the_partition_state() {
     let peers = BTreeMap::from([(1, "a:1".to_owned()), (2, "b:2".to_owned()), (3, "c:3".to_owned())]);
     let p = PartitionState { replicas: vec![2, 1, 3], leader: Some(2), leader_epoch: 4, isr: vec![2, 1] };
     assert_eq!(
-        role_for(&p, 2, 2, &peers),
+        role_for(&p, 2, 2, |id| peers.get(&id).cloned()),
         Role::Leader { epoch: 4, replicas: vec![2, 1, 3], isr: vec![2, 1], min_insync_replicas: 2 }
     );
     assert_eq!(
-        role_for(&p, 2, 1, &peers),
+        role_for(&p, 2, 1, |id| peers.get(&id).cloned()),
         Role::Follower { epoch: 4, leader: 2, leader_peer_addr: "b:2".into() },
         "the leader's address from this node's own --peers"
     );
-    assert_eq!(role_for(&p, 2, 4, &peers), Role::Offline { epoch: 4 }, "not a replica");
+    assert_eq!(role_for(&p, 2, 4, |id| peers.get(&id).cloned()), Role::Offline { epoch: 4 }, "not a replica");
     let offline = PartitionState { leader: None, leader_epoch: 5, ..p };
-    assert_eq!(role_for(&offline, 2, 1, &peers), Role::Offline { epoch: 5 });
+    assert_eq!(role_for(&offline, 2, 1, |id| peers.get(&id).cloned()), Role::Offline { epoch: 5 });
 }
 
 #[test]

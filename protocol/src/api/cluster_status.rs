@@ -5,7 +5,7 @@
 //! request:  (empty)
 //! response: node_id u64 | clustered u8 | controller_leader i64 | controller_term u64
 //!           | nodes [id u64 | client_addr string | kafka_addr string | peer_addr string
-//!                    | live u8 | lease_until_ms u64]
+//!                    | live u8 | lease_until_ms u64 | voter u8]
 //!           | topics u32 | partitions u32
 //!           | under_replicated [topic string | partition u32]
 //!           | offline [topic string | partition u32]
@@ -37,6 +37,9 @@ pub struct ClusterNode {
     /// When its lease ends unless renewed (ms since the Unix epoch; 0 on a
     /// single node).
     pub lease_until_ms: u64,
+    /// A voter of the controller quorum (listed in `--peers`), not a node
+    /// added later with `sluice cluster add-node`.
+    pub voter: bool,
 }
 
 /// A topic partition named in the status.
@@ -109,6 +112,7 @@ impl Message for ClusterStatusResponse {
             w.string(&n.peer_addr);
             w.u8(u8::from(n.live));
             w.u64(n.lease_until_ms);
+            w.u8(u8::from(n.voter));
         });
         w.u32(self.topics);
         w.u32(self.partitions);
@@ -121,7 +125,7 @@ impl Message for ClusterStatusResponse {
             clustered: r.u8()? != 0,
             controller_leader: r.i64()?,
             controller_term: r.u64()?,
-            nodes: r.vec("nodes", 23, |r| {
+            nodes: r.vec("nodes", 24, |r| {
                 Ok(ClusterNode {
                     id: r.u64()?,
                     client_addr: r.string()?,
@@ -129,6 +133,7 @@ impl Message for ClusterStatusResponse {
                     peer_addr: r.string()?,
                     live: r.u8()? != 0,
                     lease_until_ms: r.u64()?,
+                    voter: r.u8()? != 0,
                 })
             })?,
             topics: r.u32()?,
@@ -157,6 +162,7 @@ mod tests {
                 peer_addr: "127.0.0.1:9600".into(),
                 live: true,
                 lease_until_ms: 5,
+                voter: true,
             }],
             topics: 1,
             partitions: 3,

@@ -13,6 +13,7 @@
 //! naming its api key and response type. The broker decodes any request with
 //! [`RequestBody::decode`].
 
+mod add_node;
 mod add_partitions;
 mod alter_topic;
 mod api_versions;
@@ -34,6 +35,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use add_node::{AddNodeRequest, AddNodeResponse};
 pub use add_partitions::{AddPartitionsRequest, AddPartitionsResponse};
 pub use alter_topic::{AlterTopicRequest, AlterTopicResponse};
 pub use api_versions::{ApiVersionRange, ApiVersionsRequest, ApiVersionsResponse};
@@ -182,6 +184,7 @@ api_keys! {
     Status = 15 => StatusRequest,
     AddPartitions = 16 => AddPartitionsRequest,
     ClusterStatus = 17 => ClusterStatusRequest,
+    AddNode = 18 => AddNodeRequest,
 }
 
 /// Why a request body could not be decoded.

@@ -293,6 +293,7 @@ fn samples() -> Vec<(&'static str, Bytes)> {
         ("delete_topic_request", DeleteTopicRequest { name: "t".into() }.to_bytes()),
         ("add_partitions_request", AddPartitionsRequest { name: "t".into(), count: 6 }.to_bytes()),
         ("add_partitions_response", AddPartitionsResponse { old_count: 3, new_count: 6 }.to_bytes()),
+        ("add_node_request", AddNodeRequest { node_id: 4, peer_addr: "h:4".into() }.to_bytes()),
         (
             "cluster_status_response",
             ClusterStatusResponse {
@@ -307,6 +308,7 @@ fn samples() -> Vec<(&'static str, Bytes)> {
                     peer_addr: "h:3".into(),
                     live: true,
                     lease_until_ms: 7,
+                    voter: true,
                 }],
                 topics: 1,
                 partitions: 3,
