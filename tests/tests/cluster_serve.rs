@@ -10,9 +10,10 @@ mod kafka_wire;
 
 use std::time::{Duration, Instant};
 
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::{
-    ApiKey, FindCoordinatorRequest, FindCoordinatorResponse, MetadataRequest as KafkaMetadataRequest,
-    MetadataResponse as KafkaMetadataResponse, ProduceResponse,
+    ApiKey, DescribeConfigsRequest, DescribeConfigsResponse, FindCoordinatorRequest, FindCoordinatorResponse,
+    MetadataRequest as KafkaMetadataRequest, MetadataResponse as KafkaMetadataResponse, ProduceResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 use kafka_wire::KafkaConn;
@@ -271,6 +272,16 @@ async fn kafka_view(
         assert_eq!(u64::try_from(p.leader_epoch).unwrap(), *epoch);
         assert_eq!(p.isr_nodes.len(), isr.as_array().unwrap().len());
     }
+    // Kafka's min.insync.replicas, held by the controller (RF 3: 2).
+    let mut describe = DescribeConfigsRequest::default();
+    let mut resource = DescribeConfigsResource::default();
+    resource.resource_type = 2;
+    resource.resource_name = StrBytes::from_static_str("t");
+    resource.configuration_keys = None;
+    describe.resources = vec![resource];
+    let d: DescribeConfigsResponse = conn.call(ApiKey::DescribeConfigs, 4, &describe).await;
+    let min_isr = d.results[0].configs.iter().find(|c| c.name.as_str() == "min.insync.replicas");
+    assert_eq!(min_isr.and_then(|c| c.value.as_ref()).map(|v| v.as_str()), Some("2"), "{d:?}");
     let mut follower = KafkaConn::connect(kafka(follower0)).await;
     let req = kafka_wire::produce("t", 1, batch(1, 10, 2));
     let r: ProduceResponse = follower.call(ApiKey::Produce, 9, &req).await;

@@ -53,6 +53,7 @@ const KEYS: &[Key] = &[
     Key { kafka: "segment.ms", sluice: "segment_ms", value: Value::Same },
     Key { kafka: "max.message.bytes", sluice: "max_message_bytes", value: Value::Same },
     Key { kafka: "message.timestamp.type", sluice: "message_timestamp", value: Value::TimestampType },
+    Key { kafka: "min.insync.replicas", sluice: "min_insync_replicas", value: Value::Same },
     Key { kafka: "fsync", sluice: "fsync", value: Value::Same },
 ];
 
@@ -106,6 +107,15 @@ pub fn entries(config: &LogConfig) -> Vec<(&'static str, String)> {
         .collect()
 }
 
+/// The entries the controller holds rather than the topic's log config
+/// (`min.insync.replicas`), on a clustered broker.
+fn cluster_entries(broker: &Broker, topic: &str) -> Option<(&'static str, String)> {
+    let state = broker.cluster()?.state();
+    let t = state.topics.get(topic)?;
+    let rf = t.partitions.first().map_or(0, |p| p.replicas.len());
+    Some(("min.insync.replicas", crate::reconcile::plan::min_insync_replicas(t, rf).to_string()))
+}
+
 /// Answers DescribeConfigs for topics and this broker (its topic defaults).
 ///
 /// # Errors
@@ -118,7 +128,11 @@ pub fn describe(broker: &Broker, header: &Header, mut body: Bytes) -> Result<Chu
         let mut result = DescribeConfigsResult::default();
         let current = match resource.resource_type {
             TOPIC => match broker.topics.get(&resource.resource_name) {
-                Some(t) => Ok(entries(&t.config())),
+                Some(t) => {
+                    let mut all = entries(&t.config());
+                    all.extend(cluster_entries(broker, &resource.resource_name));
+                    Ok(all)
+                }
                 None => Err(error::code(&BrokerError::UnknownTopic(resource.resource_name.to_string()))),
             },
             BROKER => Ok(defaults.clone()),
@@ -277,6 +291,11 @@ mod tests {
         assert!(e.contains(&("retention.ms", "-1".to_owned())));
         assert!(e.contains(&("message.timestamp.type", "CreateTime".to_owned())));
         assert!(e.iter().any(|(k, _)| *k == "fsync"));
-        assert_eq!(e.len(), KEYS.len(), "every key has a table entry");
+        // Every key but the one the controller holds has a table entry.
+        assert_eq!(e.len(), KEYS.len() - 1);
+        assert_eq!(
+            to_sluice("min.insync.replicas", "2").unwrap(),
+            ("min_insync_replicas".into(), "2".into())
+        );
     }
 }
