@@ -193,15 +193,30 @@ impl Broker {
         self.cluster.get()
     }
 
-    /// The address clients reach this broker at: the client listener's
-    /// bound address (the configured one until it is bound).
+    /// The address clients reach this broker at: `advertise` when set,
+    /// else the client listener's bound address (the configured one until
+    /// it is bound).
     pub fn client_addr(&self) -> String {
+        if !self.config.advertise.is_empty() {
+            return self.config.advertise.clone();
+        }
         self.client_addr.get().cloned().unwrap_or_else(|| self.config.listen.clone())
     }
 
     /// Records the client listener's bound address (once, at start).
     pub fn set_client_addr(&self, addr: std::net::SocketAddr) {
         let _ = self.client_addr.set(addr.to_string());
+    }
+
+    /// The address Kafka clients reach this broker's Kafka listener at, as
+    /// registered in a cluster: `kafka_advertise` when set, else `bound`.
+    pub fn kafka_advertised(&self, bound: Option<std::net::SocketAddr>) -> Option<String> {
+        let bound = bound?;
+        if self.config.kafka_advertise.is_empty() {
+            Some(bound.to_string())
+        } else {
+            Some(self.config.kafka_advertise.clone())
+        }
     }
 
     /// Makes this broker clustered (once, at start, before serving).

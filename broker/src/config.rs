@@ -21,6 +21,14 @@ pub struct BrokerConfig {
     /// Address Kafka clients connect to (the Kafka wire protocol, see
     /// docs/kafka.md); empty turns the Kafka listener off.
     pub kafka_listen: String,
+    /// The address clients are told to reach this broker at (Metadata,
+    /// the cluster's broker list); empty: the bound `listen` address. Set
+    /// it when clients come through a proxy, NAT or container port map,
+    /// or when listening on 0.0.0.0 (Kafka's `advertised.listeners`).
+    pub advertise: String,
+    /// The same for the Kafka listener; empty: the address a Kafka client
+    /// connected to (single node) or the bound `kafka_listen` (cluster).
+    pub kafka_advertise: String,
     /// Address of the admin HTTP listener (/metrics, /health, /ready);
     /// empty turns it off.
     pub admin_listen: String,
@@ -129,6 +137,8 @@ impl Default for BrokerConfig {
         Self {
             listen: "127.0.0.1:9500".into(),
             kafka_listen: "127.0.0.1:9092".into(),
+            advertise: String::new(),
+            kafka_advertise: String::new(),
             admin_listen: "127.0.0.1:9501".into(),
             metrics: true,
             data_dir: PathBuf::from("./sluice-data"),
@@ -225,6 +235,15 @@ impl BrokerConfig {
         if self.replica_lag_time_max_ms == 0 {
             return bad("replica_lag_time_max_ms must be positive");
         }
+        for (flag, addr) in [
+            ("--advertise (advertise)", &self.advertise),
+            ("--kafka-advertise (kafka_advertise)", &self.kafka_advertise),
+        ] {
+            let port = addr.rsplit_once(':').map(|(host, port)| (host.is_empty(), port.parse::<u16>()));
+            if !addr.is_empty() && !matches!(port, Some((false, Ok(p))) if p > 0) {
+                return Err(ConfigError::Invalid(format!("{flag} `{addr}`: expected HOST:PORT")));
+            }
+        }
         self.cluster()?;
         self.topic_defaults.validate().map_err(|e| ConfigError::Invalid(format!("topic_defaults: {e}")))
     }
@@ -313,6 +332,12 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:1");
         assert_eq!(c.topic_defaults.fsync, FsyncPolicy::Interval(std::time::Duration::from_millis(50)));
         assert_eq!(BrokerConfig::from_toml("kafka_listen = \"\"").unwrap().kafka_listen, "", "off");
+        let advertised = BrokerConfig::from_toml("advertise = \"broker-1.example:9500\"").unwrap();
+        assert_eq!(advertised.advertise, "broker-1.example:9500");
+        for bad in ["advertise = \"nohost\"", "advertise = \":9500\"", "kafka_advertise = \"h:0\""] {
+            let e = BrokerConfig::from_toml(bad).unwrap_err().to_string();
+            assert!(e.contains("advertise") && e.contains("HOST:PORT"), "{bad}: {e}");
+        }
         assert!(BrokerConfig::from_toml("nope = 1").is_err());
         assert!(BrokerConfig::from_toml("max_connections = 0").is_err());
         assert!(BrokerConfig::from_toml("max_request_timeout_ms = 0").is_err());

@@ -99,7 +99,6 @@ const REPLICA_FETCH_MAX_BYTES: u32 = 8 << 20;
 async fn start_cluster(
     broker: &Arc<Broker>,
     mut settings: ClusterSettings,
-    client: SocketAddr,
     kafka: Option<SocketAddr>,
 ) -> Result<(ClusterRun, SocketAddr), BrokerError> {
     let listen = settings.peer_listen.clone();
@@ -125,8 +124,8 @@ async fn start_cluster(
     let handle = ClusterHandle::new(Arc::clone(&node), settings, Arc::clone(&replicas));
     broker.set_cluster(Arc::clone(&handle));
     let addrs = BrokerAddrs {
-        client_addr: client.to_string(),
-        kafka_addr: kafka.map(|a| a.to_string()),
+        client_addr: broker.client_addr(),
+        kafka_addr: broker.kafka_advertised(kafka),
         peer_addr: peer.to_string(),
     };
     let renewals = Arc::clone(&handle);
@@ -178,7 +177,7 @@ impl Server {
         let settings = broker.config.cluster().map_err(|e| BrokerError::InvalidConfig(e.to_string()))?;
         let (cluster, peer) = match settings {
             Some(settings) => {
-                let (run, peer) = start_cluster(&broker, settings, addr, kafka).await?;
+                let (run, peer) = start_cluster(&broker, settings, kafka).await?;
                 (Some(run), Some(peer))
             }
             None => (None, None),

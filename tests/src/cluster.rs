@@ -5,7 +5,9 @@
 //! back where its peers and clients expect it), and optionally a
 //! [`Proxy`] on every directed pair: node `i`'s `--peers j=` entry is then
 //! proxy `(i, j)`, which forwards to node `j`'s peer listener, so a test
-//! can cut, drop or delay traffic from `i` to `j` alone.
+//! can cut, drop or delay traffic from `i` to `j` alone; and optionally a
+//! proxy in front of each node's client listener, which the node
+//! advertises, so clients can be cut off from one node.
 //!
 //! Faults: [`kill9`](Cluster::kill9), [`stop`](Cluster::stop) /
 //! [`cont`](Cluster::cont) (SIGSTOP / SIGCONT), [`restart`](Cluster::restart),
@@ -26,8 +28,11 @@ use std::time::{Duration, Instant};
 use sluice_protocol::api::{MetadataRequest, MetadataResponse};
 use sluice_protocol::client::Connection;
 
+use crate::ports::reserve_port;
+pub use crate::ports::three_node_flags;
 use crate::powerfs::PowerFs;
 use crate::proxy::Proxy;
+pub use crate::wait::{wait_until, wait_until_async};
 use crate::{run_cli, ProcessBroker};
 
 /// How to build a cluster.
@@ -35,6 +40,10 @@ use crate::{run_cli, ProcessBroker};
 pub struct ClusterOptions {
     /// A fault proxy on every directed pair of nodes.
     pub proxies: bool,
+    /// A fault proxy in front of every node's client listener, which the
+    /// node advertises (`--advertise`): clients bootstrap through it and
+    /// learn it from Metadata, so a test can cut clients off one node.
+    pub client_proxies: bool,
     /// Each data directory on its own power-loss file system.
     pub power_loss: bool,
     /// Turn the Kafka listener on (a fixed port per node).
@@ -105,36 +114,12 @@ pub struct Cluster {
     bin: String,
     slots: Vec<Slot>,
     proxies: BTreeMap<(u32, u32), Proxy>,
+    client_proxies: BTreeMap<u32, Proxy>,
     root: Option<tempfile::TempDir>,
 }
 
 /// Lines of each node's log in [`Cluster::logs`].
 pub const LOG_TAIL: usize = 200;
-
-/// A port free on 127.0.0.1 now (held until the caller drops the listener).
-/// Taken from 20000-31999, below Linux's ephemeral range (32768 up): the
-/// node binds it only after the listener is dropped, and a port from the
-/// ephemeral range could meanwhile go to another test's `127.0.0.1:0`
-/// socket. Each process walks the range from its own random start.
-fn reserve_port() -> TcpListener {
-    use std::sync::atomic::{AtomicU32, Ordering};
-    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
-    const LOW: u32 = 20_000;
-    const SPAN: u32 = 12_000;
-    let _ = NEXT.compare_exchange(
-        u32::MAX,
-        std::process::id().wrapping_mul(7919) % SPAN,
-        Ordering::AcqRel,
-        Ordering::Acquire,
-    );
-    for _ in 0..SPAN {
-        let port = LOW + NEXT.fetch_add(1, Ordering::AcqRel) % SPAN;
-        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
-            return l;
-        }
-    }
-    TcpListener::bind("127.0.0.1:0").unwrap()
-}
 
 impl Cluster {
     /// Starts `n` nodes of `bin` (the `sluice` program) together and waits
@@ -214,7 +199,12 @@ impl Cluster {
                 }
             }
         }
-        Ok(Self { bin: bin.to_owned(), slots, proxies, root: Some(root) })
+        let client_proxies = if options.client_proxies {
+            slots.iter().map(|s| (s.id, Proxy::start(s.client))).collect()
+        } else {
+            BTreeMap::new()
+        };
+        Ok(Self { bin: bin.to_owned(), slots, proxies, client_proxies, root: Some(root) })
     }
 
     /// Node ids, `1..=n`.
@@ -252,6 +242,9 @@ impl Cluster {
             "--kafka-listen".into(),
             s.kafka.map(|a| a.to_string()).unwrap_or_default(),
         ];
+        if let Some(proxy) = self.client_proxies.get(&id) {
+            args.extend(["--advertise".into(), proxy.addr().to_string()]);
+        }
         if !options.standalone {
             args.extend(["--node-id".into(), id.to_string(), "--peer-listen".into(), s.peer.to_string()]);
             args.extend(["--peers".into(), self.peers_arg(id)]);
@@ -308,9 +301,18 @@ impl Cluster {
     }
 
     /// Every node's client address, comma-separated (for `--broker` and
-    /// the clients' bootstrap).
+    /// the clients' bootstrap): its client proxy's when there is one.
     pub fn bootstrap(&self) -> String {
-        self.slots.iter().map(|s| s.client.to_string()).collect::<Vec<_>>().join(",")
+        let advertised = |s: &Slot| self.client_proxies.get(&s.id).map_or(s.client, Proxy::addr);
+        self.slots.iter().map(|s| advertised(s).to_string()).collect::<Vec<_>>().join(",")
+    }
+
+    /// The proxy in front of node `id`'s client listener.
+    ///
+    /// # Panics
+    /// Without [`ClusterOptions::client_proxies`].
+    pub fn client_proxy(&self, id: u32) -> &Proxy {
+        self.client_proxies.get(&id).expect("cluster started without client proxies")
     }
 
     /// The proxy carrying node `from`'s traffic to node `to`.
@@ -336,7 +338,7 @@ impl Cluster {
 
     /// Heals every proxy.
     pub fn heal_all(&self) {
-        self.proxies.values().for_each(Proxy::heal);
+        self.proxies.values().chain(self.client_proxies.values()).for_each(Proxy::heal);
     }
 
     /// Whether node `id`'s process is running (paused counts).
@@ -536,63 +538,10 @@ impl Drop for Cluster {
             self.kill9(id);
         }
         self.proxies.clear();
+        self.client_proxies.clear();
         for s in &mut self.slots {
             drop(s.fs.take());
         }
         drop(self.root.take());
     }
-}
-
-/// Polls `check` every 20 ms until it holds or `timeout` passes; returns
-/// whether it held.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// [`wait_until`] for async checks (sleeps on the runtime).
-pub async fn wait_until_async<F, Fut>(timeout: Duration, mut check: F) -> bool
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
-/// Each of three nodes' cluster flags (`--node-id`, `--peer-listen`,
-/// `--peers`) with peer ports that were free a moment ago (bound together,
-/// then released), for tests that start `ProcessBroker`s themselves.
-pub fn three_node_flags() -> Vec<Vec<String>> {
-    let held: Vec<std::net::TcpListener> =
-        (0..3).map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind")).collect();
-    let ports: Vec<u16> = held.iter().map(|l| l.local_addr().expect("addr").port()).collect();
-    drop(held);
-    let peers: Vec<String> =
-        ports.iter().enumerate().map(|(i, p)| format!("{}=127.0.0.1:{p}", i + 1)).collect();
-    let peers = peers.join(",");
-    (1..=3)
-        .map(|id: usize| {
-            let listen = format!("127.0.0.1:{}", ports[id - 1]);
-            ["--node-id", &id.to_string(), "--peer-listen", &listen, "--peers", &peers]
-                .map(str::to_owned)
-                .to_vec()
-        })
-        .collect()
 }

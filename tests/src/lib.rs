@@ -6,9 +6,12 @@
 pub mod checker;
 pub mod cluster;
 pub mod cluster_workload;
+pub mod faults;
+pub mod ports;
 pub mod powerfs;
 pub mod produce_stream;
 pub mod proxy;
+pub mod wait;
 pub mod workload;
 
 use std::io::{BufRead, BufReader};

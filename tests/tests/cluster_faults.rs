@@ -6,11 +6,15 @@
 //!   --print-offsets` streaming into an RF=3 topic while its leader is
 //!   killed with `kill -9`; nothing acknowledged is lost, the producer
 //!   carries on by itself, the restarted node catches up;
-//! - a bounded fault loop (`SLUICE_CLUSTER_FAULTS`, default 5: each kind
-//!   once per 5): leader `kill -9`, SIGSTOP longer than the lease, a cut
-//!   between two nodes, a one-way drop, a delay, each healed, with the
-//!   workload running throughout;
-//! - power loss of one node, then of every node at once.
+//! - a bounded fault loop (`SLUICE_CLUSTER_FAULTS`, default 6: each kind
+//!   once per 6; `SLUICE_CLUSTER_FAULT_KINDS` picks kinds): leader
+//!   `kill -9`, SIGSTOP longer than the lease, a cut between two nodes, a
+//!   one-way drop, a delay, the clients cut off from a leader (through a
+//!   proxy in front of each node's client port, which the node
+//!   advertises), each healed, with the workload running throughout
+//!   ([`sluice_tests::faults`]);
+//! - power loss of one node, then of every node at once
+//!   (`SLUICE_CLUSTER_POWER_LOSSES` rounds, default 1).
 //!
 //! The other tests prove each piece of the harness on its own (single
 //! brokers, the cluster flags with a proxy per pair).
@@ -30,6 +34,7 @@ use sluice_protocol::client::Connection;
 use sluice_tests::checker::{check, History, Report};
 use sluice_tests::cluster::{Cluster, ClusterError, ClusterOptions};
 use sluice_tests::cluster_workload::{read_disk_copy, read_replicas, ClusterWorkload, WorkloadConfig};
+use sluice_tests::faults::{inject, summarize, FaultKind, Target};
 use sluice_tests::produce_stream::ProduceStream;
 use sluice_tests::proxy::Proxy;
 
@@ -46,7 +51,7 @@ const LEASE: Duration = Duration::from_secs(3);
 const FORM: Duration = Duration::from_secs(60);
 
 fn faults() -> usize {
-    std::env::var("SLUICE_CLUSTER_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(5)
+    std::env::var("SLUICE_CLUSTER_FAULTS").ok().and_then(|s| s.parse().ok()).unwrap_or(6)
 }
 
 fn seed() -> u64 {
@@ -299,7 +304,7 @@ fn forget_acks_during(history: &mut History, from: Instant, to: Instant) {
 
 /// Cluster settings for the fault tests.
 fn cluster_options(proxies: bool, power_loss: bool) -> ClusterOptions {
-    ClusterOptions { proxies, power_loss, ..ClusterOptions::default() }
+    ClusterOptions { proxies, client_proxies: proxies, power_loss, ..ClusterOptions::default() }
 }
 
 /// Starts 3 nodes and waits until they form a cluster.
@@ -433,99 +438,6 @@ async fn acceptance_kill_the_leader_during_cli_produce() {
     assert_eq!(report.acknowledged, 700, "{report}");
 }
 
-/// One fault of the loop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum FaultKind {
-    KillLeader,
-    PauseLeader,
-    Cut,
-    DropOneWay,
-    Delay,
-}
-
-impl FaultKind {
-    const ALL: [Self; 5] = [Self::KillLeader, Self::PauseLeader, Self::Cut, Self::DropOneWay, Self::Delay];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::KillLeader => "kill -9 of a leader",
-            Self::PauseLeader => "SIGSTOP of a leader past the lease",
-            Self::Cut => "cut between two nodes",
-            Self::DropOneWay => "one-way drop",
-            Self::Delay => "delay between two nodes",
-        }
-    }
-}
-
-/// Injects `kind` (chosen against `partition`'s leader or a random pair),
-/// holds it, heals it, and returns its label.
-async fn inject(
-    c: &mut Cluster,
-    kind: FaultKind,
-    rng: &mut StdRng,
-    options: &ClusterOptions,
-) -> (String, Duration) {
-    let partition = rng.gen_range(0..3);
-    let leader = c.leader(TOPIC, partition).await.unwrap_or(1);
-    let (a, b) = (rng.gen_range(1..=3u32), rng.gen_range(1..=2u32));
-    let b = if b >= a { b + 1 } else { b };
-    let hold = Duration::from_millis(rng.gen_range(500..4000));
-    match kind {
-        FaultKind::KillLeader => {
-            c.kill9(leader);
-            tokio::time::sleep(hold).await;
-            c.restart(leader, options).unwrap_or_else(|e| panic!("{e}"));
-            (format!("kill -9 node {leader} (leader of {partition})"), hold)
-        }
-        FaultKind::PauseLeader => {
-            c.stop(leader);
-            tokio::time::sleep(LEASE + hold).await;
-            c.cont(leader);
-            (format!("SIGSTOP node {leader} (leader of {partition})"), LEASE + hold)
-        }
-        FaultKind::Cut => {
-            c.cut_between(a, b);
-            tokio::time::sleep(hold).await;
-            c.heal_all();
-            (format!("cut {a}<->{b}"), hold)
-        }
-        FaultKind::DropOneWay => {
-            let a_to_b = rng.gen_bool(0.5);
-            c.proxy(a, b).drop_direction(a_to_b);
-            tokio::time::sleep(hold).await;
-            c.heal_all();
-            let (from, to) = if a_to_b { (a, b) } else { (b, a) };
-            (format!("one-way drop {from}->{to} on {a}'s connections"), hold)
-        }
-        FaultKind::Delay => {
-            let delay = Duration::from_millis(rng.gen_range(20..400));
-            c.proxy(a, b).delay(delay);
-            c.proxy(b, a).delay(delay);
-            tokio::time::sleep(hold).await;
-            c.heal_all();
-            (format!("delay {} ms {a}<->{b}", delay.as_millis()), hold)
-        }
-    }
-}
-
-/// Per kind: faults run, the longest unavailability (any partition, and
-/// until every partition was acknowledged again), and how many saw no
-/// acknowledgement after them (`kinds[i]` is the kind of `report.windows[i]`).
-fn summarize(report: &Report, kinds: &[FaultKind]) {
-    for kind in FaultKind::ALL {
-        let windows: Vec<_> =
-            report.windows.iter().zip(kinds).filter(|(_, k)| **k == kind).map(|(w, _)| w).collect();
-        let worst = windows.iter().filter_map(|w| w.unavailable).max();
-        let worst_every = windows.iter().filter_map(|w| w.every_partition).max();
-        let open = windows.iter().filter(|w| w.every_partition.is_none()).count();
-        eprintln!(
-            "{}: {} faults, worst unavailability {worst:?} (every partition: {worst_every:?}), {open} with a partition never acknowledged after",
-            kind.name(),
-            windows.len()
-        );
-    }
-}
-
 /// The bounded fault loop: random faults with the workload running, the
 /// cluster healed and fully replicated between them, the checker at the end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -539,16 +451,18 @@ async fn fault_loop() {
     let mut kinds: Vec<FaultKind> = Vec::new();
     let mut block = Vec::new();
     let mut stuck = None;
+    let chosen = FaultKind::from_env();
     for round in 0..faults() {
-        // Each block of 5 faults is every kind once, in a random order.
+        // Each block is every chosen kind once, in a random order.
         if block.is_empty() {
-            block = FaultKind::ALL.to_vec();
+            block.clone_from(&chosen);
             block.shuffle(&mut rng);
         }
         let kind = block.pop().expect("refilled above");
         kinds.push(kind);
         let at = Instant::now();
-        let (label, held) = inject(&mut c, kind, &mut rng, &options).await;
+        let target = Target { topic: TOPIC, partitions: 3, lease: LEASE };
+        let (label, held) = inject(&mut c, kind, &mut rng, &options, &target).await;
         eprintln!(
             "fault {round}: {label}, held {} ms, healed; {} acknowledged so far",
             held.as_millis(),

@@ -353,7 +353,7 @@ fn a_node_added_later_joins_without_a_vote_and_takes_new_replicas() {
 
     // Node 4: the voters' --peers, its own peer port.
     let voters = flags[0][5].clone();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = sluice_tests::ports::reserve_port().local_addr().unwrap().port();
     let peer4 = format!("127.0.0.1:{port}");
     let flags4 = ["--node-id", "4", "--peer-listen", &peer4, "--peers", &voters];
     let mut fourth = ProcessBroker::spawn(SLUICE, &dir.path().join("n4"), &flags4);
@@ -408,4 +408,31 @@ fn a_node_added_later_joins_without_a_vote_and_takes_new_replicas() {
         let whole = l.iter().all(|p| p.3.as_array().is_some_and(|isr| isr.len() == 3));
         (whole && live(&addr(&fourth), 4).is_some()).then_some(())
     });
+}
+
+/// `--advertise` and `--kafka-advertise`: Metadata names the advertised
+/// addresses (behind a proxy or port map), not the bound ones.
+#[test]
+fn metadata_names_the_advertised_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    let flags = ["--advertise", "sluice-1.example:19500", "--kafka-advertise", "sluice-1.example:19092"];
+    let node = ProcessBroker::spawn(SLUICE, &dir.path().join("n"), &flags);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let (native, kafka) = rt.block_on(async {
+        let native = node.connect().await.call(&MetadataRequest::default()).await.unwrap();
+        let mut conn = KafkaConn::connect(node.kafka.unwrap()).await;
+        let kafka: KafkaMetadataResponse =
+            conn.call(ApiKey::Metadata, 12, &KafkaMetadataRequest::default()).await;
+        (native, kafka)
+    });
+    assert_eq!(native.brokers[0].addr, "sluice-1.example:19500");
+    let b = &kafka.brokers[0];
+    assert_eq!((b.host.as_str(), b.port), ("sluice-1.example", 19092));
+    let refused = std::process::Command::new(SLUICE)
+        .args(["serve", "--advertise", "no-port", "--data-dir"])
+        .arg(dir.path().join("m"))
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("HOST:PORT"), "{refused:?}");
 }

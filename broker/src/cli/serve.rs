@@ -26,6 +26,13 @@ pub struct ServeArgs {
     /// Address to listen on for Kafka clients; "" turns it off.
     #[arg(long, env = "SLUICE_KAFKA_LISTEN")]
     kafka_listen: Option<String>,
+    /// Address clients are told to reach this broker at (behind a proxy,
+    /// NAT or port map, or listening on 0.0.0.0); default: the bound --listen.
+    #[arg(long, env = "SLUICE_ADVERTISE")]
+    advertise: Option<String>,
+    /// The same for Kafka clients; default: the address they connected to.
+    #[arg(long, env = "SLUICE_KAFKA_ADVERTISE")]
+    kafka_advertise: Option<String>,
     /// Default durability of new topics: always | interval:MS | never.
     #[arg(long, env = "SLUICE_FSYNC")]
     fsync: Option<FsyncPolicy>,
@@ -162,6 +169,12 @@ fn config(args: ServeArgs) -> Result<BrokerConfig, CliError> {
     }
     if let Some(v) = args.kafka_listen {
         config.kafka_listen = v;
+    }
+    if let Some(v) = args.advertise {
+        config.advertise = v;
+    }
+    if let Some(v) = args.kafka_advertise {
+        config.kafka_advertise = v;
     }
     if let Some(v) = args.fsync {
         config.topic_defaults.fsync = v;

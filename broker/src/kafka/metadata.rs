@@ -27,9 +27,13 @@ use crate::clustering::ClusterHandle;
 use crate::errors::BrokerError;
 use crate::topics::{validate_topic_name, Topic};
 
-/// This broker as Kafka clients reach it: the address the client connected
-/// to (`local`), else the configured listen address.
+/// This broker as Kafka clients reach it: `kafka_advertise` when set, else
+/// the address the client connected to (`local`), else the configured
+/// listen address.
 pub fn endpoint(broker: &Broker, local: Option<SocketAddr>) -> (String, i32) {
+    if let Some(advertised) = clustered::host_port(&broker.config.kafka_advertise) {
+        return advertised;
+    }
     let addr = local.or_else(|| broker.config.kafka_listen.parse().ok());
     addr.map_or_else(|| ("127.0.0.1".to_owned(), 9092), |a| (a.ip().to_string(), i32::from(a.port())))
 }
