@@ -75,6 +75,10 @@ pub(crate) struct ReadyBatch {
     pub created: Instant,
     /// Sends so far.
     pub attempts: u32,
+    /// `attempts` when its partition's leader last moved: the retry
+    /// backoff grows with the failures since, so a new leader starts again
+    /// from the shortest backoff.
+    pub backoff_from: u32,
     /// Completes the records' delivery futures.
     pub completion: Completer,
     /// Buffer memory to release when done.
@@ -123,6 +127,7 @@ impl PartitionQueue {
             epoch: self.epoch,
             created: open.created,
             attempts: 0,
+            backoff_from: 0,
             completion: open.completion,
             reserved: open.reserved,
         });

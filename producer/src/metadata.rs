@@ -78,7 +78,11 @@ pub(crate) async fn refresh_metadata(inner: Weak<Inner>) {
             continue;
         }
         match inner.router.metadata(known.iter().map(|t| t.to_string()).collect()).await {
-            Ok(resp) => inner.learn_topics(&resp, &known),
+            Ok(resp) => {
+                inner.learn_topics(&resp, &known);
+                // Batches waiting on a retry go at once to a leader that moved.
+                inner.wake.notify_one();
+            }
             Err(e) => tracing::debug!(error = %e, "metadata refresh failed"),
         }
     }

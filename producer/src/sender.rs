@@ -33,11 +33,23 @@ use crate::Inner;
 /// A sent batch, the broker it went to, and its answer.
 type Done = (ReadyBatch, u64, Result<ProduceResponse, ClientError>);
 
-/// Batches of one partition waiting to be resent.
+/// Batches of one partition waiting to be resent: after their backoff,
+/// or as soon as the metadata names a leader other than the broker they
+/// failed on (as KIP-951 has Kafka's clients do: a failover costs the
+/// election, not the election plus a backoff that grew meanwhile).
 #[derive(Debug)]
 struct Retry {
     at: Instant,
     batches: Vec<ReadyBatch>,
+    /// The broker the last attempt went to, if it got that far.
+    failed_on: Option<u64>,
+}
+
+impl Retry {
+    /// Whether the metadata names a leader other than the one that failed.
+    fn leader_moved(&self, inner: &Inner, key: &PartitionKey) -> bool {
+        inner.router.cache().leader(&key.0, key.1).is_some_and(|l| Some(l) != self.failed_on)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -66,12 +78,15 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let due: Vec<PartitionKey> = s
             .retry
             .iter()
-            .filter(|(k, r)| r.at <= now && s.in_flight_of(k) == 0)
+            .filter(|(k, r)| s.in_flight_of(k) == 0 && (r.at <= now || r.leader_moved(&inner, k)))
             .map(|(k, _)| k.clone())
             .collect();
         let mut to_send = Vec::new();
         for key in due {
             if let Some(mut r) = s.retry.remove(&key) {
+                if r.leader_moved(&inner, &key) {
+                    r.batches.iter_mut().for_each(|b| b.backoff_from = b.attempts);
+                }
                 r.batches.sort_by_key(|b| b.sequence);
                 to_send.extend(r.batches);
             }
@@ -193,8 +208,12 @@ impl Sender {
         if retriable && !expired && batch.attempts < inner.config.retries {
             tracing::debug!(topic = %key.0, partition = key.1, sequence = batch.sequence, error = %e, "retrying batch");
             let c = &inner.config;
-            let at = Instant::now() + retry_backoff(c.retry_backoff, c.retry_backoff_max, batch.attempts);
-            self.retry.entry(key).or_insert_with(|| Retry { at, batches: Vec::new() }).batches.push(batch);
+            let failures = batch.attempts - batch.backoff_from;
+            let at = Instant::now() + retry_backoff(c.retry_backoff, c.retry_backoff_max, failures);
+            let retry =
+                self.retry.entry(key).or_insert_with(|| Retry { at, batches: Vec::new(), failed_on: broker });
+            retry.failed_on = broker;
+            retry.batches.push(batch);
             return;
         }
         let error = if expired {

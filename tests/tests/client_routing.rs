@@ -68,6 +68,32 @@ async fn the_producer_follows_a_moved_leader_without_losing_reordering_or_duplic
     assert!(cluster.counts(1, ApiKey::Produce).served >= 1, "the first leader took the first phase");
 }
 
+/// A batch refused by a deposed leader goes to the new one as soon as the
+/// metadata names it (KIP-951), not after its retry backoff: here 3 s,
+/// which a failover would otherwise add to the election.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_goes_to_a_new_leader_at_once_not_after_the_backoff() {
+    let broker = TestBroker::start(|_| {}).await;
+    create_topic(&broker.connect().await, "t", 1, &[]).await.unwrap();
+    let cluster = FakeCluster::start(broker.addr, &[1, 2], 1).await;
+    let producer = Producer::builder()
+        .bootstrap(cluster.addr(1))
+        .retry_backoff(Duration::from_secs(3))
+        .retry_backoff_max(Duration::from_secs(3))
+        .build()
+        .await
+        .unwrap();
+    producer.send_and_wait(Record::new("t", "before")).await.unwrap();
+    cluster.set_leader(2);
+    let started = std::time::Instant::now();
+    let m = producer.send_and_wait(Record::new("t", "after")).await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(m.offset, 1);
+    assert!(cluster.counts(1, ApiKey::Produce).refused >= 1, "the old leader refused it first");
+    assert!(took < Duration::from_millis(1500), "resent after {took:?}: waited out the 3 s backoff");
+    producer.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_wait_while_a_partition_is_offline_until_a_leader_appears_or_the_delivery_timeout() {
     let broker = TestBroker::start(|_| {}).await;
