@@ -110,7 +110,7 @@ fn judge(c: &Cluster, history: &History, label: &str) -> Report {
 }
 
 // ---------------------------------------------------------------------
-// What runs today: the harness on single brokers, the cluster flags.
+// The harness itself: the cluster flags, single brokers, the proxy.
 // ---------------------------------------------------------------------
 
 /// Three nodes with the cluster flags and a proxy on every directed pair:
@@ -118,7 +118,7 @@ fn judge(c: &Cluster, history: &History, label: &str) -> Report {
 /// own proxies. Every node answers and lists the others, and a restarted
 /// node keeps its client address and rejoins.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_with_the_cluster_flags_start_or_fail_clearly() {
+async fn three_nodes_behind_proxies_form_and_a_restarted_node_rejoins() {
     let options = ClusterOptions { proxies: true, ..ClusterOptions::default() };
     let mut c = Cluster::prepare(&sluice(), 3, &options).unwrap();
     let args = c.serve_args(1, &options).join(" ");
@@ -299,7 +299,7 @@ fn forget_acks_during(history: &mut History, from: Instant, to: Instant) {
 }
 
 // ---------------------------------------------------------------------
-// The cluster's fault tests: need issue #18 merged.
+// The cluster's fault tests.
 // ---------------------------------------------------------------------
 
 /// Cluster settings for the fault tests.
