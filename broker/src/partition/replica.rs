@@ -489,22 +489,53 @@ impl Partition {
     /// Storage errors of the truncation; `ReadersActive` when readers hold
     /// the log for longer than the patience allows.
     pub fn truncate_live(&self, offset: u64) -> Result<(), StorageError> {
+        self.rewrite_live(offset, false, |log| {
+            if log.log_end_offset() <= offset {
+                return Ok(false);
+            }
+            log.truncate_to(offset).map(|()| true)
+        })
+    }
+
+    /// Empties the log and starts it over at `offset` (past its end) while
+    /// the partition serves: a follower whose log lies wholly below its
+    /// leader's log start ([`Log::reset_to`]). Blocking.
+    ///
+    /// # Errors
+    /// As [`truncate_live`](Self::truncate_live).
+    pub fn reset_live(&self, offset: u64) -> Result<(), StorageError> {
+        self.rewrite_live(offset, true, |log| log.reset_to(offset).map(|()| true))
+    }
+
+    /// Runs `op` on the log alone (no reader holding it, the partition's
+    /// write lock taken), then publishes the log's new end, durable offset
+    /// and high watermark (moved back, or forward when `forward`: a reset);
+    /// `op` answers whether it changed the log.
+    fn rewrite_live(
+        &self,
+        offset: u64,
+        forward: bool,
+        op: impl Fn(&mut crate::storage::Log) -> Result<bool, StorageError>,
+    ) -> Result<(), StorageError> {
         let deadline = Instant::now() + TRUNCATE_PATIENCE;
         loop {
             {
                 let _held = lock(&self.syncing);
                 let mut slot = write(&self.log);
                 if let Some(log) = Arc::get_mut(&mut slot) {
-                    if log.log_end_offset() <= offset {
-                        return Ok(());
-                    }
-                    match log.truncate_to(offset) {
-                        Ok(()) => {
+                    match op(log) {
+                        Ok(false) => return Ok(()),
+                        Ok(true) => {
                             let (end, durable) = (log.log_end_offset(), log.durable_offset());
-                            self.durable.send_modify(|d| d.offset = d.offset.min(durable));
-                            self.hw.send_modify(|h| *h = (*h).min(end));
+                            if forward {
+                                self.durable.send_modify(|d| d.offset = durable);
+                                self.hw.send_modify(|h| *h = (*h).max(end));
+                            } else {
+                                self.durable.send_modify(|d| d.offset = d.offset.min(durable));
+                                self.hw.send_modify(|h| *h = (*h).min(end));
+                            }
                             self.role.log_end.send_replace(end);
-                            tracing::warn!(topic = %self.topic, partition = self.index, log_end_offset = end, "truncated to agree with the leader");
+                            tracing::warn!(topic = %self.topic, partition = self.index, log_start_offset = log.log_start_offset(), log_end_offset = end, "log rewritten to agree with the leader");
                             return Ok(());
                         }
                         Err(StorageError::ReadersActive { segment }) if Instant::now() < deadline => {

@@ -8,7 +8,9 @@
 //! node id, the epoch it believes and its durable offset, appends each
 //! batch verbatim, lets the partition's flusher group-commit, and sends
 //! the next fetch as soon as the flush lands (so a durable acknowledgement
-//! on the leader costs one follower flush plus one round trip). Any
+//! on the leader costs one follower flush plus one round trip). A fetch
+//! below the leader's log start (its retention deleted what this replica
+//! would fetch next) empties this log and starts it over there. Any
 //! failure drops the connection and dials again with backoff.
 
 use std::sync::Arc;
@@ -174,6 +176,15 @@ impl Session<'_> {
         let ReplicaResponse::Fetch(resp) = call(conn, &req, cfg.fetch_max_wait + ANSWER_SLACK).await? else {
             return Err(FetchError::Unexpected);
         };
+        if resp.error == ErrorCode::OffsetOutOfRange && resp.log_start_offset > offset {
+            // The leader no longer holds what comes next here (its
+            // retention deleted it): start over at its log start.
+            let (p, start) = (Arc::clone(self.p), resp.log_start_offset);
+            tokio::task::spawn_blocking(move || p.reset_live(start))
+                .await
+                .map_err(|e| FetchError::Join(e.to_string()))??;
+            return Ok(());
+        }
         if resp.error != ErrorCode::None {
             return Err(FetchError::Leader(resp.error));
         }

@@ -215,3 +215,38 @@ async fn live_truncation_waits_for_readers() {
     let a = n.p.append(records(1), MAX_FRAME, now_ms()).unwrap();
     assert_eq!(a.info.base_offset, 2);
 }
+
+/// A follower whose log lies wholly below the leader's log start (the
+/// leader's retention deleted what it would fetch next; here it holds
+/// nothing at all) starts over at the leader's log start instead of
+/// retrying forever, catches up, and rejoins the ISR.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_below_the_leaders_log_start_starts_over_there() {
+    let dir = tempfile::tempdir().unwrap();
+    let l = node(dir.path(), 1, FsyncPolicy::Always).await;
+    let f = node(dir.path(), 2, FsyncPolicy::Always).await;
+    l.mgr.set_role(&l.p, leader(1, &[1, 2], &[1], 1));
+    for _ in 0..5 {
+        let a = l.p.append(records(3), MAX_FRAME, now_ms()).unwrap();
+        l.p.wait_durable(&a, WAIT).await.unwrap();
+        l.p.log().roll().unwrap();
+    }
+    let mut cfg = l.p.config();
+    cfg.retention_bytes = 1;
+    let lp = std::sync::Arc::clone(&l.p);
+    tokio::task::spawn_blocking(move || lp.set_config(cfg)).await.unwrap();
+    l.p.log().apply_retention(now_ms()).unwrap();
+    let start = l.p.log().log_start_offset();
+    assert!(start > 0, "retention deleted the first segments");
+
+    f.mgr.set_role(&f.p, follower(1, &l));
+    eventually("the follower starts at the leader's log start and catches up", || {
+        let log = f.p.log();
+        (log.log_start_offset(), log.log_end_offset()) == (start, 15)
+    })
+    .await;
+    let a = l.p.append(records(2), MAX_FRAME, now_ms()).unwrap();
+    l.p.wait_durable(&a, WAIT).await.unwrap();
+    eventually("the follower back in the ISR", || isr_of(&l.p) == vec![1, 2]).await;
+    eventually("the follower holds the leader's bytes", || all_bytes(&l.p) == all_bytes(&f.p)).await;
+}

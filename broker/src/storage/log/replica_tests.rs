@@ -116,3 +116,29 @@ fn reads_between_the_high_watermark_and_the_log_end_are_empty_not_out_of_range()
     let last = sluice_protocol::batch::split_batches(bytes).last().unwrap().unwrap();
     assert_eq!(last.header().last_offset() + 1, 8);
 }
+
+/// A reset empties the log and starts it at an offset past its end; the
+/// directory then opens at that offset, appends continue from it, and an
+/// offset below the end is refused.
+#[test]
+fn a_reset_starts_the_log_over_past_its_end_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = open(dir.path(), 4096);
+    for epoch in [1, 1, 2] {
+        log.append_batch_at_epoch(&batch(3), 0, epoch).unwrap();
+    }
+    log.roll().unwrap();
+    log.append_batch_at_epoch(&batch(3), 0, 2).unwrap();
+    assert!(matches!(log.reset_to(5), Err(StorageError::OffsetOutOfRange { .. })));
+    log.reset_to(40).unwrap();
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.durable_offset()), (40, 40, 40));
+    assert_eq!(log.stats().segment_count, 1);
+    assert!(log.read_for_replica(40, 1 << 20).unwrap().is_empty());
+    let info = log.append_batch_at_epoch(&batch(2), 0, 3).unwrap();
+    assert_eq!(info.base_offset, 40);
+    log.flush().unwrap();
+    drop(log);
+    let log = open(dir.path(), 4096);
+    assert_eq!((log.log_start_offset(), log.log_end_offset(), log.last_epoch()), (40, 42, 3));
+    assert_eq!(epochs(&log), vec![(40, 3)]);
+}

@@ -1,5 +1,6 @@
-//! Retention (deleting whole sealed segments by age or size) and
-//! truncation (cutting the log back to an offset).
+//! Retention (deleting whole sealed segments by age or size), truncation
+//! (cutting the log back to an offset), and a reset (starting the log over
+//! at an offset past its end).
 
 use std::sync::atomic::Ordering;
 
@@ -73,5 +74,48 @@ impl Log {
         self.end.store(end, Ordering::Release);
         self.durable.fetch_min(end, Ordering::AcqRel);
         write_atomically(&self.dir, files::RECOVERY_POINT, format!("{}\n", self.durable_offset()).as_bytes())
+    }
+
+    /// Empties the log and starts it again, empty, at `offset` (past its
+    /// end): a follower whose whole log lies below its leader's log start
+    /// (the leader's retention deleted what it would fetch next, or this
+    /// replica lost its data) starts over there, as Kafka's followers do.
+    /// Every old segment is renamed for deletion and the directory synced
+    /// before the new segment exists, so a crash in between leaves an
+    /// empty log (which fetches and resets again), never a gap. Needs
+    /// exclusive use, as [`truncate_to`](Self::truncate_to).
+    ///
+    /// # Errors
+    /// `OffsetOutOfRange` when `offset` is below the log end; I/O failures
+    /// (after the old segments went, the log is then failed).
+    pub fn reset_to(&mut self, offset: u64) -> Result<(), StorageError> {
+        let config = self.config();
+        let opts = segment_options(&config, &self.space);
+        let state = self.state.get_mut().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (log_start_offset, log_end_offset) = (state.log_start_offset(), state.active.next_offset());
+        if offset < log_end_offset {
+            return Err(StorageError::OffsetOutOfRange { offset, log_start_offset, log_end_offset });
+        }
+        let mut removed = Vec::new();
+        for (_, seg) in std::mem::take(&mut state.sealed) {
+            removed.extend(seg.rename_for_delete()?);
+        }
+        removed.extend(state.active.rename_for_delete()?);
+        remove_snapshots(&self.dir, &mut state.snapshots, 0)?;
+        sync_dir(&self.dir)?;
+        segment::remove_files(&removed);
+        match Segment::create(&self.dir, offset, &opts) {
+            Ok(fresh) => state.active = fresh,
+            Err(e) => {
+                self.failed.store(true, Ordering::Release);
+                return Err(e);
+            }
+        }
+        state.load_producers(&self.dir, &config);
+        self.end.store(offset, Ordering::Release);
+        self.durable.store(offset, Ordering::Release);
+        sync_dir(&self.dir)?;
+        tracing::warn!(dir = %self.dir.display(), from = log_start_offset, to = log_end_offset, offset, "log reset: starts over at the leader's log start");
+        write_atomically(&self.dir, files::RECOVERY_POINT, format!("{offset}\n").as_bytes())
     }
 }
