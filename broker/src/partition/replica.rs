@@ -456,29 +456,6 @@ impl Partition {
         Ok(info)
     }
 
-    /// Follower side: waits until this broker's log is durable (by its
-    /// fsync policy) up to `end`, at most `timeout`. False on timeout, a
-    /// failed sync, or cancellation.
-    pub async fn wait_local(&self, end: u64, timeout: Duration) -> bool {
-        let mut rx = self.durable.subscribe();
-        let covered = |log_hw: u64| log_hw >= end;
-        let wait = async {
-            loop {
-                if covered(self.log().local_high_watermark()) {
-                    return true;
-                }
-                if rx.borrow_and_update().failed {
-                    return false;
-                }
-                tokio::select! {
-                    r = rx.changed() => if r.is_err() { return false },
-                    () = self.cancel.cancelled() => return false,
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.unwrap_or(false)
-    }
-
     /// Cuts the log back to `offset` while the partition serves (a follower
     /// before it fetches): takes the partition's write lock once no reader
     /// holds the log, truncates it in place, and moves the durable offset

@@ -7,8 +7,11 @@
 //! end offset for that epoch); then fetches from the log end, carrying its
 //! node id, the epoch it believes and its durable offset, appends each
 //! batch verbatim, lets the partition's flusher group-commit, and sends
-//! the next fetch as soon as the flush lands (so a durable acknowledgement
-//! on the leader costs one follower flush plus one round trip). A fetch
+//! the next fetch at once, the flush running meanwhile; a fetch sent while
+//! a flush is pending waits for data at most 1 ms, so the one after the
+//! flush reports it (a durable acknowledgement on the leader costs about
+//! one follower flush plus one round trip, and consecutive rounds overlap
+//! instead of queueing behind each flush). A fetch
 //! below the leader's log start (its retention deleted what this replica
 //! would fetch next) empties this log and starts it over there. Any
 //! failure drops the connection and dials again with backoff.
@@ -33,10 +36,6 @@ use crate::storage::StorageError;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Slack on top of the fetch wait before an answer is overdue.
 const ANSWER_SLACK: Duration = Duration::from_secs(5);
-/// Longest wait for this broker's own flush of fetched batches (also at
-/// most half the lag time, so a slow `interval` flush does not make the
-/// leader think this follower stopped fetching).
-const FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// Longest reconnect backoff.
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
@@ -65,7 +64,8 @@ pub(super) async fn run(mgr: Arc<ReplicaManager>, p: Arc<Partition>, role: Role,
     let mut backoff = mgr.cfg.reconnect_backoff;
     loop {
         let mut fetched = false;
-        let session = Session { mgr: &mgr, p: &p, epoch, leader, fetched: &mut fetched };
+        let session =
+            Session { mgr: &mgr, p: &p, epoch, leader, fetched: &mut fetched, idle_while_flushing: 0 };
         let result = tokio::select! {
             r = session.run(&leader_peer_addr) => r,
             () = cancel.cancelled() => return,
@@ -92,7 +92,14 @@ struct Session<'a> {
     epoch: u32,
     leader: u64,
     fetched: &'a mut bool,
+    /// Fetches in a row that brought nothing while this broker's own
+    /// flush was pending (the next one waits twice as long).
+    idle_while_flushing: u32,
 }
+
+/// The first wait of a fetch sent while this broker's flush is pending:
+/// its answer reports the flush soon after it lands.
+const FLUSH_POLL: Duration = Duration::from_millis(1);
 
 async fn call(
     conn: &mut PeerConn,
@@ -155,25 +162,37 @@ impl Session<'_> {
         Ok(())
     }
 
-    /// One fetch: asks from the log end, appends what comes, waits for
-    /// this broker's flush of it (reported by the next fetch).
+    /// One fetch: asks from the log end, reporting what this broker has
+    /// made durable, and appends what comes. It does not wait for its own
+    /// flush of those batches: the next fetch goes at once, so the
+    /// follower's fsync overlaps the next round trip and append, and the
+    /// fetch after the flush reports it. While a flush is pending a fetch
+    /// waits at most 1 ms for data (doubling while nothing comes), so the
+    /// durable offset reaches the leader soon after the flush even when no
+    /// more data follows; otherwise it long-polls for `fetch_max_wait`.
     async fn fetch_once(&mut self, conn: &mut PeerConn) -> Result<(), FetchError> {
         let cfg = &self.mgr.cfg;
         let log = self.p.log();
         let offset = log.log_end_offset();
+        let durable = log.local_high_watermark();
+        let wait = if durable < offset {
+            FLUSH_POLL.saturating_mul(1 << self.idle_while_flushing.min(16)).min(cfg.fetch_max_wait)
+        } else {
+            cfg.fetch_max_wait
+        };
         let req = ReplicaRequest::Fetch(ReplicaFetch {
             topic: self.p.topic.to_string(),
             partition: self.p.index,
             replica_id: cfg.node_id,
             leader_epoch: self.epoch,
             fetch_offset: offset,
-            durable_offset: log.local_high_watermark(),
+            durable_offset: durable,
             max_bytes: cfg.fetch_max_bytes,
-            max_wait_ms: u32::try_from(cfg.fetch_max_wait.as_millis()).unwrap_or(u32::MAX),
+            max_wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         });
-        tracing::debug!(topic = %self.p.topic, partition = self.p.index, epoch = self.epoch, fetch_offset = offset, durable = log.local_high_watermark(), log_durable = log.durable_offset(), "replica fetch");
+        tracing::debug!(topic = %self.p.topic, partition = self.p.index, epoch = self.epoch, fetch_offset = offset, durable, log_durable = log.durable_offset(), "replica fetch");
         drop(log);
-        let ReplicaResponse::Fetch(resp) = call(conn, &req, cfg.fetch_max_wait + ANSWER_SLACK).await? else {
+        let ReplicaResponse::Fetch(resp) = call(conn, &req, wait + ANSWER_SLACK).await? else {
             return Err(FetchError::Unexpected);
         };
         if resp.error == ErrorCode::OffsetOutOfRange && resp.log_start_offset > offset {
@@ -191,9 +210,8 @@ impl Session<'_> {
         *self.fetched = true;
         let end = append_all(self.p, resp.batches)?.unwrap_or(offset);
         self.p.set_leader_high_watermark(resp.high_watermark);
-        if end > offset {
-            self.p.wait_local(end, FLUSH_WAIT.min(cfg.replica_lag_time_max / 2)).await;
-        }
+        self.idle_while_flushing =
+            if end == offset && durable < offset { self.idle_while_flushing + 1 } else { 0 };
         Ok(())
     }
 }

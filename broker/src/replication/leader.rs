@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use sluice_protocol::ErrorCode;
 
 use super::wire::{
@@ -57,7 +57,12 @@ impl ReplicationService for ReplicaManager {
                         ReplicaResponse::OffsetForLeaderEpoch(self.answer_epoch(&o))
                     }
                 };
-                conn.send(resp.encode()).await?;
+                // Vectored, so the batches go from the log to the socket
+                // without a copy (Framed's buffer stays empty: every answer
+                // on this channel is written this way).
+                sluice_protocol::io::write_frame(conn.get_mut(), &resp.chunks())
+                    .await
+                    .map_err(|e| PeerError::Frame(e.into()))?;
             }
         })
     }

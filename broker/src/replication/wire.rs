@@ -161,6 +161,24 @@ impl ReplicaRequest {
 }
 
 impl ReplicaResponse {
+    /// The frame as chunks to write in order (for
+    /// `sluice_protocol::io::write_frame`): a fetch's batches are the last
+    /// chunk as they came from the log, never copied into the frame.
+    pub fn chunks(&self) -> Vec<Bytes> {
+        match self {
+            Self::Fetch(f) => {
+                let mut w = Writer::new();
+                w.u8(FETCH);
+                w.u16(f.error as u16);
+                w.u64(f.high_watermark);
+                w.u64(f.log_start_offset);
+                w.u32(u32::try_from(f.batches.len()).unwrap_or(u32::MAX));
+                vec![w.into_bytes(), f.batches.clone()]
+            }
+            Self::OffsetForLeaderEpoch(_) => vec![self.encode()],
+        }
+    }
+
     /// The frame.
     pub fn encode(&self) -> Bytes {
         let mut w = Writer::new();
@@ -242,6 +260,14 @@ mod tests {
             end_offset: 4,
         });
         assert_eq!(ReplicaResponse::decode(epoch.encode()).unwrap(), epoch);
+        // The chunks written to the socket are the frame, the batches
+        // shared with the log rather than copied.
+        for r in [&resp, &epoch] {
+            assert_eq!(r.chunks().concat(), r.encode().to_vec());
+        }
+        if let ReplicaResponse::Fetch(f) = &resp {
+            assert_eq!(resp.chunks()[1].as_ptr(), f.batches.as_ptr());
+        }
         let frame = fetch.encode();
         for cut in 0..frame.len() {
             assert!(ReplicaRequest::decode(frame.slice(..cut)).is_err(), "cut at {cut}");
