@@ -107,7 +107,13 @@ impl PowerFs {
     /// When the kernel refuses (a process still uses the mount).
     pub fn unmount(&mut self) -> io::Result<()> {
         match self.session.take() {
-            Some(session) => session.umount_and_join(),
+            // The session's reader can end with ECONNABORTED instead of
+            // ENODEV when the unmount aborts the FUSE connection under it
+            // (seen under load in CI): the mount is gone either way.
+            Some(session) => match session.umount_and_join() {
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => Ok(()),
+                other => other,
+            },
             None => Ok(()),
         }
     }
