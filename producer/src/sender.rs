@@ -75,16 +75,20 @@ pub(crate) async fn run(inner: Arc<Inner>) {
         let closed = inner.closed.load(Ordering::Acquire);
         let next_linger = inner.acc().close_expired(inner.config.linger, closed);
         let now = Instant::now();
-        let due: Vec<PartitionKey> = s
+        // (partition, resent because its leader moved)
+        let due: Vec<(PartitionKey, bool)> = s
             .retry
             .iter()
-            .filter(|(k, r)| s.in_flight_of(k) == 0 && (r.at <= now || r.leader_moved(&inner, k)))
-            .map(|(k, _)| k.clone())
+            .filter(|(k, _)| s.in_flight_of(k) == 0)
+            .filter_map(|(k, r)| {
+                let moved = r.leader_moved(&inner, k);
+                (moved || r.at <= now).then(|| (k.clone(), moved))
+            })
             .collect();
         let mut to_send = Vec::new();
-        for key in due {
+        for (key, moved) in due {
             if let Some(mut r) = s.retry.remove(&key) {
-                if r.leader_moved(&inner, &key) {
+                if moved {
                     r.batches.iter_mut().for_each(|b| b.backoff_from = b.attempts);
                 }
                 r.batches.sort_by_key(|b| b.sequence);

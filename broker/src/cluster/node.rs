@@ -343,7 +343,7 @@ impl ControllerNode {
     /// Whether `id` votes in the controller quorum (as this node last saw
     /// the membership).
     pub fn is_voter(&self, id: u64) -> bool {
-        self.raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id)
+        peer_server::is_voter(&self.raft, id)
     }
 
     /// The peer address of member `id`: from the controller's membership

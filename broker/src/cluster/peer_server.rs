@@ -219,6 +219,12 @@ pub fn is_member(raft: &ControllerRaft, id: u64) -> bool {
     raft.metrics().borrow_watched().membership_config.membership().get_node(&id).is_some()
 }
 
+/// Whether `id` votes in the controller quorum, as `raft` last saw its
+/// membership.
+pub fn is_voter(raft: &ControllerRaft, id: u64) -> bool {
+    raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id)
+}
+
 /// Adds node `id` at `addr` as a non-voting member (a Raft learner)
 /// through the local node, which must be the controller leader; a voter's
 /// id is refused (re-adding it would demote nothing but could change its
@@ -228,9 +234,7 @@ pub fn is_member(raft: &ControllerRaft, id: u64) -> bool {
 /// # Errors
 /// `Refused`, `NotLeader` with the leader this node knows of, or `Raft`.
 pub async fn add_learner_local(raft: &ControllerRaft, id: u64, addr: String) -> Result<(), WriteError> {
-    let is_voter =
-        raft.metrics().borrow_watched().membership_config.membership().voter_ids().any(|v| v == id);
-    if is_voter {
+    if is_voter(raft, id) {
         return Err(WriteError::Refused(format!("node {id} is a voter already")));
     }
     if addr.trim().is_empty() {

@@ -114,8 +114,8 @@ impl Log {
         state.load_producers(&self.dir, &config);
         self.end.store(offset, Ordering::Release);
         self.durable.store(offset, Ordering::Release);
-        sync_dir(&self.dir)?;
         tracing::warn!(dir = %self.dir.display(), from = log_start_offset, to = log_end_offset, offset, "log reset: starts over at the leader's log start");
+        // Its directory sync also makes the new segment's name durable.
         write_atomically(&self.dir, files::RECOVERY_POINT, format!("{offset}\n").as_bytes())
     }
 }
