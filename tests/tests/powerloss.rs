@@ -484,3 +484,55 @@ fn a_log_reset_survives_a_power_loss() {
     drop(log);
     fs.unmount().unwrap();
 }
+
+/// Power cut at every step of a log reset: the log always opens (no
+/// repair), either as it was before the reset or empty (at 0 or at the
+/// new start), never with the old records below a gap.
+#[test]
+fn a_log_reset_cut_at_any_step_opens_whole_or_empty() {
+    use sluice_broker::storage::{DiskSpace, FsyncPolicy, Log, LogConfig};
+    use sluice_protocol::batch::{BatchBuilder, RecordBatch};
+    let mut b = BatchBuilder::new();
+    b.append(1_700_000_000_000, None, Some(b"value"), &[]);
+    let batch = RecordBatch::new(b.build()).unwrap();
+    let config = LogConfig { fsync: FsyncPolicy::Always, ..LogConfig::default() };
+    for then_ops in 0..64 {
+        let dir = tempfile::tempdir().unwrap();
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        let Some(mut fs) = PowerFs::mount_or_skip(&mnt, "powerloss::log reset cut") else { return };
+        let data = mnt.join("log");
+        let (mut log, _) = Log::open(&data, config.clone(), DiskSpace::Real).unwrap();
+        for _ in 0..12 {
+            log.append_batch_at_epoch(&batch, 0, 1).unwrap();
+        }
+        log.flush().unwrap();
+        fs.arm_cut(CutTrigger {
+            op: Some(Op::Rename),
+            path_contains: Some(".deleted".into()),
+            then_ops,
+            crash: false,
+        });
+        log.reset_to(40).unwrap();
+        let cut = fs.cut_happened();
+        fs.cut_now();
+        drop(log);
+        fs.power_loss_and_remount().unwrap();
+        let (log, _) = Log::open(&data, config.clone(), DiskSpace::Real)
+            .unwrap_or_else(|e| panic!("cut {then_ops} operations into the reset: {e}"));
+        let (start, end) = (log.log_start_offset(), log.log_end_offset());
+        assert!(
+            (start, end) == (0, 12) || (start == end && (start == 0 || start == 40)),
+            "cut {then_ops} operations into the reset: the log opened as [{start}, {end})"
+        );
+        drop(log);
+        fs.unmount().unwrap();
+        if !cut {
+            assert!(then_ops > 2, "the cut never came inside the reset");
+            assert_eq!((start, end), (40, 40), "the whole reset was durable");
+            eprintln!("log reset: cut at each of its first {then_ops} file operations");
+            return;
+        }
+    }
+    panic!("the reset took more than 64 file operations");
+}
