@@ -21,6 +21,7 @@ use sluice_protocol::batch::{increment_sequence, BatchBuilder, Compression, Head
 
 use crate::completion::{Completer, Completion};
 use crate::fxhash::FxHashMap;
+use crate::pool::BufferPool;
 use crate::TopicInfo;
 
 pub(crate) use crate::completion::BatchResult;
@@ -46,18 +47,30 @@ struct OpenBatch {
 }
 
 impl OpenBatch {
-    /// An empty batch reporting to `completion`, its buffer sized for
-    /// `batch_bytes` (at most 1 MiB up front).
+    /// An empty batch reporting to `completion`, its buffer from `pool`
+    /// and sized for `batch_bytes` (at most 1 MiB up front).
     #[inline(always)]
-    fn new(completion: Completer, batch_bytes: usize, compression: Compression) -> Self {
+    fn new(
+        completion: Completer,
+        pool: &mut BufferPool,
+        batch_bytes: usize,
+        compression: Compression,
+    ) -> Self {
+        let buf = pool.take(buffer_capacity(batch_bytes));
         Self {
-            builder: BatchBuilder::with_capacity(batch_bytes.min(1 << 20)).compression(compression),
+            builder: BatchBuilder::with_buffer(buf).compression(compression),
             created: Instant::now(),
             created_ms: now_ms(),
             completion,
             reserved: 0,
         }
     }
+}
+
+/// The buffer a batch of at most `batch_bytes` is given up front.
+#[inline]
+pub(crate) fn buffer_capacity(batch_bytes: usize) -> usize {
+    batch_bytes.min(1 << 20)
 }
 
 /// A closed batch, ready to send (and to resend on retriable failure).
@@ -170,6 +183,8 @@ pub(crate) struct Accumulator {
     topics: FxHashMap<Arc<str>, TopicInfo>,
     /// The topic looked up last: skips the map probe while it repeats.
     last_topic: Option<TopicInfo>,
+    /// Buffers of acknowledged batches, for new ones.
+    pool: BufferPool,
 }
 
 /// What an append did, for waking the sender.
@@ -228,7 +243,13 @@ impl Accumulator {
             credit: 0,
             topics: FxHashMap::default(),
             last_topic: None,
+            pool: BufferPool::default(),
         }
+    }
+
+    /// Keeps a finished batch's buffer for a new batch.
+    pub fn recycle(&mut self, buf: Vec<u8>) {
+        self.pool.give(buf, buffer_capacity(self.batch_bytes));
     }
 
     /// What is known of `topic`.
@@ -320,14 +341,14 @@ impl Accumulator {
             move_sticky(&mut self.sticky, &queue.key);
             appended = Appended::Closed;
         }
-        let unfinished = &mut self.unfinished;
+        let (unfinished, pool) = (&mut self.unfinished, &mut self.pool);
         let open = queue.open.get_or_insert_with(|| {
             if appended == Appended::Filling {
                 appended = Appended::Opened;
             }
             let completion = Completer::new(Arc::clone(&queue.key.0), queue.key.1);
             unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch::new(completion, batch_bytes, compression)
+            OpenBatch::new(completion, pool, batch_bytes, compression)
         });
         (appended, open)
     }
@@ -368,7 +389,7 @@ impl Accumulator {
             }
             let completion = Completer::new(Arc::clone(topic), partition);
             self.unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch::new(completion, batch_bytes, compression)
+            OpenBatch::new(completion, &mut self.pool, batch_bytes, compression)
         });
         let index = open.builder.record_count();
         let timestamp = record.timestamp.unwrap_or(open.created_ms);
@@ -521,7 +542,7 @@ mod tests {
             value: Some(&VALUE),
             headers: &[],
             fixed,
-            size: fixed + 25,
+            size: crate::Checked::size_of(fixed),
             batch_limit: usize::MAX,
         };
         let key: PartitionKey = ("t".into(), 0);

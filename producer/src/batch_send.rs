@@ -17,6 +17,23 @@ use crate::accumulator::{Accumulator, Appended, NewRecord};
 use crate::delivery::BatchDelivery;
 use crate::{header_refs, Checked, Inner, Producer, ProducerError, Record, TopicInfo};
 
+/// A record of a call, checked: its topic's index in the call's topics and
+/// its `BatchBuilder::fixed_len` (below `u32::MAX`: the check caps a
+/// record's size there). Eight bytes, built from registers.
+#[derive(Debug, Clone, Copy)]
+struct Sized {
+    topic: u32,
+    fixed: u32,
+}
+
+impl Sized {
+    /// Buffer memory the record takes.
+    #[inline]
+    fn size(self) -> usize {
+        Checked::size_of(self.fixed as usize)
+    }
+}
+
 impl Producer {
     /// Enqueues many records in order (as `send` would, one after the
     /// other), waiting while `buffer_memory` is full. The returned
@@ -35,20 +52,25 @@ impl Producer {
             return Err(ProducerError::Closed);
         }
         let records: Vec<Record> = records.into_iter().collect();
-        let mut topics: Vec<TopicInfo> = Vec::new();
-        let mut checked: Vec<(Checked, usize)> = Vec::with_capacity(records.len());
+        // The call's topics, each with its batch limit.
+        let mut topics: Vec<(TopicInfo, usize)> = Vec::new();
+        let mut checked: Vec<Sized> = Vec::with_capacity(records.len());
         for record in &records {
             let topic = match topics
                 .iter()
-                .rposition(|t| Arc::ptr_eq(&t.name, &record.topic) || *t.name == *record.topic)
+                .rposition(|(t, _)| Arc::ptr_eq(&t.name, &record.topic) || *t.name == *record.topic)
             {
                 Some(i) => i,
                 None => {
-                    topics.push(self.inner.topic(&record.topic).await?);
+                    let info = self.inner.topic(&record.topic).await?;
+                    let limit = self.inner.batch_limit(&info);
+                    topics.push((info, limit));
                     topics.len() - 1
                 }
             };
-            checked.push((self.inner.check(record, &topics[topic], &header_refs(record))?, topic));
+            let (info, limit) = &topics[topic];
+            let fixed = self.inner.check_sized(record, info, *limit, &header_refs(record))?;
+            checked.push(Sized { topic: topic as u32, fixed: fixed as u32 });
         }
         let mut out = Appending {
             topics,
@@ -60,9 +82,9 @@ impl Producer {
         let mut start = 0;
         while start < records.len() {
             let mut end = start + 1;
-            let mut bytes = out.checked[start].0.size;
-            while end < records.len() && bytes + out.checked[end].0.size <= chunk_max {
-                bytes += out.checked[end].0.size;
+            let mut bytes = out.checked[start].size();
+            while end < records.len() && bytes + out.checked[end].size() <= chunk_max {
+                bytes += out.checked[end].size();
                 end += 1;
             }
             self.inner.reserve(bytes).await?;
@@ -78,12 +100,12 @@ impl Producer {
 /// A `send_batch` call's state while its records are appended.
 #[derive(Debug)]
 struct Appending {
-    /// The topics the records name.
-    topics: Vec<TopicInfo>,
-    /// Per record, from the checks, and its topic's index in `topics`.
-    checked: Vec<(Checked, usize)>,
+    /// The topics the records name, each with its batch limit.
+    topics: Vec<(TopicInfo, usize)>,
+    /// Per record, from the checks.
+    checked: Vec<Sized>,
     /// (topic, partition) → the delivery segment of its current batch.
-    current: Vec<(usize, u32, u32)>,
+    current: Vec<(u32, u32, u32)>,
     /// What the call returns.
     delivery: BatchDelivery,
 }
@@ -98,7 +120,7 @@ impl Appending {
         let mut wake = false;
         let mut i = 0;
         while i < records.len() {
-            let topic = self.checked[first + i].1;
+            let topic = self.checked[first + i].topic;
             let runs = |r: &Record| r.headers.is_empty() && r.partition == records[i].partition;
             if records[i].partition.is_none() || !records[i].headers.is_empty() {
                 wake |= self.append_one(inner, &mut acc, &records[i], first + i)?;
@@ -106,7 +128,7 @@ impl Appending {
                 continue;
             }
             let mut end = i + 1;
-            while end < records.len() && runs(&records[end]) && self.checked[first + end].1 == topic {
+            while end < records.len() && runs(&records[end]) && self.checked[first + end].topic == topic {
                 end += 1;
             }
             wake |= self.append_run(&mut acc, &records[i..end], first + i);
@@ -119,27 +141,27 @@ impl Appending {
     /// partition (the call's records from `first` on).
     fn append_run(&mut self, acc: &mut Accumulator, records: &[Record], first: usize) -> bool {
         let Appending { topics, checked, current, delivery } = self;
-        let topic = checked[first].1;
+        let topic = checked[first].topic;
+        let (info, batch_limit) = &topics[topic as usize];
         let partition = records[0].partition.unwrap_or(0);
-        let new = records.iter().zip(&checked[first..]).map(|(record, (c, _))| NewRecord {
+        let new = records.iter().zip(&checked[first..]).map(|(record, c)| NewRecord {
             timestamp: record.timestamp,
             key: record.key.as_deref(),
             value: record.value.as_deref(),
             headers: &[],
-            fixed: c.fixed,
-            size: c.size,
-            batch_limit: c.batch_limit,
+            fixed: c.fixed as usize,
+            size: c.size(),
+            batch_limit: *batch_limit,
         });
         let mut segment = None;
-        let wake =
-            acc.append_run(&topics[topic].name, partition, new, |completion, new_batch, index, timestamp| {
-                let s = match segment {
-                    Some(s) if !new_batch => s,
-                    _ => delivery.open_segment(Arc::clone(completion)),
-                };
-                segment = Some(s);
-                delivery.push(s, index, timestamp);
-            });
+        let wake = acc.append_run(&info.name, partition, new, |completion, new_batch, index, timestamp| {
+            let s = match segment {
+                Some(s) if !new_batch => s,
+                _ => delivery.open_segment(Arc::clone(completion)),
+            };
+            segment = Some(s);
+            delivery.push(s, index, timestamp);
+        });
         if let Some(s) = segment {
             match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
                 Some(i) => current[i].2 = s,
@@ -157,17 +179,18 @@ impl Appending {
         record: &Record,
         at: usize,
     ) -> Result<bool, ProducerError> {
-        let (c, topic) = self.checked[at];
-        let info = &self.topics[topic];
+        let c = self.checked[at];
+        let topic = c.topic;
+        let (info, batch_limit) = &self.topics[topic as usize];
         let headers = header_refs(record);
         let new = NewRecord {
             timestamp: record.timestamp,
             key: record.key.as_deref(),
             value: record.value.as_deref(),
             headers: &headers,
-            fixed: c.fixed,
-            size: c.size,
-            batch_limit: c.batch_limit,
+            fixed: c.fixed as usize,
+            size: c.size(),
+            batch_limit: *batch_limit,
         };
         let partition = inner.partition_of(acc, record, info.partitions);
         let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);

@@ -49,6 +49,7 @@ mod error;
 mod fxhash;
 mod metadata;
 mod partitioner;
+mod pool;
 mod record;
 mod sender;
 
@@ -280,6 +281,16 @@ pub(crate) struct Checked {
     pub batch_limit: usize,
 }
 
+impl Checked {
+    /// The buffer memory of a record whose `BatchBuilder::fixed_len` is
+    /// `fixed`: that, both deltas (10 bytes at most each) and the length
+    /// prefix (5).
+    #[inline]
+    pub fn size_of(fixed: usize) -> usize {
+        fixed + 25
+    }
+}
+
 /// Buffer memory taken from the semaphore at once (at most a sixteenth of
 /// `buffer_memory`), so most records reserve theirs without touching it.
 const CREDIT_CHUNK: usize = 64 * 1024;
@@ -329,32 +340,65 @@ impl Inner {
 
     /// Checks a record against every size limit and its partition against
     /// the topic; returns its sizes and its batch limit.
+    #[inline]
     fn check(
         &self,
         record: &Record,
         info: &TopicInfo,
         headers: &[HeaderRef<'_>],
     ) -> Result<Checked, ProducerError> {
+        let batch_limit = self.batch_limit(info);
+        let fixed = self.check_sized(record, info, batch_limit, headers)?;
+        Ok(Checked { fixed, size: Checked::size_of(fixed), batch_limit })
+    }
+
+    /// [`check`](Self::check) with the topic's batch limit known: the
+    /// record's `BatchBuilder::fixed_len`. Inlined, with the error built
+    /// out of line: the per-record path of `send` and `send_batch` is a
+    /// few compares.
+    #[inline]
+    fn check_sized(
+        &self,
+        record: &Record,
+        info: &TopicInfo,
+        batch_limit: usize,
+        headers: &[HeaderRef<'_>],
+    ) -> Result<usize, ProducerError> {
         let fixed = BatchBuilder::fixed_len(record.key.as_deref(), record.value.as_deref(), headers);
-        // Both deltas (10 bytes at most each) and the length prefix (5).
-        let size = fixed + 25;
+        let size = Checked::size_of(fixed);
+        // Alone in its batch, the record must fit every limit on the way.
+        let max = self.config.buffer_memory.min(u32::MAX as usize);
+        if size > max
+            || size + HEADER_LEN > batch_limit
+            || record.partition.is_some_and(|p| p >= info.partitions)
+        {
+            return Err(self.check_failed(record, info, size, batch_limit));
+        }
+        Ok(fixed)
+    }
+
+    /// The error of a record that failed [`check`](Self::check).
+    #[cold]
+    #[inline(never)]
+    fn check_failed(
+        &self,
+        record: &Record,
+        info: &TopicInfo,
+        size: usize,
+        batch_limit: usize,
+    ) -> ProducerError {
         let max = self.config.buffer_memory.min(u32::MAX as usize);
         if size > max {
-            return Err(ProducerError::RecordTooLarge { size, max });
+            return ProducerError::RecordTooLarge { size, max };
         }
-        // Alone in its batch, the record must fit every limit on the way.
-        let batch_limit = self.batch_limit(info);
         if size + HEADER_LEN > batch_limit {
-            return Err(ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit });
+            return ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit };
         }
-        if let Some(p) = record.partition.filter(|p| *p >= info.partitions) {
-            return Err(ProducerError::UnknownPartition {
-                topic: record.topic.to_string(),
-                partition: p,
-                count: info.partitions,
-            });
+        ProducerError::UnknownPartition {
+            topic: record.topic.to_string(),
+            partition: record.partition.unwrap_or_default(),
+            count: info.partitions,
         }
-        Ok(Checked { fixed, size, batch_limit })
     }
 
     /// The partition of a checked record (under the accumulator's lock: the

@@ -21,6 +21,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use sluice_protocol::api::{Acks, ProduceRequest, ProduceResponse};
+use sluice_protocol::batch::BatchBuilder;
 use sluice_protocol::client::{retry_backoff, ClientError, Connection};
 use sluice_protocol::ErrorCode;
 use tokio::sync::mpsc;
@@ -182,7 +183,12 @@ impl Sender {
         }
         self.total = self.total.saturating_sub(1);
         match result {
-            Ok(resp) => finish(inner, &batch, Ok((resp.base_offset, resp.log_append_time))),
+            Ok(resp) => {
+                finish(inner, &batch, Ok((resp.base_offset, resp.log_append_time)));
+                if let Some(buf) = BatchBuilder::reclaim(batch.bytes) {
+                    inner.acc().recycle(buf);
+                }
+            }
             Err(e) => self.failed(inner, batch, Some(leader), e),
         }
     }

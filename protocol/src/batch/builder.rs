@@ -50,7 +50,15 @@ impl BatchBuilder {
 
     /// As [`new`](Self::new), reserving `capacity` bytes up front.
     pub fn with_capacity(capacity: usize) -> Self {
-        let mut buf = Vec::with_capacity(capacity.max(HEADER_LEN));
+        Self::with_buffer(Vec::with_capacity(capacity.max(HEADER_LEN)))
+    }
+
+    /// As [`new`](Self::new), encoding into `buf` (cleared first): a
+    /// caller that recycles the buffers of built batches (see
+    /// [`reclaim`](Self::reclaim)) writes into pages it has touched
+    /// before, instead of fresh ones the kernel must fault in and zero.
+    pub fn with_buffer(mut buf: Vec<u8>) -> Self {
+        buf.clear();
         buf.resize(HEADER_LEN, 0);
         Self {
             buf,
@@ -209,6 +217,15 @@ impl BatchBuilder {
         let crc = compute_crc(&buf);
         buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(buf)
+    }
+}
+
+impl BatchBuilder {
+    /// The buffer of a built batch back, for [`with_buffer`](Self::with_buffer):
+    /// `None` while other handles to it live (a write or a retry still
+    /// holds it).
+    pub fn reclaim(batch: Bytes) -> Option<Vec<u8>> {
+        batch.try_into_mut().ok().map(Vec::from)
     }
 }
 
