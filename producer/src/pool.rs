@@ -4,9 +4,9 @@
 //! once the broker acknowledged it. With glibc's allocator a freed buffer
 //! of that size goes back to the kernel (unmapped, or trimmed off the top
 //! of the heap), so every batch wrote into fresh pages that the kernel had
-//! to fault in and zero: about a fifth of the producer's CPU per 100 B
-//! record. The sender hands acknowledged batches' buffers back here and
-//! new batches take them, so the pages stay mapped and warm.
+//! to fault in and zero (about 7% of the producer's CPU at 100 B records,
+//! docs/client-cost.md). The sender hands acknowledged batches' buffers
+//! back here and new batches take them, so the pages stay mapped and warm.
 
 /// Buffers kept at most: enough for the batches in flight to one broker
 /// (`max_in_flight_per_partition` is at most 5) plus those filling, and
