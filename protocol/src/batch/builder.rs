@@ -156,19 +156,21 @@ impl BatchBuilder {
         buf.reserve((body + varint::MAX_VARINT_LEN).max(PREFIX_MAX));
         // Length, attributes (0, the same byte as varint 0), deltas and the
         // key's length (with the value's length too when there is no key)
-        // are encoded on the stack and copied as one fixed-size block (no
-        // `memcpy` call for a few bytes), then cut to the bytes used; then
-        // the key, the value, and the headers.
-        let mut prefix = [0u8; PREFIX_MAX];
-        let mut n = varint::encode_at(&mut prefix, 0, body as i64);
-        n = varint::encode_at(&mut prefix, n + 1, delta);
-        n = varint::encode_at(&mut prefix, n, i64::from(self.count));
-        n = varint::encode_at(&mut prefix, n, nullable_len_field(key));
-        if key.is_none() {
-            n = varint::encode_at(&mut prefix, n, nullable_len_field(value));
-        }
+        // are encoded in place into a zeroed fixed-size block (no `memcpy`
+        // call for a few bytes), then cut to the bytes used; then the key,
+        // the value, and the headers. In place, not on the stack: a block
+        // written byte by byte and then reloaded whole to be copied stalls
+        // the reload, on every record.
         let start = buf.len();
-        buf.extend_from_slice(&prefix);
+        buf.extend_from_slice(&[0u8; PREFIX_MAX]);
+        let prefix = &mut buf[start..];
+        let mut n = varint::encode_at(prefix, 0, body as i64);
+        n = varint::encode_at(prefix, n + 1, delta);
+        n = varint::encode_at(prefix, n, i64::from(self.count));
+        n = varint::encode_at(prefix, n, nullable_len_field(key));
+        if key.is_none() {
+            n = varint::encode_at(prefix, n, nullable_len_field(value));
+        }
         buf.truncate(start + n);
         if let Some(key) = key {
             buf.extend_from_slice(key);
