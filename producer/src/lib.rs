@@ -275,13 +275,17 @@ pub(crate) struct Inner {
 pub(crate) struct Checked {
     /// `BatchBuilder::fixed_len` of the record.
     pub fixed: usize,
-    /// Buffer memory it takes (an upper bound of its encoded size).
-    pub size: usize,
     /// The largest batch it may go into.
     pub batch_limit: usize,
 }
 
 impl Checked {
+    /// Buffer memory the record takes (an upper bound of its encoded size).
+    #[inline]
+    pub fn size(&self) -> usize {
+        Self::size_of(self.fixed)
+    }
+
     /// The buffer memory of a record whose `BatchBuilder::fixed_len` is
     /// `fixed`: that, both deltas (10 bytes at most each) and the length
     /// prefix (5).
@@ -349,7 +353,7 @@ impl Inner {
     ) -> Result<Checked, ProducerError> {
         let batch_limit = self.batch_limit(info);
         let fixed = self.check_sized(record, info, batch_limit, headers)?;
-        Ok(Checked { fixed, size: Checked::size_of(fixed), batch_limit })
+        Ok(Checked { fixed, batch_limit })
     }
 
     /// [`check`](Self::check) with the topic's batch limit known: the
@@ -442,8 +446,9 @@ impl Inner {
         let Some(info) = acc.topic(&record.topic) else { return Ok(Append::NeedTopic) };
         let checked = self.check(record, info, headers)?;
         let partitions = info.partitions;
-        if !acc.take_credit(checked.size) {
-            return Ok(Append::NeedCredit(checked.size));
+        let size = checked.size();
+        if !acc.take_credit(size) {
+            return Ok(Append::NeedCredit(size));
         }
         let partition = self.partition_of(&mut acc, record, partitions);
         let new = NewRecord {
@@ -452,7 +457,7 @@ impl Inner {
             value: record.value.as_deref(),
             headers,
             fixed: checked.fixed,
-            size: checked.size,
+            size,
             batch_limit: checked.batch_limit,
         };
         Ok(Append::Done(acc.append(&record.topic, partition, &new, true)))

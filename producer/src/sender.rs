@@ -157,7 +157,7 @@ impl Sender {
             };
             if acks == Acks::None {
                 match conn.send(&req).await {
-                    Ok(()) => finish(inner, &batch, Ok((UNKNOWN_OFFSET, -1))),
+                    Ok(()) => finish(inner, batch, Ok((UNKNOWN_OFFSET, -1))),
                     Err(e) => self.failed(inner, batch, Some(leader), e),
                 }
                 continue;
@@ -183,12 +183,7 @@ impl Sender {
         }
         self.total = self.total.saturating_sub(1);
         match result {
-            Ok(resp) => {
-                finish(inner, &batch, Ok((resp.base_offset, resp.log_append_time)));
-                if let Some(buf) = BatchBuilder::reclaim(batch.bytes) {
-                    inner.acc().recycle(buf);
-                }
-            }
+            Ok(resp) => finish(inner, batch, Ok((resp.base_offset, resp.log_append_time))),
             Err(e) => self.failed(inner, batch, Some(leader), e),
         }
     }
@@ -236,7 +231,7 @@ impl Sender {
             }
         };
         tracing::warn!(topic = %key.0, partition = key.1, error = %error, "batch failed");
-        finish(inner, &batch, Err(error.clone()));
+        finish(inner, batch, Err(error.clone()));
         if stale_epoch {
             return; // its partition was already reset
         }
@@ -245,7 +240,7 @@ impl Sender {
         let mut behind = inner.acc().reset_partition(&key);
         behind.extend(self.retry.remove(&key).map(|r| r.batches).unwrap_or_default());
         for b in behind {
-            finish(inner, &b, Err(error.clone()));
+            finish(inner, b, Err(error.clone()));
         }
     }
 }
@@ -270,8 +265,12 @@ async fn leader_of(
     }
 }
 
-/// Completes a batch's records and releases its buffer memory.
-fn finish(inner: &Inner, batch: &ReadyBatch, result: BatchResult) {
+/// Completes a batch's records, releases its buffer memory, and keeps its
+/// buffer for a new batch when nothing else holds it any more.
+fn finish(inner: &Inner, batch: ReadyBatch, result: BatchResult) {
     batch.complete(result);
     inner.buffer.add_permits(batch.reserved);
+    if let Some(buf) = BatchBuilder::reclaim(batch.bytes) {
+        inner.acc().recycle(buf);
+    }
 }

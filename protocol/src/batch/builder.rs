@@ -191,6 +191,13 @@ impl BatchBuilder {
         self.count += 1;
     }
 
+    /// The buffer of a built batch back, for [`with_buffer`](Self::with_buffer):
+    /// `None` while other handles to it live (a write or a retry still
+    /// holds it).
+    pub fn reclaim(batch: Bytes) -> Option<Vec<u8>> {
+        batch.try_into_mut().ok().map(Vec::from)
+    }
+
     /// Finishes the batch: `base_offset` 0 and `partition_leader_epoch` -1
     /// (the broker stamps both), magic 2, CRC-32C set.
     pub fn build(self) -> Bytes {
@@ -219,15 +226,6 @@ impl BatchBuilder {
         let crc = compute_crc(&buf);
         buf[CRC_POS..CRC_POS + 4].copy_from_slice(&crc.to_be_bytes());
         Bytes::from(buf)
-    }
-}
-
-impl BatchBuilder {
-    /// The buffer of a built batch back, for [`with_buffer`](Self::with_buffer):
-    /// `None` while other handles to it live (a write or a retry still
-    /// holds it).
-    pub fn reclaim(batch: Bytes) -> Option<Vec<u8>> {
-        batch.try_into_mut().ok().map(Vec::from)
     }
 }
 
