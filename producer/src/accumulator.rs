@@ -183,7 +183,7 @@ pub(crate) struct Accumulator {
     topics: FxHashMap<Arc<str>, TopicInfo>,
     /// The topic looked up last: skips the map probe while it repeats.
     last_topic: Option<TopicInfo>,
-    /// Buffers of acknowledged batches, for new ones.
+    /// Buffers of finished batches, for new ones.
     pool: BufferPool,
 }
 

@@ -1,12 +1,13 @@
 //! Batch buffers kept for reuse, as Kafka's producer keeps its `BufferPool`.
 //!
 //! A batch's buffer is allocated at its full size (up to 1 MiB) and freed
-//! once the broker acknowledged it. With glibc's allocator a freed buffer
-//! of that size goes back to the kernel (unmapped, or trimmed off the top
-//! of the heap), so every batch wrote into fresh pages that the kernel had
-//! to fault in and zero (about 7% of the producer's CPU at 100 B records,
-//! docs/client-cost.md). The sender hands acknowledged batches' buffers
-//! back here and new batches take them, so the pages stay mapped and warm.
+//! once the batch is finished (acknowledged, or failed for good). With
+//! glibc's allocator a freed buffer of that size goes back to the kernel
+//! (unmapped, or trimmed off the top of the heap), so every batch wrote
+//! into fresh pages that the kernel had to fault in and zero (about 7% of
+//! the producer's CPU at 100 B records, docs/client-cost.md). The sender
+//! hands finished batches' buffers back here and new batches take them,
+//! so the pages stay mapped and warm.
 
 /// Buffers kept at most: enough for the batches in flight to one broker
 /// (`max_in_flight_per_partition` is at most 5) plus those filling, and
