@@ -157,6 +157,22 @@ fn move_sticky(sticky: &mut FxHashMap<Arc<str>, (u32, u32)>, key: &PartitionKey)
     }
 }
 
+/// A new batch for `key`, its completion noted in `unfinished`. Out of
+/// line: once per batch, not per record.
+#[cold]
+#[inline(never)]
+fn open_batch(
+    key: &PartitionKey,
+    unfinished: &mut Vec<Completion>,
+    pool: &mut BufferPool,
+    batch_bytes: usize,
+    compression: Compression,
+) -> OpenBatch {
+    let completion = Completer::new(Arc::clone(&key.0), key.1);
+    unfinished.push(Arc::clone(completion.completion()));
+    OpenBatch::new(completion, pool, batch_bytes, compression)
+}
+
 /// Every partition's batches.
 #[derive(Debug)]
 pub(crate) struct Accumulator {
@@ -329,41 +345,6 @@ impl Accumulator {
         i
     }
 
-    /// The open batch of queue `q` with room for `size` more bytes (of at
-    /// most `batch_bytes`): the open one, or a new one after closing it
-    /// when full. Says whether a batch was opened or closed.
-    fn room(&mut self, q: usize, size: usize, batch_bytes: usize) -> (Appended, &mut OpenBatch) {
-        let (compression, producer_id) = (self.compression, self.producer_id);
-        let queue = &mut self.queues[q];
-        let mut appended = Appended::Filling;
-        if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + size > batch_bytes) {
-            queue.close(producer_id);
-            move_sticky(&mut self.sticky, &queue.key);
-            appended = Appended::Closed;
-        }
-        let (unfinished, pool) = (&mut self.unfinished, &mut self.pool);
-        let open = queue.open.get_or_insert_with(|| {
-            if appended == Appended::Filling {
-                appended = Appended::Opened;
-            }
-            let completion = Completer::new(Arc::clone(&queue.key.0), queue.key.1);
-            unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch::new(completion, pool, batch_bytes, compression)
-        });
-        (appended, open)
-    }
-
-    /// Closes queue `q`'s open batch if it reached `batch_bytes`.
-    fn close_if_full(&mut self, q: usize, batch_bytes: usize) -> bool {
-        let queue = &mut self.queues[q];
-        if queue.open.as_ref().is_none_or(|o| o.builder.size_in_bytes() < batch_bytes) {
-            return false;
-        }
-        queue.close(self.producer_id);
-        move_sticky(&mut self.sticky, &queue.key);
-        true
-    }
-
     /// Appends a record to `topic`/`partition`.
     pub fn append(
         &mut self,
@@ -372,11 +353,44 @@ impl Accumulator {
         record: &NewRecord<'_>,
         subscribe: bool,
     ) -> Placed {
-        // The same steps as `room` and `close_if_full`, written out: the
-        // per-record path of `send` compiles tighter this way.
+        let q = self.queue_of(topic, partition);
+        self.append_at(q, record, subscribe)
+    }
+
+    /// Appends records to `topic`/`partition` in order, as [`append`]
+    /// would one by one, finding the queue once (a `send_batch` run).
+    /// `placed` is called per record with where it went; the run's first
+    /// record, and the first of each batch it opens, carry their batch's
+    /// completion. Returns whether a batch opened or closed (wake the
+    /// sender).
+    ///
+    /// [`append`]: Self::append
+    pub fn append_run<'r>(
+        &mut self,
+        topic: &Arc<str>,
+        partition: u32,
+        records: impl Iterator<Item = NewRecord<'r>>,
+        mut placed: impl FnMut(Placed),
+    ) -> bool {
+        let q = self.queue_of(topic, partition);
+        let (mut wake, mut subscribe) = (false, true);
+        for record in records {
+            let p = self.append_at(q, &record, subscribe);
+            subscribe = false;
+            wake |= p.appended != Appended::Filling;
+            placed(p);
+        }
+        wake
+    }
+
+    /// Appends a record to queue `q`: into its open batch, or a new one
+    /// when that is full (closing a batch that reached its limit after).
+    /// The completion comes with it when `subscribe` or when it opened
+    /// the batch.
+    #[inline(always)]
+    fn append_at(&mut self, q: usize, record: &NewRecord<'_>, subscribe: bool) -> Placed {
         let batch_bytes = self.batch_bytes.min(record.batch_limit);
         let (compression, producer_id) = (self.compression, self.producer_id);
-        let q = self.queue_of(topic, partition);
         let queue = &mut self.queues[q];
         let mut appended = Appended::Filling;
         if queue.open.as_ref().is_some_and(|o| o.builder.size_in_bytes() + record.size > batch_bytes) {
@@ -387,9 +401,7 @@ impl Accumulator {
             if appended == Appended::Filling {
                 appended = Appended::Opened;
             }
-            let completion = Completer::new(Arc::clone(topic), partition);
-            self.unfinished.push(Arc::clone(completion.completion()));
-            OpenBatch::new(completion, &mut self.pool, batch_bytes, compression)
+            open_batch(&queue.key, &mut self.unfinished, &mut self.pool, batch_bytes, compression)
         });
         let index = open.builder.record_count();
         let timestamp = record.timestamp.unwrap_or(open.created_ms);
@@ -404,37 +416,6 @@ impl Accumulator {
             move_sticky(&mut self.sticky, &queue.key);
         }
         Placed { completion, index, timestamp, appended }
-    }
-
-    /// Appends records to `topic`/`partition` in order, as [`append`]
-    /// would one by one, finding the queue once (a `send_batch` run).
-    /// `placed(completion, new_batch, index, timestamp)` is called per
-    /// record with its batch's completion, `new_batch` true for the run's
-    /// first record in each batch. Returns whether a batch opened or closed (wake the sender).
-    ///
-    /// [`append`]: Self::append
-    pub fn append_run<'r>(
-        &mut self,
-        topic: &Arc<str>,
-        partition: u32,
-        records: impl Iterator<Item = NewRecord<'r>>,
-        mut placed: impl FnMut(&Completion, bool, u32, i64),
-    ) -> bool {
-        let q = self.queue_of(topic, partition);
-        let (mut wake, mut new_batch) = (false, true);
-        for record in records {
-            let batch_bytes = self.batch_bytes.min(record.batch_limit);
-            let (appended, open) = self.room(q, record.size, batch_bytes);
-            let index = open.builder.record_count();
-            let timestamp = record.timestamp.unwrap_or(open.created_ms);
-            open.builder.append_fixed(timestamp, record.key, record.value, record.headers, record.fixed);
-            open.reserved += record.size;
-            let first = new_batch || appended != Appended::Filling || index == 0;
-            placed(open.completion.completion(), first, index, timestamp);
-            new_batch = self.close_if_full(q, batch_bytes);
-            wake |= new_batch || appended != Appended::Filling;
-        }
-        wake
     }
 
     /// Closes the open batch of queue `q`: stamps its sequence, moves it to
@@ -553,9 +534,9 @@ mod tests {
             .map(|p| (p.completion.is_some(), p.index))
             .collect();
         let mut got = Vec::new();
-        let wake = run.append_run(&key.0, key.1, (0..10).map(|_| big()), |_, new_batch, index, timestamp| {
-            assert_eq!(timestamp, 5);
-            got.push((new_batch, index));
+        let wake = run.append_run(&key.0, key.1, (0..10).map(|_| big()), |p| {
+            assert_eq!(p.timestamp, 5);
+            got.push((p.completion.is_some(), p.index));
         });
         assert!(wake, "batches opened and closed");
         assert_eq!(got, expected);

@@ -1,5 +1,7 @@
-//! `send_batch`: many records enqueued with per-call rather than
-//! per-record costs. The records are checked first (a record that could
+//! `send_batch` and `send_messages`: many records enqueued with per-call
+//! rather than per-record costs (`send_messages` names its one topic once
+//! and borrows its messages, so not even a record is built or dropped per
+//! message). The records are checked first (a record that could
 //! never be written fails the call before anything is buffered), then
 //! appended in order under one accumulator lock per chunk of buffer
 //! memory (the chunk's memory reserved at once, so backpressure is kept:
@@ -13,9 +15,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
+use sluice_protocol::batch::{BatchBuilder, HEADER_LEN};
+
 use crate::accumulator::{Accumulator, Appended, NewRecord};
 use crate::delivery::BatchDelivery;
-use crate::{header_refs, Checked, Inner, Producer, ProducerError, Record, TopicInfo};
+use crate::record::{Fields, Outgoing};
+use crate::{header_refs, Checked, Inner, Message, Producer, ProducerError, Record, TopicInfo};
 
 /// A record of a call, checked: its topic's index in the call's topics and
 /// its `BatchBuilder::fixed_len` (below `u32::MAX`: the check caps a
@@ -52,26 +57,65 @@ impl Producer {
             return Err(ProducerError::Closed);
         }
         let records: Vec<Record> = records.into_iter().collect();
-        // The call's topics, each with its batch limit.
-        let mut topics: Vec<(TopicInfo, usize)> = Vec::new();
-        let mut checked: Vec<Sized> = Vec::with_capacity(records.len());
+        let mut topics: Vec<CallTopic> = Vec::new();
+        let (mut checked, mut bytes) = (Vec::with_capacity(records.len()), 0);
         for record in &records {
             let topic = match topics
                 .iter()
-                .rposition(|(t, _)| Arc::ptr_eq(&t.name, &record.topic) || *t.name == *record.topic)
+                .rposition(|t| Arc::ptr_eq(&t.info.name, &record.topic) || *t.info.name == *record.topic)
             {
                 Some(i) => i,
                 None => {
                     let info = self.inner.topic(&record.topic).await?;
-                    let limit = self.inner.batch_limit(&info);
-                    topics.push((info, limit));
+                    topics.push(self.inner.call_topic(info));
                     topics.len() - 1
                 }
             };
-            let (info, limit) = &topics[topic];
-            let fixed = self.inner.check_sized(record, info, *limit, &header_refs(record))?;
-            checked.push(Sized { topic: topic as u32, fixed: fixed as u32 });
+            let c = self.inner.check_of(record, &topics[topic], topic)?;
+            bytes += c.size();
+            checked.push(c);
         }
+        self.append_checked(&records, topics, checked, bytes).await
+    }
+
+    /// Enqueues messages for one topic in order, as
+    /// [`send_batch`](Self::send_batch) would the same records: the
+    /// throughput call when every record goes to one topic (as Iggy's
+    /// `send_messages`). The topic is looked up once per call, not once per
+    /// record, and the messages are borrowed (their bytes copied into
+    /// batches), so nothing is built or dropped per record.
+    ///
+    /// # Errors
+    /// As [`send_batch`](Self::send_batch).
+    pub async fn send_messages(
+        &self,
+        topic: &str,
+        messages: &[Message],
+    ) -> Result<BatchDelivery, ProducerError> {
+        if self.inner.closed.load(Ordering::Acquire) {
+            return Err(ProducerError::Closed);
+        }
+        let info = self.inner.topic(&Arc::from(topic)).await?;
+        let topics = vec![self.inner.call_topic(info)];
+        let (mut checked, mut bytes) = (Vec::with_capacity(messages.len()), 0);
+        for message in messages {
+            let c = self.inner.check_of(message, &topics[0], 0)?;
+            bytes += c.size();
+            checked.push(c);
+        }
+        self.append_checked(messages, topics, checked, bytes).await
+    }
+
+    /// Appends checked records (`send_batch`, `send_messages`) whose sizes
+    /// add up to `bytes`: at once, or, when they take over half the buffer
+    /// memory, chunk by chunk of it.
+    async fn append_checked<R: Outgoing>(
+        &self,
+        records: &[R],
+        topics: Vec<CallTopic>,
+        checked: Vec<Sized>,
+        bytes: usize,
+    ) -> Result<BatchDelivery, ProducerError> {
         let mut out = Appending {
             topics,
             checked,
@@ -81,12 +125,11 @@ impl Producer {
         let chunk_max = (self.inner.config.buffer_memory / 2).max(1);
         let mut start = 0;
         while start < records.len() {
-            let mut end = start + 1;
-            let mut bytes = out.checked[start].size();
-            while end < records.len() && bytes + out.checked[end].size() <= chunk_max {
-                bytes += out.checked[end].size();
-                end += 1;
-            }
+            let (end, bytes) = if bytes <= chunk_max {
+                (records.len(), bytes)
+            } else {
+                chunk(&out.checked, start, chunk_max)
+            };
             self.inner.reserve(bytes).await?;
             if out.append(&self.inner, &records[start..end], start)? {
                 self.inner.wake.notify_one();
@@ -97,11 +140,55 @@ impl Producer {
     }
 }
 
-/// A `send_batch` call's state while its records are appended.
+/// The chunk of `checked` from `start` on that fits `chunk_max` bytes (at
+/// least one record): its end and its bytes.
+fn chunk(checked: &[Sized], start: usize, chunk_max: usize) -> (usize, usize) {
+    let (mut end, mut bytes) = (start + 1, checked[start].size());
+    while end < checked.len() && bytes + checked[end].size() <= chunk_max {
+        bytes += checked[end].size();
+        end += 1;
+    }
+    (end, bytes)
+}
+
+/// A topic of a batch call, with its limits worked out once per call.
+#[derive(Debug)]
+struct CallTopic {
+    info: TopicInfo,
+    /// The largest batch for it.
+    batch_limit: usize,
+    /// The largest record size (`Checked::size`) every limit lets through.
+    max_size: usize,
+}
+
+impl Inner {
+    /// `info` with its limits, for the checks of a batch call.
+    fn call_topic(&self, info: TopicInfo) -> CallTopic {
+        let batch_limit = self.batch_limit(&info);
+        let buffer = self.config.buffer_memory.min(u32::MAX as usize);
+        CallTopic { max_size: buffer.min(batch_limit.saturating_sub(HEADER_LEN)), batch_limit, info }
+    }
+
+    /// Checks a record of a batch call whose topic is the call's
+    /// `topics[topic]`, as [`check`](Inner::check) would: one compare for
+    /// every size limit, one for the partition.
+    #[inline]
+    fn check_of(&self, record: &impl Outgoing, t: &CallTopic, topic: usize) -> Result<Sized, ProducerError> {
+        let fields = record.fields();
+        let fixed = BatchBuilder::fixed_len(fields.key, fields.value, &header_refs(fields.headers));
+        let size = Checked::size_of(fixed);
+        if size > t.max_size || fields.partition.is_some_and(|p| p >= t.info.partitions) {
+            return Err(self.check_failed(fields.partition, &t.info, size, t.batch_limit));
+        }
+        Ok(Sized { topic: topic as u32, fixed: fixed as u32 })
+    }
+}
+
+/// A batch call's state while its records are appended.
 #[derive(Debug)]
 struct Appending {
-    /// The topics the records name, each with its batch limit.
-    topics: Vec<(TopicInfo, usize)>,
+    /// The topics the records name.
+    topics: Vec<CallTopic>,
     /// Per record, from the checks.
     checked: Vec<Sized>,
     /// (topic, partition) → the delivery segment of its current batch.
@@ -115,18 +202,27 @@ impl Appending {
     /// accumulator lock; returns whether the sender should wake. Records
     /// with an explicit partition and no headers go in runs of one topic
     /// and partition (the queue found once per run); others one by one.
-    fn append(&mut self, inner: &Inner, records: &[Record], first: usize) -> Result<bool, ProducerError> {
+    fn append<R: Outgoing>(
+        &mut self,
+        inner: &Inner,
+        records: &[R],
+        first: usize,
+    ) -> Result<bool, ProducerError> {
         let mut acc = inner.acc();
         let mut wake = false;
         let mut i = 0;
         while i < records.len() {
             let topic = self.checked[first + i].topic;
-            let runs = |r: &Record| r.headers.is_empty() && r.partition == records[i].partition;
-            if records[i].partition.is_none() || !records[i].headers.is_empty() {
-                wake |= self.append_one(inner, &mut acc, &records[i], first + i)?;
+            let head = records[i].fields();
+            if head.partition.is_none() || !head.headers.is_empty() {
+                wake |= self.append_one(inner, &mut acc, &head, first + i)?;
                 i += 1;
                 continue;
             }
+            let runs = |r: &R| {
+                let f = r.fields();
+                f.headers.is_empty() && f.partition == head.partition
+            };
             let mut end = i + 1;
             while end < records.len() && runs(&records[end]) && self.checked[first + end].topic == topic {
                 end += 1;
@@ -139,28 +235,26 @@ impl Appending {
 
     /// Appends a run of records without headers to one topic and explicit
     /// partition (the call's records from `first` on).
-    fn append_run(&mut self, acc: &mut Accumulator, records: &[Record], first: usize) -> bool {
+    fn append_run<R: Outgoing>(&mut self, acc: &mut Accumulator, records: &[R], first: usize) -> bool {
         let Appending { topics, checked, current, delivery } = self;
         let topic = checked[first].topic;
-        let (info, batch_limit) = &topics[topic as usize];
-        let partition = records[0].partition.unwrap_or(0);
-        let new = records.iter().zip(&checked[first..]).map(|(record, c)| NewRecord {
+        let CallTopic { info, batch_limit, .. } = &topics[topic as usize];
+        let partition = records[0].fields().partition.unwrap_or(0);
+        let new = records.iter().map(Outgoing::fields).zip(&checked[first..]).map(|(record, c)| NewRecord {
             timestamp: record.timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
+            key: record.key,
+            value: record.value,
             headers: &[],
             fixed: c.fixed as usize,
             size: c.size(),
             batch_limit: *batch_limit,
         });
+        // The run's first record carries its batch's completion, so
+        // `segment` is set before it is read.
         let mut segment = None;
-        let wake = acc.append_run(&info.name, partition, new, |completion, new_batch, index, timestamp| {
-            let s = match segment {
-                Some(s) if !new_batch => s,
-                _ => delivery.open_segment(Arc::clone(completion)),
-            };
-            segment = Some(s);
-            delivery.push(s, index, timestamp);
+        let wake = acc.append_run(&info.name, partition, new, |placed| {
+            segment = placed.completion.map(|c| delivery.open_segment(c)).or(segment);
+            delivery.push(segment.unwrap_or_default(), placed.index, placed.timestamp);
         });
         if let Some(s) = segment {
             match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
@@ -176,23 +270,23 @@ impl Appending {
         &mut self,
         inner: &Inner,
         acc: &mut Accumulator,
-        record: &Record,
+        record: &Fields<'_>,
         at: usize,
     ) -> Result<bool, ProducerError> {
         let c = self.checked[at];
         let topic = c.topic;
-        let (info, batch_limit) = &self.topics[topic as usize];
-        let headers = header_refs(record);
+        let CallTopic { info, batch_limit, .. } = &self.topics[topic as usize];
+        let headers = header_refs(record.headers);
         let new = NewRecord {
             timestamp: record.timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
+            key: record.key,
+            value: record.value,
             headers: &headers,
             fixed: c.fixed as usize,
             size: c.size(),
             batch_limit: *batch_limit,
         };
-        let partition = inner.partition_of(acc, record, info.partitions);
+        let partition = inner.partition_of(acc, &info.name, record, info.partitions);
         let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
         let placed = acc.append(&info.name, partition, &new, at.is_none());
         let segment = match (placed.completion, at) {

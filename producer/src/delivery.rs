@@ -88,6 +88,7 @@ impl BatchDelivery {
     }
 
     /// Notes the next record: at `index` of segment `segment`'s batch.
+    #[inline]
     pub(crate) fn push(&mut self, segment: u32, index: u32, timestamp: i64) {
         self.slots.push(Slot { segment, index, timestamp });
     }

@@ -24,6 +24,11 @@
 //! # Ok(()) }
 //! ```
 //!
+//! For throughput, [`Producer::send_messages`] enqueues many records for
+//! one topic in one call (borrowing them, so they may be sent again) and
+//! [`Producer::send_batch`] many records of any topics; each returns one
+//! [`BatchDelivery`] for the call, not a future per record.
+//!
 //! Guarantees: records of one partition are written in the order `send`
 //! was called; with idempotence (the default) retries never duplicate or
 //! reorder them; a record's future fails with a typed [`ProducerError`] only
@@ -56,7 +61,7 @@ mod sender;
 pub use delivery::{BatchDelivery, DeliveryFuture};
 pub use error::ProducerError;
 pub use partitioner::{murmur2, partition_for_key, Partitioner};
-pub use record::{Record, RecordMetadata, UNKNOWN_OFFSET};
+pub use record::{Message, Record, RecordMetadata, UNKNOWN_OFFSET};
 pub use sluice_protocol::api::Acks;
 pub use sluice_protocol::batch::Compression;
 
@@ -66,6 +71,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use accumulator::{Accumulator, Appended, NewRecord, Placed};
 pub(crate) use metadata::TopicInfo;
+use record::{Fields, Outgoing};
 use sluice_protocol::batch::{BatchBuilder, HeaderRef, HEADER_LEN, NO_PRODUCER_ID};
 use sluice_protocol::frame::DEFAULT_MAX_FRAME_BYTES;
 use sluice_protocol::routing::{parse_bootstrap, Router, RouterConfig};
@@ -343,32 +349,18 @@ impl Inner {
     }
 
     /// Checks a record against every size limit and its partition against
-    /// the topic; returns its sizes and its batch limit.
+    /// the topic; returns its sizes and its batch limit. Inlined, with the
+    /// error built out of line: the per-record path of `send` is a few
+    /// compares (batch calls check with the limits worked out per call).
     #[inline]
     fn check(
         &self,
-        record: &Record,
+        record: &Fields<'_>,
         info: &TopicInfo,
         headers: &[HeaderRef<'_>],
     ) -> Result<Checked, ProducerError> {
         let batch_limit = self.batch_limit(info);
-        let fixed = self.check_sized(record, info, batch_limit, headers)?;
-        Ok(Checked { fixed, batch_limit })
-    }
-
-    /// [`check`](Self::check) with the topic's batch limit known: the
-    /// record's `BatchBuilder::fixed_len`. Inlined, with the error built
-    /// out of line: the per-record path of `send` and `send_batch` is a
-    /// few compares.
-    #[inline]
-    fn check_sized(
-        &self,
-        record: &Record,
-        info: &TopicInfo,
-        batch_limit: usize,
-        headers: &[HeaderRef<'_>],
-    ) -> Result<usize, ProducerError> {
-        let fixed = BatchBuilder::fixed_len(record.key.as_deref(), record.value.as_deref(), headers);
+        let fixed = BatchBuilder::fixed_len(record.key, record.value, headers);
         let size = Checked::size_of(fixed);
         // Alone in its batch, the record must fit every limit on the way.
         let max = self.config.buffer_memory.min(u32::MAX as usize);
@@ -376,9 +368,9 @@ impl Inner {
             || size + HEADER_LEN > batch_limit
             || record.partition.is_some_and(|p| p >= info.partitions)
         {
-            return Err(self.check_failed(record, info, size, batch_limit));
+            return Err(self.check_failed(record.partition, info, size, batch_limit));
         }
-        Ok(fixed)
+        Ok(Checked { fixed, batch_limit })
     }
 
     /// The error of a record that failed [`check`](Self::check).
@@ -386,7 +378,7 @@ impl Inner {
     #[inline(never)]
     fn check_failed(
         &self,
-        record: &Record,
+        partition: Option<u32>,
         info: &TopicInfo,
         size: usize,
         batch_limit: usize,
@@ -399,19 +391,25 @@ impl Inner {
             return ProducerError::RecordTooLarge { size: size + HEADER_LEN, max: batch_limit };
         }
         ProducerError::UnknownPartition {
-            topic: record.topic.to_string(),
-            partition: record.partition.unwrap_or_default(),
+            topic: info.name.to_string(),
+            partition: partition.unwrap_or_default(),
             count: info.partitions,
         }
     }
 
     /// The partition of a checked record (under the accumulator's lock: the
     /// sticky partition moves as batches close).
-    fn partition_of(&self, acc: &mut Accumulator, record: &Record, partitions: u32) -> u32 {
-        match (record.partition, &record.key, self.config.partitioner) {
+    fn partition_of(
+        &self,
+        acc: &mut Accumulator,
+        topic: &Arc<str>,
+        record: &Fields<'_>,
+        partitions: u32,
+    ) -> u32 {
+        match (record.partition, record.key, self.config.partitioner) {
             (Some(p), _, _) => p,
             (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
-            _ => acc.sticky_partition(&record.topic, partitions),
+            _ => acc.sticky_partition(topic, partitions),
         }
     }
 
@@ -444,13 +442,14 @@ impl Inner {
     fn try_append(&self, record: &Record, headers: &[HeaderRef<'_>]) -> Result<Append, ProducerError> {
         let mut acc = self.acc();
         let Some(info) = acc.topic(&record.topic) else { return Ok(Append::NeedTopic) };
-        let checked = self.check(record, info, headers)?;
+        let fields = record.fields();
+        let checked = self.check(&fields, info, headers)?;
         let partitions = info.partitions;
         let size = checked.size();
         if !acc.take_credit(size) {
             return Ok(Append::NeedCredit(size));
         }
-        let partition = self.partition_of(&mut acc, record, partitions);
+        let partition = self.partition_of(&mut acc, &record.topic, &fields, partitions);
         let new = NewRecord {
             timestamp: record.timestamp,
             key: record.key.as_deref(),
@@ -500,7 +499,7 @@ impl Producer {
         if self.inner.closed.load(Ordering::Acquire) {
             return Err(ProducerError::Closed);
         }
-        let headers = header_refs(&record);
+        let headers = header_refs(&record.headers);
         loop {
             // The common case: topic known, buffer credit left; one lock.
             let need = match self.inner.try_append(&record, &headers)? {
@@ -568,9 +567,9 @@ impl Drop for Producer {
 /// The headers of a record as the batch builder takes them (no allocation
 /// for a record without headers).
 #[inline]
-fn header_refs(record: &Record) -> Vec<HeaderRef<'_>> {
-    if record.headers.is_empty() {
+fn header_refs(headers: &[(String, Option<bytes::Bytes>)]) -> Vec<HeaderRef<'_>> {
+    if headers.is_empty() {
         return Vec::new(); // the common case, without the collect machinery
     }
-    record.headers.iter().map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() }).collect()
+    headers.iter().map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() }).collect()
 }

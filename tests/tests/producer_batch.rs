@@ -1,12 +1,13 @@
-//! `Producer::send_batch` against a real broker process: idempotence and
-//! ordering hold when batches are retried across a broker crash.
+//! `Producer::send_batch` and `Producer::send_messages` against a real
+//! broker process: idempotence and ordering hold when batches are retried
+//! across a broker crash.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sluice_producer::{Producer, Record};
+use sluice_producer::{BatchDelivery, Message, Producer, ProducerError, Record};
 use sluice_tests::{create_topic, read_partition, ProcessBroker, TestBroker};
 
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
@@ -21,8 +22,44 @@ async fn values_of(conn: &sluice_protocol::client::Connection, partition: u32) -
     out
 }
 
+/// Which batch call a test makes.
+#[derive(Clone, Copy)]
+enum Call {
+    SendBatch,
+    SendMessages,
+}
+
+impl Call {
+    /// Sends `messages` to topic `t` with this call.
+    async fn send(self, producer: &Producer, messages: Vec<Message>) -> BatchDelivery {
+        match self {
+            Call::SendBatch => {
+                let records = messages.into_iter().map(|m| Record {
+                    topic: "t".into(),
+                    partition: m.partition,
+                    key: m.key,
+                    value: m.value,
+                    headers: m.headers,
+                    timestamp: m.timestamp,
+                });
+                producer.send_batch(records).await.unwrap()
+            }
+            Call::SendMessages => producer.send_messages("t", &messages).await.unwrap(),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn batches_retried_across_a_broker_restart_keep_offsets_order_and_no_duplicates() {
+    retried_across_a_restart(Call::SendBatch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_retried_across_a_broker_restart_keep_offsets_order_and_no_duplicates() {
+    retried_across_a_restart(Call::SendMessages).await;
+}
+
+async fn retried_across_a_restart(call_kind: Call) {
     let dir = tempfile::tempdir().unwrap();
     let mut broker = ProcessBroker::spawn(SLUICE, dir.path(), &[]);
     let addr = broker.addr.to_string();
@@ -40,11 +77,11 @@ async fn batches_retried_across_a_broker_restart_keep_offsets_order_and_no_dupli
     let (calls, per_call) = (100u32, 200u32);
     let mut deliveries = Vec::new();
     for call in 0..calls {
-        let records = (0..per_call).map(|i| {
+        let messages = (0..per_call).map(|i| {
             let n = call * per_call + i;
-            Record::new("t", format!("{n:08}")).partition(n % 2)
+            Message::new(format!("{n:08}")).partition(n % 2)
         });
-        deliveries.push(producer.send_batch(records).await.unwrap());
+        deliveries.push(call_kind.send(&producer, messages.collect()).await);
         if call == calls / 2 {
             // Crash mid-stream, then come back on the same address.
             broker.kill9();
@@ -100,6 +137,15 @@ async fn a_batch_too_large_for_the_buffer_is_sent_chunk_by_chunk() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn runs_of_one_partition_among_keyed_and_headed_records_report_where_each_landed() {
+    runs_among_keyed_and_headed(Call::SendBatch).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_in_runs_among_keyed_and_headed_ones_report_where_each_landed() {
+    runs_among_keyed_and_headed(Call::SendMessages).await;
+}
+
+async fn runs_among_keyed_and_headed(call_kind: Call) {
     let broker = TestBroker::start(|_| {}).await;
     let admin = broker.connect().await;
     create_topic(&admin, "t", 2, &[]).await.unwrap();
@@ -108,16 +154,16 @@ async fn runs_of_one_partition_among_keyed_and_headed_records_report_where_each_
         Producer::builder().bootstrap(broker.addr.to_string()).batch_bytes(2048usize).build().await.unwrap();
     let mut deliveries = Vec::new();
     for call in 0..4u32 {
-        let records = (0..300u32).map(|i| {
+        let messages = (0..300u32).map(|i| {
             let n = call * 300 + i;
-            let record = Record::new("t", format!("{n:08}"));
+            let message = Message::new(format!("{n:08}"));
             match i % 50 {
-                7 => record.partition(1).header("h", "v"), // breaks a run
-                9 => record.key(format!("k{n}")),          // partition from the key
-                _ => record.partition((i / 100) % 2),      // runs of 100
+                7 => message.partition(1).header("h", "v"), // breaks a run
+                9 => message.key(format!("k{n}")),          // partition from the key
+                _ => message.partition((i / 100) % 2),      // runs of 100
             }
         });
-        deliveries.push(producer.send_batch(records).await.unwrap());
+        deliveries.push(call_kind.send(&producer, messages.collect()).await);
     }
     let mut reported: HashMap<(u32, u64), Bytes> = HashMap::new();
     for (call, delivery) in deliveries.into_iter().enumerate() {
@@ -136,4 +182,28 @@ async fn runs_of_one_partition_among_keyed_and_headed_records_report_where_each_
         }
     }
     assert_eq!(logged, 1200);
+}
+
+#[tokio::test]
+async fn messages_that_could_never_be_written_fail_the_call_before_anything_is_buffered() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    create_topic(&admin, "t", 2, &[]).await.unwrap();
+    let producer = Producer::builder().bootstrap(broker.addr.to_string()).build().await.unwrap();
+    let err = producer.send_messages("nope", &[Message::new("x")]).await.unwrap_err();
+    assert!(matches!(err, ProducerError::UnknownTopic(ref t) if t == "nope"), "{err:?}");
+    let messages = [Message::new("a").partition(0), Message::new("b").partition(2)];
+    let err = producer.send_messages("t", &messages).await.unwrap_err();
+    assert!(matches!(err, ProducerError::UnknownPartition { partition: 2, count: 2, .. }), "{err:?}");
+    // The messages are borrowed: the same slice sent again, now valid.
+    let messages = [Message::new("a").partition(0), Message::new("b").partition(1).timestamp(42)];
+    for _ in 0..2 {
+        let results = producer.send_messages("t", &messages).await.unwrap().await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(results[1].as_ref().unwrap().timestamp, 42);
+    }
+    producer.close().await.unwrap();
+    let logged: Vec<_> = [values_of(&admin, 0).await, values_of(&admin, 1).await].concat();
+    let values: Vec<&[u8]> = logged.iter().map(|(_, v)| &v[..]).collect();
+    assert_eq!(values, [&b"a"[..], b"a", b"b", b"b"], "only the valid calls' messages were written");
 }

@@ -39,6 +39,16 @@ pub enum ClientArg {
     Kafka,
 }
 
+/// `--batch-call`: which producer call `--send-batch N` makes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BatchCallArg {
+    /// `send_batch(records)`: each record names its topic.
+    Records,
+    /// `send_messages(topic, &messages)`: one topic per call, the messages
+    /// borrowed (built once per producer task and sent again).
+    Messages,
+}
+
 /// `--compression`: the producers' batch compression.
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub enum CompressionArg {
@@ -105,9 +115,12 @@ pub struct Args {
     /// Producer batch size (bytes).
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
-    /// Records per `send_batch` call (0: one `send` per record).
+    /// Records per batch call (0: one `send` per record).
     #[arg(long, default_value_t = 0)]
     pub send_batch: u64,
+    /// The batch call of `--send-batch`.
+    #[arg(long, value_enum, default_value = "records")]
+    pub batch_call: BatchCallArg,
     /// Data directory parent for a self-started broker.
     #[arg(long)]
     pub data_dir: Option<std::path::PathBuf>,

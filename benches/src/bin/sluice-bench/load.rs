@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 use bytes::Bytes;
 use hdrhistogram::Histogram;
-use sluice_producer::{Producer, Record};
+use sluice_producer::{Message, Producer, Record};
 use sluice_protocol::api::{CreateTopicRequest, MetadataRequest};
 use sluice_protocol::client::Connection;
 use sluice_protocol::ErrorCode;
@@ -86,8 +86,10 @@ pub struct SendPlan {
     /// `SAMPLE_EVERY`th record after the warmup.
     pub ack_latency: Option<Arc<Mutex<Histogram<u64>>>>,
     pub progress: Option<Progress>,
-    /// Records per `send_batch` call (0: `send` per record).
+    /// Records per batch call (0: `send` per record).
     pub send_batch: u64,
+    /// `send_messages` (else `send_batch`) for `send_batch` > 0.
+    pub send_messages: bool,
 }
 
 impl SendPlan {
@@ -106,6 +108,7 @@ impl SendPlan {
             ack_latency: None,
             progress: None,
             send_batch: args.send_batch,
+            send_messages: args.batch_call == crate::args::BatchCallArg::Messages,
         }
     }
 }
@@ -194,11 +197,15 @@ fn value(plan: &SendPlan, payload: &'static [u8]) -> Bytes {
     }
 }
 
-/// `send_loop` with `--send-batch N`: `send_batch` calls of N records,
-/// the rate cap and latency sampling applied per call.
+/// `send_loop` with `--send-batch N`: `send_batch` (or, with
+/// `--batch-call messages`, `send_messages`) calls of N records, the rate
+/// cap and latency sampling applied per call.
 async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
     let payload = shared_payload(plan.message_size);
     let topic: Arc<str> = Arc::from(&*plan.topic); // per task, as in `send_loop`
+                                                   // `send_messages` borrows its messages: one set per task, their
+                                                   // partitions (and, e2e, values) set again for each call.
+    let mut messages = vec![Message::new(Bytes::from_static(payload)); plan.send_batch as usize];
     let (mut sent, mut partition, started) = (0u64, 0u32, Instant::now());
     while sent < plan.per_producer && Instant::now() < plan.deadline {
         if plan.per_producer_rate > 0 {
@@ -208,15 +215,27 @@ async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(
             }
         }
         let n = plan.send_batch.min(plan.per_producer - sent);
-        let records = (0..n).map(|_| {
-            let record = Record {
-                partition: Some(partition),
-                ..Record::new(Arc::clone(&topic), value(&plan, payload))
-            };
-            partition = next_partition(partition, plan.partitions);
-            record
-        });
-        let delivery = producer.send_batch(records).await?;
+        let delivery = if plan.send_messages {
+            let messages = &mut messages[..n as usize];
+            for m in messages.iter_mut() {
+                m.partition = Some(partition);
+                partition = next_partition(partition, plan.partitions);
+                if plan.stamp {
+                    m.value = Some(value(&plan, payload));
+                }
+            }
+            producer.send_messages(&topic, messages).await?
+        } else {
+            let records = (0..n).map(|_| {
+                let record = Record {
+                    partition: Some(partition),
+                    ..Record::new(Arc::clone(&topic), value(&plan, payload))
+                };
+                partition = next_partition(partition, plan.partitions);
+                record
+            });
+            producer.send_batch(records).await?
+        };
         // Whether a multiple of SAMPLE_EVERY is among the call's records.
         let sampled = (sent + n - 1) / SAMPLE_EVERY * SAMPLE_EVERY >= sent;
         match &plan.ack_latency {

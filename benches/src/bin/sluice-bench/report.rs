@@ -104,6 +104,9 @@ pub struct Latency {
 #[derive(Debug, Serialize)]
 pub struct Parameters {
     acks: String,
+    /// `send_batch` or `send_messages`, with `send_batch` > 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch_call: Option<&'static str>,
     batch_bytes: usize,
     broker_threads: Option<usize>,
     /// `kafka` with `--client kafka` (absent for the native client).
@@ -129,6 +132,10 @@ impl Parameters {
         Self {
             acks: format!("{:?}", args.acks).to_lowercase(),
             batch_bytes: args.batch_bytes,
+            batch_call: (args.send_batch > 0).then_some(match args.batch_call {
+                crate::args::BatchCallArg::Records => "send_batch",
+                crate::args::BatchCallArg::Messages => "send_messages",
+            }),
             broker_threads: args.broker.is_none().then_some(args.broker_threads),
             client: (args.client == crate::args::ClientArg::Kafka).then_some("kafka"),
             client_threads: args.client_threads(crate::cores()),
@@ -267,6 +274,7 @@ mod tests {
             parameters: Parameters {
                 acks: "durable".into(),
                 batch_bytes: 2,
+                batch_call: None,
                 broker_threads: Some(2),
                 client: None,
                 client_threads: 1,
