@@ -22,6 +22,7 @@ use sluice_protocol::batch::{increment_sequence, BatchBuilder, Compression, Head
 use crate::completion::{Completer, Completion};
 use crate::fxhash::FxHashMap;
 use crate::pool::BufferPool;
+use crate::sticky::StickyPartitions;
 use crate::TopicInfo;
 
 pub(crate) use crate::completion::BatchResult;
@@ -147,16 +148,6 @@ impl PartitionQueue {
     }
 }
 
-/// Moves a topic's sticky partition on when the batch it was filling
-/// closes (full, lingered or flushed), as Kafka's sticky partitioner does.
-fn move_sticky(sticky: &mut FxHashMap<Arc<str>, (u32, u32)>, key: &PartitionKey) {
-    if let Some((p, count)) = sticky.get_mut(&key.0) {
-        if *p == key.1 {
-            *p = (*p + 1) % *count;
-        }
-    }
-}
-
 /// A new batch for `key`, its completion noted in `unfinished`. Out of
 /// line: once per batch, not per record.
 #[cold]
@@ -182,9 +173,8 @@ pub(crate) struct Accumulator {
     index: FxHashMap<PartitionKey, usize>,
     /// The queue appended to last: skips the map probe while it repeats.
     last: Option<usize>,
-    /// The sticky partition of each topic for records without a key, and
-    /// the topic's partition count.
-    sticky: FxHashMap<Arc<str>, (u32, u32)>,
+    /// The sticky partition of each topic for records without a key.
+    sticky: StickyPartitions,
     batch_bytes: usize,
     compression: Compression,
     producer_id: i64,
@@ -251,7 +241,7 @@ impl Accumulator {
             queues: Vec::new(),
             index: FxHashMap::default(),
             last: None,
-            sticky: FxHashMap::default(),
+            sticky: StickyPartitions::default(),
             batch_bytes,
             compression,
             producer_id,
@@ -311,16 +301,9 @@ impl Accumulator {
     }
 
     /// The sticky partition of `topic` among `partitions`.
+    #[inline]
     pub fn sticky_partition(&mut self, topic: &Arc<str>, partitions: u32) -> u32 {
-        let (p, count) = match self.sticky.get_mut(&**topic) {
-            Some(found) => found,
-            None => self.sticky.entry(Arc::clone(topic)).or_insert((0, partitions)),
-        };
-        *count = partitions.max(1);
-        if *p >= *count {
-            *p = 0;
-        }
-        *p
+        self.sticky.partition(topic, partitions)
     }
 
     /// The queue of `topic`/`partition`, created on first use.
@@ -359,10 +342,10 @@ impl Accumulator {
 
     /// Appends records to `topic`/`partition` in order, as [`append`]
     /// would one by one, finding the queue once (a `send_batch` run).
-    /// `placed` is called per record with where it went; the run's first
-    /// record, and the first of each batch it opens, carry their batch's
-    /// completion. Returns whether a batch opened or closed (wake the
-    /// sender).
+    /// `placed` is called per record with where it went, and says whether
+    /// to go on; the run's first record, and the first of each batch it
+    /// opens, carry their batch's completion. Returns whether a batch
+    /// opened or closed (wake the sender).
     ///
     /// [`append`]: Self::append
     pub fn append_run<'r>(
@@ -370,7 +353,7 @@ impl Accumulator {
         topic: &Arc<str>,
         partition: u32,
         records: impl Iterator<Item = NewRecord<'r>>,
-        mut placed: impl FnMut(Placed),
+        mut placed: impl FnMut(Placed) -> bool,
     ) -> bool {
         let q = self.queue_of(topic, partition);
         let (mut wake, mut subscribe) = (false, true);
@@ -378,7 +361,9 @@ impl Accumulator {
             let p = self.append_at(q, &record, subscribe);
             subscribe = false;
             wake |= p.appended != Appended::Filling;
-            placed(p);
+            if !placed(p) {
+                break;
+            }
         }
         wake
     }
@@ -413,7 +398,7 @@ impl Accumulator {
             appended = Appended::Closed;
         }
         if appended == Appended::Closed {
-            move_sticky(&mut self.sticky, &queue.key);
+            self.sticky.batch_closed(&queue.key.0, queue.key.1);
         }
         Placed { completion, index, timestamp, appended }
     }
@@ -422,7 +407,7 @@ impl Accumulator {
     /// the ready queue.
     fn close(&mut self, q: usize) {
         let queue = &mut self.queues[q];
-        move_sticky(&mut self.sticky, &queue.key);
+        self.sticky.batch_closed(&queue.key.0, queue.key.1);
         queue.close(self.producer_id);
     }
 
@@ -537,6 +522,7 @@ mod tests {
         let wake = run.append_run(&key.0, key.1, (0..10).map(|_| big()), |p| {
             assert_eq!(p.timestamp, 5);
             got.push((p.completion.is_some(), p.index));
+            true
         });
         assert!(wake, "batches opened and closed");
         assert_eq!(got, expected);

@@ -7,10 +7,10 @@
 //! memory (the chunk's memory reserved at once, so backpressure is kept:
 //! a call larger than `buffer_memory` waits chunk by chunk), with one
 //! clock read and one completion per batch the records land in. Runs of
-//! records with one topic and explicit partition (and no headers) are
-//! appended with the partition's queue found once per run
-//! (`Accumulator::append_run`); the batches are byte for byte those that
-//! appending one by one would build.
+//! records with one topic and partition (explicit, or the sticky one while
+//! its batch fills) and no headers are appended with the partition's queue
+//! found once per run (`Accumulator::append_run`); the batches are byte
+//! for byte those that appending one by one would build.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +20,7 @@ use sluice_protocol::batch::{BatchBuilder, HEADER_LEN};
 use crate::accumulator::{Accumulator, Appended, NewRecord};
 use crate::delivery::BatchDelivery;
 use crate::record::{Fields, Outgoing};
-use crate::{header_refs, Checked, Inner, Message, Producer, ProducerError, Record, TopicInfo};
+use crate::{header_refs, Checked, Inner, Message, Partitioner, Producer, ProducerError, Record, TopicInfo};
 
 /// A record of a call, checked: its topic's index in the call's topics and
 /// its `BatchBuilder::fixed_len` (below `u32::MAX`: the check caps a
@@ -200,8 +200,9 @@ struct Appending {
 impl Appending {
     /// Appends `records` (the call's records from `first` on) under one
     /// accumulator lock; returns whether the sender should wake. Records
-    /// with an explicit partition and no headers go in runs of one topic
-    /// and partition (the queue found once per run); others one by one.
+    /// without headers go in runs of one topic and partition (the queue
+    /// found once per run): their explicit partition, or the sticky one;
+    /// others (headers, or a key that picks the partition) one by one.
     fn append<R: Outgoing>(
         &mut self,
         inner: &Inner,
@@ -209,52 +210,70 @@ impl Appending {
         first: usize,
     ) -> Result<bool, ProducerError> {
         let mut acc = inner.acc();
+        // Whether a record's key leaves its partition to the sticky partitioner.
+        let keys_stick = inner.config.partitioner != Partitioner::Murmur2;
         let mut wake = false;
         let mut i = 0;
         while i < records.len() {
-            let topic = self.checked[first + i].topic;
             let head = records[i].fields();
-            if head.partition.is_none() || !head.headers.is_empty() {
+            if !head.headers.is_empty() || (head.partition.is_none() && head.key.is_some() && !keys_stick) {
                 wake |= self.append_one(inner, &mut acc, &head, first + i)?;
                 i += 1;
                 continue;
             }
-            let runs = |r: &R| {
-                let f = r.fields();
-                f.headers.is_empty() && f.partition == head.partition
-            };
-            let mut end = i + 1;
-            while end < records.len() && runs(&records[end]) && self.checked[first + end].topic == topic {
-                end += 1;
-            }
-            wake |= self.append_run(&mut acc, &records[i..end], first + i);
-            i = end;
+            let (run_wake, taken) = self.append_run(&mut acc, &records[i..], first + i, keys_stick);
+            wake |= run_wake;
+            i += taken;
         }
         Ok(wake)
     }
 
-    /// Appends a run of records without headers to one topic and explicit
-    /// partition (the call's records from `first` on).
-    fn append_run<R: Outgoing>(&mut self, acc: &mut Accumulator, records: &[R], first: usize) -> bool {
+    /// Appends the run that starts at `records[0]` (the call's record
+    /// `first`, without headers): it and the records after it of its
+    /// topic, without headers, and with its explicit partition, or, when
+    /// it has none, with none either (nor a key that picks one), to the
+    /// topic's sticky partition until a batch there closes (the sticky
+    /// partition moves on then, as it does one by one). Returns whether
+    /// the sender should wake and how many records the run took.
+    fn append_run<R: Outgoing>(
+        &mut self,
+        acc: &mut Accumulator,
+        records: &[R],
+        first: usize,
+        keys_stick: bool,
+    ) -> (bool, usize) {
         let Appending { topics, checked, current, delivery } = self;
         let topic = checked[first].topic;
         let CallTopic { info, batch_limit, .. } = &topics[topic as usize];
-        let partition = records[0].fields().partition.unwrap_or(0);
-        let new = records.iter().map(Outgoing::fields).zip(&checked[first..]).map(|(record, c)| NewRecord {
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: &[],
-            fixed: c.fixed as usize,
-            size: c.size(),
-            batch_limit: *batch_limit,
-        });
+        let explicit = records[0].fields().partition;
+        let partition = explicit.unwrap_or_else(|| acc.sticky_partition(&info.name, info.partitions));
+        let joins = |f: &Fields<'_>, c: &Sized| {
+            c.topic == topic
+                && f.headers.is_empty()
+                && f.partition == explicit
+                && (explicit.is_some() || f.key.is_none() || keys_stick)
+        };
+        let new =
+            records.iter().map(Outgoing::fields).zip(&checked[first..]).take_while(|(f, c)| joins(f, c)).map(
+                |(record, c)| NewRecord {
+                    timestamp: record.timestamp,
+                    key: record.key,
+                    value: record.value,
+                    headers: &[],
+                    fixed: c.fixed as usize,
+                    size: c.size(),
+                    batch_limit: *batch_limit,
+                },
+            );
         // The run's first record carries its batch's completion, so
         // `segment` is set before it is read.
-        let mut segment = None;
+        let (mut segment, mut taken) = (None, 0);
         let wake = acc.append_run(&info.name, partition, new, |placed| {
+            taken += 1;
+            let go_on = explicit.is_some() || placed.appended != Appended::Closed;
             segment = placed.completion.map(|c| delivery.open_segment(c)).or(segment);
             delivery.push(segment.unwrap_or_default(), placed.index, placed.timestamp);
+            go_on
         });
         if let Some(s) = segment {
             match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
@@ -262,7 +281,7 @@ impl Appending {
                 None => current.push((topic, partition, s)),
             }
         }
-        wake
+        (wake, taken)
     }
 
     /// Appends one record (the call's record `at`).

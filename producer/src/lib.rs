@@ -57,6 +57,7 @@ mod partitioner;
 mod pool;
 mod record;
 mod sender;
+mod sticky;
 
 pub use delivery::{BatchDelivery, DeliveryFuture};
 pub use error::ProducerError;
@@ -399,6 +400,7 @@ impl Inner {
 
     /// The partition of a checked record (under the accumulator's lock: the
     /// sticky partition moves as batches close).
+    #[inline]
     fn partition_of(
         &self,
         acc: &mut Accumulator,

@@ -13,8 +13,16 @@ use sluice_tests::{create_topic, read_partition, ProcessBroker, TestBroker};
 const SLUICE: &str = env!("CARGO_BIN_EXE_sluice-e2e");
 
 async fn values_of(conn: &sluice_protocol::client::Connection, partition: u32) -> Vec<(u64, Bytes)> {
+    values_in(conn, "t", partition).await
+}
+
+async fn values_in(
+    conn: &sluice_protocol::client::Connection,
+    topic: &str,
+    partition: u32,
+) -> Vec<(u64, Bytes)> {
     let mut out = Vec::new();
-    for b in read_partition(conn, "t", partition, 0).await {
+    for b in read_partition(conn, topic, partition, 0).await {
         for r in b.records().unwrap().to_owned_records().unwrap() {
             out.push((r.offset, r.value.unwrap()));
         }
@@ -206,4 +214,57 @@ async fn messages_that_could_never_be_written_fail_the_call_before_anything_is_b
     let logged: Vec<_> = [values_of(&admin, 0).await, values_of(&admin, 1).await].concat();
     let values: Vec<&[u8]> = logged.iter().map(|(_, v)| &v[..]).collect();
     assert_eq!(values, [&b"a"[..], b"a", b"b", b"b"], "only the valid calls' messages were written");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_without_a_partition_stick_as_records_sent_one_by_one_do() {
+    let broker = TestBroker::start(|_| {}).await;
+    let admin = broker.connect().await;
+    for topic in ["one-by-one", "messages"] {
+        create_topic(&admin, topic, 3, &[]).await.unwrap();
+    }
+    // Small batches that close only when full (no linger in the test's
+    // time), so the sticky partition moves at the same records both ways.
+    let producer = Producer::builder()
+        .bootstrap(broker.addr.to_string())
+        .batch_bytes(1024usize)
+        .linger(Duration::from_secs(600))
+        .build()
+        .await
+        .unwrap();
+    let messages: Vec<Message> = (0..600u32)
+        .map(|n| {
+            let message = Message::new(format!("{n:08}"));
+            match n % 40 {
+                5 => message.key(format!("k{n}")), // murmur2 picks its partition
+                6 => message.header("h", "v"),     // sticky, but one by one
+                _ => message,
+            }
+        })
+        .collect();
+    let mut one_by_one = Vec::new();
+    for m in &messages {
+        let record = Record {
+            topic: "one-by-one".into(),
+            partition: None,
+            key: m.key.clone(),
+            value: m.value.clone(),
+            headers: m.headers.clone(),
+            timestamp: None,
+        };
+        one_by_one.push(producer.send(record).await.unwrap().partition());
+    }
+    let delivery = producer.send_messages("messages", &messages).await.unwrap();
+    producer.flush().await.unwrap();
+    let landed: Vec<u32> = delivery.await.into_iter().map(|r| r.unwrap().partition).collect();
+    assert_eq!(landed, one_by_one, "every message where send put the same record");
+    let mut used = 0;
+    for p in 0..3 {
+        let a: Vec<Bytes> = values_in(&admin, "one-by-one", p).await.into_iter().map(|(_, v)| v).collect();
+        let b: Vec<Bytes> = values_in(&admin, "messages", p).await.into_iter().map(|(_, v)| v).collect();
+        assert_eq!(a, b, "partition {p}: the same records in the same order");
+        used += usize::from(!b.is_empty());
+    }
+    assert_eq!(used, 3, "the sticky partition moved on as batches filled");
+    producer.close().await.unwrap();
 }

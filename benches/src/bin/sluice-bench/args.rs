@@ -94,6 +94,11 @@ pub struct Args {
     /// Partitions of the topic.
     #[arg(long, default_value_t = 1)]
     pub partitions: u32,
+    /// Native producers name no partition: the producer's sticky
+    /// partitioner picks it (Kafka's default for records without a key),
+    /// instead of the round robin over the partitions.
+    #[arg(long)]
+    pub sticky: bool,
     /// Bytes per message value.
     #[arg(long, default_value_t = 100)]
     pub message_size: usize,

@@ -90,6 +90,8 @@ pub struct SendPlan {
     pub send_batch: u64,
     /// `send_messages` (else `send_batch`) for `send_batch` > 0.
     pub send_messages: bool,
+    /// Records name no partition (`--sticky`).
+    pub sticky: bool,
 }
 
 impl SendPlan {
@@ -109,7 +111,14 @@ impl SendPlan {
             progress: None,
             send_batch: args.send_batch,
             send_messages: args.batch_call == crate::args::BatchCallArg::Messages,
+            sticky: args.sticky,
         }
+    }
+
+    /// The partition a record names: the round robin's next, or none.
+    #[inline]
+    fn partition(&self, next: u32) -> Option<u32> {
+        (!self.sticky).then_some(next)
     }
 }
 
@@ -134,8 +143,10 @@ pub async fn send_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u6
                 tokio::time::sleep(wait).await;
             }
         }
-        let record =
-            Record { partition: Some(partition), ..Record::new(Arc::clone(&topic), value(&plan, payload)) };
+        let record = Record {
+            partition: plan.partition(partition),
+            ..Record::new(Arc::clone(&topic), value(&plan, payload))
+        };
         partition = next_partition(partition, plan.partitions);
         let delivery = producer.send(record).await?;
         match &plan.ack_latency {
@@ -218,7 +229,7 @@ async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(
         let delivery = if plan.send_messages {
             let messages = &mut messages[..n as usize];
             for m in messages.iter_mut() {
-                m.partition = Some(partition);
+                m.partition = plan.partition(partition);
                 partition = next_partition(partition, plan.partitions);
                 if plan.stamp {
                     m.value = Some(value(&plan, payload));
@@ -228,7 +239,7 @@ async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(
         } else {
             let records = (0..n).map(|_| {
                 let record = Record {
-                    partition: Some(partition),
+                    partition: plan.partition(partition),
                     ..Record::new(Arc::clone(&topic), value(&plan, payload))
                 };
                 partition = next_partition(partition, plan.partitions);

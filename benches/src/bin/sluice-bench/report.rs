@@ -124,6 +124,9 @@ pub struct Parameters {
     producers: usize,
     rate: u64,
     send_batch: u64,
+    /// `--sticky`: records named no partition.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    sticky: bool,
     warmup_s: u64,
 }
 
@@ -150,6 +153,7 @@ impl Parameters {
             producers: args.producers,
             rate: args.rate,
             send_batch: args.send_batch,
+            sticky: args.sticky,
             warmup_s: args.warmup,
         }
     }
@@ -289,6 +293,7 @@ mod tests {
                 producers: 1,
                 rate: 0,
                 send_batch: 0,
+                sticky: false,
                 warmup_s: 0,
             },
             produced: Some(1),
