@@ -22,8 +22,9 @@ use sluice_protocol::batch::{increment_sequence, BatchBuilder, Compression, Head
 use crate::completion::{Completer, Completion};
 use crate::fxhash::FxHashMap;
 use crate::pool::BufferPool;
+use crate::record::Fields;
 use crate::sticky::StickyPartitions;
-use crate::TopicInfo;
+use crate::{Checked, TopicInfo};
 
 pub(crate) use crate::completion::BatchResult;
 
@@ -221,6 +222,24 @@ pub(crate) struct NewRecord<'a> {
     pub batch_limit: usize,
 }
 
+impl<'a> NewRecord<'a> {
+    /// A checked record (`fixed` its `BatchBuilder::fixed_len`) with its
+    /// headers as the builder takes them: its size is what the checks
+    /// reserved for it.
+    #[inline]
+    pub fn new(record: &Fields<'a>, headers: &'a [HeaderRef<'a>], fixed: usize, batch_limit: usize) -> Self {
+        NewRecord {
+            timestamp: record.timestamp,
+            key: record.key,
+            value: record.value,
+            headers,
+            fixed,
+            size: Checked::size_of(fixed),
+            batch_limit,
+        }
+    }
+}
+
 /// Where an append put a record.
 #[derive(Debug)]
 pub(crate) struct Placed {
@@ -341,7 +360,7 @@ impl Accumulator {
     }
 
     /// Appends records to `topic`/`partition` in order, as [`append`]
-    /// would one by one, finding the queue once (a `send_batch` run).
+    /// would one by one, finding the queue once (a batch call's run).
     /// `placed` is called per record with where it went, and says whether
     /// to go on; the run's first record, and the first of each batch it
     /// opens, carry their batch's completion. Returns whether a batch

@@ -15,12 +15,12 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use sluice_protocol::batch::{BatchBuilder, HEADER_LEN};
+use sluice_protocol::batch::BatchBuilder;
 
 use crate::accumulator::{Accumulator, Appended, NewRecord};
 use crate::delivery::BatchDelivery;
 use crate::record::{Fields, Outgoing};
-use crate::{header_refs, Checked, Inner, Message, Partitioner, Producer, ProducerError, Record, TopicInfo};
+use crate::{header_refs, Checked, Inner, Message, Producer, ProducerError, Record, TopicInfo};
 
 /// A record of a call, checked: its topic's index in the call's topics and
 /// its `BatchBuilder::fixed_len` (below `u32::MAX`: the check caps a
@@ -165,8 +165,7 @@ impl Inner {
     /// `info` with its limits, for the checks of a batch call.
     fn call_topic(&self, info: TopicInfo) -> CallTopic {
         let batch_limit = self.batch_limit(&info);
-        let buffer = self.config.buffer_memory.min(u32::MAX as usize);
-        CallTopic { max_size: buffer.min(batch_limit.saturating_sub(HEADER_LEN)), batch_limit, info }
+        CallTopic { max_size: self.max_record_size(batch_limit), batch_limit, info }
     }
 
     /// Checks a record of a batch call whose topic is the call's
@@ -210,18 +209,16 @@ impl Appending {
         first: usize,
     ) -> Result<bool, ProducerError> {
         let mut acc = inner.acc();
-        // Whether a record's key leaves its partition to the sticky partitioner.
-        let keys_stick = inner.config.partitioner != Partitioner::Murmur2;
         let mut wake = false;
         let mut i = 0;
         while i < records.len() {
             let head = records[i].fields();
-            if !head.headers.is_empty() || (head.partition.is_none() && head.key.is_some() && !keys_stick) {
+            if !head.headers.is_empty() || inner.partition_key(&head).is_some() {
                 wake |= self.append_one(inner, &mut acc, &head, first + i)?;
                 i += 1;
                 continue;
             }
-            let (run_wake, taken) = self.append_run(&mut acc, &records[i..], first + i, keys_stick);
+            let (run_wake, taken) = self.append_run(inner, &mut acc, &records[i..], first + i);
             wake |= run_wake;
             i += taken;
         }
@@ -237,10 +234,10 @@ impl Appending {
     /// the sender should wake and how many records the run took.
     fn append_run<R: Outgoing>(
         &mut self,
+        inner: &Inner,
         acc: &mut Accumulator,
         records: &[R],
         first: usize,
-        keys_stick: bool,
     ) -> (bool, usize) {
         let Appending { topics, checked, current, delivery } = self;
         let topic = checked[first].topic;
@@ -251,20 +248,14 @@ impl Appending {
             c.topic == topic
                 && f.headers.is_empty()
                 && f.partition == explicit
-                && (explicit.is_some() || f.key.is_none() || keys_stick)
+                && inner.partition_key(f).is_none()
         };
-        let new =
-            records.iter().map(Outgoing::fields).zip(&checked[first..]).take_while(|(f, c)| joins(f, c)).map(
-                |(record, c)| NewRecord {
-                    timestamp: record.timestamp,
-                    key: record.key,
-                    value: record.value,
-                    headers: &[],
-                    fixed: c.fixed as usize,
-                    size: c.size(),
-                    batch_limit: *batch_limit,
-                },
-            );
+        let new = records
+            .iter()
+            .map(Outgoing::fields)
+            .zip(&checked[first..])
+            .take_while(|(f, c)| joins(f, c))
+            .map(|(record, c)| NewRecord::new(&record, &[], c.fixed as usize, *batch_limit));
         // The run's first record carries its batch's completion, so
         // `segment` is set before it is read.
         let (mut segment, mut taken) = (None, 0);
@@ -296,15 +287,7 @@ impl Appending {
         let topic = c.topic;
         let CallTopic { info, batch_limit, .. } = &self.topics[topic as usize];
         let headers = header_refs(record.headers);
-        let new = NewRecord {
-            timestamp: record.timestamp,
-            key: record.key,
-            value: record.value,
-            headers: &headers,
-            fixed: c.fixed as usize,
-            size: c.size(),
-            batch_limit: *batch_limit,
-        };
+        let new = NewRecord::new(record, &headers, c.fixed as usize, *batch_limit);
         let partition = inner.partition_of(acc, &info.name, record, info.partitions);
         let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
         let placed = acc.append(&info.name, partition, &new, at.is_none());

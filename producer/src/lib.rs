@@ -287,13 +287,7 @@ pub(crate) struct Checked {
 }
 
 impl Checked {
-    /// Buffer memory the record takes (an upper bound of its encoded size).
-    #[inline]
-    pub fn size(&self) -> usize {
-        Self::size_of(self.fixed)
-    }
-
-    /// The buffer memory of a record whose `BatchBuilder::fixed_len` is
+    /// The buffer memory (an upper bound of the encoded size) of a record whose `BatchBuilder::fixed_len` is
     /// `fixed`: that, both deltas (10 bytes at most each) and the length
     /// prefix (5).
     #[inline]
@@ -363,15 +357,26 @@ impl Inner {
         let batch_limit = self.batch_limit(info);
         let fixed = BatchBuilder::fixed_len(record.key, record.value, headers);
         let size = Checked::size_of(fixed);
-        // Alone in its batch, the record must fit every limit on the way.
-        let max = self.config.buffer_memory.min(u32::MAX as usize);
-        if size > max
-            || size + HEADER_LEN > batch_limit
-            || record.partition.is_some_and(|p| p >= info.partitions)
+        if size > self.max_record_size(batch_limit) || record.partition.is_some_and(|p| p >= info.partitions)
         {
             return Err(self.check_failed(record.partition, info, size, batch_limit));
         }
         Ok(Checked { fixed, batch_limit })
+    }
+
+    /// The largest record (its `Checked::size_of`) that fits, alone in its
+    /// batch, every limit on the way: the buffer memory, `u32` sizes, and
+    /// a batch of at most `batch_limit` bytes with its header.
+    #[inline]
+    fn max_record_size(&self, batch_limit: usize) -> usize {
+        self.config.buffer_memory.min(u32::MAX as usize).min(batch_limit.saturating_sub(HEADER_LEN))
+    }
+
+    /// The key of a record without a partition that picks its partition
+    /// (murmur2); `None` when the sticky partitioner places it.
+    #[inline]
+    fn partition_key<'a>(&self, record: &Fields<'a>) -> Option<&'a [u8]> {
+        record.key.filter(|_| record.partition.is_none() && self.config.partitioner == Partitioner::Murmur2)
     }
 
     /// The error of a record that failed [`check`](Self::check).
@@ -408,10 +413,10 @@ impl Inner {
         record: &Fields<'_>,
         partitions: u32,
     ) -> u32 {
-        match (record.partition, record.key, self.config.partitioner) {
-            (Some(p), _, _) => p,
-            (None, Some(key), Partitioner::Murmur2) => partition_for_key(key, partitions),
-            _ => acc.sticky_partition(topic, partitions),
+        match (record.partition, self.partition_key(record)) {
+            (Some(p), _) => p,
+            (None, Some(key)) => partition_for_key(key, partitions),
+            (None, None) => acc.sticky_partition(topic, partitions),
         }
     }
 
@@ -447,20 +452,11 @@ impl Inner {
         let fields = record.fields();
         let checked = self.check(&fields, info, headers)?;
         let partitions = info.partitions;
-        let size = checked.size();
-        if !acc.take_credit(size) {
-            return Ok(Append::NeedCredit(size));
+        let new = NewRecord::new(&fields, headers, checked.fixed, checked.batch_limit);
+        if !acc.take_credit(new.size) {
+            return Ok(Append::NeedCredit(new.size));
         }
         let partition = self.partition_of(&mut acc, &record.topic, &fields, partitions);
-        let new = NewRecord {
-            timestamp: record.timestamp,
-            key: record.key.as_deref(),
-            value: record.value.as_deref(),
-            headers,
-            fixed: checked.fixed,
-            size,
-            batch_limit: checked.batch_limit,
-        };
         Ok(Append::Done(acc.append(&record.topic, partition, &new, true)))
     }
 
