@@ -213,10 +213,12 @@ fn value(plan: &SendPlan, payload: &'static [u8]) -> Bytes {
 /// cap and latency sampling applied per call.
 async fn send_batch_loop(producer: Producer, plan: SendPlan) -> anyhow::Result<(u64, Instant)> {
     let payload = shared_payload(plan.message_size);
-    let topic: Arc<str> = Arc::from(&*plan.topic); // per task, as in `send_loop`
-                                                   // `send_messages` borrows its messages: one set per task, their
-                                                   // partitions (and, e2e, values) set again for each call.
-    let mut messages = vec![Message::new(Bytes::from_static(payload)); plan.send_batch as usize];
+    // The topic per task, as in `send_loop`. `send_messages` borrows its
+    // messages: one set per task, their partitions (and, e2e, values) set
+    // again for each call.
+    let topic: Arc<str> = Arc::from(&*plan.topic);
+    let set = if plan.send_messages { plan.send_batch as usize } else { 0 };
+    let mut messages = vec![Message::new(Bytes::from_static(payload)); set];
     let (mut sent, mut partition, started) = (0u64, 0u32, Instant::now());
     while sent < plan.per_producer && Instant::now() < plan.deadline {
         if plan.per_producer_rate > 0 {
