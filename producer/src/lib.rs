@@ -114,6 +114,9 @@ pub struct ProducerConfig {
     /// How long a record may take from `send` to acknowledgement, retries included.
     pub delivery_timeout: Duration,
     /// Bytes of records buffered and in flight at most; `send` waits past it.
+    /// Default 16 MiB: a producer that outruns the broker keeps this much
+    /// queued, and a smaller queue stays in the CPU's caches between
+    /// encoding and the socket write (docs/client-cost.md, sixth round).
     pub buffer_memory: usize,
     /// Producer id and sequence numbers so retries never duplicate.
     pub idempotent: bool,
@@ -146,7 +149,7 @@ impl Default for ProducerConfig {
             max_request_bytes: DEFAULT_MAX_FRAME_BYTES,
             request_timeout: Duration::from_secs(30),
             delivery_timeout: Duration::from_secs(120),
-            buffer_memory: 64 << 20,
+            buffer_memory: 16 << 20,
             idempotent: true,
             partitioner: Partitioner::Murmur2,
             metadata_max_age: Duration::from_secs(60),
@@ -198,7 +201,7 @@ setters! {
     request_timeout: Duration,
     /// Send-to-acknowledgement limit, retries included (default 120 s).
     delivery_timeout: Duration,
-    /// Buffered bytes at most before `send` waits (default 64 MiB).
+    /// Buffered bytes at most before `send` waits (default 16 MiB).
     buffer_memory: usize,
     /// Idempotent retries (default on).
     idempotent: bool,

@@ -120,6 +120,13 @@ pub struct Args {
     /// Producer batch size (bytes).
     #[arg(long, default_value_t = 1 << 20)]
     pub batch_bytes: usize,
+    /// Producer buffer memory (bytes): how far a producer may run ahead of
+    /// the broker's acknowledgements. Eight batches: enough to keep one
+    /// partition's five requests in flight with batches filling behind
+    /// them, and small enough that the batches stay in the CPU's caches
+    /// from encoding to the socket (docs/client-cost.md, sixth round).
+    #[arg(long, default_value_t = 8 << 20)]
+    pub buffer_memory: usize,
     /// Records per batch call (0: one `send` per record).
     #[arg(long, default_value_t = 0)]
     pub send_batch: u64,

@@ -57,7 +57,7 @@ pub async fn build_producers(args: &Args, addr: &str) -> anyhow::Result<Vec<Prod
             .linger(Duration::from_millis(args.linger))
             .batch_bytes(args.batch_bytes)
             .compression(args.compression.codec())
-            .buffer_memory(64usize << 20)
+            .buffer_memory(args.buffer_memory)
             .build()
             .await?;
         producers.push(producer);

@@ -109,6 +109,7 @@ pub struct Parameters {
     batch_call: Option<&'static str>,
     batch_bytes: usize,
     broker_threads: Option<usize>,
+    buffer_memory: usize,
     /// `kafka` with `--client kafka` (absent for the native client).
     #[serde(skip_serializing_if = "Option::is_none")]
     client: Option<&'static str>,
@@ -140,6 +141,7 @@ impl Parameters {
                 crate::args::BatchCallArg::Messages => "send_messages",
             }),
             broker_threads: args.broker.is_none().then_some(args.broker_threads),
+            buffer_memory: args.buffer_memory,
             client: (args.client == crate::args::ClientArg::Kafka).then_some("kafka"),
             client_threads: args.client_threads(crate::cores()),
             compression: format!("{:?}", args.compression).to_lowercase(),
@@ -280,6 +282,7 @@ mod tests {
                 batch_bytes: 2,
                 batch_call: None,
                 broker_threads: Some(2),
+                buffer_memory: 3,
                 client: None,
                 client_threads: 1,
                 compression: "none".into(),

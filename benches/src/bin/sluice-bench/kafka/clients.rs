@@ -50,7 +50,8 @@ fn common(addr: &str) -> ClientConfig {
 
 /// A producer configured like the native one: `--acks` (none = 0,
 /// leader = 1, durable = all), `--linger`, `--batch-bytes`, `--compression`,
-/// a queue as large as the native client's 64 MiB buffer, no idempotence.
+/// a queue as large as the native client's buffer (`--buffer-memory`), no
+/// idempotence.
 pub fn producer_config(args: &Args, addr: &str) -> ClientConfig {
     let acks = match args.acks {
         AcksArg::None => "0",
@@ -75,7 +76,7 @@ pub fn producer_config(args: &Args, addr: &str) -> ClientConfig {
         // up to 16 MiB and batches up to 8 MiB.
         .set("message.max.bytes", (batch + (64 << 10)).clamp(1_000_000, 16 << 20).to_string())
         .set("queue.buffering.max.messages", "10000000")
-        .set("queue.buffering.max.kbytes", (64 << 10).to_string())
+        .set("queue.buffering.max.kbytes", (args.buffer_memory >> 10).max(1).to_string())
         .set("compression.codec", codec)
         .set("enable.idempotence", "false");
     config
