@@ -119,7 +119,7 @@ impl Producer {
         let mut out = Appending {
             topics,
             checked,
-            current: Vec::new(),
+            current: Segments::default(),
             delivery: BatchDelivery::with_capacity(records.len()),
         };
         let chunk_max = (self.inner.config.buffer_memory / 2).max(1);
@@ -190,10 +190,28 @@ struct Appending {
     topics: Vec<CallTopic>,
     /// Per record, from the checks.
     checked: Vec<Sized>,
-    /// (topic, partition) → the delivery segment of its current batch.
-    current: Vec<(u32, u32, u32)>,
+    /// The delivery segment of each of the call's partitions' current batch.
+    current: Segments,
     /// What the call returns.
     delivery: BatchDelivery,
+}
+
+/// (topic, partition) → the delivery segment of its current batch: a
+/// call's records name a few partitions at most, so a list.
+#[derive(Debug, Default)]
+struct Segments(Vec<(u32, u32, u32)>);
+
+impl Segments {
+    fn get(&self, topic: u32, partition: u32) -> Option<u32> {
+        self.0.iter().find(|&&(t, p, _)| t == topic && p == partition).map(|&(_, _, s)| s)
+    }
+
+    fn set(&mut self, topic: u32, partition: u32, segment: u32) {
+        match self.0.iter_mut().find(|(t, p, _)| *t == topic && *p == partition) {
+            Some(entry) => entry.2 = segment,
+            None => self.0.push((topic, partition, segment)),
+        }
+    }
 }
 
 impl Appending {
@@ -267,10 +285,7 @@ impl Appending {
             go_on
         });
         if let Some(s) = segment {
-            match current.iter().position(|&(t, p, _)| t == topic && p == partition) {
-                Some(i) => current[i].2 = s,
-                None => current.push((topic, partition, s)),
-            }
+            current.set(topic, partition, s);
         }
         (wake, taken)
     }
@@ -289,18 +304,15 @@ impl Appending {
         let headers = header_refs(record.headers);
         let new = NewRecord::new(record, &headers, c.fixed as usize, *batch_limit);
         let partition = inner.partition_of(acc, &info.name, record, info.partitions);
-        let at = self.current.iter().position(|&(t, p, _)| t == topic && p == partition);
-        let placed = acc.append(&info.name, partition, &new, at.is_none());
-        let segment = match (placed.completion, at) {
-            (Some(completion), at) => {
+        let current = self.current.get(topic, partition);
+        let placed = acc.append(&info.name, partition, &new, current.is_none());
+        let segment = match (placed.completion, current) {
+            (Some(completion), _) => {
                 let s = self.delivery.open_segment(completion);
-                match at {
-                    Some(i) => self.current[i].2 = s,
-                    None => self.current.push((topic, partition, s)),
-                }
+                self.current.set(topic, partition, s);
                 s
             }
-            (None, Some(i)) => self.current[i].2,
+            (None, Some(s)) => s,
             (None, None) => return Err(ProducerError::Closed),
         };
         self.delivery.push(segment, placed.index, placed.timestamp);

@@ -574,3 +574,16 @@ fn header_refs(headers: &[(String, Option<bytes::Bytes>)]) -> Vec<HeaderRef<'_>>
     }
     headers.iter().map(|(k, v)| HeaderRef { key: k.as_bytes(), value: v.as_deref() }).collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_buffer_memory_never_limits_a_record_before_the_request_limit_does() {
+        // A record must fit alone in a request; `buffer_memory` below the
+        // request limit would refuse records the broker takes (16 MiB each).
+        let config = ProducerConfig::default();
+        assert!(config.buffer_memory >= config.max_request_bytes, "{config:?}");
+    }
+}
